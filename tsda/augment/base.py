@@ -1,0 +1,117 @@
+"""The augmentation protocol and its combinators.
+
+An augmentation maps a `FlowBatch` to a new `FlowBatch` of the same size (`B`, `L`):
+batched in torch on the batch's device, random only through the `torch.Generator` it is
+given, and every output a valid flow (see `tsda.augment.validity`). Parameters are checked
+in `__init__` with a `ValueError` naming the parameter.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar, Literal
+
+import torch
+
+from tsda.data.batch import FlowBatch
+
+Family = Literal["amplitude", "mask", "order", "time", "mixing", "generator", "combinator"]
+
+
+class Augmentation(ABC):
+    """Base class of every augmentation (hand-crafted or a trained generator).
+
+    Class attributes document what an augmentation may alter: `family`, and `alters`,
+    the probability that each feature (size, direction, iat) is altered.
+    """
+
+    family: ClassVar[Family] = "amplitude"
+    alters: ClassVar[dict[str, float]] = {"size": 0.0, "direction": 0.0, "iat": 0.0}
+
+    @abstractmethod
+    def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
+        """Return an augmented copy of `batch` (`x (B, 3, L)`); never modify it in place."""
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{self.name}({args})"
+
+
+def _check_probability(name: str, p: float) -> None:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {p}")
+
+
+class Compose(Augmentation):
+    """Apply `augmentations` in sequence (stacking, e.g. several masks)."""
+
+    family = "combinator"
+
+    def __init__(self, augmentations: Sequence[Augmentation]) -> None:
+        if not augmentations:
+            raise ValueError("Compose.augmentations must not be empty")
+        self.augmentations = list(augmentations)
+
+    def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
+        for aug in self.augmentations:
+            batch = aug(batch, generator)
+        return batch
+
+
+class RandomApply(Augmentation):
+    """Apply `augmentation` to each flow with probability `p` (others pass unchanged)."""
+
+    family = "combinator"
+
+    def __init__(self, augmentation: Augmentation, p: float = 0.5) -> None:
+        _check_probability("RandomApply.p", p)
+        self.augmentation, self.p = augmentation, p
+
+    def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
+        chosen = torch.rand(len(batch), generator=generator, device=batch.device) < self.p  # (B,)
+        augmented = self.augmentation(batch, generator)
+        return select(chosen, augmented, batch)
+
+
+class OneOf(Augmentation):
+    """Apply one of `augmentations` per flow, drawn with `weights` (uniform by default).
+
+    Every candidate runs on the whole batch (batched), then each flow keeps its draw.
+    """
+
+    family = "combinator"
+
+    def __init__(self, augmentations: Sequence[Augmentation], weights: Sequence[float] | None = None) -> None:
+        if not augmentations:
+            raise ValueError("OneOf.augmentations must not be empty")
+        if weights is not None and (len(weights) != len(augmentations) or min(weights) < 0 or sum(weights) <= 0):
+            raise ValueError("OneOf.weights must be non-negative, one per augmentation, not all 0")
+        self.augmentations = list(augmentations)
+        self.weights = list(weights) if weights is not None else [1.0] * len(augmentations)
+
+    def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
+        w = torch.tensor(self.weights, dtype=torch.float, device=batch.device)
+        pick = torch.multinomial(w, len(batch), replacement=True, generator=generator)  # (B,)
+        out = batch
+        for i, aug in enumerate(self.augmentations):
+            out = select(pick == i, aug(batch, generator), out)
+        return out
+
+
+def select(mask: torch.Tensor, a: FlowBatch, b: FlowBatch) -> FlowBatch:
+    """Row-wise choice: `a` where `mask (B,)` is True, else `b`."""
+    soft = None
+    if a.soft_labels is not None or b.soft_labels is not None:
+        k = (a.soft_labels if a.soft_labels is not None else b.soft_labels).shape[1]
+        soft = torch.where(mask[:, None], a.targets(k), b.targets(k))
+    return FlowBatch(
+        x=torch.where(mask[:, None, None], a.x, b.x),
+        lengths=torch.where(mask, a.lengths, b.lengths),
+        labels=torch.where(mask, a.labels, b.labels),
+        soft_labels=soft,
+    )

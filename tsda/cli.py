@@ -1,0 +1,171 @@
+"""The `tsda` command.
+
+    tsda fit -c configs/experiment/synthetic_baseline.yaml [--overrides]
+    tsda test --ckpt CKPT [--data.path FILE --data.split none] [--out DIR]
+    tsda data describe [SOURCE]
+    tsda augment list | preview | enlarge
+    tsda campaign run | report
+    tsda sample / tsda evaluate
+
+`fit` is Lightning's CLI (LightningCLI): every Trainer option passes through
+(`--trainer.accelerator gpu --trainer.devices 4 --trainer.strategy ddp
+--trainer.precision bf16-mixed`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from tsda.data.datamodule import FlowDataModule
+from tsda.logging import WandbSettings, run_loggers
+from tsda.runs import default_run_dir, write_json_atomic
+
+USAGE = __doc__
+
+
+def _seed(value: Any) -> int:
+    return 0 if isinstance(value, bool) or value is None else int(value)
+
+
+class TsdaCLI(LightningCLI):
+    """LightningCLI with tsda's run directory, loggers, checkpointing and metrics.json."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--run_dir", type=str | None, default=None,
+                            help="run directory (default runs/fit-<time>)")
+        parser.add_argument("--patience", type=int, default=10,
+                            help="early stopping patience in epochs (on the module's monitor)")
+        parser.add_dataclass_arguments(WandbSettings, "wandb")
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+        parser.link_arguments("seed_everything", "data.seed", compute_fn=_seed)
+        parser.link_arguments("seed_everything", "model.init_args.seed", compute_fn=_seed)
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        self.run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.started = time.perf_counter()
+        wandb = WandbSettings(**dict(cfg.wandb))
+        monitor = getattr(type(self.model), "monitor", None)
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        if monitor is not None:
+            metric, mode = monitor
+            callbacks.append(ModelCheckpoint(dirpath=self.run_dir / "checkpoints", monitor=metric,
+                                             mode=mode, save_top_k=1, filename="best"))
+            callbacks.append(EarlyStopping(monitor=metric, mode=mode, patience=cfg.patience))
+        else:
+            callbacks.append(ModelCheckpoint(dirpath=self.run_dir / "checkpoints", save_last=True,
+                                             save_top_k=0))
+        kwargs["default_root_dir"] = str(self.run_dir)
+        kwargs["logger"] = run_loggers(self.run_dir, wandb, config=_plain_config(cfg))
+        return super().instantiate_trainer(callbacks=callbacks, **kwargs)
+
+    def after_fit(self) -> None:
+        trainer, model = self.trainer, self.model
+        fit_seconds = time.perf_counter() - self.started
+        metrics: dict[str, Any] = {}
+        ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if type(model).test_step is not L.LightningModule.test_step:
+            trainer.test(model, datamodule=self.datamodule, ckpt_path=ckpt or None, verbose=False)
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test_")})
+        if hasattr(model, "run_metrics"):
+            metrics.update(model.run_metrics())
+        epochs = trainer.current_epoch
+        metrics.update({
+            "epochs": epochs,
+            "seconds": time.perf_counter() - self.started,
+            "fit_seconds": fit_seconds,
+            "seconds_per_epoch": fit_seconds / max(epochs, 1),
+            "best_checkpoint": ckpt,
+            "best_score": float(trainer.checkpoint_callback.best_model_score)
+            if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None else None,
+            "seed": _seed(self.config[self.subcommand].seed_everything),
+        })
+        if isinstance(self.datamodule, FlowDataModule):
+            metrics["n_flows"] = {k: int(len(v)) for k, v in self.datamodule.splits.items()}
+        if trainer.is_global_zero:
+            write_json_atomic(self.run_dir / "metrics.json", metrics)
+            _print_summary(metrics, self.run_dir)
+
+
+def _plain_config(cfg: Any) -> dict[str, Any]:
+    """A JSON-able view of the parsed config for the loggers."""
+    import json
+
+    def default(o: Any) -> str:
+        return str(o)
+
+    try:
+        return json.loads(json.dumps(cfg.as_dict(), default=default))
+    except Exception:  # noqa: BLE001 - logging the config must never stop a run
+        return {}
+
+
+def _print_summary(metrics: dict[str, Any], run_dir: Path) -> None:
+    keys = [k for k in ("test_weighted_f1", "test_macro_f1", "test_accuracy") if k in metrics]
+    parts = ", ".join(f"{k} = {metrics[k]:.4f}" for k in keys)
+    print(f"\n{parts}{'; ' if parts else ''}{metrics['epochs']} epochs in {metrics['seconds']:.1f} s; "
+          f"metrics: {run_dir / 'metrics.json'}", flush=True)
+
+
+def run_fit(args: list[str]) -> TsdaCLI:
+    """`tsda fit ...`: train, test the best checkpoint, write metrics.json."""
+    return TsdaCLI(
+        L.LightningModule,
+        FlowDataModule,
+        subclass_mode_model=True,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"use_distributed_sampler": False, "deterministic": "warn", "max_epochs": 20},
+        args=["fit", *args],
+        auto_configure_optimizers=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    command, rest = argv[0], argv[1:]
+    if command == "fit":
+        run_fit(rest)
+    elif command == "test":
+        from tsda.evaluation import main as test_main
+
+        test_main(rest)
+    elif command == "data":
+        from tsda.data.describe import main as data_main
+
+        data_main(rest)
+    elif command == "augment":
+        from tsda.augment.cli import main as augment_main
+
+        augment_main(rest)
+    elif command == "campaign":
+        from tsda.campaign import main as campaign_main
+
+        campaign_main(rest)
+    elif command == "sample":
+        from tsda.generate import main as sample_main
+
+        sample_main(rest)
+    elif command == "evaluate":
+        from tsda.metrics.fidelity import main as evaluate_main
+
+        evaluate_main(rest)
+    else:
+        print(f"tsda: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""`FlowDataModule`: source -> curation -> split -> encoded tensors on the training device."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from tsda.data.batch import FlowBatch
+from tsda.data.codec import FlowCodec
+from tsda.data.curation import SplitKind, curate, split_indices, stratified_fraction
+from tsda.data.sources import ParquetColumns, read_parquet
+from tsda.data.table import FlowTable
+
+
+class IndexBatchSampler(Sampler[torch.Tensor]):
+    """Yields `(b,)` int64 index tensors, one per batch, drawn from a seeded generator.
+
+    Each epoch draws a fresh order (seed and epoch number make the generator's seed).
+    With `weights` (`(N,)`, e.g. 1 / class count) indices are drawn with replacement in
+    proportion to the weights, N per epoch. With `world_size > 1` each rank takes every
+    `world_size`-th index of the same draw (its shard).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool = True,
+        weights: torch.Tensor | None = None,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
+        self.weights, self.seed, self.drop_last = weights, seed, drop_last
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, self.n, replacement=True, generator=g)
+        elif self.shuffle:
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        order = self._order()
+        self.epoch += 1
+        stop = len(order) - (len(order) % self.batch_size if self.drop_last else 0)
+        for start in range(0, stop, self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    def __len__(self) -> int:
+        per_rank = -(-self.n // self.world_size) if self.world_size > 1 else self.n
+        return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
+
+
+class _BatchDataset(Dataset):
+    """Serves whole batches: `dataset[idx]` with `idx (b,)` returns a `FlowBatch`."""
+
+    def __init__(self, batch: FlowBatch) -> None:
+        self.batch = batch
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    def __getitem__(self, idx: torch.Tensor) -> FlowBatch:
+        return self.batch.index(idx.to(self.batch.device))
+
+
+def _identity(x: FlowBatch) -> FlowBatch:
+    return x
+
+
+class FlowDataModule(L.LightningDataModule):
+    """Flows from the embedded synthetic simulator or a tcbench-style Parquet file.
+
+    Args:
+        path: Parquet file; None = the embedded synthetic dataset.
+        synthetic_scale: fraction of MIRAGE19's class sizes the simulator draws (1.0 = 64k flows).
+        synthetic_apps: number of simulated apps.
+        label_column, sizes_column, directions_column, times_column, packets_column:
+            Parquet column names (tcbench defaults).
+        group_column: metadata column for `split='group'` (flows of one capture stay together).
+        invalid_rows: `error` (default) stops at the first malformed row naming it;
+            `drop` leaves such rows out with a warning (real captures have a few).
+        min_packets: keep flows with more than this many packets.
+        min_class_size: keep classes with more than this many flows (after `min_packets`).
+        n_packets: `L`, packets per flow given to models.
+        split: `stratified` 80/10/10 (by default), `group`, or `none` (every flow is test).
+        val_fraction, test_fraction: split sizes.
+        train_fraction: class-stratified fraction of the training split to keep (quick studies).
+        seed: seeds the split, the synthetic data and the batch order.
+        batch_size: training batch size `B`.
+        eval_batch_size: validation/test batch size.
+        sampler: `class_weighted` draws flows with probability 1 / class count (the paper's
+            sampler); `none` shuffles.
+        class_names: map labels onto these names (a trained model's classes); flows of other
+            classes are counted in `dropped_classes` and left out.
+        mtu, iat_unit, iat_max: the `FlowCodec` settings.
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        synthetic_scale: float = 1.0,
+        synthetic_apps: int = 20,
+        label_column: str = "app",
+        sizes_column: str = "pkts_size",
+        directions_column: str = "pkts_dir",
+        times_column: str = "timetofirst",
+        packets_column: str | None = "packets",
+        group_column: str = "capture",
+        invalid_rows: Literal["error", "drop"] = "error",
+        min_packets: int = 10,
+        min_class_size: int = 100,
+        n_packets: int = 20,
+        split: SplitKind = "stratified",
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        train_fraction: float = 1.0,
+        seed: int = 0,
+        batch_size: int = 256,
+        eval_batch_size: int = 2048,
+        sampler: Literal["none", "class_weighted"] = "none",
+        class_names: list[str] | None = None,
+        mtu: float = 1460.0,
+        iat_unit: float = 1e-3,
+        iat_max: float = 10.0,
+    ) -> None:
+        super().__init__()
+        if sampler not in ("none", "class_weighted"):
+            raise ValueError(f"data.sampler must be 'none' or 'class_weighted', got {sampler!r}")
+        if split not in ("stratified", "group", "none"):
+            raise ValueError(f"data.split must be stratified, group or none, got {split!r}")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError("data.batch_size and data.eval_batch_size must be >= 1")
+        # class_names is the model's business in the hparams a run logs; kept apart here
+        self.save_hyperparameters(ignore=["class_names"])
+        self.known_classes = list(class_names) if class_names is not None else None
+        self.codec = FlowCodec(n_packets=n_packets, mtu=mtu, iat_unit=iat_unit, iat_max=iat_max)
+        self._table: FlowTable | None = None
+        self._splits: dict[str, np.ndarray] | None = None
+        self.tensors: dict[str, FlowBatch] = {}
+        self.dropped_classes: dict[str, int] = {}
+
+    # -- the table, loaded once on first need ---------------------------------------------
+    def _load(self) -> FlowTable:
+        h = self.hparams
+        if h.path is None:
+            from tsda.data.synthetic import make_synthetic
+
+            raw = make_synthetic(n_apps=h.synthetic_apps, scale=h.synthetic_scale, seed=h.seed)
+        else:
+            cols = ParquetColumns(h.label_column, h.sizes_column, h.directions_column,
+                                  h.times_column, h.packets_column)
+            meta = (h.group_column,) if h.group_column else ()
+            raw = read_parquet(h.path, cols, max_packets=max(h.n_packets, 1), meta_columns=meta,
+                               invalid_rows=h.invalid_rows)
+        table = curate(raw, h.min_packets, h.min_class_size, h.n_packets)
+        if self.known_classes is not None:
+            table, self.dropped_classes = table.relabel(self.known_classes)
+        return table
+
+    @property
+    def table(self) -> FlowTable:
+        """The curated table (every split)."""
+        if self._table is None:
+            self._table = self._load()
+        return self._table
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.table.class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.table.class_names)
+
+    @property
+    def splits(self) -> dict[str, np.ndarray]:
+        """Row indices of each split into `table`."""
+        if self._splits is None:
+            h = self.hparams
+            s = split_indices(self.table, h.split, h.seed, h.val_fraction, h.test_fraction, h.group_column)
+            if h.train_fraction < 1 and len(s["train"]):
+                keep = stratified_fraction(self.table.labels[s["train"]], h.train_fraction, h.seed)
+                s["train"] = s["train"][keep]
+            self._splits = s
+        return self._splits
+
+    def split_table(self, name: Literal["train", "val", "test"]) -> FlowTable:
+        return self.table.take(self.splits[name])
+
+    # -- tensors on the device -----------------------------------------------------------
+    def _device(self) -> torch.device:
+        trainer = getattr(self, "trainer", None)
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def setup(self, stage: str | None = None) -> None:
+        device = self._device()
+        for name in ("train", "val", "test"):
+            if name not in self.tensors or self.tensors[name].device != device:
+                self.tensors[name] = self.codec.encode(self.split_table(name)).to(device)
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(self, name: str, train: bool) -> DataLoader:
+        if name not in self.tensors:
+            self.setup()
+        batch = self.tensors[name]
+        h = self.hparams
+        rank, world = self._rank()
+        weights = None
+        if train and h.sampler == "class_weighted":
+            counts = torch.bincount(batch.labels.cpu(), minlength=self.num_classes).double()
+            weights = (1.0 / counts.clamp_min(1))[batch.labels.cpu()]
+        sampler = IndexBatchSampler(
+            len(batch), h.batch_size if train else h.eval_batch_size, shuffle=train,
+            weights=weights, seed=h.seed, rank=rank if train else 0,
+            world_size=world if train else 1,
+        )
+        return DataLoader(_BatchDataset(batch), sampler=sampler, batch_size=None, collate_fn=_identity)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)

@@ -1,0 +1,1 @@
+"""LightningModules: losses, optimisers, metrics and logging live here."""

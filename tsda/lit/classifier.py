@@ -1,0 +1,154 @@
+"""`ClassifierModule`: one module for every condition; the augmentation is an argument."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from tsda.augment.base import Augmentation, select
+from tsda.data.batch import FlowBatch
+from tsda.nets.classifier import BackboneName, FlowClassifier, build_classifier
+
+Policy = Literal["double", "replace"]
+
+
+class ClassifierModule(L.LightningModule):
+    """Train and evaluate a traffic classifier, optionally with an augmentation.
+
+    Args:
+        num_classes: K (linked from the datamodule by the CLI).
+        class_names: names of the K classes; saved in the checkpoint so that `tsda test`
+            can match another file's labels by name.
+        backbone: `cnn_resblock` (the PAM 2024 1D-CNN) or `gru`.
+        backbone_kwargs: extra arguments of the backbone (e.g. `{"width": 64}`).
+        lr, weight_decay: Adam settings.
+        augmentation: applied to training batches (hand-crafted or a generator); None = no
+            augmentation.
+        policy: `double` = the paper's protocol: every step trains on the B originals plus
+            B augmented copies (its no-augmentation baseline then uses batch 2B);
+            `replace` = each flow is replaced by its augmented copy with probability
+            `augment_p` (batch stays B).
+        augment_p: probability for `replace`.
+        seed: seeds the augmentation's `torch.Generator` (the CLI links `seed_everything`).
+        label_smoothing: cross-entropy label smoothing.
+    """
+
+    #: (metric, mode) that checkpointing and early stopping follow
+    monitor: ClassVar[tuple[str, str] | None] = ("val_weighted_f1", "max")
+
+    def __init__(
+        self,
+        num_classes: int = 2,
+        class_names: list[str] | None = None,
+        backbone: BackboneName = "cnn_resblock",
+        backbone_kwargs: dict[str, Any] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        augmentation: Augmentation | None = None,
+        policy: Policy = "double",
+        augment_p: float = 0.5,
+        seed: int = 0,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if policy not in ("double", "replace"):
+            raise ValueError(f"model.policy must be 'double' or 'replace', got {policy!r}")
+        if not 0.0 <= augment_p <= 1.0:
+            raise ValueError(f"model.augment_p must be in [0, 1], got {augment_p}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"model.class_names has {len(class_names)} names for {num_classes} classes")
+        self.save_hyperparameters(ignore=["augmentation"])
+        self.hparams["augmentation_repr"] = repr(augmentation) if augmentation is not None else None
+        self.net: FlowClassifier = build_classifier(backbone, num_classes, **(backbone_kwargs or {}))
+        self.augmentation = augmentation
+        self._generator: torch.Generator | None = None
+        k = num_classes
+        self.val_metrics = self._metrics(k, "val")
+        self.test_metrics = self._metrics(k, "test")
+        self.test_per_class = MulticlassF1Score(k, average="none")
+        self.per_class_f1: dict[str, float] = {}
+
+    @staticmethod
+    def _metrics(k: int, prefix: str) -> torch.nn.ModuleDict:
+        return torch.nn.ModuleDict({
+            f"{prefix}_weighted_f1": MulticlassF1Score(k, average="weighted"),
+            f"{prefix}_macro_f1": MulticlassF1Score(k, average="macro"),
+            f"{prefix}_accuracy": MulticlassAccuracy(k, average="micro"),
+        })
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self.hparams.get("class_names")
+        return list(names) if names else [str(i) for i in range(self.hparams.num_classes)]
+
+    # -- the seam generators are guided by ------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """`x (B, 3, L)` -> `z (B, D)`."""
+        return self.net.encode(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`x (B, 3, L)` -> `logits (B, K)`."""
+        return self.net(x)
+
+    # -- training -----------------------------------------------------------------------
+    def augmentation_generator(self) -> torch.Generator:
+        if self._generator is None or self._generator.device != self.device:
+            self._generator = torch.Generator(device=self.device).manual_seed(int(self.hparams.seed))
+        return self._generator
+
+    def training_batch(self, batch: FlowBatch) -> FlowBatch:
+        """The batch the optimiser step sees, after the augmentation policy."""
+        if self.augmentation is None:
+            return batch
+        g = self.augmentation_generator()
+        with torch.no_grad():
+            augmented = self.augmentation(batch, g)
+        if self.hparams.policy == "double":
+            return FlowBatch.cat([batch, augmented], self.hparams.num_classes)
+        chosen = torch.rand(len(batch), generator=g, device=batch.device) < self.hparams.augment_p
+        return select(chosen, augmented, batch)
+
+    def loss(self, logits: torch.Tensor, batch: FlowBatch) -> torch.Tensor:
+        smoothing = float(self.hparams.label_smoothing)
+        if batch.soft_labels is None:
+            return F.cross_entropy(logits, batch.labels, label_smoothing=smoothing)
+        return F.cross_entropy(logits, batch.soft_labels, label_smoothing=smoothing)
+
+    def training_step(self, batch: FlowBatch, batch_idx: int) -> torch.Tensor:
+        train = self.training_batch(batch)
+        logits = self(train.x)
+        loss = self.loss(logits, train)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(train))
+        return loss
+
+    def _evaluate(self, batch: FlowBatch, metrics: torch.nn.ModuleDict, prefix: str) -> None:
+        logits = self(batch.x)
+        preds = logits.argmax(dim=1)
+        self.log(f"{prefix}_loss", F.cross_entropy(logits, batch.labels), batch_size=len(batch))
+        for name, metric in metrics.items():
+            metric.update(preds, batch.labels)
+            self.log(name, metric, on_epoch=True, prog_bar=name.endswith("weighted_f1"), batch_size=len(batch))
+        if prefix == "test":
+            self.test_per_class.update(preds, batch.labels)
+
+    def validation_step(self, batch: FlowBatch, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: FlowBatch, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics, "test")
+
+    def on_test_epoch_end(self) -> None:
+        values = self.test_per_class.compute().tolist()
+        self.per_class_f1 = dict(zip(self.class_names, (float(v) for v in values)))
+        self.test_per_class.reset()
+
+    def run_metrics(self) -> dict[str, Any]:
+        """What `metrics.json` adds beyond the logged test metrics."""
+        return {"test_per_class_f1": self.per_class_f1}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

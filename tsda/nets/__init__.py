@@ -1,0 +1,1 @@
+"""Plain `nn.Module`s: no Lightning, losses, optimisers or loggers here."""

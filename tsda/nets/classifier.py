@@ -1,0 +1,119 @@
+"""Traffic classifiers with a latent seam: `encode(x) -> z (B, D)`, `head(z) -> logits (B, K)`.
+
+Generators are guided through that seam, so every backbone exposes it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+BackboneName = Literal["cnn_resblock", "gru"]
+
+
+class ResBlock1d(nn.Module):
+    """Conv1d(k3, stride 2)+BN+ReLU, Conv1d(k3)+BN, plus a 1x1 stride-2 conv+BN shortcut,
+    then ReLU (CESNET's `CNN_ResBlock` block). `(B, C_in, L) -> (B, C_out, ceil(L/2))`."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv1d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm1d(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm1d(c_out),
+        )
+        self.shortcut = nn.Sequential(
+            nn.Conv1d(c_in, c_out, 1, stride=2, bias=False), nn.BatchNorm1d(c_out)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class FlowClassifier(nn.Module):
+    """Base: `forward(x) = head(encode(x))`.
+
+    Args of subclasses share `num_classes` (K) and `in_channels` (C, 3 by default).
+    """
+
+    latent_dim: int
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """`x (B, C, L)` -> `z (B, D)`."""
+        raise NotImplementedError
+
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        """`z (B, D)` -> `logits (B, K)`."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encode(x))
+
+
+class CNNResBlockClassifier(FlowClassifier):
+    """The PAM 2024 backbone: Conv1d(3->64, k3)+BN+ReLU, ResBlock(64->64),
+    ResBlock(64->128), global average pool, Linear(128->K). About 116k parameters for
+    K = 20; the 128-d pooled vector is the latent space."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 64, dropout: float = 0.0) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        self.latent_dim = 2 * width
+        self.features = nn.Sequential(
+            nn.Conv1d(in_channels, width, 3, padding=1, bias=False),
+            nn.BatchNorm1d(width),
+            nn.ReLU(inplace=True),
+            ResBlock1d(width, width),
+            ResBlock1d(width, 2 * width),
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(2 * width, num_classes)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)  # (B, 2W, ceil(L/4))
+        return h.mean(dim=2)  # (B, D=2W)
+
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(z))
+
+
+class GRUClassifier(FlowClassifier):
+    """Bidirectional GRU over packets; the latent is the mean of the hidden states over
+    real packets (padding, where direction == 0, is masked), projected to `latent_dim`."""
+
+    def __init__(
+        self, num_classes: int, in_channels: int = 3, hidden: int = 64, layers: int = 2,
+        latent_dim: int = 128, dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        self.latent_dim = latent_dim
+        self.rnn = nn.GRU(in_channels, hidden, num_layers=layers, batch_first=True,
+                          bidirectional=True, dropout=dropout if layers > 1 else 0.0)
+        self.proj = nn.Sequential(nn.Linear(2 * hidden, latent_dim), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(latent_dim, num_classes)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        seq = x.transpose(1, 2)  # (B, L, C)
+        h, _ = self.rnn(seq)  # (B, L, 2H)
+        real = (x[:, 1].abs() > 0.5).float().unsqueeze(-1)  # (B, L, 1) direction marks packets
+        pooled = (h * real).sum(1) / real.sum(1).clamp_min(1.0)  # (B, 2H)
+        return self.proj(pooled)  # (B, D)
+
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        return self.classifier(z)
+
+
+def build_classifier(name: BackboneName, num_classes: int, **kwargs: object) -> FlowClassifier:
+    """The backbone called `name` (closed choice; an unknown name raises)."""
+    if name == "cnn_resblock":
+        return CNNResBlockClassifier(num_classes, **kwargs)  # type: ignore[arg-type]
+    if name == "gru":
+        return GRUClassifier(num_classes, **kwargs)  # type: ignore[arg-type]
+    raise ValueError(f"unknown backbone {name!r}: choose cnn_resblock or gru")
