@@ -45,7 +45,7 @@ class TsdaCLI(LightningCLI):
         parser.add_dataclass_arguments(WandbSettings, "wandb")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
-        parser.link_arguments("seed_everything", "data.seed", compute_fn=_seed)
+        parser.link_arguments("seed_everything", "data.sampler_seed", compute_fn=_seed)
         parser.link_arguments("seed_everything", "model.init_args.seed", compute_fn=_seed)
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
@@ -55,7 +55,9 @@ class TsdaCLI(LightningCLI):
         self.started = time.perf_counter()
         wandb = WandbSettings(**dict(cfg.wandb))
         monitor = getattr(type(self.model), "monitor", None)
-        callbacks = list(kwargs.pop("callbacks", None) or [])
+        configured = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+        callbacks = [*(configured if isinstance(configured, list) else [configured]),
+                     *(kwargs.pop("callbacks", None) or [])]  # the config's trainer.callbacks too
         if monitor is not None:
             metric, mode = monitor
             callbacks.append(ModelCheckpoint(dirpath=self.run_dir / "checkpoints", monitor=metric,
@@ -71,13 +73,8 @@ class TsdaCLI(LightningCLI):
     def after_fit(self) -> None:
         trainer, model = self.trainer, self.model
         fit_seconds = time.perf_counter() - self.started
-        metrics: dict[str, Any] = {}
         ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if type(model).test_step is not L.LightningModule.test_step:
-            trainer.test(model, datamodule=self.datamodule, ckpt_path=ckpt or None, verbose=False)
-            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test_")})
-        if hasattr(model, "run_metrics"):
-            metrics.update(model.run_metrics())
+        metrics = run_test(trainer, model, self.datamodule, ckpt or None)
         epochs = trainer.current_epoch
         metrics.update({
             "epochs": epochs,
@@ -89,11 +86,38 @@ class TsdaCLI(LightningCLI):
             if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None else None,
             "seed": _seed(self.config[self.subcommand].seed_everything),
         })
-        if isinstance(self.datamodule, FlowDataModule):
-            metrics["n_flows"] = {k: int(len(v)) for k, v in self.datamodule.splits.items()}
-        if trainer.is_global_zero:
-            write_json_atomic(self.run_dir / "metrics.json", metrics)
-            _print_summary(metrics, self.run_dir)
+        if trainer.is_global_zero:  # the run's t-SNE PNG, when the module kept test embeddings
+            from tsda.metrics.latent import write_run_latent_plot
+
+            write_run_latent_plot(model, self.datamodule, self.run_dir)
+        write_run_metrics(trainer, self.run_dir, metrics)
+
+
+def run_test(
+    trainer: L.Trainer,
+    model: L.LightningModule,
+    datamodule: L.LightningDataModule | None,
+    ckpt_path: str | None = None,
+) -> dict[str, Any]:
+    """Test `model` (weights from `ckpt_path` when given) with `trainer` and collect what
+    `metrics.json` holds: the logged `test_*` metrics, the module's `run_metrics()` and the
+    flows per split of a `FlowDataModule`. Modules without a `test_step` are not tested."""
+    metrics: dict[str, Any] = {}
+    if type(model).test_step is not L.LightningModule.test_step:
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test_")})
+    if hasattr(model, "run_metrics"):
+        metrics.update(model.run_metrics())
+    if isinstance(datamodule, FlowDataModule):
+        metrics["n_flows"] = {k: int(len(v)) for k, v in datamodule.splits.items()}
+    return metrics
+
+
+def write_run_metrics(trainer: L.Trainer, run_dir: Path, metrics: dict[str, Any]) -> None:
+    """On the global-zero rank: write `run_dir/metrics.json` atomically and print a summary."""
+    if trainer.is_global_zero:
+        write_json_atomic(run_dir / "metrics.json", metrics)
+        _print_summary(metrics, run_dir)
 
 
 def _plain_config(cfg: Any) -> dict[str, Any]:
@@ -112,7 +136,8 @@ def _plain_config(cfg: Any) -> dict[str, Any]:
 def _print_summary(metrics: dict[str, Any], run_dir: Path) -> None:
     keys = [k for k in ("test_weighted_f1", "test_macro_f1", "test_accuracy") if k in metrics]
     parts = ", ".join(f"{k} = {metrics[k]:.4f}" for k in keys)
-    print(f"\n{parts}{'; ' if parts else ''}{metrics['epochs']} epochs in {metrics['seconds']:.1f} s; "
+    epochs = f"{metrics['epochs']} epochs " if "epochs" in metrics else ""
+    print(f"\n{parts}{'; ' if parts else ''}{epochs}in {metrics['seconds']:.1f} s; "
           f"metrics: {run_dir / 'metrics.json'}", flush=True)
 
 

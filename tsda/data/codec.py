@@ -51,6 +51,14 @@ class FlowCodec:
     def _iat_norm(self) -> float:
         return float(np.log1p(self.iat_max / self.iat_unit))
 
+    def gaps_from_iat(self, iat: torch.Tensor) -> torch.Tensor:
+        """Encoded iat `(..., L)` -> gaps in seconds `(..., L)` (the decode formula, in torch)."""
+        return torch.expm1(iat.clamp_min(0.0) * self._iat_norm) * self.iat_unit
+
+    def iat_from_gaps(self, gaps: torch.Tensor) -> torch.Tensor:
+        """Gaps in seconds `(..., L)` -> encoded iat `(..., L)` (the encode formula, in torch)."""
+        return torch.log1p(gaps.clamp_min(0.0) / self.iat_unit) / self._iat_norm
+
     def encode_arrays(
         self,
         sizes: np.ndarray,

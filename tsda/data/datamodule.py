@@ -104,7 +104,9 @@ class FlowDataModule(L.LightningDataModule):
         split: `stratified` 80/10/10 (by default), `group`, or `none` (every flow is test).
         val_fraction, test_fraction: split sizes.
         train_fraction: class-stratified fraction of the training split to keep (quick studies).
-        seed: seeds the split, the synthetic data and the batch order.
+        seed: seeds the split and the synthetic data (fixed across a campaign's seeds).
+        sampler_seed: seeds the batch order (the CLI links `seed_everything` here);
+            None = `seed`.
         batch_size: training batch size `B`.
         eval_batch_size: validation/test batch size.
         sampler: `class_weighted` draws flows with probability 1 / class count (the paper's
@@ -134,6 +136,7 @@ class FlowDataModule(L.LightningDataModule):
         test_fraction: float = 0.1,
         train_fraction: float = 1.0,
         seed: int = 0,
+        sampler_seed: int | None = None,
         batch_size: int = 256,
         eval_batch_size: int = 2048,
         sampler: Literal["none", "class_weighted"] = "none",
@@ -157,6 +160,22 @@ class FlowDataModule(L.LightningDataModule):
         self._splits: dict[str, np.ndarray] | None = None
         self.tensors: dict[str, FlowBatch] = {}
         self.dropped_classes: dict[str, int] = {}
+
+    @classmethod
+    def from_tables(
+        cls, train: FlowTable, val: FlowTable, test: FlowTable, **kwargs: object
+    ) -> FlowDataModule:
+        """A datamodule over in-memory, already curated splits (e.g. synthetic flows to train
+        on and real flows to test on); `kwargs` are the other constructor arguments. Flows
+        are truncated/padded to `n_packets`; the three tables must share `class_names`."""
+        dm = cls(**kwargs)  # type: ignore[arg-type]
+        n = dm.hparams.n_packets
+        parts = [t.truncate(n) for t in (train, val, test)]
+        dm._table = FlowTable.concat(parts)
+        ends = np.cumsum([len(t) for t in parts])
+        dm._splits = {"train": np.arange(0, ends[0]), "val": np.arange(ends[0], ends[1]),
+                      "test": np.arange(ends[1], ends[2])}
+        return dm
 
     # -- the table, loaded once on first need ---------------------------------------------
     def _load(self) -> FlowTable:
@@ -233,7 +252,8 @@ class FlowDataModule(L.LightningDataModule):
             weights = (1.0 / counts.clamp_min(1))[batch.labels.cpu()]
         sampler = IndexBatchSampler(
             len(batch), h.batch_size if train else h.eval_batch_size, shuffle=train,
-            weights=weights, seed=h.seed, rank=rank if train else 0,
+            weights=weights, seed=h.seed if h.sampler_seed is None else h.sampler_seed,
+            rank=rank if train else 0,
             world_size=world if train else 1,
         )
         return DataLoader(_BatchDataset(batch), sampler=sampler, batch_size=None, collate_fn=_identity)
