@@ -75,3 +75,19 @@ def test_module_validates_arguments() -> None:
         ClassifierModule(policy="both")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="augment_p"):
         ClassifierModule(augment_p=1.5)
+
+
+def test_gru_latent_ignores_padding_length() -> None:
+    """The same flow padded to 20 or 28 packets has the same GRU latent (packed sequences)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    net = GRUClassifier(5).eval()
+    x = torch.zeros(2, 3, 20)
+    x[:, 0, :7] = torch.rand(2, 7)
+    x[:, 1, :7] = 1.0
+    x[:, 2, 1:7] = torch.rand(2, 6)
+    with torch.no_grad():
+        z20 = net.encode(x)
+        z28 = net.encode(F.pad(x, (0, 8)))
+    torch.testing.assert_close(z20, z28)

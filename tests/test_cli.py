@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import json
 from pathlib import Path
 
@@ -10,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tsda.cli import main
-from tsda.data.sources import FlowDataError, write_parquet
+from tsda.data.sources import write_parquet
 
 pytest.importorskip("tsda.data.synthetic")
 from tsda.data.synthetic import make_synthetic  # noqa: E402
@@ -23,6 +27,17 @@ TINY = ["--model", "tsda.lit.classifier.ClassifierModule",
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 REQUIRED = {"test_weighted_f1", "test_macro_f1", "test_accuracy", "test_per_class_f1",
             "epochs", "seconds"}
+
+
+
+@contextmanager
+def cli_error(capsys, pattern: str) -> Iterator[None]:
+    """The `tsda` command exits with status 2 and prints an error matching `pattern`."""
+    with pytest.raises(SystemExit) as exc:
+        yield
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tsda: error: ") and re.search(pattern, err), err
 
 
 def fit(run_dir: Path, *extra: str) -> dict:
@@ -124,26 +139,26 @@ def write_bad(tmp_path: Path) -> Path:
     return path
 
 
-def test_fit_on_bad_file_fails_and_writes_no_metrics(tmp_path: Path) -> None:
+def test_fit_on_bad_file_fails_and_writes_no_metrics(tmp_path: Path, capsys) -> None:
     bad = write_bad(tmp_path)
     run_dir = tmp_path / "run"
-    with pytest.raises(FlowDataError, match=r"bad\.parquet: row 1: column 'pkts_size'"):
+    with cli_error(capsys, r"bad\.parquet: row 1: column 'pkts_size'"):
         main(["fit", *TINY, "--data.path", str(bad), "--run_dir", str(run_dir)])
     assert not (run_dir / "metrics.json").exists()
 
 
-def test_test_on_bad_file_fails_and_writes_nothing(fitted: tuple[Path, dict], tmp_path: Path) -> None:
+def test_test_on_bad_file_fails_and_writes_nothing(fitted: tuple[Path, dict], tmp_path: Path, capsys) -> None:
     _, fit_metrics = fitted
     bad = write_bad(tmp_path)
     out = tmp_path / "out"
-    with pytest.raises(FlowDataError, match=r"bad\.parquet: row 1: column 'pkts_size'"):
+    with cli_error(capsys, r"bad\.parquet: row 1: column 'pkts_size'"):
         main(["test", "--ckpt", fit_metrics["best_checkpoint"], "--data.path", str(bad),
               "--data.split", "none", "--data.min_class_size", "0", "--out", str(out)])
     assert not out.exists()
 
 
-def test_test_needs_an_existing_checkpoint(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+def test_test_needs_an_existing_checkpoint(tmp_path: Path, capsys) -> None:
+    with cli_error(capsys, "missing.ckpt"):
         main(["test", "--ckpt", str(tmp_path / "missing.ckpt")])
 
 
@@ -171,5 +186,5 @@ def test_data_describe_parquet_with_renamed_label(tmp_path: Path, capsys) -> Non
     main(["data", "describe", str(path), "--label-column", "label", "--min-class-size", "0"])
     text = capsys.readouterr().out
     assert "web" in text and "chat" in text
-    with pytest.raises(FlowDataError, match="missing column 'app'"):
+    with cli_error(capsys, "missing column 'app'"):
         main(["data", "describe", str(path)])

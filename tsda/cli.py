@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from tsda.data.datamodule import FlowDataModule
+from tsda.data.sources import FlowDataError
 from tsda.logging import WandbSettings, run_loggers
 from tsda.runs import default_run_dir, write_json_atomic
 
@@ -160,7 +161,14 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return
-    command, rest = argv[0], argv[1:]
+    try:
+        _dispatch(argv[0], argv[1:])
+    except (FlowDataError, FileNotFoundError) as exc:
+        print(f"tsda: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _dispatch(command: str, rest: list[str]) -> None:
     if command == "fit":
         run_fit(rest)
     elif command == "test":

@@ -1,4 +1,8 @@
-"""Augmentations: `__call__(batch, generator) -> batch` on whatever device the batch is on."""
+"""Augmentations: `__call__(batch, generator) -> batch` on whatever device the batch is on.
+
+The hand-crafted ones live in `amplitude`, `masking`, `order` (incl. CutMix), `traffic`
+(tcbench's time-based ones) and `mixing` (Mixup); `catalog.AUGMENTATIONS` names them.
+"""
 
 from tsda.augment.base import Augmentation, Compose, OneOf, RandomApply
 

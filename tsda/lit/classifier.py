@@ -35,6 +35,9 @@ class ClassifierModule(L.LightningModule):
         augment_p: probability for `replace`.
         seed: seeds the augmentation's `torch.Generator` (the CLI links `seed_everything`).
         label_smoothing: cross-entropy label smoothing.
+        latent_points: after testing, score the latent geometry of the test split's
+            embeddings `encode(x)` (`tsda.metrics.latent`) on a seeded subsample of at most
+            this many flows, stored as `latent_*` in `metrics.json`; 0 = off.
     """
 
     #: (metric, mode) that checkpointing and early stopping follow
@@ -53,12 +56,15 @@ class ClassifierModule(L.LightningModule):
         augment_p: float = 0.5,
         seed: int = 0,
         label_smoothing: float = 0.0,
+        latent_points: int = 2000,
     ) -> None:
         super().__init__()
         if policy not in ("double", "replace"):
             raise ValueError(f"model.policy must be 'double' or 'replace', got {policy!r}")
         if not 0.0 <= augment_p <= 1.0:
             raise ValueError(f"model.augment_p must be in [0, 1], got {augment_p}")
+        if latent_points < 0:
+            raise ValueError(f"model.latent_points must be >= 0, got {latent_points}")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"model.class_names has {len(class_names)} names for {num_classes} classes")
         self.save_hyperparameters(ignore=["augmentation"])
@@ -71,6 +77,10 @@ class ClassifierModule(L.LightningModule):
         self.test_metrics = self._metrics(k, "test")
         self.test_per_class = MulticlassF1Score(k, average="none")
         self.per_class_f1: dict[str, float] = {}
+        self._test_z: list[tuple[torch.Tensor, torch.Tensor]] = []
+        #: `(z (N, D), labels (N,))` of the last test's subsample (CPU), for plots
+        self.test_latent: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.latent_scores: dict[str, float] = {}
 
     @staticmethod
     def _metrics(k: int, prefix: str) -> torch.nn.ModuleDict:
@@ -140,15 +150,27 @@ class ClassifierModule(L.LightningModule):
 
     def test_step(self, batch: FlowBatch, batch_idx: int) -> None:
         self._evaluate(batch, self.test_metrics, "test")
+        if self.hparams.latent_points:
+            self._test_z.append((self.encode(batch.x).detach().cpu(), batch.labels.cpu()))  # (B, D), (B,)
 
     def on_test_epoch_end(self) -> None:
         values = self.test_per_class.compute().tolist()
         self.per_class_f1 = dict(zip(self.class_names, (float(v) for v in values)))
         self.test_per_class.reset()
+        if self._test_z:
+            from tsda.metrics.latent import latent_metrics, subsample
+
+            z = torch.cat([b[0] for b in self._test_z])  # (N, D)
+            labels = torch.cat([b[1] for b in self._test_z])  # (N,)
+            keep = torch.as_tensor(subsample(len(z), self.hparams.latent_points, self.hparams.seed))
+            self.test_latent = (z[keep], labels[keep])
+            self.latent_scores = latent_metrics(*self.test_latent, max_points=len(keep))
+            self._test_z = []
 
     def run_metrics(self) -> dict[str, Any]:
         """What `metrics.json` adds beyond the logged test metrics."""
-        return {"test_per_class_f1": self.per_class_f1}
+        latent = {f"latent_{k}": v for k, v in self.latent_scores.items()}
+        return {"test_per_class_f1": self.per_class_f1, **latent}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -83,8 +83,9 @@ class CNNResBlockClassifier(FlowClassifier):
 
 
 class GRUClassifier(FlowClassifier):
-    """Bidirectional GRU over packets; the latent is the mean of the hidden states over
-    real packets (padding, where direction == 0, is masked), projected to `latent_dim`."""
+    """Bidirectional GRU over the real packets (sequences packed by length, so padding never
+    enters either direction); the latent is the mean of the hidden states over real
+    packets, projected to `latent_dim`."""
 
     def __init__(
         self, num_classes: int, in_channels: int = 3, hidden: int = 64, layers: int = 2,
@@ -101,9 +102,12 @@ class GRUClassifier(FlowClassifier):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         seq = x.transpose(1, 2)  # (B, L, C)
-        h, _ = self.rnn(seq)  # (B, L, 2H)
-        real = (x[:, 1].abs() > 0.5).float().unsqueeze(-1)  # (B, L, 1) direction marks packets
-        pooled = (h * real).sum(1) / real.sum(1).clamp_min(1.0)  # (B, 2H)
+        real = x[:, 1].abs() > 0.5  # (B, L) the direction channel marks real packets
+        lengths = real.sum(1).clamp_min(1).cpu()  # (B,)
+        packed = nn.utils.rnn.pack_padded_sequence(seq, lengths, batch_first=True, enforce_sorted=False)
+        h, _ = self.rnn(packed)
+        h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=x.shape[2])  # (B, L, 2H)
+        pooled = h.sum(1) / lengths.to(h.device, h.dtype)[:, None]  # (B, 2H), padding outputs are 0
         return self.proj(pooled)  # (B, D)
 
     def head(self, z: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,169 @@
+"""Campaigns: spec validation, planning, kill + restart exactly once, adoption, report, Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tsda.campaign import CampaignSpec, ResultStore, main, parse_seeds, plan, run_campaign, write_report
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = REPO / "configs" / "experiment" / "synthetic_baseline.yaml"
+TINY = {"data.synthetic_scale": 0.02, "data.synthetic_apps": 4, "data.min_class_size": 5,
+        "trainer.max_epochs": 1, "trainer.enable_progress_bar": False, "model.init_args.latent_points": 100,
+        "model.init_args.backbone_kwargs": {"width": 8}}
+
+
+def write_spec(folder: Path, conditions: dict, seeds=(0, 1), **extra) -> Path:
+    spec = {"name": "tiny", "base": str(BASE), "seeds": list(seeds), "overrides": TINY,
+            "conditions": conditions, **extra}
+    path = folder / "campaign.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_spec_validation_names_the_bad_key(tmp_path) -> None:
+    good = {"base": str(BASE), "seeds": 2, "conditions": {"a": {}, "b": ["--data.sampler", "none"]}}
+    spec = CampaignSpec.from_dict(good, tmp_path)
+    assert spec.reference == "a" and spec.seeds == [0, 1] and spec.name == tmp_path.name
+    for bad, match in [({"sedes": [1]}, "sedes"), ({"reference": "zz"}, "reference"),
+                       ({"base": "missing.yaml"}, "base"), ({"seeds": [1, 1]}, "seeds"),
+                       ({"conditions": {"a b": {}}}, "a b"), ({"conditions": {"a": 3}}, "conditions.a"),
+                       ({"resources": {"gpus": 1}}, "resources")]:
+        with pytest.raises(ValueError, match=match):
+            CampaignSpec.from_dict({**good, **bad}, tmp_path)
+    with pytest.raises(ValueError, match="missing key 'conditions'"):
+        CampaignSpec.from_dict({"base": str(BASE), "seeds": 1}, tmp_path)
+    assert parse_seeds("0-2,7") == [0, 1, 2, 7]
+    with pytest.raises(ValueError, match="--seeds"):
+        parse_seeds("x", "--seeds")
+
+
+def test_plan_orders_seed_major_with_overrides_in_order(tmp_path) -> None:
+    spec = CampaignSpec.from_yaml(write_spec(tmp_path, {"a": {"data.batch_size": 64}, "b": {}}))
+    jobs = plan(spec, tmp_path / "out", extra=["--data.train_fraction", "0.5"])
+    assert [j.key for j in jobs] == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+    args = list(jobs[0].args)
+    assert args[:2] == ["-c", str(BASE)]
+    assert args.index("--data.batch_size") < args.index("--data.train_fraction") < args.index("--run_dir")
+    assert args[args.index("--model.init_args.backbone_kwargs") + 1] == '{"width": 8}'
+    assert args[args.index("--wandb.group") + 1] == "tiny"
+    assert args[args.index("--wandb.tags") + 1] == "[a,seed0]"
+    assert args[args.index("--seed_everything") + 1] == "0"
+    assert jobs[3].run_dir == str((tmp_path / "out" / "runs" / "b" / "seed1").resolve())
+    with pytest.raises(ValueError, match="unknown condition 'c'"):
+        plan(spec, tmp_path, conditions=["c"])
+
+
+def fake_metrics(job, f1: float) -> None:
+    """Leave a finished run behind in `job.run_dir` (as `tsda fit` would)."""
+    run_dir = Path(job.run_dir)
+    run_dir.mkdir(parents=True)
+    (run_dir / "run_spec.json").write_text(json.dumps({"args": list(job.args)}))
+    (run_dir / "metrics.json").write_text(json.dumps({
+        "test_weighted_f1": f1, "test_macro_f1": f1, "test_accuracy": f1, "seconds": 1.0,
+        "test_per_class_f1": {"x": f1}, "latent_silhouette": f1 / 2}))
+
+
+def test_finished_but_unrecorded_runs_are_adopted_not_rerun(tmp_path) -> None:
+    spec = CampaignSpec.from_yaml(write_spec(tmp_path, {"a": {}, "b": {}}, reference="a"))
+    out = tmp_path / "out"
+    jobs = plan(spec, out)
+    for i, job in enumerate(jobs):
+        fake_metrics(job, 0.5 + 0.1 * i)
+    frame = run_campaign(spec, out)  # nothing left to run: every run is adopted
+    assert len(frame) == 4 and (frame["status"] == "ok").all() and (frame["attempts"] == 1).all()
+    assert not (Path(jobs[0].run_dir) / "run.log").exists()
+    again = run_campaign(spec, out)
+    assert again[["condition", "seed", "attempts"]].equals(frame[["condition", "seed", "attempts"]])
+    # changed arguments make a finished run stale: it is not counted as done
+    store = ResultStore(out / "results.parquet")
+    assert store.done(jobs[0])
+    assert not store.done(plan(spec, out, extra=["--trainer.max_epochs", "2"])[0])
+
+
+def test_report_from_results(tmp_path) -> None:
+    spec = CampaignSpec.from_yaml(write_spec(tmp_path, {"a": {}, "b": {}, "c": {}}, seeds=[0, 1, 2],
+                                             reference="b"))
+    out = tmp_path / "out"
+    for job in plan(spec, out):
+        fake_metrics(job, {"a": 0.6, "b": 0.7, "c": 0.8}[job.condition] + 0.01 * job.seed)
+    run_campaign(spec, out)
+    main(["report", str(out)])
+    report = (out / "report.md").read_text()
+    assert "![critical difference chart](cd_test_weighted_f1.png)" in report
+    assert (out / "cd_test_weighted_f1.png").is_file() and (out / "per_class_f1.png").is_file()
+    rows = [line for line in report.splitlines() if line.startswith("| c |")]
+    assert rows[0].startswith("| c | 3 | 0.8100 |")  # condition c: n 3, mean 0.81, best first
+    assert "| 0.1000 |" in rows[0]  # delta against the reference b
+    assert "latent_silhouette" in report and "Friedman chi2 = 6.000" in report
+
+
+def runner(spec: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tsda.cli", "campaign", "run", str(spec), "--out", str(out)],
+                            cwd=spec.parent, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "WANDB_MODE": "disabled"})
+
+
+def wait_rows(path: Path, n: int, proc: subprocess.Popen, timeout: float = 400) -> pd.DataFrame:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file():
+            frame = pd.read_parquet(path)
+            if len(frame) >= n:
+                return frame
+        assert proc.poll() is None, "the campaign ended before it was killed"
+        time.sleep(0.5)
+    raise AssertionError(f"no {n} rows in {path} after {timeout} s")
+
+
+def test_kill_and_restart_runs_every_run_exactly_once(tmp_path) -> None:
+    extra = tmp_path / "b.yaml"  # condition b fails until this config exists
+    spec = write_spec(tmp_path, {"a": {}, "b": ["-c", str(extra)]}, reference="a")
+    out = tmp_path / "out"
+    proc = runner(spec, out)
+    try:
+        first = wait_rows(out / "results.parquet", 2, proc)  # a/0 ok, b/0 failed, a/1 in flight
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert first.set_index("condition")["status"].to_dict() == {"a": "ok", "b": "failed"}
+    assert "b.yaml" in first.loc[first["condition"] == "b", "error"].item()
+    a0 = Path(first.loc[first["condition"] == "a", "run_dir"].item()) / "metrics.json"
+    a0_mtime = a0.stat().st_mtime_ns
+    extra.write_text(yaml.safe_dump({"data": {"sampler": "class_weighted", "batch_size": 32}}))
+    main(["run", str(spec), "--out", str(out)])
+    frame = pd.read_parquet(out / "results.parquet")
+    assert sorted(zip(frame["condition"], frame["seed"])) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    assert (frame["status"] == "ok").all() and frame["error"].isna().all()
+    attempts = frame.set_index(["condition", "seed"])["attempts"].to_dict()
+    assert attempts[("a", 0)] == 1 and attempts[("b", 0)] == 2  # finished kept, failed retried
+    assert a0.stat().st_mtime_ns == a0_mtime  # the finished run was not run again
+    assert frame["test_weighted_f1"].between(0, 1).all() and frame["latent_silhouette"].notna().all()
+    assert (Path(frame["run_dir"][0]) / "latent_tsne.png").is_file()
+    b_args = json.loads(frame.loc[frame["condition"] == "b", "args_json"].iloc[0])
+    assert b_args[b_args.index("--wandb.tags") + 1].startswith("[b,seed")
+
+
+def test_ray_executor_runs_a_tiny_campaign(tmp_path) -> None:
+    ray = pytest.importorskip("ray")
+    spec = CampaignSpec.from_yaml(write_spec(tmp_path, {"a": {}, "b": {"data.sampler": "class_weighted"}},
+                                             seeds=[3]))
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        frame = run_campaign(spec, tmp_path / "out", executor="ray", num_cpus=1)
+    finally:
+        ray.shutdown()
+    assert sorted(zip(frame["condition"], frame["seed"])) == [("a", 3), ("b", 3)]
+    assert (frame["status"] == "ok").all(), frame["error"].tolist()
+    assert np.all(frame["test_weighted_f1"].between(0, 1))
