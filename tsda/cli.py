@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -168,33 +169,22 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
 
 
+#: sub-commands other than `fit`: the module whose `main(argv)` serves each (imported on use)
+COMMANDS: dict[str, str] = {
+    "test": "tsda.evaluation",
+    "data": "tsda.data.describe",
+    "augment": "tsda.augment.cli",
+    "campaign": "tsda.campaign",
+    "sample": "tsda.generate",
+    "evaluate": "tsda.metrics.fidelity",
+}
+
+
 def _dispatch(command: str, rest: list[str]) -> None:
     if command == "fit":
         run_fit(rest)
-    elif command == "test":
-        from tsda.evaluation import main as test_main
-
-        test_main(rest)
-    elif command == "data":
-        from tsda.data.describe import main as data_main
-
-        data_main(rest)
-    elif command == "augment":
-        from tsda.augment.cli import main as augment_main
-
-        augment_main(rest)
-    elif command == "campaign":
-        from tsda.campaign import main as campaign_main
-
-        campaign_main(rest)
-    elif command == "sample":
-        from tsda.generate import main as sample_main
-
-        sample_main(rest)
-    elif command == "evaluate":
-        from tsda.metrics.fidelity import main as evaluate_main
-
-        evaluate_main(rest)
+    elif command in COMMANDS:
+        importlib.import_module(COMMANDS[command]).main(rest)
     else:
         print(f"tsda: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         raise SystemExit(2)

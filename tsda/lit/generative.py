@@ -6,6 +6,8 @@ to generators only through this contract, so each works for every generator.
 
 from __future__ import annotations
 
+import importlib
+import os
 from abc import abstractmethod
 from typing import Any, ClassVar
 
@@ -26,6 +28,18 @@ class GenerativeModule(L.LightningModule):
 
     #: generators have no validation score to early-stop on; the last checkpoint is kept
     monitor: ClassVar[tuple[str, str] | None] = None
+
+    #: checkpoint key holding the module's import path (written by `on_save_checkpoint`)
+    CLASS_PATH_KEY: ClassVar[str] = "tsda_class_path"
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[self.CLASS_PATH_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
+
+    @classmethod
+    def load_overrides(cls) -> dict[str, Any]:
+        """hparams to override when a checkpoint is loaded for sampling only (e.g. drop a
+        training-only dependency such as a guiding classifier's checkpoint path)."""
+        return {}
 
     @property
     def class_names(self) -> list[str]:
@@ -53,3 +67,29 @@ class GenerativeModule(L.LightningModule):
             `FlowBatch` with `x (B, 3, L)` snapped by `FlowCodec.snap` (valid flows),
             `labels` = the requested labels.
         """
+
+
+def load_generative(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> GenerativeModule:
+    """Load any generator checkpoint, finding its class from the checkpoint itself.
+
+    The class comes from the key `on_save_checkpoint` writes, else from LightningCLI's
+    `_class_path` hparam. The module is returned in eval mode.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the checkpoint names no class, or a class that is not a GenerativeModule.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"generator checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    class_path = ckpt.get(GenerativeModule.CLASS_PATH_KEY) or ckpt.get("hyper_parameters", {}).get("_class_path")
+    if not class_path:
+        raise ValueError(f"{path}: the checkpoint does not name its generator class")
+    module_name, _, name = str(class_path).rpartition(".")
+    cls = getattr(importlib.import_module(module_name), name)
+    if not (isinstance(cls, type) and issubclass(cls, GenerativeModule)):
+        raise ValueError(f"{path}: {class_path} is not a GenerativeModule")
+    model = cls.load_from_checkpoint(path, map_location=map_location, **cls.load_overrides())
+    return model.eval()

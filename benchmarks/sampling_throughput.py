@@ -1,0 +1,140 @@
+"""Sampling throughput (flows per second) of the generators, through `GenerativeModule.sample`.
+
+    python benchmarks/sampling_throughput.py                     # full table (slow on CPU)
+    python benchmarks/sampling_throughput.py --device cuda       # on a GPU
+    python benchmarks/sampling_throughput.py --batch-sizes 256 1024 --max-steps-timed 20 \\
+        --threads 1                                              # a few minutes on CPU
+
+Untrained modules of the default size (`DiffusionModule()`: UNet (32, 64, 128), about 1M
+parameters; `GANModule()` when `tsda.lit.gan` exists) with K classes and L packets:
+throughput does not depend on the weights. Diffusion settings: DDIM 10/25/50 and DDPM
+1000 steps, `cfg_scale` 1 (one denoiser pass per step; classifier-free guidance doubles
+the batch each step). Each cell is the best of `--repeats` timed calls after one warm-up
+call. With `--max-steps-timed N`, a setting with more than N steps is timed on N steps
+and scaled linearly to its step count (the cost of a step does not depend on how many
+there are); such rows are marked `extrapolated`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tsda.lit.diffusion import DiffusionModule
+from tsda.lit.generative import GenerativeModule
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One generator configuration to time."""
+
+    generator: str
+    name: str
+    build: Callable[[], GenerativeModule]
+    options: dict[str, Any]
+    steps: int = 1  # sampling steps (1 for one-shot generators)
+
+
+def settings(num_classes: int, n_packets: int, cfg_scale: float) -> list[Setting]:
+    def diffusion() -> GenerativeModule:
+        return DiffusionModule(num_classes=num_classes, n_packets=n_packets)
+
+    out = [
+        Setting("diffusion", f"{sampler.upper()} {steps}", diffusion,
+                {"sampler": sampler, "steps": steps, "cfg_scale": cfg_scale}, steps)
+        for sampler, steps in (("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddpm", 1000))
+    ]
+    try:
+        from tsda.lit.gan import GANModule
+    except ImportError:
+        return out
+
+    def gan() -> GenerativeModule:
+        return GANModule(num_classes=num_classes, n_packets=n_packets)
+
+    return [Setting("cgan", "one pass", gan, {}), *out]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_sample(module: GenerativeModule, batch: int, options: dict[str, Any], device: torch.device,
+                repeats: int) -> float:
+    """Best wall-clock seconds of `module.sample` for `batch` flows (after a warm-up)."""
+    labels = torch.arange(batch, device=device) % int(module.hparams.num_classes)  # (B,)
+    generator = torch.Generator(device=device).manual_seed(0)
+    module.sample(labels[: min(batch, 64)], generator, **options)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        module.sample(labels, generator, **options)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    device = torch.device(args.device)
+    rows = []
+    for setting in settings(args.num_classes, args.n_packets, args.cfg_scale):
+        if args.only and setting.generator not in args.only:
+            continue
+        module = setting.build().to(device).eval()
+        timed_steps = setting.steps
+        options = dict(setting.options)
+        if args.max_steps_timed and setting.steps > args.max_steps_timed:
+            timed_steps = args.max_steps_timed
+            options["steps"] = timed_steps
+        for batch in args.batch_sizes:
+            seconds = time_sample(module, batch, options, device, args.repeats) * setting.steps / timed_steps
+            rows.append({"generator": setting.generator, "setting": setting.name, "batch": batch,
+                         "seconds": seconds, "flows_per_s": batch / seconds,
+                         "note": f"extrapolated from {timed_steps} steps" if timed_steps != setting.steps else ""})
+            print(_format_row(rows[-1]), flush=True)
+    return rows
+
+
+HEADER = f"{'generator':<10} {'setting':<10} {'batch':>6} {'seconds':>10} {'flows/s':>12}  note"
+
+
+def _format_row(row: dict[str, Any]) -> str:
+    return (f"{row['generator']:<10} {row['setting']:<10} {row['batch']:>6} {row['seconds']:>10.3f} "
+            f"{row['flows_per_s']:>12.1f}  {row['note']}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024, 4096, 8192])
+    parser.add_argument("--num-classes", type=int, default=53, help="K (FG-Net D1 has 53 apps)")
+    parser.add_argument("--n-packets", type=int, default=20, help="L")
+    parser.add_argument("--cfg-scale", type=float, default=1.0, help="!= 1 doubles the denoiser batch")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--max-steps-timed", type=int, default=0,
+                        help="time at most this many steps and scale linearly (0 = time every step)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--only", nargs="*", default=None, help="generators to time (diffusion, cgan)")
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device available")
+    if min(args.batch_sizes) < 1 or args.repeats < 1 or args.max_steps_timed < 0:
+        raise ValueError("--batch-sizes and --repeats must be >= 1, --max-steps-timed >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)  # weight initialisation of the untrained modules
+    print(f"device {args.device}, threads {torch.get_num_threads()}, K={args.num_classes}, "
+          f"L={args.n_packets}, cfg_scale={args.cfg_scale}")
+    print(HEADER)
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

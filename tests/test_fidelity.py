@@ -1,0 +1,121 @@
+"""Fidelity metrics: sanity on identical / shifted sets, TSTR vs shuffled labels,
+memorisation, and `tsda evaluate` end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gan_fixtures import N_PACKETS, class_table, datamodule, fit_classifier
+
+from tsda.data.codec import FlowCodec
+from tsda.data.sources import write_parquet
+from tsda.metrics.fidelity import (
+    FEATURES,
+    classifier_score,
+    discriminative_score,
+    frechet_distance,
+    main,
+    marginal_distances,
+    memorisation,
+    prdc,
+    size_curve_distance,
+)
+
+CODEC = FlowCodec(n_packets=N_PACKETS)
+NAMES = ("small_up", "big_down", "mixed")
+
+
+def shifted(table):  # larger packets, longer gaps, every flow cut to 6 packets
+    out = table.take(np.arange(len(table)))
+    out.sizes = np.clip(out.sizes * 1.6, 0, 1460)
+    out.times = out.times * 20
+    return out.truncate(6)
+
+
+def test_identical_sets_have_zero_distance() -> None:
+    batch = CODEC.encode(class_table(40))
+    d = marginal_distances(batch, batch, NAMES)
+    for feature in FEATURES:
+        assert d["overall"][feature] == {"w1": 0.0, "js": 0.0}
+        assert d["mean_per_class"][feature] == {"w1": 0.0, "js": 0.0}
+    assert set(d["per_class"]) == set(NAMES)
+    assert size_curve_distance(batch, batch, NAMES)["mean_abs_diff"] == 0.0
+
+
+def test_distances_grow_with_a_shift() -> None:
+    real = CODEC.encode(class_table(40))
+    fresh = CODEC.encode(class_table(40, seed=9))
+    moved = CODEC.encode(shifted(class_table(40, seed=9)))
+    near, far = marginal_distances(real, fresh, NAMES), marginal_distances(real, moved, NAMES)
+    for feature in FEATURES:
+        assert far["overall"][feature]["w1"] > near["overall"][feature]["w1"]
+        assert far["overall"][feature]["js"] > near["overall"][feature]["js"]
+        assert 0 <= far["overall"][feature]["js"] <= 1
+    assert discriminative_score(real, fresh)["score"] < 0.2
+    assert discriminative_score(real, moved)["score"] > 0.4
+
+
+def test_latent_set_distances() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 4)), rng.normal(size=(300, 4))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(a, b) < frechet_distance(a, b + 2.0)
+    same, off = prdc(a, b), prdc(a, b + 3.0)
+    assert min(same.values()) > 0.6
+    assert off["precision"] < 0.2 and off["coverage"] < 0.2 and same["coverage"] > off["coverage"]
+
+
+def test_memorisation_spots_copies() -> None:
+    rng = np.random.default_rng(0)
+    train, test = rng.normal(size=(200, 3)), rng.normal(size=(100, 3))
+    copies = memorisation(train, test, train[:50])
+    assert copies["share_exact_copies"] == 1.0 and copies["ratio"] == 0.0
+    fresh = memorisation(train, test, rng.normal(size=(100, 3)))
+    assert fresh["share_exact_copies"] == 0.0 and 0.6 < fresh["ratio"] < 1.6
+    assert fresh["share_below_p5"] < 0.2
+
+
+def test_tstr_drops_when_training_labels_are_shuffled() -> None:
+    train, test = class_table(40, seed=1), class_table(20, seed=2)
+    kwargs = {"epochs": 3, "codec": CODEC, "batch_size": 16,
+              "model_kwargs": {"backbone_kwargs": {"width": 8}, "lr": 0.01}}
+    good = classifier_score(train, test, **kwargs)
+    shuffled = train.take(np.arange(len(train)))
+    shuffled.labels = np.random.default_rng(0).permutation(shuffled.labels)
+    bad = classifier_score(shuffled, test, **kwargs)
+    assert good["weighted_f1"] > 0.8
+    assert bad["weighted_f1"] < good["weighted_f1"] - 0.3
+
+
+def test_tsda_evaluate_writes_fidelity_json_and_plots(tmp_path: Path) -> None:
+    dm = datamodule()
+    clf = fit_classifier(tmp_path, dm, epochs=1)
+    real = write_parquet(class_table(80, seed=3), tmp_path / "real.parquet")
+    synthetic = write_parquet(shifted(class_table(30, seed=4)), tmp_path / "syn.parquet")
+    out = tmp_path / "fid"
+    main(["--real", str(real), "--synthetic", str(synthetic), "--classifier", str(clf), "--out", str(out),
+          "--tstr-epochs", "1", "--max-flows", "150", "--min-packets", "3", "--min-class-size", "5",
+          "--n-packets", str(N_PACKETS)])
+    result = json.loads((out / "fidelity.json").read_text())
+    assert result["n_flows"]["synthetic"] == 90 and result["n_flows"]["real_test"] <= 150
+    assert result["marginals"]["overall"]["size"]["w1"] > 0
+    assert {"tstr", "trtr", "ratio"} <= set(result["tstr"])
+    assert {"frechet", "precision", "recall", "density", "coverage", "memorisation"} <= set(result["latent"])
+    assert 0 <= result["discriminative"]["score"] <= 0.5
+    for png in ("marginals.png", "size_curves.png", "latent_tsne.png"):
+        assert (out / png).stat().st_size > 1000
+
+
+def test_evaluate_rejects_a_classifier_of_other_classes(tmp_path: Path) -> None:
+    dm = datamodule()
+    clf = fit_classifier(tmp_path, dm, epochs=1)
+    other = class_table(80, seed=3)
+    other.class_names = ("x", "y", "z")
+    real = write_parquet(other, tmp_path / "real.parquet")
+    syn = write_parquet(other, tmp_path / "syn.parquet")
+    with pytest.raises(ValueError, match="classifier"):
+        main(["--real", str(real), "--synthetic", str(syn), "--classifier", str(clf), "--out", str(tmp_path / "o"),
+              "--tstr-epochs", "0", "--min-packets", "3", "--min-class-size", "5", "--n-packets", str(N_PACKETS)])

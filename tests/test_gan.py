@@ -1,0 +1,223 @@
+"""The cGAN: nets, a few-step fit through the real Trainer, guidance, sampling, EMA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from gan_fixtures import N_PACKETS, TINY_GAN, class_table, datamodule, fit_classifier, fit_gan
+
+from tsda.augment.generator import GeneratorAugmentation
+from tsda.augment.validity import assert_valid
+from tsda.callbacks import FidelityCallback
+from tsda.data.batch import DIRECTION, FlowBatch
+from tsda.data.codec import FlowCodec
+from tsda.data.sources import write_parquet
+from tsda.lit.classifier import ClassifierModule
+from tsda.lit.gan import GANModule
+from tsda.lit.generative import load_generative
+from tsda.nets.gan import FlowDiscriminator, FlowGenerator
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> tuple[GANModule, Path, dict]:
+    dm = datamodule()
+    torch.manual_seed(0)
+    initial = {k: v.clone() for k, v in GANModule(num_classes=3, n_packets=N_PACKETS, **TINY_GAN)
+               .generator.state_dict().items()}
+    model, path, fit = fit_gan(tmp_path_factory.mktemp("gan"), dm, epochs=2,
+                               callbacks=[FidelityCallback(max_flows=40)])
+    return model, path, {"initial": initial, "metrics": dict(fit.callback_metrics)}
+
+
+@pytest.fixture(scope="module")
+def guided(tmp_path_factory: pytest.TempPathFactory) -> tuple[GANModule, Path, Path]:
+    root = tmp_path_factory.mktemp("guided")
+    dm = datamodule()
+    clf = fit_classifier(root, dm)
+    model, path, _ = fit_gan(root, dm, epochs=1, classifier_ckpt=str(clf), w_class=1.0, w_latent=0.1,
+                             latent_conditioning=True)
+    return model, path, clf
+
+
+# -- nets --------------------------------------------------------------------------------
+@pytest.mark.parametrize("length", [4, 12, 20])
+@pytest.mark.parametrize("latent_dim", [0, 5])
+def test_generator_makes_valid_flows_of_any_length(length: int, latent_dim: int) -> None:
+    torch.manual_seed(0)
+    gen = FlowGenerator(num_classes=3, n_packets=length, noise_dim=8, width=16, depth=1, latent_dim=latent_dim)
+    labels = torch.tensor([0, 1, 2, 1])
+    latent = torch.randn(4, latent_dim) if latent_dim else None
+    x = gen(torch.randn(4, 8), labels, latent)  # (B, 3, L)
+    assert x.shape == (4, 3, length)
+    snapped = FlowCodec(n_packets=length).snap(x)
+    assert_valid(snapped, FlowCodec(n_packets=length))
+    # straight-through output already is a valid flow: snapping changes nothing
+    assert torch.equal(snapped.x, x.detach())
+    x.sum().backward()  # gradients reach the trunk through the hard direction and mask
+    assert gen.stem.weight.grad is not None and gen.stem.weight.grad.abs().sum() > 0
+
+
+def test_generator_starts_with_full_length_flows() -> None:
+    gen = FlowGenerator(num_classes=2, n_packets=20, noise_dim=8, width=16, depth=1)
+    x = gen(torch.randn(16, 8), torch.zeros(16, dtype=torch.long))
+    assert (x[:, DIRECTION].abs() == 1).all()
+
+
+def test_discriminator_scores_depend_on_class_and_latent() -> None:
+    torch.manual_seed(0)
+    disc = FlowDiscriminator(num_classes=3, width=8, latent_dim=4)
+    x = FlowCodec(n_packets=N_PACKETS).encode(class_table(4)).x  # (12, 3, L)
+    labels = torch.zeros(len(x), dtype=torch.long)
+    score = disc(x, labels)
+    assert score.shape == (len(x),)
+    assert not torch.allclose(score, disc(x, labels + 1))
+    assert not torch.allclose(score, disc(x, labels, torch.randn(len(x), 4)))
+
+
+@pytest.mark.parametrize("kwargs", [{"width": 0}, {"num_classes": 0}, {"latent_dim": -1}])
+def test_nets_reject_bad_parameters(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        FlowGenerator(**{"num_classes": 2, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs, name", [({"w_class": -1.0}, "w_class"), ({"ema_decay": 1.0}, "ema_decay"),
+                                          ({"n_critic": 0}, "n_critic"),
+                                          ({"latent_conditioning": True}, "latent_conditioning"),
+                                          ({"class_names": ["a"]}, "class_names")])
+def test_module_rejects_bad_parameters(kwargs: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        GANModule(num_classes=2, **kwargs)
+
+
+# -- fit, EMA, sampling ------------------------------------------------------------------
+def test_fit_trains_generator_and_ema(plain: tuple[GANModule, Path, dict]) -> None:
+    model, _, info = plain
+    now, ema = model.generator.state_dict(), model.generator_ema.state_dict()
+    changed = [k for k in now if not torch.equal(now[k], info["initial"][k])]
+    assert changed, "the generator's weights did not move"
+    assert any(not torch.equal(ema[k], now[k]) for k in now), "EMA is a plain copy"
+    assert any(not torch.equal(ema[k], info["initial"][k]) for k in now), "EMA never updated"
+    assert torch.isfinite(torch.tensor(float(info["metrics"]["train_loss_d"])))
+
+
+def test_fidelity_callback_logs_marginal_distances(plain: tuple[GANModule, Path, dict]) -> None:
+    metrics = plain[2]["metrics"]
+    for key in ("fidelity/size_w1", "fidelity/iat_js", "fidelity/length_w1", "fidelity/mean_js"):
+        assert key in metrics
+    assert 0.0 <= float(metrics["fidelity/mean_js"]) <= 1.0
+
+
+def test_samples_are_valid_and_deterministic(plain: tuple[GANModule, Path, dict]) -> None:
+    model = plain[0]
+    labels = torch.tensor([0, 1, 2] * 20)
+
+    def draw(seed: int) -> FlowBatch:
+        return model.sample(labels, torch.Generator().manual_seed(seed))
+
+    a, b, c = draw(3), draw(3), draw(4)
+    assert_valid(a, model.codec, num_classes=3)
+    assert torch.equal(a.labels, labels)
+    assert torch.equal(a.x, b.x) and torch.equal(a.lengths, b.lengths)
+    assert not torch.equal(a.x, c.x)
+    with pytest.raises(TypeError):
+        model.sample(labels, torch.Generator(), steps=10)
+
+
+def test_checkpoint_loads_without_knowing_its_class(plain: tuple[GANModule, Path, dict]) -> None:
+    model, path, _ = plain
+    loaded = load_generative(path)
+    assert type(loaded) is GANModule and loaded.class_names == ["small_up", "big_down", "mixed"]
+    labels = torch.tensor([0, 1, 2, 2])
+    same = [m.sample(labels, torch.Generator().manual_seed(0)).x for m in (model, loaded)]
+    assert torch.equal(*same)
+
+
+def test_fit_rejects_a_codec_unlike_the_data(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="codec"):
+        fit_gan(tmp_path, datamodule(), epochs=1, mtu=1000.0)
+
+
+def test_guidance_weights_need_a_classifier(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="classifier_ckpt"):
+        fit_gan(tmp_path, datamodule(), epochs=1, w_class=1.0)
+
+
+# -- latent guidance ---------------------------------------------------------------------
+def test_class_regions_are_the_classifiers_latent_statistics(guided: tuple[GANModule, Path, Path]) -> None:
+    model, _, clf_path = guided
+    clf = ClassifierModule.load_from_checkpoint(clf_path, map_location="cpu").eval()
+    train = datamodule().split_table("train")
+    batch = FlowCodec(n_packets=N_PACKETS).encode(train)
+    with torch.no_grad():
+        z = clf.encode(batch.x)  # (N, D)
+    for k in range(3):
+        zk = z[batch.labels == k]
+        torch.testing.assert_close(model.class_mu[k], zk.mean(0), atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(model.class_sigma[k], zk.std(0, unbiased=False).clamp_min(1e-3),
+                                   atol=1e-4, rtol=1e-2)
+
+
+def test_guidance_losses_reward_the_right_region(guided: tuple[GANModule, Path, Path]) -> None:
+    model = guided[0]
+    real = FlowCodec(n_packets=N_PACKETS).encode(class_table(10, seed=5))
+    right = model.guidance_losses(real.x, real.labels, None)
+    wrong = model.guidance_losses(real.x, (real.labels + 1) % 3, None)
+    assert right["latent"] < wrong["latent"]
+    assert right["class"] < wrong["class"]
+
+
+def test_guided_checkpoint_samples_without_the_classifier(guided: tuple[GANModule, Path, Path],
+                                                          tmp_path: Path) -> None:
+    _, path, clf_path = guided
+    moved = tmp_path / "elsewhere.ckpt"
+    clf_path.rename(moved)  # the guide is a training-time dependency only
+    try:
+        loaded = load_generative(path)
+        assert loaded.guide is None and loaded.hparams.latent_conditioning
+        out = loaded.sample(torch.tensor([0, 1, 2]), torch.Generator().manual_seed(0), latent_scale=0.5)
+        assert_valid(out, loaded.codec)
+    finally:
+        moved.rename(clf_path)
+
+
+# -- as an augmentation ------------------------------------------------------------------
+def test_generator_augmentation_plugs_into_the_classifier(plain: tuple[GANModule, Path, dict]) -> None:
+    aug = GeneratorAugmentation(str(plain[1]))
+    batch = FlowCodec(n_packets=N_PACKETS).encode(class_table(5, seed=3))
+    out = aug(batch, torch.Generator().manual_seed(0))
+    assert_valid(out, like=batch)
+    clf = ClassifierModule(num_classes=3, backbone_kwargs={"width": 8}, augmentation=aug, latent_points=0)
+    assert len(clf.training_batch(batch)) == 2 * len(batch)
+    with pytest.raises(ValueError, match="ckpt"):
+        GeneratorAugmentation("")
+
+
+# -- the CLI and the shipped configs -------------------------------------------------------
+def test_tsda_fit_trains_the_cgan_from_its_config(tmp_path: Path) -> None:
+    from tsda.cli import run_fit
+
+    data = write_parquet(class_table(40), tmp_path / "flows.parquet")
+    run_fit(["-c", str(REPO / "configs/experiment/fgnet_cgan.yaml"), "--data.path", str(data),
+             "--data.min_packets", "3", "--data.min_class_size", "5", "--data.n_packets", "12",
+             "--model.init_args.n_packets", "12", "--data.batch_size", "32",
+             "--model.init_args.width", "8", "--model.init_args.disc_width", "8",
+             "--model.init_args.depth", "1", "--trainer.max_epochs", "1",
+             "--trainer.enable_progress_bar", "false", "--run_dir", str(tmp_path / "run")])
+    assert (tmp_path / "run/checkpoints/last.ckpt").is_file()
+    header = (tmp_path / "run/metrics.csv").read_text().splitlines()[0]
+    assert "fidelity/size_w1" in header and "train_loss_d" in header
+    assert isinstance(load_generative(tmp_path / "run/checkpoints/last.ckpt"), GANModule)
+
+
+def test_latent_config_differs_from_plain_only_in_guidance() -> None:
+    plain = yaml.safe_load((REPO / "configs/experiment/fgnet_cgan.yaml").read_text())
+    latent = yaml.safe_load((REPO / "configs/experiment/fgnet_cgan_latent.yaml").read_text())
+    assert plain["data"] == latent["data"]
+    a, b = plain["model"]["init_args"], latent["model"]["init_args"]
+    assert {k for k in a if a[k] != b[k]} == {"classifier_ckpt", "w_class", "w_latent", "latent_conditioning"}
+    assert a["w_class"] == a["w_latent"] == 0 and b["w_class"] > 0 and b["w_latent"] > 0

@@ -1,0 +1,75 @@
+"""Lightning callbacks (logger-specific and plotting code lives here, not in modules)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from tsda.data.batch import FlowBatch
+
+
+class FidelityCallback(L.Callback):
+    """At validation end of any `GenerativeModule`, sample flows of the classes of (at most
+    `max_flows`) validation flows and log their marginal distances to them through
+    `pl_module.log` (every logger: CSV, W&B), so generators compare side by side.
+
+    Logged keys: `fidelity/<feature>_w1` and `fidelity/<feature>_js` over all flows, and
+    `fidelity/mean_w1`, `fidelity/mean_js` (means over features), with features as in
+    `tsda.metrics.fidelity.FEATURES`.
+
+    Args:
+        max_flows: validation flows compared (the first ones of the validation loader).
+        every_n_epochs: run every this many epochs.
+        seed: seeds the sampling generator (the same flows' noise every time).
+    """
+
+    def __init__(self, max_flows: int = 1000, every_n_epochs: int = 1, seed: int = 0) -> None:
+        if max_flows < 10:
+            raise ValueError(f"FidelityCallback.max_flows must be >= 10, got {max_flows}")
+        if every_n_epochs < 1:
+            raise ValueError(f"FidelityCallback.every_n_epochs must be >= 1, got {every_n_epochs}")
+        self.max_flows, self.every_n_epochs, self.seed = max_flows, every_n_epochs, seed
+
+    def _reference(self, trainer: L.Trainer) -> FlowBatch | None:
+        loaders = trainer.val_dataloaders
+        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        parts: list[FlowBatch] = []
+        n = 0
+        for loader in loaders:
+            for batch in loader or []:
+                parts.append(batch.to("cpu"))
+                n += len(batch)
+                if n >= self.max_flows:
+                    break
+        if not parts:
+            return None
+        real = FlowBatch.cat(parts)
+        return real.index(torch.arange(min(n, self.max_flows)))
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from tsda.lit.generative import GenerativeModule
+        from tsda.metrics.fidelity import FEATURES, marginal_distances
+
+        if trainer.sanity_checking or not isinstance(pl_module, GenerativeModule):
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        real = self._reference(trainer)
+        if real is None or len(real) == 0:
+            return
+        g = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        synthetic = pl_module.sample(real.labels.to(pl_module.device), g).to("cpu")
+        overall = marginal_distances(real, synthetic, pl_module.class_names)["overall"]
+        logged: dict[str, Any] = {}
+        for feature in FEATURES:
+            for metric in ("w1", "js"):
+                value = overall[feature][metric]
+                if value is not None:
+                    logged[f"fidelity/{feature}_{metric}"] = value
+        for metric in ("w1", "js"):
+            values = [v for k, v in logged.items() if k.endswith(f"_{metric}")]
+            if values:
+                logged[f"fidelity/mean_{metric}"] = sum(values) / len(values)
+        pl_module.log_dict(logged, on_epoch=True, batch_size=len(real))

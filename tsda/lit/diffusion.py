@@ -1,0 +1,271 @@
+"""`DiffusionModule`: a class-conditional DDPM over flows, with optional classifier latents.
+
+Training: x0 (model space, see `tsda.sampling`) -> noise at a random step with diffusers'
+`DDPMScheduler` -> `FlowDenoiser` predicts epsilon or v -> MSE on the real packets and
+the padding alike (padding is part of what is generated: it fixes the length).
+Labels are replaced by the null label with probability `label_dropout` (classifier-free
+guidance). An exponential moving average of the denoiser (`ema`) is what samples.
+
+With `classifier_ckpt`, a frozen pretrained `ClassifierModule` is loaded; it provides
+classifier-latent guidance at sampling time and the class centroids of its latent space
+(accumulated over the training data, buffer `latent_centroids (K, D)`), and with
+`latent_conditioning` the denoiser is also conditioned on the classifier latent of each
+training flow (at sampling time: the centroid of the requested class, or given latents).
+The classifier's hparams and weights travel in the diffusion checkpoint, so sampling
+(guided included) needs no classifier file.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from tsda.data.batch import FlowBatch
+from tsda.lit.generative import GenerativeModule
+from tsda.nets.denoiser import FlowDenoiser
+from tsda.sampling import LatentGuidance, SamplerName, denoise, from_model_space, to_model_space
+
+#: DDPMScheduler settings tsda uses unless `scheduler_kwargs` overrides them
+DEFAULT_SCHEDULER: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "squaredcos_cap_v2",
+    "clip_sample": True,  # data are scaled to [-1, 1] (tsda.sampling.to_model_space)
+    "clip_sample_range": 1.0,
+    "timestep_spacing": "trailing",  # few-step DDIM starts from pure noise (t = T - 1)
+}
+
+
+def _build_classifier(path: str | None, hparams: dict[str, Any] | None) -> torch.nn.Module:
+    """The frozen guiding `ClassifierModule`: rebuilt from `hparams` (its weights then come
+    from the diffusion checkpoint's state dict), else loaded from the checkpoint `path`."""
+    from tsda.lit.classifier import ClassifierModule
+
+    if hparams is not None:
+        accepted = inspect.signature(ClassifierModule.__init__).parameters
+        classifier = ClassifierModule(**{k: v for k, v in hparams.items() if k in accepted})
+    else:
+        assert path is not None
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"model.classifier_ckpt not found: {path}")
+        classifier = ClassifierModule.load_from_checkpoint(path, map_location="cpu")
+    classifier.eval()
+    classifier.requires_grad_(False)
+    return classifier
+
+
+class DiffusionModule(GenerativeModule):
+    """Class-conditional diffusion generator of flows.
+
+    Args:
+        num_classes: K (linked from the datamodule by the CLI).
+        class_names: names of the K classes.
+        n_packets, mtu, iat_unit, iat_max: the `FlowCodec` settings of the training data.
+        block_out_channels: UNet level widths of the `FlowDenoiser`.
+        layers_per_block: extra residual blocks per UNet level.
+        prediction_type: `epsilon` or `v_prediction`.
+        scheduler_kwargs: overrides of `DEFAULT_SCHEDULER` (any `DDPMScheduler` argument).
+        label_dropout: probability of training on the null label (classifier-free guidance).
+        ema_decay: EMA decay of the sampling weights (0 = sample with the trained weights).
+        lr, weight_decay: AdamW settings.
+        classifier_ckpt: a `ClassifierModule` checkpoint for latent guidance/conditioning.
+        latent_conditioning: condition the denoiser on the classifier latent (needs
+            `classifier_ckpt`).
+        classifier_hparams: filled in from `classifier_ckpt` (leave unset): with it a
+            checkpoint rebuilds the classifier without the classifier file, whose weights
+            it holds.
+        seed: seeds the training noise generator (the CLI links `seed_everything`).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 2,
+        class_names: list[str] | None = None,
+        n_packets: int = 20,
+        mtu: float = 1460.0,
+        iat_unit: float = 1e-3,
+        iat_max: float = 10.0,
+        block_out_channels: tuple[int, ...] = (32, 64, 128),
+        layers_per_block: int = 1,
+        prediction_type: str = "epsilon",
+        scheduler_kwargs: dict[str, Any] | None = None,
+        label_dropout: float = 0.1,
+        ema_decay: float = 0.999,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        classifier_ckpt: str | None = None,
+        latent_conditioning: bool = False,
+        classifier_hparams: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"model.prediction_type must be epsilon or v_prediction, got {prediction_type!r}")
+        if not 0.0 <= label_dropout < 1.0:
+            raise ValueError(f"model.label_dropout must be in [0, 1), got {label_dropout}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"model.ema_decay must be in [0, 1), got {ema_decay}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"model.class_names has {len(class_names)} names for {num_classes} classes")
+        if latent_conditioning and classifier_ckpt is None and classifier_hparams is None:
+            raise ValueError("model.latent_conditioning needs model.classifier_ckpt")
+        self.save_hyperparameters()
+        self.scheduler = DDPMScheduler(**{**DEFAULT_SCHEDULER, **(scheduler_kwargs or {}),
+                                          "prediction_type": prediction_type})
+        self.hparams["scheduler_config"] = self.scheduler_config
+        self.classifier = None
+        if classifier_ckpt or classifier_hparams:
+            self.classifier = _build_classifier(classifier_ckpt, classifier_hparams)
+            self.hparams["classifier_hparams"] = {
+                k: v for k, v in dict(self.classifier.hparams).items() if not k.startswith("_")}
+            if int(self.classifier.hparams.num_classes) != num_classes:
+                raise ValueError(f"model.classifier_ckpt has {self.classifier.hparams.num_classes} "
+                                 f"classes, the data {num_classes}")
+        latent_dim = int(self.classifier.net.latent_dim) if self.classifier is not None else 0
+        self.denoiser = FlowDenoiser(num_classes, block_out_channels=tuple(block_out_channels),
+                                     layers_per_block=layers_per_block,
+                                     latent_dim=latent_dim if latent_conditioning else 0)
+        self.ema = AveragedModel(self.denoiser, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+        self.ema.requires_grad_(False)
+        if latent_dim:
+            self.register_buffer("latent_sum", torch.zeros(num_classes, latent_dim))  # (K, D)
+            self.register_buffer("latent_count", torch.zeros(num_classes))  # (K,)
+        self._generator: torch.Generator | None = None
+
+    @property
+    def scheduler_config(self) -> dict[str, Any]:
+        """The training `DDPMScheduler` config as a plain dict (saved in hparams)."""
+        return {k: v for k, v in dict(self.scheduler.config).items() if not k.startswith("_")}
+
+    def train(self, mode: bool = True) -> DiffusionModule:
+        """Like `nn.Module.train`, but the frozen classifier always stays in eval mode."""
+        super().train(mode)
+        if self.classifier is not None:
+            self.classifier.eval()
+        return self
+
+    def noise_generator(self) -> torch.Generator:
+        if self._generator is None or self._generator.device != self.device:
+            self._generator = torch.Generator(device=self.device).manual_seed(int(self.hparams.seed))
+        return self._generator
+
+    # -- latent space of the classifier -------------------------------------------------
+    @property
+    def latent_centroids(self) -> torch.Tensor | None:
+        """`(K, D)` mean classifier latent of each class's training flows (None without
+        a classifier; zero rows for classes not yet seen)."""
+        if self.classifier is None:
+            return None
+        return self.latent_sum / self.latent_count.clamp_min(1.0)[:, None]
+
+    @torch.no_grad()
+    def _latents(self, batch: FlowBatch) -> torch.Tensor:
+        """`(B, D)` classifier latents of clean flows; accumulates the class centroids."""
+        assert self.classifier is not None
+        z = self.classifier.encode(batch.x)  # (B, D)
+        if self.training:
+            self.latent_sum.index_add_(0, batch.labels, z)
+            self.latent_count.index_add_(0, batch.labels, torch.ones_like(batch.labels, dtype=z.dtype))
+        return z
+
+    # -- training -----------------------------------------------------------------------
+    def training_step(self, batch: FlowBatch, batch_idx: int) -> torch.Tensor:
+        g = self.noise_generator()
+        b = len(batch)
+        x0 = to_model_space(batch.x)  # (B, C, L)
+        latents = self._latents(batch) if self.classifier is not None else None  # (B, D)
+        # 1. noise at random steps
+        noise = torch.randn(x0.shape, generator=g, device=self.device)  # (B, C, L)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=g, device=self.device)
+        x_t = self.scheduler.add_noise(x0, noise, t)
+        # 2. label (and latent) dropout for classifier-free guidance
+        drop = torch.rand(b, generator=g, device=self.device) < self.hparams.label_dropout  # (B,)
+        labels = torch.where(drop, self.denoiser.null_label, batch.labels)
+        if self.hparams.latent_conditioning:
+            latents = latents * (~drop)[:, None].to(latents.dtype)
+        else:
+            latents = None
+        # 3. predict and regress
+        target = noise if self.hparams.prediction_type == "epsilon" else self.scheduler.get_velocity(x0, noise, t)
+        loss = F.mse_loss(self.denoiser(x_t, t, labels, latents), target)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=b)
+        return loss
+
+    def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        codec = getattr(datamodule, "codec", None)
+        if codec is not None and codec != self.codec:
+            raise ValueError(f"model codec settings {self.codec} differ from the data's {codec}: "
+                             "set model.init_args.n_packets (and mtu, iat_unit, iat_max) like data.*")
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.ema.update_parameters(self.denoiser)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["scheduler_config"] = self.scheduler_config
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.denoiser.parameters(), lr=self.hparams.lr,
+                                 weight_decay=self.hparams.weight_decay)
+
+    # -- sampling -----------------------------------------------------------------------
+    def sampling_denoiser(self, use_ema: bool = True) -> torch.nn.Module:
+        return self.ema.module if use_ema and self.hparams.ema_decay > 0 else self.denoiser
+
+    def _guidance(
+        self, labels: torch.Tensor, scale: float, class_weight: float, latent_weight: float,
+        target_latents: torch.Tensor | None,
+    ) -> LatentGuidance | None:
+        if scale == 0:
+            return None
+        if self.classifier is None:
+            raise ValueError("latent_guidance_scale > 0 needs a model trained with classifier_ckpt")
+        targets = target_latents
+        if targets is None and latent_weight > 0:
+            targets = self.latent_centroids[labels]  # (B, D)
+        return LatentGuidance(self.classifier.net, scale, class_weight, latent_weight, targets)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        labels: torch.Tensor,
+        generator: torch.Generator,
+        steps: int = 50,
+        sampler: SamplerName = "ddim",
+        cfg_scale: float = 1.0,
+        latent_guidance_scale: float = 0.0,
+        class_weight: float = 1.0,
+        latent_weight: float = 1.0,
+        target_latents: torch.Tensor | None = None,
+        eta: float = 0.0,
+        use_ema: bool = True,
+    ) -> FlowBatch:
+        """Valid flows of the classes `labels (B,)` (see `GenerativeModule.sample`).
+
+        Args:
+            steps, sampler, cfg_scale, eta: see `tsda.sampling.denoise`.
+            latent_guidance_scale: step size of classifier-latent guidance (0 = off).
+            class_weight: weight of the `log p(y | x0)` guidance term.
+            latent_weight: weight of the pull of `encode(x0)` to `target_latents`.
+            target_latents: `(B, D)` guidance / conditioning targets; default: the class
+                centroids of the labels.
+            use_ema: sample with the EMA weights (default) or the trained ones.
+        """
+        labels = labels.to(self.device)
+        was_training = self.training
+        self.eval()
+        latents = None
+        if self.hparams.latent_conditioning:
+            latents = target_latents if target_latents is not None else self.latent_centroids[labels]  # (B, D)
+        guidance = self._guidance(labels, float(latent_guidance_scale), class_weight, latent_weight, target_latents)
+        x = denoise(self.sampling_denoiser(use_ema), self.scheduler_config, labels, generator,
+                    int(self.hparams.n_packets), self.denoiser.null_label, steps=steps, sampler=sampler,
+                    cfg_scale=float(cfg_scale), latents=latents, guidance=guidance, eta=eta)
+        self.train(was_training)
+        return self.codec.snap(from_model_space(x)).replace(labels=labels)

@@ -1,0 +1,316 @@
+"""`GANModule`: a class-conditional GAN for flows, optionally guided by a frozen classifier.
+
+Training follows Lightning's GAN example (manual optimisation: `toggle_optimizer`,
+`manual_backward`), with the hinge loss, a projection discriminator with spectral norm
+(`tsda.nets.gan`), an optional R1 gradient penalty and an exponential moving average (EMA)
+of the generator's weights, which is what `sample` uses.
+
+Latent guidance (the research's second agenda item) comes from a frozen, pretrained
+`ClassifierModule` checkpoint (`classifier_ckpt`), the classifier whose latent space the
+synthetic flows should populate. The generator loss adds:
+
+(a) `w_class` x cross-entropy of the classifier on generated flows vs the conditioned class;
+(b) `w_latent` x a pull of `encode(x_gen) (B, D)` towards
+    * the conditioning latent, when `latent_conditioning` (the generator then also takes a
+      latent `(B, D)`: during training the classifier's latent of a real flow of the same
+      class, when sampling a draw from the class's diagonal Gaussian), as the squared
+      distance scaled by the class's spread: `mean_d ((e_d - z_d) / sigma_{y,d})^2`;
+    * otherwise the class's region, centroid plus spread: the hinge
+      `relu(mean_d ((e_d - mu_{y,d}) / sigma_{y,d})^2 - 1)`, zero inside one standard
+      deviation on average, so the generator is not collapsed onto the centroid.
+
+Class centroids `mu (K, D)` and spreads `sigma (K, D)` are computed from the training data
+at fit start and stored as buffers, so a checkpoint can sample without the classifier.
+Zero weights and no latent conditioning give the plain cGAN.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tsda.data.batch import FlowBatch
+from tsda.lit.generative import GenerativeModule
+from tsda.nets.gan import FlowDiscriminator, FlowGenerator
+
+
+class GANModule(GenerativeModule):
+    """Conditional GAN over `FlowBatch(x (B, 3, L), lengths, labels)`.
+
+    Args:
+        num_classes, class_names: K and its names (linked from the datamodule by the CLI).
+        n_packets, mtu, iat_unit, iat_max: the `FlowCodec` settings of the training data
+            (checked against the datamodule's codec at fit start).
+        noise_dim, width, depth: generator size (see `FlowGenerator`).
+        disc_width: discriminator width.
+        lr_g, lr_d, betas: Adam settings of generator and discriminator.
+        n_critic: discriminator steps per generator step.
+        r1_gamma: weight of the R1 gradient penalty on real flows (0 = off).
+        ema_decay: decay of the generator's EMA (ramped up from 0 over the first steps).
+        classifier_ckpt: a trained `ClassifierModule` checkpoint that guides the generator
+            (frozen); needed when `w_class`, `w_latent` or `latent_conditioning` is set.
+        w_class: weight of the classifier's cross-entropy on generated flows.
+        w_latent: weight of the latent pull (see the module docstring).
+        latent_conditioning: condition generator and discriminator on a classifier latent.
+        latent_dim: D of the classifier's latent; set from `classifier_ckpt` (0 = none).
+        seed: seeds the training noise generator (the CLI links `seed_everything`).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 2,
+        class_names: list[str] | None = None,
+        n_packets: int = 20,
+        mtu: float = 1460.0,
+        iat_unit: float = 1e-3,
+        iat_max: float = 10.0,
+        noise_dim: int = 64,
+        width: int = 64,
+        depth: int = 3,
+        disc_width: int = 64,
+        lr_g: float = 2e-4,
+        lr_d: float = 2e-4,
+        betas: tuple[float, float] = (0.0, 0.9),
+        n_critic: int = 1,
+        r1_gamma: float = 0.0,
+        ema_decay: float = 0.999,
+        classifier_ckpt: str | None = None,
+        w_class: float = 0.0,
+        w_latent: float = 0.0,
+        latent_conditioning: bool = False,
+        latent_dim: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"model.class_names has {len(class_names)} names for {num_classes} classes")
+        for name, value in (("w_class", w_class), ("w_latent", w_latent), ("r1_gamma", r1_gamma)):
+            if value < 0:
+                raise ValueError(f"model.{name} must be >= 0, got {value}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"model.ema_decay must be in [0, 1), got {ema_decay}")
+        if n_critic < 1:
+            raise ValueError(f"model.n_critic must be >= 1, got {n_critic}")
+        self.automatic_optimization = False
+        guide = self._load_guide(classifier_ckpt, num_classes) if classifier_ckpt else None
+        if guide is not None:
+            if latent_dim not in (0, guide.net.latent_dim):
+                raise ValueError(f"model.latent_dim={latent_dim} but the classifier's latent has "
+                                 f"{guide.net.latent_dim} dimensions")
+            latent_dim = guide.net.latent_dim
+        if latent_conditioning and latent_dim == 0:
+            raise ValueError("model.latent_conditioning needs model.classifier_ckpt (or latent_dim)")
+        self.save_hyperparameters()
+        self.hparams["latent_dim"] = latent_dim
+        object.__setattr__(self, "_guide", guide)  # frozen, not a submodule: not in the checkpoint
+        cond_dim = latent_dim if latent_conditioning else 0
+        self.generator = FlowGenerator(num_classes, n_packets, noise_dim, width, depth, latent_dim=cond_dim)
+        self.discriminator = FlowDiscriminator(num_classes, disc_width, latent_dim=cond_dim)
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
+        if latent_dim:
+            self.register_buffer("class_mu", torch.zeros(num_classes, latent_dim))  # (K, D)
+            self.register_buffer("class_sigma", torch.ones(num_classes, latent_dim))  # (K, D)
+        self._noise_generator: torch.Generator | None = None
+
+    # -- the frozen guide ------------------------------------------------------------------
+    @staticmethod
+    def _load_guide(path: str, num_classes: int) -> Any:
+        from tsda.lit.classifier import ClassifierModule
+
+        try:
+            guide = ClassifierModule.load_from_checkpoint(path, map_location="cpu")
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"model.classifier_ckpt not found: {path}") from exc
+        if guide.hparams.num_classes != num_classes:
+            raise ValueError(f"model.classifier_ckpt has {guide.hparams.num_classes} classes, "
+                             f"the data {num_classes}")
+        return guide.eval().requires_grad_(False)
+
+    @classmethod
+    def load_overrides(cls) -> dict[str, Any]:
+        return {"classifier_ckpt": None}
+
+    @property
+    def guide(self) -> Any:
+        """The frozen ClassifierModule (or None), on the module's device."""
+        guide = self.__dict__.get("_guide")
+        if guide is not None and guide.device != self.device:
+            guide.to(self.device)
+        return guide
+
+    @property
+    def guided(self) -> bool:
+        h = self.hparams
+        return h.w_class > 0 or h.w_latent > 0 or bool(h.latent_conditioning)
+
+    def on_fit_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        codec = getattr(dm, "codec", None)
+        if codec is not None and codec != self.codec:
+            raise ValueError(f"the model's codec settings {self.codec} differ from the data's {codec}: "
+                             "set model.init_args.n_packets/mtu/iat_unit/iat_max like data.*")
+        if self.guided and self.guide is None:
+            raise ValueError("model.w_class, model.w_latent and model.latent_conditioning need "
+                             "model.classifier_ckpt")
+        if self.guide is not None and self.hparams.latent_dim:
+            self._fit_class_regions(dm.train_dataloader())
+
+    @torch.no_grad()
+    def _fit_class_regions(self, loader: Any) -> None:
+        """Class centroids `mu (K, D)` and spreads `sigma (K, D)` of the guide's latents."""
+        k, d = self.hparams.num_classes, self.hparams.latent_dim
+        n = torch.zeros(k, device=self.device)
+        s1 = torch.zeros(k, d, device=self.device)
+        s2 = torch.zeros(k, d, device=self.device)
+        for batch in loader:
+            batch = batch.to(self.device)
+            z = self.guide.encode(batch.x)  # (B, D)
+            n.index_add_(0, batch.labels, torch.ones_like(batch.labels, dtype=n.dtype))
+            s1.index_add_(0, batch.labels, z)
+            s2.index_add_(0, batch.labels, z * z)
+        total = n.sum().clamp_min(1)
+        g_mu, g_var = s1.sum(0) / total, s2.sum(0) / total - (s1.sum(0) / total) ** 2  # (D,)
+        seen = (n > 1)[:, None]
+        mu = torch.where(seen, s1 / n.clamp_min(1)[:, None], g_mu)
+        var = torch.where(seen, s2 / n.clamp_min(1)[:, None] - mu**2, g_var)
+        self.class_mu.copy_(mu)
+        self.class_sigma.copy_(var.clamp_min(1e-8).sqrt().clamp_min(1e-3))
+
+    # -- generation -----------------------------------------------------------------------
+    def _noise(self, b: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn(b, self.hparams.noise_dim, generator=generator, device=self.device)  # (B, Z)
+
+    def _class_latent(self, labels: torch.Tensor, generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:
+        """A draw from each class's diagonal Gaussian in the guide's latent space: `(B, D)`."""
+        eps = torch.randn(len(labels), self.hparams.latent_dim, generator=generator, device=self.device)
+        return self.class_mu[labels] + scale * self.class_sigma[labels] * eps
+
+    @torch.no_grad()
+    def sample(
+        self, labels: torch.Tensor, generator: torch.Generator, *, latent_scale: float = 1.0,
+        use_ema: bool = True,
+    ) -> FlowBatch:
+        """Valid encoded flows `x (B, 3, L)` of classes `labels (B,)`.
+
+        Options: `latent_scale` scales the spread of the conditioning latent draws
+        (latent-conditioned models only); `use_ema=False` samples the raw generator.
+        """
+        labels = labels.to(self.device)
+        net = self.generator_ema if use_ema else self.generator
+        was_training = net.training
+        net.eval()
+        latent = self._class_latent(labels, generator, latent_scale) if self.hparams.latent_conditioning else None
+        x = net(self._noise(len(labels), generator), labels, latent)  # (B, 3, L), hard direction and mask
+        net.train(was_training)
+        return self.codec.snap(x).replace(labels=labels)
+
+    # -- training -------------------------------------------------------------------------
+    def noise_generator(self) -> torch.Generator:
+        if self._noise_generator is None or self._noise_generator.device != self.device:
+            self._noise_generator = torch.Generator(device=self.device).manual_seed(int(self.hparams.seed))
+        return self._noise_generator
+
+    def _conditioning(self, batch: FlowBatch) -> torch.Tensor | None:
+        """`(B, D)` the guide's latents of the real flows, when latent-conditioned."""
+        if not self.hparams.latent_conditioning:
+            return None
+        with torch.no_grad():
+            return self.guide.encode(batch.x)
+
+    def guidance_losses(
+        self, fake: torch.Tensor, labels: torch.Tensor, latent: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """The guide's loss terms on generated `fake (B, 3, L)`: `class` and `latent`."""
+        out: dict[str, torch.Tensor] = {}
+        if self.guide is None:
+            return out
+        z = self.guide.encode(fake)  # (B, D)
+        logits = self.guide.net.head(z)  # (B, K)
+        out["class"] = F.cross_entropy(logits, labels)
+        out["guide_acc"] = (logits.argmax(1) == labels).float().mean().detach()
+        sigma = self.class_sigma[labels]  # (B, D)
+        if latent is not None:
+            out["latent"] = (((z - latent) / sigma) ** 2).mean()
+        else:
+            d2 = (((z - self.class_mu[labels]) / sigma) ** 2).mean(dim=1)  # (B,)
+            out["latent"] = F.relu(d2 - 1.0).mean()
+        return out
+
+    def _d_step(self, batch: FlowBatch, latent: torch.Tensor | None, g: torch.Generator) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            fake = self.generator(self._noise(len(batch), g), batch.labels, latent)  # (B, 3, L)
+        real = batch.x.detach().requires_grad_(self.hparams.r1_gamma > 0)
+        d_real = self.discriminator(real, batch.labels, latent)  # (B,)
+        d_fake = self.discriminator(fake, batch.labels, latent)  # (B,)
+        loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+        if self.hparams.r1_gamma > 0:
+            (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+            loss = loss + 0.5 * self.hparams.r1_gamma * grad.pow(2).sum(dim=(1, 2)).mean()
+        return {"loss_d": loss, "d_real": d_real.mean().detach(), "d_fake": d_fake.mean().detach()}
+
+    def _g_step(self, batch: FlowBatch, latent: torch.Tensor | None, g: torch.Generator) -> dict[str, torch.Tensor]:
+        h = self.hparams
+        fake = self.generator(self._noise(len(batch), g), batch.labels, latent)  # (B, 3, L)
+        loss = -self.discriminator(fake, batch.labels, latent).mean()
+        out = {"loss_adv": loss.detach()}
+        if self.guided:
+            terms = self.guidance_losses(fake, batch.labels, latent)
+            loss = loss + h.w_class * terms["class"] + h.w_latent * terms["latent"]
+            out.update({f"{k}": v.detach() for k, v in terms.items()})
+        out["loss_g"] = loss
+        return out
+
+    def training_step(self, batch: FlowBatch, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        g = self.noise_generator()
+        latent = self._conditioning(batch)
+        # 1. discriminator step(s)
+        self.toggle_optimizer(opt_d)
+        for _ in range(self.hparams.n_critic):
+            d = self._d_step(batch, latent, g)
+            opt_d.zero_grad()
+            self.manual_backward(d["loss_d"])
+            opt_d.step()
+        self.untoggle_optimizer(opt_d)
+        # 2. generator step
+        self.toggle_optimizer(opt_g)
+        gen = self._g_step(batch, latent, g)
+        opt_g.zero_grad()
+        self.manual_backward(gen["loss_g"])
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        # 3. EMA of the generator's weights
+        self._update_ema()
+        logged = {**d, **gen}
+        self.log_dict({f"train_{k}": v.detach() for k, v in logged.items()}, on_step=False, on_epoch=True,
+                      prog_bar=False, batch_size=len(batch))
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        step = self.global_step
+        decay = min(self.hparams.ema_decay, (1 + step) / (10 + step))
+        for p_ema, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            p_ema.lerp_(p.detach(), 1.0 - decay)
+
+    def validation_step(self, batch: FlowBatch, batch_idx: int) -> None:
+        """Discriminator scores of real vs EMA-generated validation flows (and the guide's
+        accuracy on them): a cheap health check; fidelity metrics are `FidelityCallback`'s."""
+        g = torch.Generator(device=self.device).manual_seed(int(self.hparams.seed) + batch_idx)
+        fake = self.sample(batch.labels, g)
+        latent = self._conditioning(batch)
+        d_real = self.discriminator(batch.x, batch.labels, latent).mean()
+        d_fake = self.discriminator(fake.x, batch.labels, latent).mean()
+        self.log("val_d_gap", d_real - d_fake, batch_size=len(batch), prog_bar=True)
+        if self.guide is not None:
+            acc = (self.guide(fake.x).argmax(1) == batch.labels).float().mean()
+            self.log("val_guide_acc", acc, batch_size=len(batch), prog_bar=True)
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        h = self.hparams
+        betas = tuple(float(b) for b in h.betas)
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=h.lr_g, betas=betas)
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=h.lr_d, betas=betas)
+        return [opt_g, opt_d]

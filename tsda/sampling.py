@@ -1,0 +1,231 @@
+"""Diffusion sampling for flows: pure functions (no Lightning, no global RNG).
+
+Model space. The denoiser sees flows with every channel in [-1, 1], so diffusers'
+schedulers may keep their default `clip_sample=True` (x0 estimates clipped to [-1, 1]):
+
+    size' = 2 size - 1,   direction' = direction,   iat' = 2 min(iat, 1) - 1
+
+(`FlowCodec` encodes size in [0, 1], direction in {-1, 0, +1}, iat >= 0 with 1 = `iat_max`;
+gaps above `iat_max` are clipped to it, so generated gaps are at most `iat_max`).
+
+Sampling loop (`denoise`). Whatever the denoiser predicts (epsilon or v, the training
+scheduler's `prediction_type`), each step
+
+1. runs the denoiser, twice with classifier-free guidance: out = u + w (c - u), with
+   u the output for the null label (and no latent) and c the conditional output;
+2. turns the output into an estimate x0 of the clean flow;
+3. with classifier-latent guidance, moves x0 along the gradient of
+   `class_weight * log p(y | x0) - latent_weight * mean_d (encode(x0) - target)^2`
+   computed by a frozen classifier on x0 (in `FlowCodec` space), times `scale`;
+4. steps x_t -> x_{t-1} with a DDPM or DDIM scheduler configured with
+   `prediction_type="sample"`, fed the (guided) x0.
+
+Feeding x0 to the scheduler makes epsilon and v models share one loop and lets guidance
+act where the classifier is meaningful: on clean-flow estimates, not on noisy x_t.
+The gradient is taken with respect to x0 only (no back-propagation through the
+denoiser), which keeps guided sampling at about the cost of one classifier backward
+pass per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler
+
+from tsda.data.batch import DIRECTION, IAT, SIZE
+
+SamplerName = Literal["ddpm", "ddim"]
+
+#: channel-wise affine map codec space -> model space: x' = x * _SCALE + _SHIFT
+_SCALE = (2.0, 1.0, 2.0)
+_SHIFT = (-1.0, 0.0, -1.0)
+
+
+def to_model_space(x: torch.Tensor) -> torch.Tensor:
+    """`(B, 3, L)` codec-encoded flows -> model space (every channel in [-1, 1])."""
+    x = x.clone()
+    x[:, IAT] = x[:, IAT].clamp(0.0, 1.0)
+    x[:, SIZE] = x[:, SIZE].clamp(0.0, 1.0)
+    scale = x.new_tensor(_SCALE)[None, :, None]  # (1, 3, 1)
+    shift = x.new_tensor(_SHIFT)[None, :, None]  # (1, 3, 1)
+    return x * scale + shift
+
+
+def from_model_space(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of `to_model_space` (`(B, 3, L)`, differentiable; not yet snapped)."""
+    scale = x.new_tensor(_SCALE)[None, :, None]  # (1, 3, 1)
+    shift = x.new_tensor(_SHIFT)[None, :, None]  # (1, 3, 1)
+    return (x - shift) / scale
+
+
+class LatentClassifier(Protocol):
+    """A classifier with the latent seam (`tsda.nets.classifier.FlowClassifier`)."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor: ...  # (B, 3, L) -> (B, D)
+
+    def head(self, z: torch.Tensor) -> torch.Tensor: ...  # (B, D) -> (B, K)
+
+
+@dataclass(frozen=True)
+class LatentGuidance:
+    """Classifier-latent guidance settings.
+
+    Attributes:
+        classifier: frozen classifier in eval mode (its BatchNorm must not update).
+        scale: overall step size; 0 turns guidance off.
+        class_weight: weight of the `log p(y | x0)` term.
+        latent_weight: weight of the `-mean_d (encode(x0) - target)^2` term.
+        targets: `(B, D)` target latents (e.g. the class centroids of the labels);
+            needed when `latent_weight > 0`.
+    """
+
+    classifier: LatentClassifier
+    scale: float
+    class_weight: float = 1.0
+    latent_weight: float = 0.0
+    targets: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.scale < 0 or self.class_weight < 0 or self.latent_weight < 0:
+            raise ValueError("LatentGuidance scale, class_weight and latent_weight must be >= 0")
+        if self.latent_weight > 0 and self.targets is None:
+            raise ValueError("LatentGuidance.latent_weight > 0 needs targets (B, D)")
+
+
+def guidance_gradient(x0: torch.Tensor, labels: torch.Tensor, guidance: LatentGuidance) -> torch.Tensor:
+    """`(B, 3, L)` gradient, w.r.t. the model-space `x0`, of the guidance objective."""
+    with torch.enable_grad():
+        x = x0.detach().requires_grad_(True)
+        z = guidance.classifier.encode(from_model_space(x))  # (B, D)
+        objective = x.new_zeros(x.shape[0])  # (B,)
+        if guidance.class_weight > 0:
+            log_p = F.log_softmax(guidance.classifier.head(z), dim=1)  # (B, K)
+            objective = objective + guidance.class_weight * log_p.gather(1, labels[:, None])[:, 0]
+        if guidance.latent_weight > 0:
+            assert guidance.targets is not None
+            distance = (z - guidance.targets.to(z)).pow(2).mean(dim=1)  # (B,)
+            objective = objective - guidance.latent_weight * distance
+        (grad,) = torch.autograd.grad(objective.sum(), x)
+    return grad
+
+
+def make_scheduler(
+    scheduler_config: dict[str, Any], sampler: SamplerName, steps: int
+) -> DDPMScheduler | DDIMScheduler:
+    """A sampling scheduler from the training `DDPMScheduler` config, with `steps`
+    inference steps and `prediction_type="sample"` (the loop feeds it x0)."""
+    if sampler not in ("ddpm", "ddim"):
+        raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+    train_steps = int(scheduler_config["num_train_timesteps"])
+    if not 1 <= steps <= train_steps:
+        raise ValueError(f"steps must be in [1, {train_steps}], got {steps}")
+    cls = DDIMScheduler if sampler == "ddim" else DDPMScheduler
+    config = {k: v for k, v in scheduler_config.items() if k != "prediction_type"}
+    scheduler = cls.from_config(config, prediction_type="sample")
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
+def predict_x0(
+    output: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    """Clean-flow estimate `(B, C, L)` from a denoiser output at cumulative alpha `alpha_bar` (scalar)."""
+    a, s = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+    if prediction_type == "epsilon":
+        return (x_t - s * output) / a
+    if prediction_type == "v_prediction":
+        return a * x_t - s * output
+    if prediction_type == "sample":
+        return output
+    raise ValueError(f"prediction_type must be epsilon, v_prediction or sample, got {prediction_type!r}")
+
+
+def guided_output(
+    denoiser: torch.nn.Module,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    labels: torch.Tensor,
+    null_label: int,
+    cfg_scale: float,
+    latents: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Denoiser output `(B, C, L)` with classifier-free guidance `u + w (c - u)`.
+
+    `w = 1` is the plain conditional output (one pass), `w = 0` the unconditional one.
+    """
+    b = x_t.shape[0]
+    timesteps = t.to(x_t.device).expand(b)  # (B,)
+    if cfg_scale == 1.0:
+        return denoiser(x_t, timesteps, labels, latents)
+    null = torch.full_like(labels, null_label)  # (B,)
+    null_latents = None if latents is None else torch.zeros_like(latents)
+    if cfg_scale == 0.0:
+        return denoiser(x_t, timesteps, null, null_latents)
+    both_latents = None if latents is None else torch.cat([null_latents, latents])  # (2B, D)
+    out = denoiser(torch.cat([x_t, x_t]), torch.cat([timesteps, timesteps]),
+                   torch.cat([null, labels]), both_latents)  # (2B, C, L)
+    uncond, cond = out.chunk(2)
+    return uncond + cfg_scale * (cond - uncond)
+
+
+@torch.no_grad()
+def denoise(
+    denoiser: torch.nn.Module,
+    scheduler_config: dict[str, Any],
+    labels: torch.Tensor,
+    generator: torch.Generator,
+    n_packets: int,
+    null_label: int,
+    *,
+    steps: int = 50,
+    sampler: SamplerName = "ddim",
+    cfg_scale: float = 1.0,
+    latents: torch.Tensor | None = None,
+    guidance: LatentGuidance | None = None,
+    eta: float = 0.0,
+    channels: int = 3,
+) -> torch.Tensor:
+    """Sample flows in model space.
+
+    Args:
+        denoiser: `(x (B, C, L), t (B,), labels (B,), latents (B, D) | None) -> (B, C, L)`,
+            e.g. `FlowDenoiser` (in eval mode).
+        scheduler_config: the training `DDPMScheduler` config (its `prediction_type` says
+            what the denoiser predicts).
+        labels: `(B,)` int64 classes.
+        generator: the only source of randomness (initial noise, DDPM / DDIM-eta noise).
+        n_packets: `L`.
+        null_label: the denoiser's "no class" index (classifier-free guidance).
+        steps: inference steps.
+        sampler: `ddpm` (ancestral) or `ddim` (deterministic for `eta = 0`).
+        cfg_scale: classifier-free guidance weight `w` (1 = conditional, 0 = unconditional).
+        latents: optional `(B, D)` classifier latents the denoiser is conditioned on.
+        guidance: classifier-latent guidance, or None.
+        eta: DDIM noise (0 = deterministic).
+
+    Returns:
+        `(B, C, L)` flows in model space (pass through `from_model_space` and
+        `FlowCodec.snap` for valid flows).
+    """
+    if cfg_scale < 0:
+        raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    scheduler = make_scheduler(scheduler_config, sampler, steps)
+    prediction_type = scheduler_config["prediction_type"]
+    device = labels.device
+    alphas = scheduler.alphas_cumprod.to(device)  # (T,)
+    shape = (labels.shape[0], channels, n_packets)
+    x = torch.randn(shape, generator=generator, device=generator.device).to(device)  # (B, C, L)
+    step_kwargs: dict[str, Any] = {"eta": eta} if sampler == "ddim" else {}
+    for t in scheduler.timesteps:
+        out = guided_output(denoiser, x, t, labels, null_label, cfg_scale, latents)  # (B, C, L)
+        x0 = predict_x0(out, x, alphas[t], prediction_type)  # (B, C, L)
+        if guidance is not None and guidance.scale > 0:
+            x0 = x0 + guidance.scale * guidance_gradient(x0, labels, guidance)
+        x = scheduler.step(x0, t, x, generator=generator, **step_kwargs).prev_sample
+    return x
