@@ -66,8 +66,10 @@ class TsdaCLI(LightningCLI):
                                              mode=mode, save_top_k=1, filename="best"))
             callbacks.append(EarlyStopping(monitor=metric, mode=mode, patience=cfg.patience))
         else:
+            # no score to rank by: keep the latest epoch (and last.ckpt), saved every epoch,
+            # so a killed generator run still leaves a checkpoint
             callbacks.append(ModelCheckpoint(dirpath=self.run_dir / "checkpoints", save_last=True,
-                                             save_top_k=0))
+                                             save_top_k=1, every_n_epochs=1))
         kwargs["default_root_dir"] = str(self.run_dir)
         kwargs["logger"] = run_loggers(self.run_dir, wandb, config=_plain_config(cfg))
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
@@ -75,7 +77,9 @@ class TsdaCLI(LightningCLI):
     def after_fit(self) -> None:
         trainer, model = self.trainer, self.model
         fit_seconds = time.perf_counter() - self.started
-        ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        callback = trainer.checkpoint_callback
+        # the best checkpoint where the module has a monitor, else the last one
+        ckpt = (callback.best_model_path or callback.last_model_path) if callback else ""
         metrics = run_test(trainer, model, self.datamodule, ckpt or None)
         epochs = trainer.current_epoch
         metrics.update({
