@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ class TsdaCLI(LightningCLI):
                             help="run directory (default runs/fit-<time>)")
         parser.add_argument("--patience", type=int, default=10,
                             help="early stopping patience in epochs (on the module's monitor)")
-        parser.add_dataclass_arguments(WandbSettings, "wandb")
+        parser.add_class_arguments(WandbSettings, "wandb")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
         parser.link_arguments("seed_everything", "data.sampler_seed", compute_fn=_seed)
@@ -149,6 +150,8 @@ def _print_summary(metrics: dict[str, Any], run_dir: Path) -> None:
 
 def run_fit(args: list[str]) -> TsdaCLI:
     """`tsda fit ...`: train, test the best checkpoint, write metrics.json."""
+    # `tsda fit` hands LightningCLI the arguments after `fit` on purpose
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
     return TsdaCLI(
         L.LightningModule,
         FlowDataModule,

@@ -58,7 +58,7 @@ def build_parser() -> LightningArgumentParser:
                         help="output directory for metrics.json and logs (default runs/test-<time>)")
     parser.add_class_arguments(FlowDataModule, "data", skip={"class_names"}, instantiate=False)
     parser.add_lightning_class_args(L.Trainer, "trainer")
-    parser.add_dataclass_arguments(WandbSettings, "wandb")
+    parser.add_class_arguments(WandbSettings, "wandb")
     parser.set_defaults({
         "trainer.enable_checkpointing": False,
         "trainer.use_distributed_sampler": False,
