@@ -45,6 +45,8 @@ class TsdaCLI(LightningCLI):
                             help="run directory (default runs/fit-<time>)")
         parser.add_argument("--patience", type=int, default=10,
                             help="early stopping patience in epochs (on the module's monitor)")
+        parser.add_argument("--latent_plot", type=bool, default=True,
+                            help="write the run's latent t-SNE PNG after testing (costs ~10-20 s on CPU)")
         parser.add_class_arguments(WandbSettings, "wandb")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
@@ -93,7 +95,8 @@ class TsdaCLI(LightningCLI):
             if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None else None,
             "seed": _seed(self.config[self.subcommand].seed_everything),
         })
-        if trainer.is_global_zero:  # the run's t-SNE PNG, when the module kept test embeddings
+        if trainer.is_global_zero and self.config[self.subcommand].latent_plot:
+            # the run's t-SNE PNG, when the module kept test embeddings
             from tsda.metrics.latent import write_run_latent_plot
 
             write_run_latent_plot(model, self.datamodule, self.run_dir)
