@@ -68,6 +68,26 @@ def test_generator_starts_with_full_length_flows() -> None:
     assert (x[:, DIRECTION].abs() == 1).all()
 
 
+def test_every_generator_block_is_class_conditioned() -> None:
+    """Regression: the class entered only at the stem's input, where the noise can drown it.
+    With the stem blind to the class, the per-block FiLM alone must still tell classes apart,
+    and the generator loss must train it."""
+    torch.manual_seed(0)
+    gen = FlowGenerator(num_classes=3, n_packets=N_PACKETS, noise_dim=8, width=16, depth=2)
+    with torch.no_grad():
+        gen.stem.weight[:, 8:] = 0.0  # the stem sees only the noise
+    noise, labels = torch.randn(6, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    x0 = gen(noise, torch.zeros_like(labels), straight_through=False)
+    assert torch.allclose(x0, gen(noise, labels, straight_through=False))  # FiLM starts as identity
+    x0.sum().backward()
+    for block in gen.blocks:
+        assert block.film.weight.grad.abs().sum() > 0
+        with torch.no_grad():
+            block.film.weight.normal_(0, 0.5)
+    assert not torch.allclose(gen(noise, labels, straight_through=False),
+                              gen(noise, torch.zeros_like(labels), straight_through=False))
+
+
 def test_discriminator_scores_depend_on_class_and_latent() -> None:
     torch.manual_seed(0)
     disc = FlowDiscriminator(num_classes=3, width=8, latent_dim=4)
@@ -169,6 +189,23 @@ def test_guidance_losses_reward_the_right_region(guided: tuple[GANModule, Path, 
     wrong = model.guidance_losses(real.x, (real.labels + 1) % 3, None)
     assert right["latent"] < wrong["latent"]
     assert right["class"] < wrong["class"]
+
+
+def test_sampling_latents_are_real_latents_of_the_class(guided: tuple[GANModule, Path, Path]) -> None:
+    """Regression: sampling conditioned on diagonal-Gaussian draws (negative entries in a ReLU
+    latent) while training conditioned on real latents; now both use real latents."""
+    model, _, clf_path = guided
+    clf = ClassifierModule.load_from_checkpoint(clf_path, map_location="cpu").eval()
+    batch = FlowCodec(n_packets=N_PACKETS).encode(datamodule().split_table("train"))
+    with torch.no_grad():
+        z = clf.encode(batch.x)  # (N, D)
+    labels = torch.tensor([0, 1, 2] * 20)
+    latent = model._class_latent(labels, torch.Generator().manual_seed(0))  # (60, D)
+    assert (model.class_bank_n == 60).all()
+    for lat, k in zip(latent, labels):
+        assert torch.isclose(z[batch.labels == k], lat, atol=1e-5).all(dim=1).any()
+    torch.testing.assert_close(model._class_latent(labels, torch.Generator(), scale=0.0),
+                               model.class_mu[labels])
 
 
 def test_guided_checkpoint_samples_without_the_classifier(guided: tuple[GANModule, Path, Path],

@@ -13,14 +13,16 @@ synthetic flows should populate. The generator loss adds:
 (b) `w_latent` x a pull of `encode(x_gen) (B, D)` towards
     * the conditioning latent, when `latent_conditioning` (the generator then also takes a
       latent `(B, D)`: during training the classifier's latent of a real flow of the same
-      class, when sampling a draw from the class's diagonal Gaussian), as the squared
+      class, when sampling one of up to `LATENT_BANK` stored real latents of the class, so
+      sampling sees the same conditioning distribution as training), as the squared
       distance scaled by the class's spread: `mean_d ((e_d - z_d) / sigma_{y,d})^2`;
     * otherwise the class's region, centroid plus spread: the hinge
       `relu(mean_d ((e_d - mu_{y,d}) / sigma_{y,d})^2 - 1)`, zero inside one standard
       deviation on average, so the generator is not collapsed onto the centroid.
 
 Class centroids `mu (K, D)` and spreads `sigma (K, D)` are computed from the training data
-at fit start and stored as buffers, so a checkpoint can sample without the classifier.
+at fit start and stored as buffers (with the per-class bank of real latents when
+latent-conditioned), so a checkpoint can sample without the classifier.
 Zero weights and no latent conditioning give the plain cGAN.
 """
 
@@ -35,6 +37,9 @@ import torch.nn.functional as F
 from tsda.data.batch import FlowBatch
 from tsda.lit.generative import GenerativeModule
 from tsda.nets.gan import FlowDiscriminator, FlowGenerator
+
+#: real training latents kept per class for latent-conditioned sampling
+LATENT_BANK = 128
 
 
 class GANModule(GenerativeModule):
@@ -113,6 +118,9 @@ class GANModule(GenerativeModule):
         if latent_dim:
             self.register_buffer("class_mu", torch.zeros(num_classes, latent_dim))  # (K, D)
             self.register_buffer("class_sigma", torch.ones(num_classes, latent_dim))  # (K, D)
+        if latent_conditioning:
+            self.register_buffer("class_bank", torch.zeros(num_classes, LATENT_BANK, latent_dim))  # (K, M, D)
+            self.register_buffer("class_bank_n", torch.zeros(num_classes, dtype=torch.long))  # (K,)
         self._noise_generator: torch.Generator | None = None
 
     # -- the frozen guide ------------------------------------------------------------------
@@ -165,9 +173,14 @@ class GANModule(GenerativeModule):
         n = torch.zeros(k, device=self.device)
         s1 = torch.zeros(k, d, device=self.device)
         s2 = torch.zeros(k, d, device=self.device)
+        bank = getattr(self, "class_bank", None)
+        if bank is not None:
+            self.class_bank_n.zero_()
         for batch in loader:
             batch = batch.to(self.device)
             z = self.guide.encode(batch.x)  # (B, D)
+            if bank is not None:
+                self._fill_bank(z, batch.labels)
             n.index_add_(0, batch.labels, torch.ones_like(batch.labels, dtype=n.dtype))
             s1.index_add_(0, batch.labels, z)
             s2.index_add_(0, batch.labels, z * z)
@@ -179,14 +192,34 @@ class GANModule(GenerativeModule):
         self.class_mu.copy_(mu)
         self.class_sigma.copy_(var.clamp_min(1e-8).sqrt().clamp_min(1e-3))
 
+    @torch.no_grad()
+    def _fill_bank(self, z: torch.Tensor, labels: torch.Tensor) -> None:
+        """Append latents `z (B, D)` of `labels (B,)` to their classes' banks while room is left."""
+        for k in labels.unique().tolist():
+            free = LATENT_BANK - int(self.class_bank_n[k])
+            rows = z[labels == k][:free]  # (<= free, D)
+            n = int(self.class_bank_n[k])
+            self.class_bank[k, n : n + len(rows)] = rows
+            self.class_bank_n[k] += len(rows)
+
     # -- generation -----------------------------------------------------------------------
     def _noise(self, b: int, generator: torch.Generator) -> torch.Tensor:
         return torch.randn(b, self.hparams.noise_dim, generator=generator, device=self.device)  # (B, Z)
 
     def _class_latent(self, labels: torch.Tensor, generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:
-        """A draw from each class's diagonal Gaussian in the guide's latent space: `(B, D)`."""
+        """A conditioning latent per label in the guide's latent space: `(B, D)`.
+
+        A stored real latent of the class (`mu + scale * (z - mu)`), or, for a class without
+        stored latents, a draw from the class's diagonal Gaussian `mu + scale * sigma * eps`.
+        """
+        mu = self.class_mu[labels]  # (B, D)
         eps = torch.randn(len(labels), self.hparams.latent_dim, generator=generator, device=self.device)
-        return self.class_mu[labels] + scale * self.class_sigma[labels] * eps
+        gauss = mu + scale * self.class_sigma[labels] * eps  # (B, D)
+        n = self.class_bank_n[labels]  # (B,)
+        u = torch.rand(len(labels), generator=generator, device=self.device)  # (B,)
+        idx = (u * n).long().clamp_max(LATENT_BANK - 1)  # (B,) uniform in [0, n_k)
+        stored = mu + scale * (self.class_bank[labels, idx] - mu)  # (B, D)
+        return torch.where((n > 0)[:, None], stored, gauss)
 
     @torch.no_grad()
     def sample(

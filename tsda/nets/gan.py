@@ -23,8 +23,10 @@ are instead enforced, when wanted, by the *frozen traffic classifier's* guidance
 `tsda.lit.gan.GANModule`, which keeps "looks real" (discriminator) and "belongs to class k
 according to the classifier we augment" (guidance) as two separately weighted terms.
 
-Optional latent conditioning: both nets can take a classifier latent vector `z (B, D)`; the
-generator concatenates a projection of it to its input, the discriminator adds a second
+Conditioning: the generator concatenates its class embedding (and, optionally, a projection
+of a classifier latent vector `z (B, D)`) to the noise at its input *and* modulates every
+residual block's GroupNorm with it (FiLM), so the class cannot be washed out by the noise
+in the trunk. With latent conditioning, the discriminator adds a second
 projection term `<W z, h>`.
 """
 
@@ -47,18 +49,28 @@ def _check_positive(**values: int) -> None:
 
 
 class _GenBlock(nn.Module):
-    """Residual Conv1d(k3) block with GroupNorm: `(B, C, L) -> (B, C, L)`."""
+    """Residual Conv1d(k3) block with class-conditional GroupNorm (FiLM):
+    `h (B, C, L)`, `cond (B, E)` -> `(B, C, L)`.
 
-    def __init__(self, channels: int) -> None:
+    Each GroupNorm's scale and shift are `1 + gamma(cond)` and `beta(cond)` (zero at init),
+    so the class (and latent) steer every block, not only the stem's input."""
+
+    def __init__(self, channels: int, cond_dim: int) -> None:
         super().__init__()
         groups = 8 if channels % 8 == 0 else 1
-        self.body = nn.Sequential(
-            nn.GroupNorm(groups, channels), nn.SiLU(), nn.Conv1d(channels, channels, 3, padding=1),
-            nn.GroupNorm(groups, channels), nn.SiLU(), nn.Conv1d(channels, channels, 3, padding=1),
-        )
+        self.norm1 = nn.GroupNorm(groups, channels, affine=False)
+        self.conv1 = nn.Conv1d(channels, channels, 3, padding=1)
+        self.norm2 = nn.GroupNorm(groups, channels, affine=False)
+        self.conv2 = nn.Conv1d(channels, channels, 3, padding=1)
+        self.film = nn.Linear(cond_dim, 4 * channels)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.body(h)
+    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        g1, b1, g2, b2 = self.film(cond)[:, :, None].chunk(4, dim=1)  # 4 x (B, C, 1)
+        y = self.conv1(nn.functional.silu(self.norm1(h) * (1 + g1) + b1))  # (B, C, L)
+        y = self.conv2(nn.functional.silu(self.norm2(y) * (1 + g2) + b2))  # (B, C, L)
+        return h + y
 
 
 class FlowGenerator(nn.Module):
@@ -89,7 +101,7 @@ class FlowGenerator(nn.Module):
         self.latent_proj = nn.Linear(latent_dim, embed_dim) if latent_dim else None
         in_dim = noise_dim + embed_dim * (2 if latent_dim else 1)
         self.stem = nn.Linear(in_dim, width * n_packets)
-        self.blocks = nn.Sequential(*[_GenBlock(width) for _ in range(depth)])
+        self.blocks = nn.ModuleList([_GenBlock(width, in_dim - noise_dim) for _ in range(depth)])
         self.out = nn.Sequential(nn.GroupNorm(1, width), nn.SiLU(), nn.Conv1d(width, 4, 3, padding=1))
         with torch.no_grad():  # start with full-length flows: sigmoid(4)^19 = 0.71 > 0.5
             self.out[-1].bias[3] = 4.0
@@ -106,14 +118,17 @@ class FlowGenerator(nn.Module):
         """
         b = noise.shape[0]
         # 1. conditioning vector
-        parts = [noise, self.embed(labels)]  # (B, noise_dim), (B, E)
+        parts = [self.embed(labels)]  # (B, E)
         if self.latent_proj is not None:
             if latent is None:
                 raise ValueError("this generator is latent-conditioned: pass latent (B, D)")
             parts.append(self.latent_proj(latent))  # (B, E)
-        h = self.stem(torch.cat(parts, dim=1)).view(b, self.width, self.n_packets)  # (B, C, L)
-        # 2. conv trunk and the four raw channels
-        raw = self.out(self.blocks(h))  # (B, 4, L): size, direction, iat, presence logits
+        cond = torch.cat(parts, dim=1)  # (B, E or 2E)
+        h = self.stem(torch.cat([noise, cond], dim=1)).view(b, self.width, self.n_packets)  # (B, C, L)
+        # 2. conv trunk (conditioned per block) and the four raw channels
+        for block in self.blocks:
+            h = block(h, cond)  # (B, C, L)
+        raw = self.out(h)  # (B, 4, L): size, direction, iat, presence logits
         size = torch.sigmoid(raw[:, 0])  # (B, L)
         direction = torch.tanh(raw[:, 1])  # (B, L)
         iat = nn.functional.softplus(raw[:, 2]).clamp_max(MAX_IAT)  # (B, L)
