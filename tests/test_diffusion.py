@@ -3,6 +3,7 @@ classifier-free and classifier-latent guidance."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import lightning as L
@@ -18,7 +19,8 @@ from tsda.lit.classifier import ClassifierModule
 from tsda.lit.diffusion import DiffusionModule
 from tsda.lit.generative import load_generative
 from tsda.nets.denoiser import FlowDenoiser
-from tsda.sampling import from_model_space, make_scheduler, predict_x0, to_model_space
+from tsda.sampling import (MODEL_CHANNELS, PRESENCE, from_model_space, make_scheduler, predict_x0,
+                           presence_lengths, snap_model_space, to_model_space)
 
 L_PACKETS = 8
 
@@ -129,9 +131,47 @@ def test_model_space_round_trip_and_range() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(16, 3, 20, generator=g)
     x[:, DIRECTION] = torch.where(x[:, DIRECTION] > 0.5, 1.0, -1.0)
+    lengths = torch.randint(1, 21, (16,), generator=g)  # (B,)
+    x = x * (torch.arange(20)[None, :] < lengths[:, None])[:, None]  # zero padding at the end
     m = to_model_space(x)
+    assert m.shape == (16, MODEL_CHANNELS, 20)
     assert m.min() >= -1 and m.max() <= 1
+    assert torch.equal((m[:, PRESENCE] > 0).sum(dim=1), lengths)
     torch.testing.assert_close(from_model_space(m), x)
+    torch.testing.assert_close(snap_model_space(m), x)
+
+
+def test_presence_channel_keeps_the_length_of_uncertain_directions() -> None:
+    """Regression: lengths were read from |direction| >= 0.5, so a packet whose direction
+    the model was unsure of (x0 near 0) ended the flow. Now the length is the monotone
+    mask agreeing best with the presence channel and the direction only its sign."""
+    m = torch.zeros(3, MODEL_CHANNELS, 6)  # (B, 4, L)
+    m[:, DIRECTION] = torch.tensor([[0.9, -0.1, 0.05, -0.8, 0.2, 0.7]] * 3)
+    m[0, PRESENCE] = torch.tensor([0.9, 0.6, 0.3, 0.8, -0.7, -0.9])  # 4 packets
+    m[1, PRESENCE] = torch.tensor([0.9, -0.2, 0.8, 0.8, 0.9, 0.9])  # an isolated dip: 6 packets
+    m[2, PRESENCE] = torch.tensor([-0.9, -0.8, 0.1, -0.8, -0.9, -0.9])  # no packet
+    assert presence_lengths(m[:, PRESENCE]).tolist() == [4, 6, 0]
+    x = snap_model_space(m)  # (3, 3, 6)
+    torch.testing.assert_close(x[0, DIRECTION], torch.tensor([1.0, -1.0, 1.0, -1.0, 0.0, 0.0]))
+    torch.testing.assert_close(x[1, DIRECTION], torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, 1.0]))
+    codec = DiffusionModule(num_classes=2, n_packets=6, block_out_channels=(8, 16)).codec
+    assert codec.snap(x).lengths.tolist() == [4, 6, 0]
+    with pytest.raises(ValueError, match="model-space"):
+        from_model_space(torch.zeros(1, 3, 6))
+
+
+def test_warmup_ramps_the_learning_rate_linearly() -> None:
+    module = DiffusionModule(num_classes=2, block_out_channels=(8, 16), lr=1e-2, warmup_steps=4)
+    config = module.configure_optimizers()
+    optimizer, schedule = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    rates = []
+    for _ in range(6):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    np.testing.assert_allclose(rates, [2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2, 1e-2])
+    with pytest.raises(ValueError, match="warmup_steps"):
+        DiffusionModule(num_classes=2, warmup_steps=-1)
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
@@ -207,6 +247,17 @@ def test_samples_are_valid_flows(fitted: tuple[DiffusionModule, Path, dict], opt
     batch = fitted[0].sample(labels, torch.Generator().manual_seed(0), **options)
     assert batch.x.shape == (16, 3, L_PACKETS)
     assert_valid(batch)
+
+
+def test_every_hparam_is_an_init_argument(fitted: tuple[DiffusionModule, Path, dict]) -> None:
+    """Regression: `scheduler_config` was stored in hparams, so resuming a fit with
+    `tsda fit --ckpt_path` (LightningCLI re-parses the checkpoint's hparams as init
+    arguments) failed with an unexpected keyword argument."""
+    init_args = set(inspect.signature(DiffusionModule.__init__).parameters)
+    _, path, _ = fitted
+    saved = torch.load(path, weights_only=False)["hyper_parameters"]
+    assert set(saved) - {"_class_path", "_instantiator"} <= init_args
+    assert "classifier_hparams" in saved  # the classifier still travels with the checkpoint
 
 
 def test_checkpoint_samples_without_the_classifier_file(

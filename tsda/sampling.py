@@ -1,12 +1,18 @@
 """Diffusion sampling for flows: pure functions (no Lightning, no global RNG).
 
-Model space. The denoiser sees flows with every channel in [-1, 1], so diffusers'
-schedulers may keep their default `clip_sample=True` (x0 estimates clipped to [-1, 1]):
+Model space. The denoiser sees flows as `MODEL_CHANNELS = 4` channels, every one in
+[-1, 1], so diffusers' schedulers may keep their default `clip_sample=True` (x0 estimates
+clipped to [-1, 1]):
 
-    size' = 2 size - 1,   direction' = direction,   iat' = 2 min(iat, 1) - 1
+    size' = 2 size - 1,   direction' = direction,   iat' = 2 min(iat, 1) - 1,
+    presence' = +1 on packets, -1 on padding
 
 (`FlowCodec` encodes size in [0, 1], direction in {-1, 0, +1}, iat >= 0 with 1 = `iat_max`;
 gaps above `iat_max` are clipped to it, so generated gaps are at most `iat_max`).
+Why a presence channel: in codec space padding is direction 0 and packets +-1, so a
+direction the model is unsure of (x0 near 0, the mean of +1 and -1) reads as padding and
+cuts the flow short. With presence, the length is the monotone mask that agrees best with
+the presence channel (`presence_lengths`) and the direction is only its sign.
 
 Sampling loop (`denoise`). Whatever the denoiser predicts (epsilon or v, the training
 scheduler's `prediction_type`), each step
@@ -40,26 +46,59 @@ from tsda.data.batch import DIRECTION, IAT, SIZE
 
 SamplerName = Literal["ddpm", "ddim"]
 
+#: channels the denoiser sees: size, direction, iat, presence
+MODEL_CHANNELS = 4
+PRESENCE = 3
 #: channel-wise affine map codec space -> model space: x' = x * _SCALE + _SHIFT
 _SCALE = (2.0, 1.0, 2.0)
 _SHIFT = (-1.0, 0.0, -1.0)
 
 
 def to_model_space(x: torch.Tensor) -> torch.Tensor:
-    """`(B, 3, L)` codec-encoded flows -> model space (every channel in [-1, 1])."""
+    """`(B, 3, L)` codec-encoded flows -> `(B, 4, L)` model space (every channel in
+    [-1, 1]; channel `PRESENCE` is +1 where |direction| >= 0.5, i.e. on packets)."""
     x = x.clone()
     x[:, IAT] = x[:, IAT].clamp(0.0, 1.0)
     x[:, SIZE] = x[:, SIZE].clamp(0.0, 1.0)
     scale = x.new_tensor(_SCALE)[None, :, None]  # (1, 3, 1)
     shift = x.new_tensor(_SHIFT)[None, :, None]  # (1, 3, 1)
-    return x * scale + shift
+    presence = torch.where(x[:, DIRECTION].abs() >= 0.5, 1.0, -1.0).to(x.dtype)  # (B, L)
+    return torch.cat([x * scale + shift, presence[:, None]], dim=1)  # (B, 4, L)
 
 
 def from_model_space(x: torch.Tensor) -> torch.Tensor:
-    """Inverse of `to_model_space` (`(B, 3, L)`, differentiable; not yet snapped)."""
+    """Inverse of `to_model_space`: `(B, 4, L)` -> `(B, 3, L)` codec space, differentiable
+    (direction is scaled by the soft presence `(presence + 1) / 2` clamped to [0, 1];
+    not yet snapped: see `snap_model_space`)."""
+    if x.ndim != 3 or x.shape[1] != MODEL_CHANNELS:
+        raise ValueError(f"expected model-space flows (B, {MODEL_CHANNELS}, L), got {tuple(x.shape)}")
     scale = x.new_tensor(_SCALE)[None, :, None]  # (1, 3, 1)
     shift = x.new_tensor(_SHIFT)[None, :, None]  # (1, 3, 1)
-    return (x - shift) / scale
+    out = (x[:, :PRESENCE] - shift) / scale  # (B, 3, L)
+    soft = ((x[:, PRESENCE] + 1.0) / 2.0).clamp(0.0, 1.0)  # (B, L)
+    return torch.cat([out[:, :DIRECTION], (out[:, DIRECTION] * soft)[:, None], out[:, DIRECTION + 1:]], dim=1)
+
+
+def presence_lengths(presence: torch.Tensor) -> torch.Tensor:
+    """`(B, L)` presence scores (> 0: packet) -> `(B,)` lengths: the `k` whose monotone mask
+    (packets at positions < k, padding after) agrees best with the scores, i.e. the argmax
+    over k = 0..L of the prefix sums of `presence` (the shortest on ties). An isolated
+    uncertain position does not end the flow, as a first-dip rule would."""
+    prefix = F.pad(torch.cumsum(presence, dim=1), (1, 0))  # (B, L + 1), prefix[:, k] = sum_{i<k}
+    return prefix.argmax(dim=1)
+
+
+def snap_model_space(x: torch.Tensor) -> torch.Tensor:
+    """`(B, 4, L)` generated model-space flows -> `(B, 3, L)` codec space with hard lengths.
+
+    The length comes from the presence channel (`presence_lengths`); packets get the sign
+    of the direction channel (+1 at exactly 0) as direction, whatever its magnitude, and
+    later positions direction 0, so `FlowCodec.snap` reads the same length."""
+    out = from_model_space(x).detach().clone()  # (B, 3, L)
+    lengths = presence_lengths(x[:, PRESENCE].detach())  # (B,)
+    present = (torch.arange(x.shape[2], device=x.device)[None, :] < lengths[:, None]).to(x.dtype)  # (B, L)
+    out[:, DIRECTION] = torch.where(x[:, DIRECTION] >= 0, 1.0, -1.0) * present
+    return out
 
 
 class LatentClassifier(Protocol):
@@ -187,7 +226,7 @@ def denoise(
     latents: torch.Tensor | None = None,
     guidance: LatentGuidance | None = None,
     eta: float = 0.0,
-    channels: int = 3,
+    channels: int = MODEL_CHANNELS,
 ) -> torch.Tensor:
     """Sample flows in model space.
 
@@ -208,7 +247,7 @@ def denoise(
         eta: DDIM noise (0 = deterministic).
 
     Returns:
-        `(B, C, L)` flows in model space (pass through `from_model_space` and
+        `(B, C, L)` flows in model space (pass through `snap_model_space` and
         `FlowCodec.snap` for valid flows).
     """
     if cfg_scale < 0:

@@ -1,6 +1,7 @@
 """`DiffusionModule`: a class-conditional DDPM over flows, with optional classifier latents.
 
-Training: x0 (model space, see `tsda.sampling`) -> noise at a random step with diffusers'
+Training: x0 (model space, see `tsda.sampling`: size, direction, iat and a presence
+channel that fixes the length) -> noise at a random step with diffusers'
 `DDPMScheduler` -> `FlowDenoiser` predicts epsilon or v -> MSE on the real packets and
 the padding alike (padding is part of what is generated: it fixes the length).
 Labels are replaced by the null label with probability `label_dropout` (classifier-free
@@ -29,7 +30,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tsda.data.batch import FlowBatch
 from tsda.lit.generative import GenerativeModule
 from tsda.nets.denoiser import FlowDenoiser
-from tsda.sampling import LatentGuidance, SamplerName, denoise, from_model_space, to_model_space
+from tsda.sampling import MODEL_CHANNELS, LatentGuidance, SamplerName, denoise, snap_model_space, to_model_space
 
 #: DDPMScheduler settings tsda uses unless `scheduler_kwargs` overrides them
 DEFAULT_SCHEDULER: dict[str, Any] = {
@@ -73,6 +74,7 @@ class DiffusionModule(GenerativeModule):
         label_dropout: probability of training on the null label (classifier-free guidance).
         ema_decay: EMA decay of the sampling weights (0 = sample with the trained weights).
         lr, weight_decay: AdamW settings.
+        warmup_steps: optimizer steps of linear learning-rate warm-up (0 = none).
         classifier_ckpt: a `ClassifierModule` checkpoint for latent guidance/conditioning.
         latent_conditioning: condition the denoiser on the classifier latent (needs
             `classifier_ckpt`).
@@ -98,6 +100,7 @@ class DiffusionModule(GenerativeModule):
         ema_decay: float = 0.999,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        warmup_steps: int = 0,
         classifier_ckpt: str | None = None,
         latent_conditioning: bool = False,
         classifier_hparams: dict[str, Any] | None = None,
@@ -110,6 +113,8 @@ class DiffusionModule(GenerativeModule):
             raise ValueError(f"model.label_dropout must be in [0, 1), got {label_dropout}")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"model.ema_decay must be in [0, 1), got {ema_decay}")
+        if warmup_steps < 0:
+            raise ValueError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"model.class_names has {len(class_names)} names for {num_classes} classes")
         if latent_conditioning and classifier_ckpt is None and classifier_hparams is None:
@@ -117,7 +122,8 @@ class DiffusionModule(GenerativeModule):
         self.save_hyperparameters()
         self.scheduler = DDPMScheduler(**{**DEFAULT_SCHEDULER, **(scheduler_kwargs or {}),
                                           "prediction_type": prediction_type})
-        self.hparams["scheduler_config"] = self.scheduler_config
+        # the scheduler config travels in checkpoint["scheduler_config"], not in hparams:
+        # every hparam must be an __init__ argument (LightningCLI re-parses them to resume)
         self.classifier = None
         if classifier_ckpt or classifier_hparams:
             self.classifier = _build_classifier(classifier_ckpt, classifier_hparams)
@@ -127,7 +133,7 @@ class DiffusionModule(GenerativeModule):
                 raise ValueError(f"model.classifier_ckpt has {self.classifier.hparams.num_classes} "
                                  f"classes, the data {num_classes}")
         latent_dim = int(self.classifier.net.latent_dim) if self.classifier is not None else 0
-        self.denoiser = FlowDenoiser(num_classes, block_out_channels=tuple(block_out_channels),
+        self.denoiser = FlowDenoiser(num_classes, in_channels=MODEL_CHANNELS, block_out_channels=tuple(block_out_channels),
                                      layers_per_block=layers_per_block,
                                      latent_dim=latent_dim if latent_conditioning else 0)
         self.ema = AveragedModel(self.denoiser, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
@@ -210,9 +216,12 @@ class DiffusionModule(GenerativeModule):
         super().on_save_checkpoint(checkpoint)
         checkpoint["scheduler_config"] = self.scheduler_config
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.denoiser.parameters(), lr=self.hparams.lr,
-                                 weight_decay=self.hparams.weight_decay)
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = torch.optim.AdamW(self.denoiser.parameters(), lr=self.hparams.lr,
+                                      weight_decay=self.hparams.weight_decay)
+        warmup = max(int(self.hparams.get("warmup_steps", 0)), 1)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # -- sampling -----------------------------------------------------------------------
     def sampling_denoiser(self, use_ema: bool = True) -> torch.nn.Module:
@@ -268,4 +277,4 @@ class DiffusionModule(GenerativeModule):
                     int(self.hparams.n_packets), self.denoiser.null_label, steps=steps, sampler=sampler,
                     cfg_scale=float(cfg_scale), latents=latents, guidance=guidance, eta=eta)
         self.train(was_training)
-        return self.codec.snap(from_model_space(x)).replace(labels=labels)
+        return self.codec.snap(snap_model_space(x)).replace(labels=labels)
