@@ -43,7 +43,7 @@ def _datamodule(args: argparse.Namespace):  # -> FlowDataModule
         path=None if synthetic else args.source, synthetic_scale=args.synthetic_scale,
         synthetic_apps=args.synthetic_apps, invalid_rows=args.invalid_rows,
         min_packets=args.min_packets, min_class_size=args.min_class_size,
-        n_packets=args.n_packets, seed=args.seed,
+        n_packets=args.n_packets, split_seed=args.seed,
     )
 
 

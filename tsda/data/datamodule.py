@@ -104,9 +104,10 @@ class FlowDataModule(L.LightningDataModule):
         split: `stratified` 80/10/10 (by default), `group`, or `none` (every flow is test).
         val_fraction, test_fraction: split sizes.
         train_fraction: class-stratified fraction of the training split to keep (quick studies).
-        seed: seeds the split and the synthetic data (fixed across a campaign's seeds).
+        split_seed: seeds the split and the synthetic data (fixed across a campaign's seeds;
+            named apart from the modules' `seed`, which `seed_everything` sets).
         sampler_seed: seeds the batch order (the CLI links `seed_everything` here);
-            None = `seed`.
+            None = `split_seed`.
         batch_size: training batch size `B`.
         eval_batch_size: validation/test batch size.
         sampler: `class_weighted` draws flows with probability 1 / class count (the paper's
@@ -135,7 +136,7 @@ class FlowDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         train_fraction: float = 1.0,
-        seed: int = 0,
+        split_seed: int = 0,
         sampler_seed: int | None = None,
         batch_size: int = 256,
         eval_batch_size: int = 2048,
@@ -183,7 +184,7 @@ class FlowDataModule(L.LightningDataModule):
         if h.path is None:
             from tsda.data.synthetic import make_synthetic
 
-            raw = make_synthetic(n_apps=h.synthetic_apps, scale=h.synthetic_scale, seed=h.seed)
+            raw = make_synthetic(n_apps=h.synthetic_apps, scale=h.synthetic_scale, seed=h.split_seed)
         else:
             cols = ParquetColumns(h.label_column, h.sizes_column, h.directions_column,
                                   h.times_column, h.packets_column)
@@ -215,9 +216,9 @@ class FlowDataModule(L.LightningDataModule):
         """Row indices of each split into `table`."""
         if self._splits is None:
             h = self.hparams
-            s = split_indices(self.table, h.split, h.seed, h.val_fraction, h.test_fraction, h.group_column)
+            s = split_indices(self.table, h.split, h.split_seed, h.val_fraction, h.test_fraction, h.group_column)
             if h.train_fraction < 1 and len(s["train"]):
-                keep = stratified_fraction(self.table.labels[s["train"]], h.train_fraction, h.seed)
+                keep = stratified_fraction(self.table.labels[s["train"]], h.train_fraction, h.split_seed)
                 s["train"] = s["train"][keep]
             self._splits = s
         return self._splits
@@ -252,7 +253,7 @@ class FlowDataModule(L.LightningDataModule):
             weights = (1.0 / counts.clamp_min(1))[batch.labels.cpu()]
         sampler = IndexBatchSampler(
             len(batch), h.batch_size if train else h.eval_batch_size, shuffle=train,
-            weights=weights, seed=h.seed if h.sampler_seed is None else h.sampler_seed,
+            weights=weights, seed=h.split_seed if h.sampler_seed is None else h.sampler_seed,
             rank=rank if train else 0,
             world_size=world if train else 1,
         )

@@ -472,7 +472,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (fidelity.json and plots)")
     p.add_argument("--tstr-epochs", type=int, default=5, help="classifier epochs for TSTR/TRTR (0 = skip)")
     p.add_argument("--max-flows", type=int, default=5000, help="flows per set for the distribution metrics")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split (as data.seed) and the metrics")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (as data.split_seed) and the metrics")
     p.add_argument("--no-plots", action="store_true")
     g = p.add_argument_group("real data (as FlowDataModule's options)")
     g.add_argument("--invalid-rows", choices=("error", "drop"), default="error")
@@ -500,7 +500,7 @@ def main(argv: list[str]) -> None:
         path=None if args.real == "synthetic" else args.real, synthetic_scale=args.synthetic_scale,
         synthetic_apps=args.synthetic_apps, invalid_rows=args.invalid_rows, min_packets=args.min_packets,
         min_class_size=args.min_class_size, n_packets=args.n_packets, split=args.split,
-        train_fraction=args.train_fraction, seed=args.seed,
+        train_fraction=args.train_fraction, split_seed=args.seed,
         class_names=list(classifier.class_names) if classifier is not None else None,
     )
     if classifier is not None and len(dm.table) == 0:
