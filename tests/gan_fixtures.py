@@ -43,7 +43,7 @@ def datamodule(seed: int = 0, batch_size: int = 32) -> FlowDataModule:
     """Train / val / test of `class_table` (60 / 20 / 20 flows per class), in memory."""
     tables = [class_table(n, seed + i) for i, n in enumerate((60, 20, 20))]
     return FlowDataModule.from_tables(*tables, n_packets=N_PACKETS, batch_size=batch_size,
-                                      eval_batch_size=64, seed=seed)
+                                      eval_batch_size=64, split_seed=seed)
 
 
 def trainer(root: Path, epochs: int, **kwargs: object) -> L.Trainer:

@@ -36,11 +36,11 @@ def all_batches(dm: FlowDataModule, epochs: int = 2) -> list[FlowBatch]:
 
 
 def test_same_seed_same_batches(parquet_path: Path) -> None:
-    a, b = all_batches(datamodule(parquet_path, seed=3)), all_batches(datamodule(parquet_path, seed=3))
+    a, b = all_batches(datamodule(parquet_path, split_seed=3)), all_batches(datamodule(parquet_path, split_seed=3))
     assert len(a) == len(b) > 2
     for x, y in zip(a, b):
         assert torch.equal(x.x, y.x) and torch.equal(x.labels, y.labels)
-    c = all_batches(datamodule(parquet_path, seed=4))
+    c = all_batches(datamodule(parquet_path, split_seed=4))
     assert not all(torch.equal(x.labels, y.labels) for x, y in zip(a, c))
 
 

@@ -191,7 +191,7 @@ def classifier_score(
     dm = FlowDataModule.from_tables(
         train, test.take(np.arange(0)), test, n_packets=codec.n_packets, mtu=codec.mtu,
         iat_unit=codec.iat_unit, iat_max=codec.iat_max, batch_size=batch_size,
-        sampler="class_weighted", seed=seed,
+        sampler="class_weighted", split_seed=seed,
     )
     torch.manual_seed(seed)  # the network's initial weights
     model = ClassifierModule(num_classes=len(train.class_names), class_names=list(train.class_names),
