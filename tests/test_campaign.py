@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tsda.campaign import CampaignSpec, ResultStore, main, parse_seeds, plan, run_campaign, write_report
+from tsda.campaign import CampaignSpec, ResultStore, main, parse_seeds, plan, run_campaign
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = REPO / "configs" / "experiment" / "synthetic_baseline.yaml"

@@ -91,3 +91,20 @@ def test_gru_latent_ignores_padding_length() -> None:
         z20 = net.encode(x)
         z28 = net.encode(F.pad(x, (0, 8)))
     torch.testing.assert_close(z20, z28)
+
+
+def test_load_frozen_gives_an_eval_guide_without_gradients(tmp_path) -> None:
+    import lightning
+
+    model = ClassifierModule(num_classes=3, class_names=["a", "b", "c"])
+    path = tmp_path / "clf.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                "pytorch-lightning_version": lightning.__version__}, path)
+    guide = ClassifierModule.load_frozen(str(path), num_classes=3)
+    assert not guide.training
+    assert not any(p.requires_grad for p in guide.parameters())
+    assert guide.class_names == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="model.classifier_ckpt has 3 classes, the data 5"):
+        ClassifierModule.load_frozen(str(path), num_classes=5)
+    with pytest.raises(FileNotFoundError, match="model.classifier_ckpt not found"):
+        ClassifierModule.load_frozen(str(tmp_path / "missing.ckpt"))

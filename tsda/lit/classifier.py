@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import lightning as L
@@ -81,6 +82,23 @@ class ClassifierModule(L.LightningModule):
         #: `(z (N, D), labels (N,))` of the last test's subsample (CPU), for plots
         self.test_latent: tuple[torch.Tensor, torch.Tensor] | None = None
         self.latent_scores: dict[str, float] = {}
+
+    @classmethod
+    def load_frozen(cls, path: str, num_classes: int | None = None) -> ClassifierModule:
+        """A trained classifier checkpoint in eval mode with gradients off: a generator's
+        guide (`model.classifier_ckpt`).
+
+        Raises:
+            FileNotFoundError: no checkpoint at `path`.
+            ValueError: the classifier's class count differs from `num_classes`.
+        """
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"model.classifier_ckpt not found: {path}")
+        guide = cls.load_from_checkpoint(path, map_location="cpu")
+        if num_classes is not None and guide.hparams.num_classes != num_classes:
+            raise ValueError(f"model.classifier_ckpt has {guide.hparams.num_classes} classes, "
+                             f"the data {num_classes}")
+        return guide.eval().requires_grad_(False)
 
     @staticmethod
     def _metrics(k: int, prefix: str) -> torch.nn.ModuleDict:

@@ -19,7 +19,6 @@ The classifier's hparams and weights travel in the diffusion checkpoint, so samp
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,22 +41,17 @@ DEFAULT_SCHEDULER: dict[str, Any] = {
 }
 
 
-def _build_classifier(path: str | None, hparams: dict[str, Any] | None) -> torch.nn.Module:
+def _build_classifier(path: str | None, hparams: dict[str, Any] | None, num_classes: int) -> torch.nn.Module:
     """The frozen guiding `ClassifierModule`: rebuilt from `hparams` (its weights then come
     from the diffusion checkpoint's state dict), else loaded from the checkpoint `path`."""
     from tsda.lit.classifier import ClassifierModule
 
-    if hparams is not None:
-        accepted = inspect.signature(ClassifierModule.__init__).parameters
-        classifier = ClassifierModule(**{k: v for k, v in hparams.items() if k in accepted})
-    else:
+    if hparams is None:
         assert path is not None
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"model.classifier_ckpt not found: {path}")
-        classifier = ClassifierModule.load_from_checkpoint(path, map_location="cpu")
-    classifier.eval()
-    classifier.requires_grad_(False)
-    return classifier
+        return ClassifierModule.load_frozen(path, num_classes)
+    accepted = inspect.signature(ClassifierModule.__init__).parameters
+    classifier = ClassifierModule(**{k: v for k, v in hparams.items() if k in accepted})
+    return classifier.eval().requires_grad_(False)
 
 
 class DiffusionModule(GenerativeModule):
@@ -126,7 +120,7 @@ class DiffusionModule(GenerativeModule):
         # every hparam must be an __init__ argument (LightningCLI re-parses them to resume)
         self.classifier = None
         if classifier_ckpt or classifier_hparams:
-            self.classifier = _build_classifier(classifier_ckpt, classifier_hparams)
+            self.classifier = _build_classifier(classifier_ckpt, classifier_hparams, num_classes)
             self.hparams["classifier_hparams"] = {
                 k: v for k, v in dict(self.classifier.hparams).items() if not k.startswith("_")}
             if int(self.classifier.hparams.num_classes) != num_classes:

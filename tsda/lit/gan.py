@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from tsda.data.batch import FlowBatch
+from tsda.lit.classifier import ClassifierModule
 from tsda.lit.generative import GenerativeModule
 from tsda.nets.gan import FlowDiscriminator, FlowGenerator
 
@@ -100,7 +101,7 @@ class GANModule(GenerativeModule):
         if n_critic < 1:
             raise ValueError(f"model.n_critic must be >= 1, got {n_critic}")
         self.automatic_optimization = False
-        guide = self._load_guide(classifier_ckpt, num_classes) if classifier_ckpt else None
+        guide = ClassifierModule.load_frozen(classifier_ckpt, num_classes) if classifier_ckpt else None
         if guide is not None:
             if latent_dim not in (0, guide.net.latent_dim):
                 raise ValueError(f"model.latent_dim={latent_dim} but the classifier's latent has "
@@ -124,19 +125,6 @@ class GANModule(GenerativeModule):
         self._noise_generator: torch.Generator | None = None
 
     # -- the frozen guide ------------------------------------------------------------------
-    @staticmethod
-    def _load_guide(path: str, num_classes: int) -> Any:
-        from tsda.lit.classifier import ClassifierModule
-
-        try:
-            guide = ClassifierModule.load_from_checkpoint(path, map_location="cpu")
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(f"model.classifier_ckpt not found: {path}") from exc
-        if guide.hparams.num_classes != num_classes:
-            raise ValueError(f"model.classifier_ckpt has {guide.hparams.num_classes} classes, "
-                             f"the data {num_classes}")
-        return guide.eval().requires_grad_(False)
-
     @classmethod
     def load_overrides(cls) -> dict[str, Any]:
         return {"classifier_ckpt": None}
