@@ -117,7 +117,7 @@ def test_module_rejects_bad_parameters(kwargs: dict, name: str) -> None:
 # -- fit, EMA, sampling ------------------------------------------------------------------
 def test_fit_trains_generator_and_ema(plain: tuple[GANModule, Path, dict]) -> None:
     model, _, info = plain
-    now, ema = model.generator.state_dict(), model.generator_ema.state_dict()
+    now, ema = model.generator.state_dict(), model.generator_ema.module.state_dict()
     changed = [k for k in now if not torch.equal(now[k], info["initial"][k])]
     assert changed, "the generator's weights did not move"
     assert any(not torch.equal(ema[k], now[k]) for k in now), "EMA is a plain copy"
@@ -258,3 +258,27 @@ def test_latent_config_differs_from_plain_only_in_guidance() -> None:
     a, b = plain["model"]["init_args"], latent["model"]["init_args"]
     assert {k for k in a if a[k] != b[k]} == {"classifier_ckpt", "w_class", "w_latent", "latent_conditioning"}
     assert a["w_class"] == a["w_latent"] == 0 and b["w_class"] > 0 and b["w_latent"] > 0
+
+
+def test_ema_ramps_up_then_averages() -> None:
+    """The shared EMA (`tsda.lit.ema`) copies at the first update, follows closely while
+    `(1 + n) / (10 + n)` is below the decay, and averages afterwards."""
+    from tsda.lit.ema import ema_of
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    ema = ema_of(net, decay=0.9, ramp=True)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+        ema.update_parameters(net)  # n = 0: a copy
+        assert float(ema.module.weight) == 1.0
+        net.weight.fill_(2.0)
+        ema.update_parameters(net)  # n = 1: decay min(0.9, 2 / 11)
+        assert abs(float(ema.module.weight) - (1.0 + (1 - 2 / 11))) < 1e-6
+    flat = ema_of(net, decay=0.9)  # no ramp: the decay from the second update on
+    with torch.no_grad():
+        flat.update_parameters(net)  # a copy: 2.0
+        net.weight.fill_(3.0)
+        flat.update_parameters(net)
+        assert abs(float(flat.module.weight) - 2.1) < 1e-6
+    with pytest.raises(ValueError, match="ema_decay"):
+        ema_of(net, decay=1.0)

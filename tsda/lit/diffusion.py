@@ -24,9 +24,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from tsda.data.batch import FlowBatch
+from tsda.lit.ema import ema_of
 from tsda.lit.generative import GenerativeModule
 from tsda.nets.denoiser import FlowDenoiser
 from tsda.sampling import MODEL_CHANNELS, LatentGuidance, SamplerName, denoise, snap_model_space, to_model_space
@@ -130,8 +130,7 @@ class DiffusionModule(GenerativeModule):
         self.denoiser = FlowDenoiser(num_classes, in_channels=MODEL_CHANNELS, block_out_channels=tuple(block_out_channels),
                                      layers_per_block=layers_per_block,
                                      latent_dim=latent_dim if latent_conditioning else 0)
-        self.ema = AveragedModel(self.denoiser, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
-        self.ema.requires_grad_(False)
+        self.ema = ema_of(self.denoiser, ema_decay)
         if latent_dim:
             self.register_buffer("latent_sum", torch.zeros(num_classes, latent_dim))  # (K, D)
             self.register_buffer("latent_count", torch.zeros(num_classes))  # (K,)

@@ -28,7 +28,6 @@ Zero weights and no latent conditioning give the plain cGAN.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -36,6 +35,7 @@ import torch.nn.functional as F
 
 from tsda.data.batch import FlowBatch
 from tsda.lit.classifier import ClassifierModule
+from tsda.lit.ema import ema_of
 from tsda.lit.generative import GenerativeModule
 from tsda.nets.gan import FlowDiscriminator, FlowGenerator
 
@@ -55,7 +55,7 @@ class GANModule(GenerativeModule):
         lr_g, lr_d, betas: Adam settings of generator and discriminator.
         n_critic: discriminator steps per generator step.
         r1_gamma: weight of the R1 gradient penalty on real flows (0 = off).
-        ema_decay: decay of the generator's EMA (ramped up from 0 over the first steps).
+        ema_decay: decay of the generator's EMA (`tsda.lit.ema`: ramped up over the first steps).
         classifier_ckpt: a trained `ClassifierModule` checkpoint that guides the generator
             (frozen); needed when `w_class`, `w_latent` or `latent_conditioning` is set.
         w_class: weight of the classifier's cross-entropy on generated flows.
@@ -115,7 +115,7 @@ class GANModule(GenerativeModule):
         cond_dim = latent_dim if latent_conditioning else 0
         self.generator = FlowGenerator(num_classes, n_packets, noise_dim, width, depth, latent_dim=cond_dim)
         self.discriminator = FlowDiscriminator(num_classes, disc_width, latent_dim=cond_dim)
-        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
+        self.generator_ema = ema_of(self.generator, ema_decay, ramp=True)
         if latent_dim:
             self.register_buffer("class_mu", torch.zeros(num_classes, latent_dim))  # (K, D)
             self.register_buffer("class_sigma", torch.ones(num_classes, latent_dim))  # (K, D)
@@ -220,7 +220,7 @@ class GANModule(GenerativeModule):
         (latent-conditioned models only); `use_ema=False` samples the raw generator.
         """
         labels = labels.to(self.device)
-        net = self.generator_ema if use_ema else self.generator
+        net = self.generator_ema.module if use_ema else self.generator
         was_training = net.training
         net.eval()
         latent = self._class_latent(labels, generator, latent_scale) if self.hparams.latent_conditioning else None
@@ -304,17 +304,10 @@ class GANModule(GenerativeModule):
         opt_g.step()
         self.untoggle_optimizer(opt_g)
         # 3. EMA of the generator's weights
-        self._update_ema()
+        self.generator_ema.update_parameters(self.generator)
         logged = {**d, **gen}
         self.log_dict({f"train_{k}": v.detach() for k, v in logged.items()}, on_step=False, on_epoch=True,
                       prog_bar=False, batch_size=len(batch))
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        step = self.global_step
-        decay = min(self.hparams.ema_decay, (1 + step) / (10 + step))
-        for p_ema, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
-            p_ema.lerp_(p.detach(), 1.0 - decay)
 
     def validation_step(self, batch: FlowBatch, batch_idx: int) -> None:
         """Discriminator scores of real vs EMA-generated validation flows (and the guide's
