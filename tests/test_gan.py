@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from gan_fixtures import N_PACKETS, TINY_GAN, class_table, datamodule, fit_classifier, fit_gan
+from gan_fixtures import N_PACKETS, TINY_GAN, class_table, datamodule, fit_classifier, fit_gan, trainer
 
 from tsda.augment.generator import GeneratorAugmentation
 from tsda.augment.validity import assert_valid
@@ -282,3 +282,16 @@ def test_ema_ramps_up_then_averages() -> None:
         assert abs(float(flat.module.weight) - 2.1) < 1e-6
     with pytest.raises(ValueError, match="ema_decay"):
         ema_of(net, decay=1.0)
+
+
+@pytest.mark.parametrize("module", ["gan", "diffusion"])
+def test_fit_refuses_data_with_other_codec_settings(tmp_path: Path, module: str) -> None:
+    """Every generator (GenerativeModule.on_fit_start) stops when the data's codec differs."""
+    from tsda.lit.diffusion import DiffusionModule
+
+    dm = datamodule()  # n_packets = N_PACKETS
+    model = (GANModule(num_classes=2, n_packets=N_PACKETS + 4, width=8, disc_width=8, depth=1)
+             if module == "gan" else
+             DiffusionModule(num_classes=2, n_packets=N_PACKETS + 4, block_out_channels=(8, 16)))
+    with pytest.raises(ValueError, match="codec settings .* differ from the data's"):
+        trainer(tmp_path, 1).fit(model, datamodule=dm)

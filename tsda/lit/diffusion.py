@@ -195,13 +195,6 @@ class DiffusionModule(GenerativeModule):
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=b)
         return loss
 
-    def on_fit_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        codec = getattr(datamodule, "codec", None)
-        if codec is not None and codec != self.codec:
-            raise ValueError(f"model codec settings {self.codec} differ from the data's {codec}: "
-                             "set model.init_args.n_packets (and mtu, iat_unit, iat_max) like data.*")
-
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.ema.update_parameters(self.denoiser)
 

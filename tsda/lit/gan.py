@@ -143,11 +143,8 @@ class GANModule(GenerativeModule):
         return h.w_class > 0 or h.w_latent > 0 or bool(h.latent_conditioning)
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         dm = getattr(self.trainer, "datamodule", None)
-        codec = getattr(dm, "codec", None)
-        if codec is not None and codec != self.codec:
-            raise ValueError(f"the model's codec settings {self.codec} differ from the data's {codec}: "
-                             "set model.init_args.n_packets/mtu/iat_unit/iat_max like data.*")
         if self.guided and self.guide is None:
             raise ValueError("model.w_class, model.w_latent and model.latent_conditioning need "
                              "model.classifier_ckpt")

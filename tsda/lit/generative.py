@@ -52,6 +52,13 @@ class GenerativeModule(L.LightningModule):
         return FlowCodec(n_packets=h.get("n_packets", 20), mtu=h.get("mtu", 1460.0),
                          iat_unit=h.get("iat_unit", 1e-3), iat_max=h.get("iat_max", 10.0))
 
+    def on_fit_start(self) -> None:
+        """Refuse data encoded with codec settings other than the model's."""
+        codec = getattr(getattr(self.trainer, "datamodule", None), "codec", None)
+        if codec is not None and codec != self.codec:
+            raise ValueError(f"the model's codec settings {self.codec} differ from the data's {codec}: "
+                             "set model.init_args.n_packets/mtu/iat_unit/iat_max like data.*")
+
     @abstractmethod
     @torch.no_grad()
     def sample(self, labels: torch.Tensor, generator: torch.Generator, **options: Any) -> FlowBatch:
