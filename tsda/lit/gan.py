@@ -24,6 +24,14 @@ Class centroids `mu (K, D)` and spreads `sigma (K, D)` are computed from the tra
 at fit start and stored as buffers (with the per-class bank of real latents when
 latent-conditioned), so a checkpoint can sample without the classifier.
 Zero weights and no latent conditioning give the plain cGAN.
+
+Coverage (`w_recon > 0`, the cVAE-GAN of `tsda.nets.gan`): an encoder maps each real flow
+to a Gaussian over the generator's noise; the generator adds `w_recon` x the L1 distance
+between the real flow and its reconstruction from a draw of that Gaussian (soft outputs, so
+presence and direction get smooth gradients) and `w_kl` x the KL divergence to N(0, I)
+(mean per noise dimension). Sampling still draws the noise from N(0, I). Without it, the
+adversarial loss alone lets the generator cover a few modes per class (on FG-Net D1 the
+plain cGAN's latent recall was 0.25 and its TSTR weighted F1 0.09).
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from tsda.data.batch import FlowBatch
 from tsda.lit.classifier import ClassifierModule
 from tsda.lit.ema import ema_of
 from tsda.lit.generative import GenerativeModule
-from tsda.nets.gan import FlowDiscriminator, FlowGenerator
+from tsda.nets.gan import FlowDiscriminator, FlowEncoder, FlowGenerator
 
 #: real training latents kept per class for latent-conditioned sampling
 LATENT_BANK = 128
@@ -62,6 +70,8 @@ class GANModule(GenerativeModule):
         w_latent: weight of the latent pull (see the module docstring).
         latent_conditioning: condition generator and discriminator on a classifier latent.
         latent_dim: D of the classifier's latent; set from `classifier_ckpt` (0 = none).
+        w_recon: weight of the cVAE-GAN reconstruction loss (0 = no encoder: a plain cGAN).
+        w_kl: weight of the encoder's KL divergence to the N(0, I) noise prior.
         seed: seeds the training noise generator (the CLI links `seed_everything`).
     """
 
@@ -88,12 +98,15 @@ class GANModule(GenerativeModule):
         w_latent: float = 0.0,
         latent_conditioning: bool = False,
         latent_dim: int = 0,
+        w_recon: float = 0.0,
+        w_kl: float = 0.1,
         seed: int = 0,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"model.class_names has {len(class_names)} names for {num_classes} classes")
-        for name, value in (("w_class", w_class), ("w_latent", w_latent), ("r1_gamma", r1_gamma)):
+        for name, value in (("w_class", w_class), ("w_latent", w_latent), ("r1_gamma", r1_gamma),
+                            ("w_recon", w_recon), ("w_kl", w_kl)):
             if value < 0:
                 raise ValueError(f"model.{name} must be >= 0, got {value}")
         if not 0.0 <= ema_decay < 1.0:
@@ -116,6 +129,7 @@ class GANModule(GenerativeModule):
         self.generator = FlowGenerator(num_classes, n_packets, noise_dim, width, depth, latent_dim=cond_dim)
         self.discriminator = FlowDiscriminator(num_classes, disc_width, latent_dim=cond_dim)
         self.generator_ema = ema_of(self.generator, ema_decay, ramp=True)
+        self.encoder = FlowEncoder(num_classes, noise_dim, disc_width) if w_recon > 0 else None
         if latent_dim:
             self.register_buffer("class_mu", torch.zeros(num_classes, latent_dim))  # (K, D)
             self.register_buffer("class_sigma", torch.ones(num_classes, latent_dim))  # (K, D)
@@ -257,6 +271,18 @@ class GANModule(GenerativeModule):
             out["latent"] = F.relu(d2 - 1.0).mean()
         return out
 
+    def reconstruction_losses(
+        self, batch: FlowBatch, latent: torch.Tensor | None, g: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """The cVAE-GAN terms on real flows: `recon` (L1 of the soft reconstruction, mean over
+        channels and positions) and `kl` (to N(0, I), mean over noise dimensions)."""
+        mu, logvar = self.encoder(batch.x, batch.labels)  # 2 x (B, Z)
+        eps = torch.randn(mu.shape, generator=g, device=self.device)  # (B, Z)
+        noise = mu + torch.exp(0.5 * logvar) * eps  # (B, Z)
+        rec = self.generator(noise, batch.labels, latent, straight_through=False)  # (B, 3, L)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean()
+        return {"recon": (rec - batch.x).abs().mean(), "kl": kl}
+
     def _d_step(self, batch: FlowBatch, latent: torch.Tensor | None, g: torch.Generator) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             fake = self.generator(self._noise(len(batch), g), batch.labels, latent)  # (B, 3, L)
@@ -274,6 +300,10 @@ class GANModule(GenerativeModule):
         fake = self.generator(self._noise(len(batch), g), batch.labels, latent)  # (B, 3, L)
         loss = -self.discriminator(fake, batch.labels, latent).mean()
         out = {"loss_adv": loss.detach()}
+        if self.encoder is not None:
+            terms = self.reconstruction_losses(batch, latent, g)
+            loss = loss + h.w_recon * terms["recon"] + h.w_kl * terms["kl"]
+            out.update({k: v.detach() for k, v in terms.items()})
         if self.guided:
             terms = self.guidance_losses(fake, batch.labels, latent)
             loss = loss + h.w_class * terms["class"] + h.w_latent * terms["latent"]
@@ -322,6 +352,7 @@ class GANModule(GenerativeModule):
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         h = self.hparams
         betas = tuple(float(b) for b in h.betas)
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=h.lr_g, betas=betas)
+        params = [*self.generator.parameters(), *(self.encoder.parameters() if self.encoder is not None else [])]
+        opt_g = torch.optim.Adam(params, lr=h.lr_g, betas=betas)
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=h.lr_d, betas=betas)
         return [opt_g, opt_d]

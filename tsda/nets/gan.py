@@ -28,6 +28,13 @@ of a classifier latent vector `z (B, D)`) to the noise at its input *and* modula
 residual block's GroupNorm with it (FiLM), so the class cannot be washed out by the noise
 in the trunk. With latent conditioning, the discriminator adds a second
 projection term `<W z, h>`.
+
+Coverage: GANs drop modes, and a generator that draws only part of each class is of little
+use to a classifier trained on its flows. `FlowEncoder` turns the cGAN into a cVAE-GAN
+(Larsen et al. 2016; the cVAE-GAN half of BicycleGAN, Zhu et al. 2017): it maps a real flow
+and its class to a Gaussian over the generator's noise, and the generator must reconstruct
+the flow from a draw of it, so every real flow has a noise region that decodes near it;
+a KL term keeps those regions on the N(0, I) prior that sampling draws from.
 """
 
 from __future__ import annotations
@@ -186,3 +193,33 @@ class FlowDiscriminator(nn.Module):
         if self.latent_proj is not None and latent is not None:
             score = score + (self.latent_proj(latent) * h).sum(dim=1)
         return score
+
+
+class FlowEncoder(nn.Module):
+    """Real flow and class -> a diagonal Gaussian over the generator's noise:
+    `x (B, 3, L)`, `labels (B,)` -> `mu (B, noise_dim)`, `logvar (B, noise_dim)`.
+
+    Args:
+        num_classes: K.
+        noise_dim: dimension of the generator's noise.
+        width: channels of the conv trunk (doubled once).
+    """
+
+    def __init__(self, num_classes: int, noise_dim: int = 64, width: int = 64) -> None:
+        super().__init__()
+        _check_positive(num_classes=num_classes, noise_dim=noise_dim, width=width)
+        c = 2 * width
+        act = nn.SiLU()
+        self.features = nn.Sequential(
+            nn.Conv1d(4, width, 3, padding=1), act,
+            nn.Conv1d(width, c, 4, stride=2, padding=1), act,
+            nn.Conv1d(c, c, 3, padding=1), act,
+        )
+        self.embed = nn.Embedding(num_classes, c)
+        self.out = nn.Linear(c, 2 * noise_dim)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        presence = x[:, DIRECTION : DIRECTION + 1].abs()  # (B, 1, L)
+        h = self.features(torch.cat([x, presence], dim=1)).mean(dim=2)  # (B, C)
+        mu, logvar = self.out(nn.functional.silu(h + self.embed(labels))).chunk(2, dim=1)  # 2 x (B, Z)
+        return mu, logvar.clamp(-10.0, 5.0)
