@@ -260,7 +260,10 @@ def test_tsda_fit_trains_the_cgan_from_its_config(tmp_path: Path) -> None:
     assert (tmp_path / "run/checkpoints/last.ckpt").is_file()
     header = (tmp_path / "run/metrics.csv").read_text().splitlines()[0]
     assert "fidelity/size_w1" in header and "train_loss_d" in header
-    assert isinstance(load_generative(tmp_path / "run/checkpoints/last.ckpt"), GANModule)
+    loaded = load_generative(tmp_path / "run/checkpoints/last.ckpt")
+    assert isinstance(loaded, GANModule) and loaded.encoder is not None  # the config's cVAE-GAN
+    # the checkpoint carries the noise prior fitted on the training flows (every class seen)
+    assert bool((loaded.noise_prior_n > 0).all())
 
 
 def test_latent_config_differs_from_plain_only_in_guidance() -> None:
@@ -310,16 +313,20 @@ def test_fit_refuses_data_with_other_codec_settings(tmp_path: Path, module: str)
 
 
 # -- cVAE-GAN (coverage) -----------------------------------------------------------------
-def test_reconstruction_terms_train_the_encoder_and_reward_reconstruction(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def vae(tmp_path_factory: pytest.TempPathFactory) -> tuple[GANModule, GANModule, Path, dict, object]:
     dm = datamodule()
     torch.manual_seed(0)
     fresh = GANModule(num_classes=dm.num_classes, n_packets=N_PACKETS, w_recon=10.0, **TINY_GAN)
-    initial = {k: v.clone() for k, v in fresh.encoder.state_dict().items()}
-    model, path, fit = fit_gan(tmp_path, dm, epochs=3, w_recon=10.0)
-    assert any(not torch.equal(v, initial[k]) for k, v in model.encoder.state_dict().items())
+    model, path, fit = fit_gan(tmp_path_factory.mktemp("vae"), dm, epochs=3, w_recon=10.0)
+    return model, fresh, path, dict(fit.callback_metrics), dm
+
+
+def test_reconstruction_terms_train_the_encoder_and_reward_reconstruction(vae: tuple) -> None:
+    model, fresh, path, metrics, dm = vae
+    assert any(not torch.equal(v, fresh.encoder.state_dict()[k]) for k, v in model.encoder.state_dict().items())
     for key in ("train_recon", "train_kl"):
-        assert torch.isfinite(torch.tensor(float(fit.callback_metrics[key])))
-    dm.setup("fit")
+        assert torch.isfinite(torch.tensor(float(metrics[key])))
     batch = next(iter(dm.train_dataloader()))
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     with torch.no_grad():
@@ -332,3 +339,40 @@ def test_reconstruction_terms_train_the_encoder_and_reward_reconstruction(tmp_pa
     assert loaded.encoder is not None
     out = loaded.sample(torch.tensor([0, 1, 2] * 4), torch.Generator().manual_seed(1))
     assert_valid(out, loaded.codec)
+
+
+def test_fitted_noise_prior_is_the_posterior_gaussian_of_each_class(vae: tuple) -> None:
+    model, _, _, _, dm = vae
+    model.fit_noise_prior(dm.train_eval_dataloader())  # the same weights as in the checkpoint
+    train = dm.tensors["train"]
+    with torch.no_grad():
+        mu, logvar = model.encoder(train.x, train.labels)  # (N, Z)
+    counts = torch.bincount(train.labels, minlength=dm.num_classes)
+    assert torch.equal(model.noise_prior_n, counts)
+    for k in range(dm.num_classes):
+        zk = mu[train.labels == k].double()
+        cov = torch.cov(zk.T, correction=0) + torch.diag(logvar[train.labels == k].exp().double().mean(0))
+        cov = cov + 1e-4 * torch.eye(zk.shape[1], dtype=torch.float64)
+        chol = model.noise_chol[k].double()
+        assert torch.allclose(model.noise_mean[k].double(), zk.mean(0), atol=1e-5)
+        assert torch.allclose(chol @ chol.T, cov, atol=1e-4)
+
+
+def test_sampling_draws_from_the_fitted_prior_unless_told_otherwise(vae: tuple) -> None:
+    model, _, path, _, _ = vae
+    labels = torch.tensor([0, 1, 2] * 8)
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    fitted, again = model.sample(labels, g()), model.sample(labels, g())
+    assert torch.equal(fitted.x, again.x)
+    assert not torch.equal(fitted.x, model.sample(labels, g(), prior="standard").x)
+    assert_valid(fitted, model.codec)
+    with pytest.raises(ValueError, match="prior"):
+        model.sample(labels, g(), prior="gaussian")
+    # a checkpoint from before the fitted prior loads and samples from N(0, I)
+    ckpt = torch.load(path, weights_only=False)
+    for name in ("noise_mean", "noise_chol", "noise_prior_n"):
+        del ckpt["state_dict"][name]
+    torch.save(ckpt, path.with_name("old.ckpt"))
+    old = load_generative(path.with_name("old.ckpt"))
+    assert int(old.noise_prior_n.sum()) == 0
+    assert torch.equal(old.sample(labels, g()).x, old.sample(labels, g(), prior="standard").x)

@@ -262,6 +262,11 @@ class FlowDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
 
+    def train_eval_dataloader(self) -> DataLoader:
+        """The training split once, in order, at `eval_batch_size` (no sampler, no shuffling):
+        for statistics of the training data, such as a generator's class regions."""
+        return self._loader("train", train=False)
+
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", train=False)
 
