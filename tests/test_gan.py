@@ -266,6 +266,23 @@ def test_tsda_fit_trains_the_cgan_from_its_config(tmp_path: Path) -> None:
     assert bool((loaded.noise_prior_n > 0).all())
 
 
+def test_generator_runs_checkpoint_every_epoch_without_validation(tmp_path: Path) -> None:
+    """Regression: with validation every 5 epochs, a run stopped after 2 (max_time, kill)
+    left no checkpoint; the noise prior must be fitted without validation too."""
+    from tsda.cli import run_fit
+
+    data = write_parquet(class_table(40), tmp_path / "flows.parquet")
+    run_fit(["-c", str(REPO / "configs/experiment/fgnet_cgan.yaml"), "--data.path", str(data),
+             "--data.min_packets", "3", "--data.min_class_size", "5", "--data.n_packets", "12",
+             "--model.init_args.n_packets", "12", "--data.batch_size", "32",
+             "--model.init_args.width", "8", "--model.init_args.disc_width", "8",
+             "--model.init_args.depth", "1", "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "5",
+             "--trainer.enable_progress_bar", "false", "--run_dir", str(tmp_path / "run")])
+    ckpt = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=False)
+    assert ckpt["epoch"] == 1
+    assert bool((ckpt["state_dict"]["noise_prior_n"] > 0).all())
+
+
 def test_latent_config_differs_from_plain_only_in_guidance() -> None:
     plain = yaml.safe_load((REPO / "configs/experiment/fgnet_cgan.yaml").read_text())
     latent = yaml.safe_load((REPO / "configs/experiment/fgnet_cgan_latent.yaml").read_text())
