@@ -109,7 +109,7 @@ class GANModule(GenerativeModule):
         latent_conditioning: bool = False,
         latent_dim: int = 0,
         w_recon: float = 0.0,
-        w_kl: float = 0.1,
+        w_kl: float = 1.0,
         seed: int = 0,
     ) -> None:
         super().__init__()

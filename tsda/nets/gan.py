@@ -34,7 +34,8 @@ use to a classifier trained on its flows. `FlowEncoder` turns the cGAN into a cV
 (Larsen et al. 2016; the cVAE-GAN half of BicycleGAN, Zhu et al. 2017): it maps a real flow
 and its class to a Gaussian over the generator's noise, and the generator must reconstruct
 the flow from a draw of it, so every real flow has a noise region that decodes near it;
-a KL term keeps those regions on the N(0, I) prior that sampling draws from.
+a KL term keeps those regions near N(0, I), and sampling draws from a Gaussian per class
+fitted to them (`tsda.lit.gan.GANModule.fit_noise_prior`).
 """
 
 from __future__ import annotations
