@@ -50,6 +50,12 @@ from tsda.data.batch import DIRECTION, IAT, SIZE
 MAX_IAT = 1.5
 
 
+def _with_presence(x: torch.Tensor) -> torch.Tensor:
+    """`x (B, 3, L)` plus an explicit presence channel (|direction|: 1 on real packets, 0 on
+    padding) -> `(B, 4, L)`, the input of the discriminator and the encoder."""
+    return torch.cat([x, x[:, DIRECTION : DIRECTION + 1].abs()], dim=1)
+
+
 def _check_positive(**values: int) -> None:
     for name, value in values.items():
         if value < 1:
@@ -185,10 +191,8 @@ class FlowDiscriminator(nn.Module):
     def forward(
         self, x: torch.Tensor, labels: torch.Tensor, latent: torch.Tensor | None = None
     ) -> torch.Tensor:
-        # 1. an explicit presence channel (|direction| on real packets, 0 on padding)
-        presence = x[:, DIRECTION : DIRECTION + 1].abs()  # (B, 1, L)
-        h = self.features(torch.cat([x, presence], dim=1))  # (B, C, L/2)
-        h = h.sum(dim=2)  # (B, C)
+        # 1. conv features of the flow and its presence channel
+        h = self.features(_with_presence(x)).sum(dim=2)  # (B, C)
         # 2. unconditional score plus class (and latent) projections
         score = self.psi(h).squeeze(1) + (self.embed(labels) * h).sum(dim=1)  # (B,)
         if self.latent_proj is not None and latent is not None:
@@ -220,7 +224,6 @@ class FlowEncoder(nn.Module):
         self.out = nn.Linear(c, 2 * noise_dim)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        presence = x[:, DIRECTION : DIRECTION + 1].abs()  # (B, 1, L)
-        h = self.features(torch.cat([x, presence], dim=1)).mean(dim=2)  # (B, C)
+        h = self.features(_with_presence(x)).mean(dim=2)  # (B, C)
         mu, logvar = self.out(nn.functional.silu(h + self.embed(labels))).chunk(2, dim=1)  # 2 x (B, Z)
         return mu, logvar.clamp(-10.0, 5.0)
