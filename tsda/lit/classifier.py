@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from tsda.augment.base import Augmentation, select
 from tsda.data.batch import FlowBatch
+from tsda.lit import check_class_names
 from tsda.nets.classifier import BackboneName, FlowClassifier, build_classifier
 
 Policy = Literal["double", "replace"]
@@ -66,8 +67,7 @@ class ClassifierModule(L.LightningModule):
             raise ValueError(f"model.augment_p must be in [0, 1], got {augment_p}")
         if latent_points < 0:
             raise ValueError(f"model.latent_points must be >= 0, got {latent_points}")
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"model.class_names has {len(class_names)} names for {num_classes} classes")
+        check_class_names(class_names, num_classes)
         self.save_hyperparameters(ignore=["augmentation"])
         self.hparams["augmentation_repr"] = repr(augmentation) if augmentation is not None else None
         self.net: FlowClassifier = build_classifier(backbone, num_classes, **(backbone_kwargs or {}))

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
 from tsda.data.batch import FlowBatch
+from tsda.lit import check_class_names
 from tsda.lit.ema import ema_of
 from tsda.lit.generative import GenerativeModule
 from tsda.nets.denoiser import FlowDenoiser
@@ -109,8 +110,7 @@ class DiffusionModule(GenerativeModule):
             raise ValueError(f"model.ema_decay must be in [0, 1), got {ema_decay}")
         if warmup_steps < 0:
             raise ValueError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"model.class_names has {len(class_names)} names for {num_classes} classes")
+        check_class_names(class_names, num_classes)
         if latent_conditioning and classifier_ckpt is None and classifier_hparams is None:
             raise ValueError("model.latent_conditioning needs model.classifier_ckpt")
         self.save_hyperparameters()

@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from tsda.data.batch import FlowBatch
+from tsda.lit import check_class_names
 from tsda.lit.classifier import ClassifierModule
 from tsda.lit.ema import ema_of
 from tsda.lit.generative import GenerativeModule
@@ -114,8 +115,7 @@ class GANModule(GenerativeModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"model.class_names has {len(class_names)} names for {num_classes} classes")
+        check_class_names(class_names, num_classes)
         for name, value in (("w_class", w_class), ("w_latent", w_latent), ("r1_gamma", r1_gamma),
                             ("w_recon", w_recon), ("w_kl", w_kl)):
             if value < 0:
