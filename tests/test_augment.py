@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tsda.augment.base import Augmentation, Compose, OneOf, RandomApply
-from tsda.augment.catalog import AUGMENTATIONS, build_augmentation, class_path
+from tsda.augment.catalog import AUGMENTATIONS, HANDCRAFTED, build_augmentation, class_path
+from tsda.augment.generator import GeneratorAugmentation
 from tsda.augment.ops import partners, sample_beta
 from tsda.augment.validity import assert_valid, check_valid
 from tsda.data.batch import DIRECTION, IAT, SIZE, FlowBatch
@@ -51,7 +52,7 @@ def gen(seed: int) -> torch.Generator:
 def build(name: str, **kwargs) -> Augmentation:
     if name in MIXING and not kwargs.get("same_class", True):
         kwargs.setdefault("num_classes", K)
-    return AUGMENTATIONS[name](**kwargs)
+    return HANDCRAFTED[name](**kwargs)
 
 
 def _sorted_pair(lo: float, hi: float) -> st.SearchStrategy:
@@ -82,17 +83,24 @@ PARAMS: dict[str, st.SearchStrategy] = {
 
 
 def test_catalog_is_complete() -> None:
-    assert set(PARAMS) == set(AUGMENTATIONS)
-    assert len(AUGMENTATIONS) == 18
-    for name, cls in AUGMENTATIONS.items():
+    assert set(PARAMS) == set(HANDCRAFTED)
+    assert len(HANDCRAFTED) == 18
+    for name, cls in HANDCRAFTED.items():
         assert cls.family in ("amplitude", "mask", "order", "time", "mixing")
         assert set(cls.alters) == {"size", "direction", "iat"}
         assert (ROOT / "configs/augment" / f"{name}.yaml").is_file()
+    # the full catalog adds the trained generator, whose config names a checkpoint to set
+    assert AUGMENTATIONS == {**HANDCRAFTED, "generator": GeneratorAugmentation}
+    assert GeneratorAugmentation.family == "generator"
+    generator_yaml = build_augmentation(ROOT / "configs/augment/generator.yaml")
+    assert type(generator_yaml) is GeneratorAugmentation
+    with pytest.raises(ValueError, match="needs a checkpoint"):
+        build_augmentation("generator")
 
 
 # -- validity over random batches, lengths and parameters ---------------------------------
 
-@pytest.mark.parametrize("name", list(AUGMENTATIONS))
+@pytest.mark.parametrize("name", list(HANDCRAFTED))
 @settings(max_examples=25, deadline=None)
 @given(data=st.data(), seed=st.integers(0, 2**31 - 1), b=st.integers(1, 12), length=st.integers(1, 24))
 def test_every_output_is_valid(name: str, data: st.DataObject, seed: int, b: int, length: int) -> None:
@@ -132,7 +140,7 @@ def test_check_valid_finds_each_problem() -> None:
 
 # -- seeds ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", list(AUGMENTATIONS))
+@pytest.mark.parametrize("name", list(HANDCRAFTED))
 def test_same_seed_same_output_other_seed_other_output(name: str) -> None:
     aug = build(name, same_class=False) if name in MIXING else build(name)
     batch = make_batch(3)
@@ -145,7 +153,7 @@ def test_same_seed_same_output_other_seed_other_output(name: str) -> None:
 
 def test_global_rng_is_not_used() -> None:
     batch = make_batch(4)
-    for name in AUGMENTATIONS:
+    for name in HANDCRAFTED:
         torch.manual_seed(0)
         a = build(name)(batch, gen(1))
         torch.manual_seed(123)
@@ -155,7 +163,7 @@ def test_global_rng_is_not_used() -> None:
 
 # -- what each may alter --------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", list(AUGMENTATIONS))
+@pytest.mark.parametrize("name", list(HANDCRAFTED))
 def test_alters_only_allowed_features(name: str) -> None:
     aug = build(name)
     batch = make_batch(5, b=256)
@@ -399,15 +407,15 @@ def test_partners_and_beta() -> None:
 ])
 def test_bad_parameters_raise_naming_them(name: str, kwargs: dict, param: str) -> None:
     with pytest.raises(ValueError, match=param):
-        AUGMENTATIONS[name](**kwargs)
+        HANDCRAFTED[name](**kwargs)
 
 
 # -- composition from YAML and combinators ----------------------------------------------------
 
-@pytest.mark.parametrize("name", list(AUGMENTATIONS))
+@pytest.mark.parametrize("name", list(HANDCRAFTED))
 def test_config_file_builds_its_class(name: str) -> None:
     aug = build_augmentation(ROOT / "configs/augment" / f"{name}.yaml")
-    assert type(aug) is AUGMENTATIONS[name]
+    assert type(aug) is HANDCRAFTED[name]
 
 
 def test_classifier_module_takes_augmentations_from_yaml() -> None:
@@ -421,8 +429,8 @@ def test_classifier_module_takes_augmentations_from_yaml() -> None:
                              str(ROOT / "configs/augment/translation.yaml")])
     assert type(parser.instantiate_classes(cfg).model.augmentation).__name__ == "Translation"
     stacked = {"class_path": class_path(Compose), "init_args": {"augmentations": [
-        {"class_path": class_path(AUGMENTATIONS["bernoulli_mask"]), "init_args": {"p": 0.2}},
-        {"class_path": class_path(AUGMENTATIONS["window_mask"])}]}}
+        {"class_path": class_path(HANDCRAFTED["bernoulli_mask"]), "init_args": {"p": 0.2}},
+        {"class_path": class_path(HANDCRAFTED["window_mask"])}]}}
     aug = build_augmentation(stacked)
     assert [type(a).__name__ for a in aug.augmentations] == ["BernoulliMask", "WindowMask"]
     batch = make_batch(20)
@@ -518,9 +526,10 @@ def test_cli_list_shows_every_augmentation(capsys: pytest.CaptureFixture) -> Non
 
     main(["list"])
     text = capsys.readouterr().out
-    for name in AUGMENTATIONS:
-        assert name in text
+    for name, cls in AUGMENTATIONS.items():
+        assert any(line.split()[:2] == [name, cls.family] for line in text.splitlines()), name
     assert "max_shift=4" in text
+    assert "ckpt=<required>" in text
 
 
 def test_cli_preview_and_enlarge(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -9,6 +9,7 @@ import torch
 from tsda.data.batch import DIRECTION, IAT, SIZE, FlowBatch
 from tsda.data.codec import FlowCodec
 from flow_fixtures import random_table
+from tsda.augment.validity import assert_valid
 
 
 def test_encode_layout_and_padding() -> None:
@@ -102,3 +103,15 @@ def test_bad_codec_parameters_raise() -> None:
         FlowCodec(mtu=0)
     with pytest.raises(ValueError, match=r"\(B, 3, L\)"):
         FlowCodec().snap(torch.zeros(4, 2, 20))
+
+
+def test_snap_keeps_at_least_one_packet() -> None:
+    """Raw output whose first position reads as padding (|direction| < 0.5) still gives a
+    valid one-packet flow, not a zero-length one."""
+    raw = torch.zeros(3, 3, 20)
+    raw[1, 1, 0] = 0.2  # an unsure first direction
+    raw[2, 1, :5] = -1.0  # five packets
+    batch = FlowCodec().snap(raw)
+    assert batch.lengths.tolist() == [1, 1, 5]
+    assert batch.x[0, 1, 0] == 1.0 and batch.x[0, 1, 1:].abs().sum() == 0
+    assert_valid(batch, FlowCodec())

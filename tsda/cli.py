@@ -26,7 +26,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from tsda.data.datamodule import FlowDataModule
-from tsda.data.sources import FlowDataError
+from tsda.errors import TsdaError
 from tsda.logging import WandbSettings, run_loggers
 from tsda.runs import default_run_dir, write_json_atomic
 
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         _dispatch(argv[0], argv[1:])
-    except (FlowDataError, FileNotFoundError) as exc:
+    except (TsdaError, FileNotFoundError) as exc:  # FlowDataError is a TsdaError
         print(f"tsda: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

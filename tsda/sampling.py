@@ -23,8 +23,14 @@ scheduler's `prediction_type`), each step
 3. with classifier-latent guidance, moves x0 along the gradient of
    `class_weight * log p(y | x0) - latent_weight * mean_d (encode(x0) - target)^2`
    computed by a frozen classifier on x0 (in `FlowCodec` space), times `scale`;
-4. steps x_t -> x_{t-1} with a DDPM or DDIM scheduler configured with
-   `prediction_type="sample"`, fed the (guided) x0.
+4. clips x0 to [-1, 1] when the training scheduler clips (`clip_sample`), then steps
+   x_t -> x_{t-1} with a DDPM, DDIM or DPM-Solver++ (multistep, second order) scheduler
+   configured with `prediction_type="sample"`, fed the (guided) x0.
+
+Samplers: `ddpm` (ancestral, needs many steps), `ddim` (deterministic at `eta = 0`) and
+`dpmpp` (diffusers' `DPMSolverMultistepScheduler` with `algorithm_type="dpmsolver++"`:
+a second-order multistep solver of the probability-flow ODE in x0 form, deterministic,
+which reaches DDIM-25 quality in about 10 steps; `benchmarks/sampling_throughput.py`).
 
 Feeding x0 to the scheduler makes epsilon and v models share one loop and lets guidance
 act where the classifier is meaningful: on clean-flow estimates, not on noisy x_t.
@@ -40,11 +46,13 @@ from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from tsda.data.batch import DIRECTION, IAT, SIZE
 
-SamplerName = Literal["ddpm", "ddim"]
+SamplerName = Literal["ddpm", "ddim", "dpmpp"]
+SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp")
+Scheduler = DDPMScheduler | DDIMScheduler | DPMSolverMultistepScheduler
 
 #: channels the denoiser sees: size, direction, iat, presence
 MODEL_CHANNELS = 4
@@ -152,19 +160,22 @@ def guidance_gradient(x0: torch.Tensor, labels: torch.Tensor, guidance: LatentGu
     return grad
 
 
-def make_scheduler(
-    scheduler_config: dict[str, Any], sampler: SamplerName, steps: int
-) -> DDPMScheduler | DDIMScheduler:
+def make_scheduler(scheduler_config: dict[str, Any], sampler: SamplerName, steps: int) -> Scheduler:
     """A sampling scheduler from the training `DDPMScheduler` config, with `steps`
     inference steps and `prediction_type="sample"` (the loop feeds it x0)."""
-    if sampler not in ("ddpm", "ddim"):
-        raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     train_steps = int(scheduler_config["num_train_timesteps"])
     if not 1 <= steps <= train_steps:
         raise ValueError(f"steps must be in [1, {train_steps}], got {steps}")
-    cls = DDIMScheduler if sampler == "ddim" else DDPMScheduler
     config = {k: v for k, v in scheduler_config.items() if k != "prediction_type"}
-    scheduler = cls.from_config(config, prediction_type="sample")
+    if sampler == "dpmpp":
+        # x0 clipping is done by the loop (`denoise`); the solver's own thresholding stays off
+        scheduler = DPMSolverMultistepScheduler.from_config(
+            config, prediction_type="sample", algorithm_type="dpmsolver++", solver_order=2)
+    else:
+        cls = DDIMScheduler if sampler == "ddim" else DDPMScheduler
+        scheduler = cls.from_config(config, prediction_type="sample")
     scheduler.set_timesteps(steps)
     return scheduler
 
@@ -240,7 +251,8 @@ def denoise(
         n_packets: `L`.
         null_label: the denoiser's "no class" index (classifier-free guidance).
         steps: inference steps.
-        sampler: `ddpm` (ancestral) or `ddim` (deterministic for `eta = 0`).
+        sampler: `ddpm` (ancestral), `ddim` (deterministic for `eta = 0`) or `dpmpp`
+            (DPM-Solver++ multistep, deterministic; `eta` does not apply).
         cfg_scale: classifier-free guidance weight `w` (1 = conditional, 0 = unconditional).
         latents: optional `(B, D)` classifier latents the denoiser is conditioned on.
         guidance: classifier-latent guidance, or None.
@@ -261,10 +273,13 @@ def denoise(
     shape = (labels.shape[0], channels, n_packets)
     x = torch.randn(shape, generator=generator, device=generator.device).to(device)  # (B, C, L)
     step_kwargs: dict[str, Any] = {"eta": eta} if sampler == "ddim" else {}
+    clip = float(scheduler_config.get("clip_sample_range", 1.0)) if scheduler_config.get("clip_sample") else None
     for t in scheduler.timesteps:
         out = guided_output(denoiser, x, t, labels, null_label, cfg_scale, latents)  # (B, C, L)
         x0 = predict_x0(out, x, alphas[t], prediction_type)  # (B, C, L)
         if guidance is not None and guidance.scale > 0:
             x0 = x0 + guidance.scale * guidance_gradient(x0, labels, guidance)
+        if clip is not None:
+            x0 = x0.clamp(-clip, clip)  # what DDPM/DDIM's clip_sample does, for every sampler
         x = scheduler.step(x0, t, x, generator=generator, **step_kwargs).prev_sample
     return x

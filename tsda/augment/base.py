@@ -4,19 +4,48 @@ An augmentation maps a `FlowBatch` to a new `FlowBatch` of the same size (`B`, `
 batched in torch on the batch's device, random only through the `torch.Generator` it is
 given, and every output a valid flow (see `tsda.augment.validity`). Parameters are checked
 in `__init__` with a `ValueError` naming the parameter.
+
+Most augmentations are pure functions of the batch. Those that need the run they train in
+(a trained generator: its checkpoint, a pool of flows sampled once) get it through three
+hooks, which the training module calls on every augmentation of the tree (`walk`):
+`setup(context)` once at fit start, `on_epoch_start(epoch, generator)` before each
+training epoch, and `stats()` for what to report (e.g. seconds spent sampling a pool).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import ClassVar, Literal
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from tsda.data.batch import FlowBatch
+from tsda.data.codec import FlowCodec
 
 Family = Literal["amplitude", "mask", "order", "time", "mixing", "generator", "combinator"]
+
+
+@dataclass(frozen=True)
+class AugmentContext:
+    """What an augmentation may need from the run it is used in (given to `setup`).
+
+    Attributes:
+        device: the training device; state an augmentation keeps (pools) lives there.
+        class_names: the K classes of the data, in label order.
+        generator: the run's augmentation `torch.Generator` (seeded from the run seed).
+        codec: the data's `FlowCodec`, when known.
+        load_sampler: `(checkpoint path, device) -> sampler` for augmentations backed by a
+            trained generator (`tsda.augment.generator.FlowSampler`); supplied by the
+            layer that knows generator modules (`tsda.lit.generative.prepare_augmentation`).
+    """
+
+    device: torch.device
+    class_names: tuple[str, ...]
+    generator: torch.Generator
+    codec: FlowCodec | None = None
+    load_sampler: Callable[[str, torch.device], Any] | None = None
 
 
 class Augmentation(ABC):
@@ -32,6 +61,27 @@ class Augmentation(ABC):
     @abstractmethod
     def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
         """Return an augmented copy of `batch` (`x (B, 3, L)`); never modify it in place."""
+
+    # -- run hooks (no-ops for pure augmentations) ---------------------------------------
+    def children(self) -> list[Augmentation]:
+        """The augmentations this one applies (combinators); `[]` for a leaf."""
+        return []
+
+    def walk(self) -> Iterator[Augmentation]:
+        """This augmentation and every one nested in it, depth first."""
+        yield self
+        for child in self.children():
+            yield from child.walk()
+
+    def setup(self, context: AugmentContext) -> None:
+        """Called once before training, on every augmentation of the tree."""
+
+    def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
+        """Called before each training epoch (0-based `epoch`)."""
+
+    def stats(self) -> dict[str, float]:
+        """Numbers to report with the run (`metrics.json` adds them as `augment_<key>`)."""
+        return {}
 
     @property
     def name(self) -> str:
@@ -57,6 +107,9 @@ class Compose(Augmentation):
             raise ValueError("Compose.augmentations must not be empty")
         self.augmentations = list(augmentations)
 
+    def children(self) -> list[Augmentation]:
+        return list(self.augmentations)
+
     def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
         for aug in self.augmentations:
             batch = aug(batch, generator)
@@ -71,6 +124,9 @@ class RandomApply(Augmentation):
     def __init__(self, augmentation: Augmentation, p: float = 0.5) -> None:
         _check_probability("RandomApply.p", p)
         self.augmentation, self.p = augmentation, p
+
+    def children(self) -> list[Augmentation]:
+        return [self.augmentation]
 
     def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
         chosen = torch.rand(len(batch), generator=generator, device=batch.device) < self.p  # (B,)
@@ -93,6 +149,9 @@ class OneOf(Augmentation):
             raise ValueError("OneOf.weights must be non-negative, one per augmentation, not all 0")
         self.augmentations = list(augmentations)
         self.weights = list(weights) if weights is not None else [1.0] * len(augmentations)
+
+    def children(self) -> list[Augmentation]:
+        return list(self.augmentations)
 
     def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
         w = torch.tensor(self.weights, dtype=torch.float, device=batch.device)

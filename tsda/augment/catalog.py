@@ -12,13 +12,14 @@ from typing import Any
 
 from tsda.augment.amplitude import ConstantWrapUp, GaussianNoise, GaussianWrapUp, SineWrapUp, SpikeNoise
 from tsda.augment.base import Augmentation
+from tsda.augment.generator import GeneratorAugmentation
 from tsda.augment.masking import BernoulliMask, WindowMask
 from tsda.augment.mixing import Mixup
 from tsda.augment.order import CutMix, Flip, Interpolation, PacketLoss, Permutation, Translation, Wrap
 from tsda.augment.traffic import ChangeRTT, TcbenchPacketLoss, TimeShift
 
-#: the paper's 14 (table order), tcbench's 3, then Mixup
-AUGMENTATIONS: dict[str, type[Augmentation]] = {
+#: the paper's 14 (table order), tcbench's 3, then Mixup: each works with its defaults
+HANDCRAFTED: dict[str, type[Augmentation]] = {
     "gaussian_noise": GaussianNoise,
     "spike_noise": SpikeNoise,
     "gaussian_wrapup": GaussianWrapUp,
@@ -38,6 +39,8 @@ AUGMENTATIONS: dict[str, type[Augmentation]] = {
     "tcbench_packet_loss": TcbenchPacketLoss,
     "mixup": Mixup,
 }
+#: every augmentation by name: the hand-crafted ones and a trained generator (`ckpt` needed)
+AUGMENTATIONS: dict[str, type[Augmentation]] = {**HANDCRAFTED, "generator": GeneratorAugmentation}
 
 
 def augmentation_class(name: str) -> type[Augmentation]:
@@ -54,6 +57,13 @@ def defaults(cls: type[Augmentation]) -> dict[str, Any]:
     return {k: p.default for k, p in params.items() if k != "self" and p.default is not inspect.Parameter.empty}
 
 
+def required(cls: type[Augmentation]) -> list[str]:
+    """Parameters of `cls.__init__` without a default (e.g. a generator's `ckpt`)."""
+    params = inspect.signature(cls.__init__).parameters
+    return [k for k, p in params.items() if k != "self" and p.default is inspect.Parameter.empty
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
 def class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -64,8 +74,10 @@ def build_augmentation(spec: str | Path | dict[str, Any]) -> Augmentation:
     YAML and dicts go through jsonargparse, as LightningCLI parses
     `--model.init_args.augmentation`, so combinators nest (`Compose`, `OneOf`, ...).
     """
+    if isinstance(spec, str) and spec in HANDCRAFTED:
+        return HANDCRAFTED[spec]()
     if isinstance(spec, str) and spec in AUGMENTATIONS:
-        return AUGMENTATIONS[spec]()
+        raise ValueError(f"--augment {spec}: needs a checkpoint; use configs/augment/{spec}.yaml with its ckpt set")
     from jsonargparse import ArgumentParser
 
     if not isinstance(spec, dict):

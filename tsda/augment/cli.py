@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tsda.augment.catalog import AUGMENTATIONS, augmentation_class, build_augmentation, defaults
+from tsda.augment.catalog import AUGMENTATIONS, augmentation_class, build_augmentation, defaults, required
 
 
 def _source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +52,8 @@ def list_augmentations() -> str:
     rows = [("name", "family", "size", "dir", "iat", "defaults")]
     for name, cls in AUGMENTATIONS.items():
         a = cls.alters
-        params = ", ".join(f"{k}={v!r}" for k, v in defaults(cls).items()) or "-"
+        params = ", ".join([*(f"{k}=<required>" for k in required(cls)),
+                            *(f"{k}={v!r}" for k, v in defaults(cls).items())]) or "-"
         rows.append((name, cls.family, f"{a['size']:g}", f"{a['direction']:g}", f"{a['iat']:g}", params))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows)

@@ -1,61 +1,203 @@
 """`GeneratorAugmentation`: a trained generator behind the augmentation protocol.
 
-Each training batch gets, per flow, a freshly generated flow of the same class
-(`sample(batch.labels, generator)`), so a cGAN or diffusion checkpoint plugs into
-`ClassifierModule(augmentation=...)` like any hand-crafted augmentation:
+Any generator checkpoint (cGAN, diffusion, or any other `GenerativeModule`) becomes an
+augmentation with one YAML line (`configs/augment/generator.yaml`):
 
-    model:
-      class_path: tsda.lit.classifier.ClassifierModule
-      init_args:
-        augmentation:
-          class_path: tsda.augment.generator.GeneratorAugmentation
-          init_args: {ckpt: runs/fgnet_cgan/checkpoints/last.ckpt}
+    tsda fit -c configs/experiment/fgnet_baseline.yaml \\
+        --model.init_args.augmentation configs/augment/generator.yaml \\
+        --model.init_args.augmentation.init_args.ckpt runs/gen/cgan/checkpoints/last.ckpt
+
+Two ways to get flows:
+- fresh (`pool_per_class: 0`): every training batch calls the generator's `sample` for a
+  batch of labels (one-shot generators such as the cGAN: one forward pass per batch);
+- pool (`pool_per_class: P`): at fit start, P flows of each of the K classes are sampled
+  once (class-balanced, on the training device; diffusion: K * P samples instead of 25-50
+  denoiser passes per training batch), optionally re-sampled every
+  `refresh_every_n_epochs`; each training flow then draws a pool flow of its target class
+  with the augmentation's `torch.Generator`.
+
+Labels: `same` (each flow gets a generated flow of its own class) or `balanced` (classes
+drawn uniformly: the generator as an oversampler of small classes).
+
+Layering: this module knows generators only through the `FlowSampler` protocol below. The
+checkpoint is loaded by the `load_sampler` of the `AugmentContext` that `setup` receives;
+the training module supplies it (`tsda.lit.generative.prepare_augmentation`), so
+`tsda.augment` imports neither Lightning nor `tsda.lit`.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import time
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 
-from tsda.augment.base import Augmentation, Family
+from tsda.augment.base import AugmentContext, Augmentation, Family
 from tsda.data.batch import FlowBatch
-from tsda.lit.generative import GenerativeModule, load_generative
+from tsda.data.codec import FlowCodec
+from tsda.errors import TsdaError
+
+LabelPolicy = Literal["same", "balanced"]
+#: upper bound of `pool_per_class` (a 53-class pool of 100k flows each is ~1 GB of float32)
+MAX_POOL_PER_CLASS = 100_000
+
+
+class FlowSampler(Protocol):
+    """What the augmentation needs of a generator (every `GenerativeModule` has it)."""
+
+    @property
+    def class_names(self) -> list[str]: ...
+
+    @property
+    def codec(self) -> FlowCodec: ...
+
+    def sample(self, labels: torch.Tensor, generator: torch.Generator, **options: Any) -> FlowBatch:
+        """Valid flows `x (B, 3, L)` of the classes `labels (B,)`, random only via `generator`."""
+        ...
 
 
 class GeneratorAugmentation(Augmentation):
-    """Replace each flow by a generated flow of its class.
+    """Replace (or, with policy `double`, accompany) each flow by a generated flow.
 
     Args:
-        ckpt: a generator checkpoint (any `GenerativeModule`, found by `load_generative`).
-        options: keyword options of the generator's `sample` (e.g. `{"steps": 20}`).
+        ckpt: a generator checkpoint (any `GenerativeModule`).
+        pool_per_class: flows per class sampled once at fit start (0 = sample fresh flows
+            for every batch).
+        refresh_every_n_epochs: re-sample the pool before every n-th epoch (0 = never;
+            needs a pool).
+        labels: `same` (a flow of the batch flow's class) or `balanced` (uniform classes).
+        options: keyword options of the generator's `sample` (diffusion: `steps`,
+            `sampler`, `cfg_scale`, `latent_guidance_scale`; cGAN: `prior`, ...).
+        sample_batch_size: flows per `sample` call when filling the pool.
+        progress: show a progress bar while filling the pool.
 
-    The checkpoint is loaded on first use, on the batch's device; the module is not an
-    `nn.Module` attribute of the classifier, so it never enters the classifier's checkpoint.
+    The generator is not an attribute of the classifier's `nn.Module` tree, so it never
+    enters the classifier's checkpoint. `stats()` reports `pool_seconds` (all pool
+    sampling, in seconds), `pool_builds` and `pool_flows`.
     """
 
     family: ClassVar[Family] = "generator"
     alters: ClassVar[dict[str, float]] = {"size": 1.0, "direction": 1.0, "iat": 1.0}
 
-    def __init__(self, ckpt: str, options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        ckpt: str,
+        pool_per_class: int = 0,
+        refresh_every_n_epochs: int = 0,
+        labels: LabelPolicy = "same",
+        options: dict[str, Any] | None = None,
+        sample_batch_size: int = 1024,
+        progress: bool = True,
+    ) -> None:
         if not ckpt:
             raise ValueError("GeneratorAugmentation.ckpt must name a checkpoint")
+        if not 0 <= pool_per_class <= MAX_POOL_PER_CLASS:
+            raise ValueError(f"GeneratorAugmentation.pool_per_class must be in [0, {MAX_POOL_PER_CLASS}], "
+                             f"got {pool_per_class}")
+        if refresh_every_n_epochs < 0:
+            raise ValueError(f"GeneratorAugmentation.refresh_every_n_epochs must be >= 0, got {refresh_every_n_epochs}")
+        if refresh_every_n_epochs and not pool_per_class:
+            raise ValueError("GeneratorAugmentation.refresh_every_n_epochs needs pool_per_class > 0")
+        if labels not in ("same", "balanced"):
+            raise ValueError(f"GeneratorAugmentation.labels must be 'same' or 'balanced', got {labels!r}")
+        if sample_batch_size < 1:
+            raise ValueError(f"GeneratorAugmentation.sample_batch_size must be >= 1, got {sample_batch_size}")
         self.ckpt = ckpt
+        self.pool_per_class = pool_per_class
+        self.refresh_every_n_epochs = refresh_every_n_epochs
+        self.labels = labels
         self.options = dict(options or {})
-        self._model: GenerativeModule | None = None
+        self.sample_batch_size = sample_batch_size
+        self.progress = progress
+        self._sampler: FlowSampler | None = None
+        self._num_classes = 0
+        self._pool: FlowBatch | None = None
+        self._pool_seconds = 0.0
+        self._pool_builds = 0
 
-    def model(self, device: torch.device) -> GenerativeModule:
-        if self._model is None:
-            self._model = load_generative(self.ckpt, map_location=device)
-        elif self._model.device != device:
-            self._model.to(device)
-        return self._model
+    # -- run hooks ------------------------------------------------------------------------
+    def setup(self, context: AugmentContext) -> None:
+        """Load the generator on `context.device`, check it against the data, fill the pool.
+
+        Raises:
+            TsdaError: the checkpoint knows other classes or another codec than the data.
+        """
+        if context.load_sampler is None:
+            raise ValueError("GeneratorAugmentation.setup needs a context with load_sampler "
+                             "(tsda.lit.generative.prepare_augmentation supplies it)")
+        sampler = context.load_sampler(self.ckpt, context.device)
+        names = list(sampler.class_names)
+        if names != list(context.class_names):
+            raise TsdaError(f"augmentation checkpoint {self.ckpt}: its generator knows the classes "
+                            f"{_short(names)}, the data {_short(list(context.class_names))} "
+                            "(train the generator on the same classes, in the same order)")
+        if context.codec is not None and sampler.codec != context.codec:
+            raise TsdaError(f"augmentation checkpoint {self.ckpt}: its codec {sampler.codec} differs "
+                            f"from the data's {context.codec}")
+        self._sampler, self._num_classes = sampler, len(names)
+        self._pool, self._pool_seconds, self._pool_builds = None, 0.0, 0
+        if self.pool_per_class:
+            self._fill_pool(context.device, context.generator)
+
+    def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
+        n = self.refresh_every_n_epochs
+        if n and epoch > 0 and epoch % n == 0:
+            self._fill_pool(generator.device, generator)
+
+    def stats(self) -> dict[str, float]:
+        flows = 0 if self._pool is None else len(self._pool)
+        return {"pool_seconds": self._pool_seconds, "pool_builds": float(self._pool_builds),
+                "pool_flows": float(flows)}
+
+    @property
+    def pool(self) -> FlowBatch | None:
+        """The current pool: `x (K * P, 3, L)`, class-major (class k at rows k*P..k*P+P-1)."""
+        return self._pool
+
+    def _fill_pool(self, device: torch.device, generator: torch.Generator) -> None:
+        """Sample `pool_per_class` flows of every class, in batches, with `generator`."""
+        from tqdm.auto import tqdm
+
+        assert self._sampler is not None
+        labels = torch.arange(self._num_classes, device=device).repeat_interleave(self.pool_per_class)  # (K*P,)
+        start = time.perf_counter()
+        parts = [self._sampler.sample(labels[i : i + self.sample_batch_size], generator, **self.options)
+                 for i in tqdm(range(0, len(labels), self.sample_batch_size), desc="generator pool",
+                               unit="batch", disable=not self.progress, leave=False)]
+        pool = FlowBatch.cat(parts).to(device)
+        if not torch.equal(pool.labels, labels):
+            raise RuntimeError(f"{self.ckpt}: the generator returned other labels than it was asked for")
+        self._pool = pool
+        seconds = time.perf_counter() - start
+        self._pool_seconds += seconds
+        self._pool_builds += 1
+        print(f"generator pool: {len(pool)} flows ({self.pool_per_class} per class) from {self.ckpt} "
+              f"in {seconds:.1f} s", flush=True)
+
+    # -- the augmentation -----------------------------------------------------------------
+    def target_labels(self, batch: FlowBatch, generator: torch.Generator) -> torch.Tensor:
+        """`(B,)` classes to generate: the batch's (`same`) or uniform draws (`balanced`)."""
+        if self.labels == "same":
+            return batch.labels
+        return torch.randint(0, self._num_classes, (len(batch),), generator=generator, device=batch.device)
 
     def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
-        model = self.model(batch.device)
-        if batch.n_packets != model.codec.n_packets:
-            raise ValueError(f"the generator makes {model.codec.n_packets} packets, the batch has "
+        if self._sampler is None:
+            raise RuntimeError("GeneratorAugmentation is used before setup(); train it through "
+                               "ClassifierModule or call tsda.lit.generative.prepare_augmentation")
+        if batch.n_packets != self._sampler.codec.n_packets:
+            raise ValueError(f"the generator makes {self._sampler.codec.n_packets} packets, the batch has "
                              f"{batch.n_packets}")
         if len(batch) == 0:
             return batch
-        return model.sample(batch.labels, generator, **self.options)
+        labels = self.target_labels(batch, generator)  # (B,)
+        if self._pool is None:
+            return self._sampler.sample(labels, generator, **self.options)
+        offset = torch.randint(0, self.pool_per_class, (len(batch),), generator=generator, device=batch.device)
+        return self._pool.index(labels * self.pool_per_class + offset)
+
+
+def _short(names: list[str], k: int = 4) -> str:
+    """`[a, b, c, d, ...] (K)` for messages."""
+    shown = ", ".join(names[:k]) + (", ..." if len(names) > k else "")
+    return f"[{shown}] ({len(names)})"

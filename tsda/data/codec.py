@@ -92,14 +92,16 @@ class FlowCodec:
     def snap(self, x: torch.Tensor) -> FlowBatch:
         """Turn raw generator output `(B, 3, L)` into a valid encoded batch (labels zero).
 
-        The length is the first position with |direction| < 0.5; sizes are clipped to
-        [0, 1], directions become +-1, iat is clipped at 0 and the first gap set to 0.
+        The length is the first position with |direction| < 0.5, at least 1 (a flow has a
+        first packet: a generator unsure of it still yields a valid one-packet flow); sizes
+        are clipped to [0, 1], directions become +-1, iat is clipped at 0 and the first gap
+        set to 0.
         """
         if x.ndim != 3 or x.shape[1] != 3:
             raise ValueError(f"expected (B, 3, L), got {tuple(x.shape)}")
         x = x.detach().float()
         present = x[:, DIRECTION].abs() >= 0.5  # (B, L)
-        lengths = torch.cumprod(present.long(), dim=1).sum(dim=1)  # (B,) run of leading present
+        lengths = torch.cumprod(present.long(), dim=1).sum(dim=1).clamp_min(1)  # (B,) run of leading present
         pos = torch.arange(x.shape[2], device=x.device)
         real = (pos[None, :] < lengths[:, None]).float()  # (B, L)
         out = torch.empty_like(x)

@@ -24,9 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tsda.data.table import FlowTable
+from tsda.errors import TsdaError
 
 
-class FlowDataError(ValueError):
+class FlowDataError(TsdaError):
     """Bad input data: the message names the file, the column and the row."""
 
 

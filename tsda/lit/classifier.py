@@ -128,6 +128,32 @@ class ClassifierModule(L.LightningModule):
             self._generator = torch.Generator(device=self.device).manual_seed(int(self.hparams.seed))
         return self._generator
 
+    def on_fit_start(self) -> None:
+        """Give the augmentation tree its run context (generator checkpoints load here, on
+        the training device, and are checked against the data before training starts)."""
+        if self.augmentation is None:
+            return
+        from tsda.lit.generative import prepare_augmentation
+
+        codec = getattr(getattr(self.trainer, "datamodule", None), "codec", None)
+        prepare_augmentation(self.augmentation, device=self.device, class_names=self.class_names,
+                             generator=self.augmentation_generator(), codec=codec)
+
+    def on_train_epoch_start(self) -> None:
+        if self.augmentation is None:
+            return
+        for aug in self.augmentation.walk():
+            aug.on_epoch_start(self.current_epoch, self.augmentation_generator())
+        stats = self.augmentation_stats()
+        if stats:
+            self.log_dict(stats, on_step=False, on_epoch=True)
+
+    def augmentation_stats(self) -> dict[str, float]:
+        """`augment_<key>` of every augmentation's `stats()` (e.g. `augment_pool_seconds`)."""
+        if self.augmentation is None:
+            return {}
+        return {f"augment_{k}": v for aug in self.augmentation.walk() for k, v in aug.stats().items()}
+
     def training_batch(self, batch: FlowBatch) -> FlowBatch:
         """The batch the optimiser step sees, after the augmentation policy."""
         if self.augmentation is None:
@@ -188,7 +214,7 @@ class ClassifierModule(L.LightningModule):
     def run_metrics(self) -> dict[str, Any]:
         """What `metrics.json` adds beyond the logged test metrics."""
         latent = {f"latent_{k}": v for k, v in self.latent_scores.items()}
-        return {"test_per_class_f1": self.per_class_f1, **latent}
+        return {"test_per_class_f1": self.per_class_f1, **latent, **self.augmentation_stats()}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

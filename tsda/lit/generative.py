@@ -2,6 +2,8 @@
 
 `tsda sample`, `tsda evaluate`, the fidelity callback and `GeneratorAugmentation` talk
 to generators only through this contract, so each works for every generator.
+`prepare_augmentation` is where an augmentation tree meets generator checkpoints: it
+gives every augmentation its run context, with `load_generative` as the checkpoint loader.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 
+from tsda.augment.base import AugmentContext, Augmentation
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
+from tsda.errors import TsdaError
 
 
 class GenerativeModule(L.LightningModule):
@@ -86,17 +90,43 @@ def load_generative(
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the checkpoint names no class, or a class that is not a GenerativeModule.
+        TsdaError (a ValueError): the file is no checkpoint, names no class, or a class that
+            is not a GenerativeModule (e.g. a classifier checkpoint).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"generator checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
+        raise TsdaError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict):
+        raise TsdaError(f"{path}: not a Lightning checkpoint")
     class_path = ckpt.get(GenerativeModule.CLASS_PATH_KEY) or ckpt.get("hyper_parameters", {}).get("_class_path")
     if not class_path:
-        raise ValueError(f"{path}: the checkpoint does not name its generator class")
+        raise TsdaError(f"{path}: not a generator checkpoint (it names no GenerativeModule class)")
     module_name, _, name = str(class_path).rpartition(".")
-    cls = getattr(importlib.import_module(module_name), name)
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise TsdaError(f"{path}: its class {class_path} cannot be imported ({exc})") from exc
     if not (isinstance(cls, type) and issubclass(cls, GenerativeModule)):
-        raise ValueError(f"{path}: {class_path} is not a GenerativeModule")
+        raise TsdaError(f"{path}: {class_path} is not a generator (GenerativeModule)")
     model = cls.load_from_checkpoint(path, map_location=map_location, **cls.load_overrides())
     return model.eval()
+
+
+def prepare_augmentation(
+    augmentation: Augmentation,
+    *,
+    device: torch.device,
+    class_names: list[str] | tuple[str, ...],
+    generator: torch.Generator,
+    codec: FlowCodec | None = None,
+) -> None:
+    """Call `setup` on every augmentation of the tree `augmentation`, with a context whose
+    `load_sampler` is `load_generative` (generator-backed augmentations load their
+    checkpoint, check it against the data's classes and codec, and fill their pools)."""
+    context = AugmentContext(device=torch.device(device), class_names=tuple(class_names), generator=generator,
+                             codec=codec, load_sampler=lambda path, dev: load_generative(path, map_location=dev))
+    for aug in augmentation.walk():
+        aug.setup(context)
