@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from tsda.augment.catalog import AUGMENTATIONS
+from tsda.augment.catalog import HANDCRAFTED
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
 
@@ -222,7 +222,7 @@ def np_mixup(f, rng, ctx, i):
     return s, d, t
 
 
-NUMPY: dict[str, Callable] = {name: globals()[f"np_{name}"] for name in AUGMENTATIONS}
+NUMPY: dict[str, Callable] = {name: globals()[f"np_{name}"] for name in HANDCRAFTED}
 
 
 def run_numpy(fn: Callable, ctx: Context, rng: np.random.Generator) -> np.ndarray:
@@ -272,7 +272,7 @@ def main() -> None:
     print(f"{args.flows} flows x {args.packets} packets, CPU, {args.threads} thread(s); flows per CPU second (best of runs)")
     print(f"{'augmentation':22s} {'torch':>12s} {'numpy loop':>12s} {'ratio':>8s}")
     ratios = []
-    for name, cls in AUGMENTATIONS.items():
+    for name, cls in HANDCRAFTED.items():
         aug, g = cls(), torch.Generator().manual_seed(0)
         aug(batch, g)  # warm-up
         t_torch = best_seconds(lambda: aug(batch, g), args.repeats)

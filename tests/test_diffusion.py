@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tsda.augment.validity import assert_valid
 from tsda.data.batch import DIRECTION, IAT, SIZE, FlowBatch
 from tsda.data.datamodule import FlowDataModule
 from tsda.data.sources import write_parquet
@@ -87,14 +88,6 @@ def fitted(datamodule: FlowDataModule, classifier_ckpt: Path, tmp_path_factory: 
     return model, path, initial
 
 
-def assert_valid(batch: FlowBatch) -> None:
-    x, mask = batch.x, batch.mask()  # (B, 3, L), (B, L)
-    assert torch.all((x[:, SIZE] >= 0) & (x[:, SIZE] <= 1))
-    assert torch.all(x[:, DIRECTION][mask].abs() == 1)
-    assert torch.all(x[:, IAT] >= 0) and torch.all(x[:, IAT][:, 0] == 0)
-    assert torch.all(x.permute(0, 2, 1)[~mask] == 0)  # padding only at the end, zero
-
-
 # -- denoiser ---------------------------------------------------------------------------
 @pytest.mark.parametrize("length", [8, 13, 20, 32])
 @pytest.mark.parametrize("levels", [(8, 16), (8, 16, 32)])
@@ -155,7 +148,10 @@ def test_presence_channel_keeps_the_length_of_uncertain_directions() -> None:
     torch.testing.assert_close(x[0, DIRECTION], torch.tensor([1.0, -1.0, 1.0, -1.0, 0.0, 0.0]))
     torch.testing.assert_close(x[1, DIRECTION], torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, 1.0]))
     codec = DiffusionModule(num_classes=2, n_packets=6, block_out_channels=(8, 16)).codec
-    assert codec.snap(x).lengths.tolist() == [4, 6, 0]
+    # a flow has at least one packet: "no packet" snaps to a valid one-packet flow
+    snapped = codec.snap(x)
+    assert snapped.lengths.tolist() == [4, 6, 1]
+    assert_valid(snapped, codec)
     with pytest.raises(ValueError, match="model-space"):
         from_model_space(torch.zeros(1, 3, 6))
 
@@ -223,12 +219,13 @@ def test_fit_trains_the_denoiser_and_its_ema(fitted: tuple[DiffusionModule, Path
     assert torch.all(counts > 0) and model.latent_centroids.shape == (2, model.classifier.net.latent_dim)
 
 
-def test_ddim_sampling_is_deterministic_from_a_seed(fitted: tuple[DiffusionModule, Path, dict]) -> None:
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp"])
+def test_ode_sampling_is_deterministic_from_a_seed(fitted: tuple[DiffusionModule, Path, dict], sampler: str) -> None:
     model = fitted[0]
     labels = torch.tensor([0, 1, 1, 0])
 
     def draw(seed: int) -> FlowBatch:
-        return model.sample(labels, torch.Generator().manual_seed(seed), steps=5, sampler="ddim")
+        return model.sample(labels, torch.Generator().manual_seed(seed), steps=5, sampler=sampler)
 
     a, b, c = draw(3), draw(3), draw(4)
     torch.testing.assert_close(a.x, b.x, rtol=0, atol=0)
@@ -241,6 +238,8 @@ def test_ddim_sampling_is_deterministic_from_a_seed(fitted: tuple[DiffusionModul
     {"sampler": "ddpm", "steps": 6},
     {"sampler": "ddim", "steps": 4, "cfg_scale": 3.0},
     {"sampler": "ddim", "steps": 4, "latent_guidance_scale": 5.0},
+    {"sampler": "dpmpp", "steps": 4},
+    {"sampler": "dpmpp", "steps": 3, "cfg_scale": 2.0, "latent_guidance_scale": 1.0},
 ])
 def test_samples_are_valid_flows(fitted: tuple[DiffusionModule, Path, dict], options: dict) -> None:
     labels = torch.tensor([0, 1] * 8)

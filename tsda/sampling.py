@@ -23,9 +23,10 @@ scheduler's `prediction_type`), each step
 3. with classifier-latent guidance, moves x0 along the gradient of
    `class_weight * log p(y | x0) - latent_weight * mean_d (encode(x0) - target)^2`
    computed by a frozen classifier on x0 (in `FlowCodec` space), times `scale`;
-4. clips x0 to [-1, 1] when the training scheduler clips (`clip_sample`), then steps
-   x_t -> x_{t-1} with a DDPM, DDIM or DPM-Solver++ (multistep, second order) scheduler
-   configured with `prediction_type="sample"`, fed the (guided) x0.
+4. steps x_t -> x_{t-1} with a DDPM, DDIM or DPM-Solver++ (multistep, second order)
+   scheduler configured with `prediction_type="sample"`, fed the (guided) x0. DDPM and
+   DDIM clip x0 themselves (`clip_sample`); DPM-Solver++ has no such option, so for it the
+   loop clips x0 to the same range when the training config clips.
 
 Samplers: `ddpm` (ancestral, needs many steps), `ddim` (deterministic at `eta = 0`) and
 `dpmpp` (diffusers' `DPMSolverMultistepScheduler` with `algorithm_type="dpmsolver++"`:
@@ -273,13 +274,15 @@ def denoise(
     shape = (labels.shape[0], channels, n_packets)
     x = torch.randn(shape, generator=generator, device=generator.device).to(device)  # (B, C, L)
     step_kwargs: dict[str, Any] = {"eta": eta} if sampler == "ddim" else {}
-    clip = float(scheduler_config.get("clip_sample_range", 1.0)) if scheduler_config.get("clip_sample") else None
+    clip = None  # DDPM/DDIM clip x0 inside `step` (their clip_sample); DPM-Solver++ cannot
+    if sampler == "dpmpp" and scheduler_config.get("clip_sample"):
+        clip = float(scheduler_config.get("clip_sample_range", 1.0))
     for t in scheduler.timesteps:
         out = guided_output(denoiser, x, t, labels, null_label, cfg_scale, latents)  # (B, C, L)
         x0 = predict_x0(out, x, alphas[t], prediction_type)  # (B, C, L)
         if guidance is not None and guidance.scale > 0:
             x0 = x0 + guidance.scale * guidance_gradient(x0, labels, guidance)
         if clip is not None:
-            x0 = x0.clamp(-clip, clip)  # what DDPM/DDIM's clip_sample does, for every sampler
+            x0 = x0.clamp(-clip, clip)
         x = scheduler.step(x0, t, x, generator=generator, **step_kwargs).prev_sample
     return x
