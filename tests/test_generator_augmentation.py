@@ -296,3 +296,16 @@ def test_generator_yaml_builds_and_loads_any_generator(world: dict[str, Path]) -
     assert isinstance(aug, GeneratorAugmentation) and aug.pool_per_class == 2
     for name in ("cgan", "diffusion"):
         assert load_generative(world[name]).class_names == _datamodule(world).class_names
+
+
+def test_augment_room_imports_neither_lightning_nor_lit() -> None:
+    """`tsda.augment` (the generator augmentation included) loads no Lightning and no
+    `tsda.lit`: checkpoints are loaded where modules live (`prepare_augmentation`)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tsda.augment.catalog, tsda.augment.generator, tsda.augment.enlarge; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning') "
+            "or m.startswith('tsda.lit')); print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
