@@ -118,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto")
     p.add_argument("--steps", type=int, help="generator option: sampling steps (diffusion)")
-    p.add_argument("--sampler", type=str, help="generator option: sampler name (diffusion)")
+    p.add_argument("--sampler", type=str, help="generator option: diffusion sampler, ddpm, ddim or dpmpp (DPM-Solver++)")
     p.add_argument("--cfg-scale", type=float, help="generator option: classifier-free guidance scale")
     p.add_argument("--latent-guidance-scale", type=float, help="generator option: latent guidance scale")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
