@@ -17,7 +17,7 @@ from tsda.data.codec import FlowCodec
 from tsda.data.sources import write_parquet
 from tsda.lit.classifier import ClassifierModule
 from tsda.lit.gan import GANModule
-from tsda.lit.generative import load_generative
+from tsda.lit.generative import load_generative, prepare_augmentation
 from tsda.nets.gan import FlowDiscriminator, FlowEncoder, FlowGenerator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,6 +238,8 @@ def test_guided_checkpoint_samples_without_the_classifier(guided: tuple[GANModul
 def test_generator_augmentation_plugs_into_the_classifier(plain: tuple[GANModule, Path, dict]) -> None:
     aug = GeneratorAugmentation(str(plain[1]))
     batch = FlowCodec(n_packets=N_PACKETS).encode(class_table(5, seed=3))
+    prepare_augmentation(aug, device=torch.device("cpu"), class_names=plain[0].class_names,
+                         generator=torch.Generator(), codec=plain[0].codec)
     out = aug(batch, torch.Generator().manual_seed(0))
     assert_valid(out, like=batch)
     clf = ClassifierModule(num_classes=3, backbone_kwargs={"width": 8}, augmentation=aug, latent_points=0)

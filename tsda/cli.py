@@ -68,12 +68,13 @@ class TsdaCLI(LightningCLI):
             callbacks.append(ModelCheckpoint(dirpath=self.run_dir / "checkpoints", monitor=metric,
                                              mode=mode, save_top_k=1, filename="best"))
             callbacks.append(EarlyStopping(monitor=metric, mode=mode, patience=cfg.patience))
-        else:
-            # no score to rank by: keep the latest epoch (and last.ckpt), saved at the end of
-            # every training epoch (also when validation runs less often), so a generator run
-            # stopped by max_time or killed loses at most the epoch in progress
-            callbacks.append(ModelCheckpoint(dirpath=self.run_dir / "checkpoints", save_last=True,
-                                             save_top_k=1, every_n_epochs=1, save_on_train_epoch_end=True))
+        # every run keeps last.ckpt, the state to resume from with --ckpt_path, written at the end
+        # of every training epoch (after that epoch's validation, so early stopping and the best
+        # score travel with it; also when validation runs less often), so a run stopped by
+        # max_time or killed loses at most the epoch in progress; modules without a score to
+        # rank by (generators) are tested and sampled from it
+        callbacks.append(ModelCheckpoint(dirpath=self.run_dir / "checkpoints", filename="last", save_top_k=1,
+                                         every_n_epochs=1, save_on_train_epoch_end=True))
         kwargs["default_root_dir"] = str(self.run_dir)
         kwargs["logger"] = run_loggers(self.run_dir, wandb, config=_plain_config(cfg))
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)

@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from tsda.augment.base import Augmentation, select
 from tsda.data.batch import FlowBatch
 from tsda.lit import check_class_names
+from tsda.lit.rng import RunGenerator
 from tsda.nets.classifier import BackboneName, FlowClassifier, build_classifier
 
 Policy = Literal["double", "replace"]
@@ -69,10 +70,9 @@ class ClassifierModule(L.LightningModule):
             raise ValueError(f"model.latent_points must be >= 0, got {latent_points}")
         check_class_names(class_names, num_classes)
         self.save_hyperparameters(ignore=["augmentation"])
-        self.hparams["augmentation_repr"] = repr(augmentation) if augmentation is not None else None
         self.net: FlowClassifier = build_classifier(backbone, num_classes, **(backbone_kwargs or {}))
         self.augmentation = augmentation
-        self._generator: torch.Generator | None = None
+        self._rng = RunGenerator(seed, "augmentation")
         k = num_classes
         self.val_metrics = self._metrics(k, "val")
         self.test_metrics = self._metrics(k, "test")
@@ -124,9 +124,17 @@ class ClassifierModule(L.LightningModule):
 
     # -- training -----------------------------------------------------------------------
     def augmentation_generator(self) -> torch.Generator:
-        if self._generator is None or self._generator.device != self.device:
-            self._generator = torch.Generator(device=self.device).manual_seed(int(self.hparams.seed))
-        return self._generator
+        """The seeded generator of every augmentation draw (its state is checkpointed)."""
+        return self._rng.get(self.device)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the augmentation is not an hparam (LightningCLI re-parses hparams as init arguments
+        # on resume); its repr is kept beside them for the record
+        checkpoint["augmentation_repr"] = repr(self.augmentation) if self.augmentation is not None else None
+        self._rng.save_to(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng.load_from(checkpoint)
 
     def on_fit_start(self) -> None:
         """Give the augmentation tree its run context (generator checkpoints load here, on

@@ -29,6 +29,7 @@ from tsda.data.batch import FlowBatch
 from tsda.lit import check_class_names
 from tsda.lit.ema import ema_of
 from tsda.lit.generative import GenerativeModule
+from tsda.lit.rng import RunGenerator
 from tsda.nets.denoiser import FlowDenoiser
 from tsda.sampling import MODEL_CHANNELS, LatentGuidance, SamplerName, denoise, snap_model_space, to_model_space
 
@@ -134,7 +135,7 @@ class DiffusionModule(GenerativeModule):
         if latent_dim:
             self.register_buffer("latent_sum", torch.zeros(num_classes, latent_dim))  # (K, D)
             self.register_buffer("latent_count", torch.zeros(num_classes))  # (K,)
-        self._generator: torch.Generator | None = None
+        self._rng = RunGenerator(seed, "noise")
 
     @property
     def scheduler_config(self) -> dict[str, Any]:
@@ -149,9 +150,8 @@ class DiffusionModule(GenerativeModule):
         return self
 
     def noise_generator(self) -> torch.Generator:
-        if self._generator is None or self._generator.device != self.device:
-            self._generator = torch.Generator(device=self.device).manual_seed(int(self.hparams.seed))
-        return self._generator
+        """The seeded generator of the training noise (its state is checkpointed)."""
+        return self._rng.get(self.device)
 
     # -- latent space of the classifier -------------------------------------------------
     @property
@@ -201,6 +201,10 @@ class DiffusionModule(GenerativeModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["scheduler_config"] = self.scheduler_config
+        self._rng.save_to(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng.load_from(checkpoint)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.AdamW(self.denoiser.parameters(), lr=self.hparams.lr,

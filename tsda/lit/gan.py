@@ -57,6 +57,7 @@ from tsda.lit import check_class_names
 from tsda.lit.classifier import ClassifierModule
 from tsda.lit.ema import ema_of
 from tsda.lit.generative import GenerativeModule
+from tsda.lit.rng import RunGenerator
 from tsda.nets.gan import FlowDiscriminator, FlowEncoder, FlowGenerator
 
 #: real training latents kept per class for latent-conditioned sampling
@@ -152,7 +153,7 @@ class GANModule(GenerativeModule):
         if latent_conditioning:
             self.register_buffer("class_bank", torch.zeros(num_classes, LATENT_BANK, latent_dim))  # (K, M, D)
             self.register_buffer("class_bank_n", torch.zeros(num_classes, dtype=torch.long))  # (K,)
-        self._noise_generator: torch.Generator | None = None
+        self._rng = RunGenerator(seed, "noise")
 
     # -- the frozen guide ------------------------------------------------------------------
     @classmethod
@@ -224,8 +225,14 @@ class GANModule(GenerativeModule):
         self.noise_chol.copy_(torch.where(fitted[:, None, None], chol, eye).float())
         self.noise_prior_n.copy_(torch.where(fitted, n, 0.0).long())
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        self._rng.save_to(checkpoint)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Checkpoints saved before the fitted noise prior existed load with N(0, I)."""
+        """Restore the noise generator; checkpoints saved before the fitted noise prior
+        existed load with N(0, I)."""
+        self._rng.load_from(checkpoint)
         state = checkpoint.get("state_dict", {})
         for name in ("noise_mean", "noise_chol", "noise_prior_n"):
             if hasattr(self, name) and name not in state:
@@ -335,9 +342,8 @@ class GANModule(GenerativeModule):
 
     # -- training -------------------------------------------------------------------------
     def noise_generator(self) -> torch.Generator:
-        if self._noise_generator is None or self._noise_generator.device != self.device:
-            self._noise_generator = torch.Generator(device=self.device).manual_seed(int(self.hparams.seed))
-        return self._noise_generator
+        """The seeded generator of the training noise (its state is checkpointed)."""
+        return self._rng.get(self.device)
 
     def _conditioning(self, batch: FlowBatch) -> torch.Tensor | None:
         """`(B, D)` the guide's latents of the real flows, when latent-conditioned."""
