@@ -100,10 +100,10 @@ def test_test_on_the_same_data(fitted: tuple[Path, dict], tmp_path: Path) -> Non
 
 
 def test_test_takes_data_settings_from_the_checkpoint(fitted: tuple[Path, dict]) -> None:
-    from tsda.evaluation import checkpoint_data_defaults, parse, read_checkpoint
+    from tsda.evaluation import checkpoint_data_defaults, parse, read_run_checkpoint
 
     ckpt_path = fitted[1]["best_checkpoint"]
-    defaults = checkpoint_data_defaults(read_checkpoint(ckpt_path))
+    defaults = checkpoint_data_defaults(read_run_checkpoint(ckpt_path))
     assert defaults["data.synthetic_apps"] == 4 and defaults["data.n_packets"] == 20
     assert "data.min_class_size" not in defaults and "data.class_names" not in defaults
     cfg, _, _ = parse(["--ckpt", ckpt_path, "--data.n_packets", "16"])

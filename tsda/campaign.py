@@ -223,6 +223,28 @@ def plan(spec: CampaignSpec, out: Path, extra: Sequence[str] = (), conditions: S
     return jobs
 
 
+def validate_conditions(jobs: Sequence[RunJob]) -> None:
+    """Parse every job's `tsda fit` arguments (config files, keys, types) without running
+    anything, so a misspelled override fails before the first run rather than when its run
+    starts; relative paths are read from each job's `cwd`.
+
+    Raises:
+        TsdaError: naming the condition and what the parser refused.
+    """
+    from tsda.cli import check_fit_args
+    from tsda.errors import TsdaError
+
+    for job in jobs:
+        here = Path.cwd()
+        try:
+            os.chdir(job.cwd)
+            check_fit_args(list(job.args))
+        except ValueError as exc:
+            raise TsdaError(f"campaign condition {job.condition!r}: {exc}") from None
+        finally:
+            os.chdir(here)
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     """Linux: the run process is killed when the thread that started it dies (no orphans)."""
     try:
@@ -389,6 +411,7 @@ def run_campaign(
     """Run every missing (condition, seed) of `spec` into `out`; the results table."""
     if executor not in ("local", "ray"):
         raise ValueError(f"--executor must be local or ray, got {executor!r}")
+    validate_conditions(plan(spec, Path(out), extra, conditions, seeds[:1] if seeds else spec.seeds[:1]))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "campaign.json", {**spec.to_json(), "extra": list(extra)})

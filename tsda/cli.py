@@ -10,11 +10,15 @@
 `fit` is Lightning's CLI (LightningCLI): every Trainer option passes through
 (`--trainer.accelerator gpu --trainer.devices 4 --trainer.strategy ddp
 --trainer.precision bf16-mixed`).
+
+Errors: bad input prints `tsda: error: <what, where>` and exits 2; `tsda --verbose ...` (or
+`TSDA_VERBOSE=1`) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import warnings
 import time
@@ -26,7 +30,6 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from tsda.data.datamodule import FlowDataModule
-from tsda.errors import TsdaError
 from tsda.logging import WandbSettings, run_loggers
 from tsda.runs import default_run_dir, write_json_atomic
 
@@ -169,14 +172,48 @@ def run_fit(args: list[str]) -> TsdaCLI:
     )
 
 
+class _ParseOnlyCLI(TsdaCLI):
+    """Parses `tsda fit` arguments as `run_fit` does and instantiates nothing."""
+
+    def instantiate_classes(self) -> None:
+        pass
+
+    def _set_seed(self) -> None:
+        pass
+
+
+def check_fit_args(args: list[str]) -> None:
+    """Parse `tsda fit ARGS` (config files, keys, types) without building or running
+    anything (no data read). Raises `ValueError` with the parser's message."""
+    from jsonargparse import ArgumentError
+
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+    try:
+        _ParseOnlyCLI(L.LightningModule, FlowDataModule, subclass_mode_model=True, seed_everything_default=0,
+                      trainer_defaults={"use_distributed_sampler": False, "max_epochs": 20},
+                      parser_kwargs={"exit_on_error": False}, args=list(args), run=False,
+                      auto_configure_optimizers=False)
+    except (ArgumentError, TypeError, KeyError) as exc:
+        message = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+        raise ValueError(message[:600]) from None
+
+
 def main(argv: list[str] | None = None) -> None:
+    """`tsda [--verbose] COMMAND ...`. Bad input (any `ValueError`: `TsdaError`, the data's
+    `FlowDataError`, a parameter check; a missing file) prints `tsda: error: <message>` and
+    exits 2 without a traceback; `--verbose` (or `TSDA_VERBOSE=1`) shows the traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = os.environ.get("TSDA_VERBOSE", "") not in ("", "0")
+    if argv and argv[0] == "--verbose":
+        verbose, argv = True, argv[1:]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return
     try:
         _dispatch(argv[0], argv[1:])
-    except (TsdaError, FileNotFoundError) as exc:  # FlowDataError is a TsdaError
+    except (ValueError, FileNotFoundError) as exc:  # TsdaError and FlowDataError are ValueErrors
+        if verbose:
+            raise
         print(f"tsda: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

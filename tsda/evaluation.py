@@ -29,12 +29,13 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
 from jsonargparse import ActionConfigFile, Namespace
 from lightning.pytorch.cli import LightningArgumentParser
 
 from tsda.cli import run_test, write_run_metrics
 from tsda.data.datamodule import FlowDataModule
+from tsda.errors import TsdaError
+from tsda.lit.checkpoint import load_module, read_checkpoint
 from tsda.lit.classifier import ClassifierModule
 from tsda.logging import WandbSettings, run_loggers
 from tsda.runs import default_run_dir
@@ -68,14 +69,12 @@ def build_parser() -> LightningArgumentParser:
     return parser
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's dictionary (on CPU); a clear error when it is not one of ours."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
-        raise ValueError(f"{path}: not a Lightning checkpoint with hyper-parameters")
+def read_run_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's dictionary (on CPU, `weights_only`); a clear error when it is not a
+    run's checkpoint with hyper-parameters."""
+    ckpt = read_checkpoint(path)
+    if "hyper_parameters" not in ckpt:
+        raise TsdaError(f"{path}: not a Lightning checkpoint with hyper-parameters")
     return ckpt
 
 
@@ -91,7 +90,7 @@ def load_classifier(path: str | Path, ckpt: dict[str, Any]) -> ClassifierModule:
     Weights of a trained augmentation stored beside the classifier are ignored (testing
     does not augment); a missing classifier weight is an error.
     """
-    model = ClassifierModule.load_from_checkpoint(path, map_location="cpu", strict=False)
+    model = load_module(ClassifierModule, path, map_location="cpu", strict=False)
     missing = sorted(set(model.state_dict()) - set(ckpt["state_dict"]))
     if missing:
         raise ValueError(f"{path}: checkpoint lacks classifier weights {missing[:5]}")
@@ -113,7 +112,7 @@ def parse(argv: list[str]) -> tuple[Namespace, LightningArgumentParser, dict[str
     Returns the config, the parser (to instantiate trainer callbacks) and the checkpoint.
     """
     parser = build_parser()
-    ckpt = read_checkpoint(parser.parse_args(argv).ckpt)
+    ckpt = read_run_checkpoint(parser.parse_args(argv).ckpt)
     defaults = checkpoint_data_defaults(ckpt)
     if defaults:
         parser.set_defaults(defaults)

@@ -38,7 +38,7 @@ def _datamodule(args: argparse.Namespace):  # -> FlowDataModule
 
     synthetic = args.source == "synthetic"
     if not synthetic and not Path(args.source).is_file():
-        raise SystemExit(f"tsda augment: --source {args.source!r} is neither 'synthetic' nor a file")
+        raise FileNotFoundError(f"--source {args.source!r} is neither 'synthetic' nor a file")
     return FlowDataModule(
         path=None if synthetic else args.source, synthetic_scale=args.synthetic_scale,
         synthetic_apps=args.synthetic_apps, invalid_rows=args.invalid_rows,
@@ -101,8 +101,8 @@ def preview(args: argparse.Namespace) -> Path:
 def enlarge_command(args: argparse.Namespace) -> Path:
     from tsda.augment.enlarge import enlarge_to_parquet
 
-    if args.copies < 0:
-        raise SystemExit("tsda augment enlarge: --copies must be >= 0")
+    if args.copies < 1:
+        raise ValueError(f"--copies must be >= 1 (augmented copies per training flow), got {args.copies}")
     augmentation = build_augmentation(args.augment)
     dm = _datamodule(args)
     train = dm.split_table("train")

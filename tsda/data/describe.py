@@ -164,10 +164,16 @@ def load_source(args: argparse.Namespace) -> FlowTable:
 def main(argv: list[str] | None = None) -> None:
     """`tsda data describe [SOURCE] [options]`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "describe":
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: tsda data describe [SOURCE] [options]\n\ncommands:\n  describe  flows per class, "
+              "lengths, size and IAT summaries of a source (`tsda data describe --help`)")
+        if not argv:
+            raise SystemExit(2)
+        return
+    if argv[0] == "describe":
         argv = argv[1:]
     else:
-        build_parser().error("the only `tsda data` command is `describe`")
+        build_parser().error(f"unknown `tsda data` command {argv[0]!r}; the only one is `describe`")
     args = build_parser().parse_args(argv)
     report = describe(load_source(args), args.min_packets, args.min_class_size, args.n_packets)
     print(format_report(report, args.source), flush=True)

@@ -92,9 +92,11 @@ class ClassifierModule(L.LightningModule):
             FileNotFoundError: no checkpoint at `path`.
             ValueError: the classifier's class count differs from `num_classes`.
         """
+        from tsda.lit.checkpoint import load_module
+
         if not Path(path).is_file():
             raise FileNotFoundError(f"model.classifier_ckpt not found: {path}")
-        guide = cls.load_from_checkpoint(path, map_location="cpu")
+        guide = load_module(cls, path, map_location="cpu")
         if num_classes is not None and guide.hparams.num_classes != num_classes:
             raise ValueError(f"model.classifier_ckpt has {guide.hparams.num_classes} classes, "
                              f"the data {num_classes}")

@@ -20,6 +20,7 @@ from tsda.augment.base import AugmentContext, Augmentation
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
 from tsda.errors import TsdaError
+from tsda.lit.checkpoint import load_module, read_checkpoint
 
 
 class GenerativeModule(L.LightningModule):
@@ -93,14 +94,7 @@ def load_generative(
         TsdaError (a ValueError): the file is no checkpoint, names no class, or a class that
             is not a GenerativeModule (e.g. a classifier checkpoint).
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"generator checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
-        raise TsdaError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(ckpt, dict):
-        raise TsdaError(f"{path}: not a Lightning checkpoint")
+    ckpt = read_checkpoint(path)
     class_path = ckpt.get(GenerativeModule.CLASS_PATH_KEY) or ckpt.get("hyper_parameters", {}).get("_class_path")
     if not class_path:
         raise TsdaError(f"{path}: not a generator checkpoint (it names no GenerativeModule class)")
@@ -111,7 +105,7 @@ def load_generative(
         raise TsdaError(f"{path}: its class {class_path} cannot be imported ({exc})") from exc
     if not (isinstance(cls, type) and issubclass(cls, GenerativeModule)):
         raise TsdaError(f"{path}: {class_path} is not a generator (GenerativeModule)")
-    model = cls.load_from_checkpoint(path, map_location=map_location, **cls.load_overrides())
+    model = load_module(cls, path, map_location=map_location, **cls.load_overrides())
     return model.eval()
 
 

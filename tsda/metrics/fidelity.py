@@ -495,7 +495,7 @@ def main(argv: list[str]) -> None:
     if args.classifier:
         from tsda.lit.classifier import ClassifierModule
 
-        classifier = ClassifierModule.load_from_checkpoint(args.classifier, map_location="cpu").eval()
+        classifier = ClassifierModule.load_frozen(args.classifier)
     dm = FlowDataModule(
         path=None if args.real == "synthetic" else args.real, synthetic_scale=args.synthetic_scale,
         synthetic_apps=args.synthetic_apps, invalid_rows=args.invalid_rows, min_packets=args.min_packets,
