@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 from tsda.data.batch import DIRECTION, IAT, SIZE, FlowBatch
@@ -78,9 +80,9 @@ def test_snap_makes_valid_flows_from_noise(seed: int) -> None:
     assert (x[:, DIRECTION].abs()[real] == 1).all()
     assert (x.permute(0, 2, 1)[~real] == 0).all(), "padding must be zeros"
     assert (x[:, IAT] >= 0).all() and (x[:, IAT][:, 0] == 0).all()
-    # the length is the run of leading |direction| >= 0.5 in the raw output
+    # the length is the run of leading |direction| >= 0.5 in the raw output, at least 1
     present = (raw[:, DIRECTION].abs() >= 0.5).long()
-    expected = torch.cumprod(present, dim=1).sum(dim=1)
+    expected = torch.cumprod(present, dim=1).sum(dim=1).clamp_min(1)
     assert torch.equal(batch.lengths, expected)
     table = codec.decode(batch, tuple("ab"))
     assert (np.diff(table.times, axis=1)[np.arange(15)[None, :] + 1 < table.lengths[:, None]] >= 0).all()
@@ -115,3 +117,23 @@ def test_snap_keeps_at_least_one_packet() -> None:
     assert batch.lengths.tolist() == [1, 1, 5]
     assert batch.x[0, 1, 0] == 1.0 and batch.x[0, 1, 1:].abs().sum() == 0
     assert_valid(batch, FlowCodec())
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), b=st.integers(1, 8), length=st.integers(1, 30),
+       scale=st.sampled_from([1e-3, 1.0, 10.0, 1e6]), special=st.sampled_from([None, "nan", "inf", "-inf", "zero"]))
+def test_snap_gives_valid_flows_from_arbitrary_tensors(seed: int, b: int, length: int, scale: float,
+                                                       special: str | None) -> None:
+    """Property: whatever a generator emits (any scale, NaN, +-inf, all zeros), `snap`
+    returns valid flows with at least one packet."""
+    g = torch.Generator().manual_seed(seed)
+    raw = torch.randn(b, 3, length, generator=g) * scale
+    if special == "zero":
+        raw.zero_()
+    elif special is not None:
+        mask = torch.rand(raw.shape, generator=g) < 0.3
+        raw[mask] = float(special)
+    codec = FlowCodec(n_packets=length)
+    batch = codec.snap(raw)
+    assert_valid(batch, codec)
+    assert bool((batch.lengths >= 1).all())

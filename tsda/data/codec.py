@@ -17,6 +17,7 @@ times are the cumulative sum of gaps.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -46,6 +47,9 @@ class FlowCodec:
             raise ValueError(f"FlowCodec.n_packets must be >= 1, got {self.n_packets}")
         if self.mtu <= 0 or self.iat_unit <= 0 or self.iat_max <= self.iat_unit:
             raise ValueError("FlowCodec needs mtu > 0 and iat_max > iat_unit > 0")
+
+    #: the longest gap `snap` keeps (seconds); longer or infinite generated gaps are cut to it
+    MAX_GAP_S: ClassVar[float] = 3600.0
 
     @property
     def _iat_norm(self) -> float:
@@ -94,12 +98,13 @@ class FlowCodec:
 
         The length is the first position with |direction| < 0.5, at least 1 (a flow has a
         first packet: a generator unsure of it still yields a valid one-packet flow); sizes
-        are clipped to [0, 1], directions become +-1, iat is clipped at 0 and the first gap
-        set to 0.
+        are clipped to [0, 1], directions become +-1, iat is clipped to [0, the encoding of
+        `MAX_GAP_S`] and the first gap set to 0. NaN reads as 0 and +-inf as the bounds, so
+        any tensor snaps to valid, finite flows.
         """
         if x.ndim != 3 or x.shape[1] != 3:
             raise ValueError(f"expected (B, 3, L), got {tuple(x.shape)}")
-        x = x.detach().float()
+        x = torch.nan_to_num(x.detach().float(), nan=0.0)  # (B, 3, L); +-inf -> the largest finite floats
         present = x[:, DIRECTION].abs() >= 0.5  # (B, L)
         lengths = torch.cumprod(present.long(), dim=1).sum(dim=1).clamp_min(1)  # (B,) run of leading present
         pos = torch.arange(x.shape[2], device=x.device)
@@ -107,7 +112,7 @@ class FlowCodec:
         out = torch.empty_like(x)
         out[:, SIZE] = x[:, SIZE].clamp(0.0, 1.0)
         out[:, DIRECTION] = torch.where(x[:, DIRECTION] >= 0, 1.0, -1.0)
-        iat = x[:, IAT].clamp_min(0.0)
+        iat = x[:, IAT].clamp(0.0, float(self.iat_from_gaps(torch.tensor(self.MAX_GAP_S))))
         iat[:, 0] = 0.0
         out[:, IAT] = iat
         out = out * real[:, None, :]
