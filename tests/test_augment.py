@@ -60,12 +60,12 @@ def _sorted_pair(lo: float, hi: float) -> st.SearchStrategy:
 
 
 PARAMS: dict[str, st.SearchStrategy] = {
-    "gaussian_noise": st.fixed_dictionaries({"sigma": st.floats(0, 2)}),
-    "spike_noise": st.fixed_dictionaries({"max_spikes": st.integers(1, 30), "sigma": st.floats(0, 2)}),
+    "gaussian_noise": st.fixed_dictionaries({"sigma": st.floats(0, 1)}),
+    "spike_noise": st.fixed_dictionaries({"max_spikes": st.integers(1, 30), "sigma": st.floats(0, 1)}),
     "gaussian_wrapup": st.fixed_dictionaries({"amplitude": st.floats(0, 0.99), "width": st.floats(0.1, 30)}),
     "sine_wrapup": st.tuples(st.floats(0, 0.99), _sorted_pair(0, 5)).map(
         lambda t: {"amplitude": t[0], "min_cycles": t[1][0], "max_cycles": t[1][1]}),
-    "constant_wrapup": _sorted_pair(0, 3).map(lambda t: {"low": t[0], "high": t[1]}),
+    "constant_wrapup": _sorted_pair(0, 4).map(lambda t: {"low": t[0], "high": t[1]}),
     "bernoulli_mask": st.fixed_dictionaries({"p": st.floats(0, 1)}),
     "window_mask": st.fixed_dictionaries({"window": st.integers(1, 30)}),
     "interpolation": st.just({}),
@@ -75,9 +75,9 @@ PARAMS: dict[str, st.SearchStrategy] = {
     "wrap": st.fixed_dictionaries({"p": st.floats(0, 1)}),
     "permutation": st.fixed_dictionaries({"n_segments": st.integers(2, 30)}),
     "cutmix": st.fixed_dictionaries({"max_fraction": st.floats(0.01, 1), "same_class": st.booleans()}),
-    "change_rtt": _sorted_pair(0, 3).map(lambda t: {"low": t[0], "high": t[1]}),
-    "time_shift": st.fixed_dictionaries({"max_shift": st.floats(1e-3, 20)}),
-    "tcbench_packet_loss": st.fixed_dictionaries({"half_window": st.floats(1e-4, 20)}),
+    "change_rtt": _sorted_pair(0, 100).map(lambda t: {"low": t[0], "high": t[1]}),
+    "time_shift": st.fixed_dictionaries({"max_shift": st.floats(1e-3, 3600)}),
+    "tcbench_packet_loss": st.fixed_dictionaries({"half_window": st.floats(1e-4, 3600)}),
     "mixup": st.fixed_dictionaries({"alpha": st.floats(0.05, 5), "same_class": st.booleans()}),
 }
 
@@ -403,6 +403,13 @@ def test_partners_and_beta() -> None:
     ("time_shift", {"max_shift": -1.0}, "max_shift"),
     ("tcbench_packet_loss", {"iat_max": 1e-4}, "iat_max"),
     ("mixup", {"alpha": 0.0}, "alpha"),
+    # upper bounds: beyond them outputs stop being decodable flows
+    ("constant_wrapup", {"high": 100.0}, "high"),
+    ("change_rtt", {"high": 1e300}, "high"),
+    ("gaussian_noise", {"sigma": 50.0}, "sigma"),
+    ("spike_noise", {"sigma": 50.0}, "sigma"),
+    ("time_shift", {"max_shift": 1e9}, "max_shift"),
+    ("tcbench_packet_loss", {"half_window": 1e9}, "half_window"),
     ("mixup", {"same_class": False, "num_classes": 1}, "num_classes"),
 ])
 def test_bad_parameters_raise_naming_them(name: str, kwargs: dict, param: str) -> None:
@@ -562,3 +569,23 @@ def test_fit_with_an_augmentation_config(tmp_path: Path) -> None:
           "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
           "--run_dir", str(tmp_path / "run")])
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("name", ["change_rtt", "time_shift", "tcbench_packet_loss"])
+def test_time_based_augmentations_take_the_data_codec(name: str) -> None:
+    """Unset iat settings follow the codec of the run (`setup`); set ones must match it."""
+    from tsda.augment.base import AugmentContext
+
+    codec = FlowCodec(n_packets=20, iat_unit=1e-4, iat_max=30.0)
+    sizes, dirs, times, lengths, labels = flows(0, 64, 20)
+    x, ln = codec.encode_arrays(sizes, dirs, times, lengths)
+    batch = FlowBatch(x, ln, torch.from_numpy(labels))
+    context = AugmentContext(device=torch.device("cpu"), class_names=("a",), generator=gen(0), codec=codec)
+    aug = build(name)
+    before = aug._codec
+    aug.setup(context)
+    assert aug._codec.iat_unit == 1e-4 and aug._codec.iat_max == 30.0 and before != aug._codec
+    assert_valid(aug(batch, gen(1)), like=batch)
+    with pytest.raises(ValueError, match="iat_max"):
+        build(name, iat_max=10.0).setup(context)
+    build(name, iat_unit=1e-4, iat_max=30.0).setup(context)  # explicit and equal: fine

@@ -18,6 +18,7 @@ import torch
 from tsda.augment.base import Augmentation
 from tsda.augment.ops import (
     alter_values,
+    check_at_most,
     check_positive,
     check_range,
     feature_draw,
@@ -27,6 +28,10 @@ from tsda.augment.ops import (
 from tsda.data.batch import CHANNELS, FlowBatch
 
 _HALF = {"size": 0.5, "direction": 0.0, "iat": 0.5}
+#: largest noise scale (encoded units: 1 = the whole size range) and largest iat factor;
+#: beyond them an encoded iat can leave the range a decoded gap can hold
+MAX_SIGMA = 1.0
+MAX_FACTOR = 4.0
 
 
 class _Amplitude(Augmentation):
@@ -68,6 +73,7 @@ class GaussianNoise(_Amplitude):
 
     def __init__(self, sigma: float = 0.05) -> None:
         check_positive("GaussianNoise.sigma", sigma, allow_zero=True)
+        check_at_most("GaussianNoise.sigma", sigma, MAX_SIGMA)
         self.sigma = sigma
 
     def propose(self, values: torch.Tensor, batch: FlowBatch, generator: torch.Generator) -> torch.Tensor:
@@ -93,6 +99,7 @@ class SpikeNoise(_Amplitude):
         if max_spikes < 1:
             raise ValueError(f"SpikeNoise.max_spikes must be >= 1, got {max_spikes}")
         check_positive("SpikeNoise.sigma", sigma, allow_zero=True)
+        check_at_most("SpikeNoise.sigma", sigma, MAX_SIGMA)
         self.max_spikes, self.sigma = max_spikes, sigma
 
     def propose(self, values: torch.Tensor, batch: FlowBatch, generator: torch.Generator) -> torch.Tensor:
@@ -188,6 +195,7 @@ class ConstantWrapUp(_Amplitude):
 
     def __init__(self, low: float = 0.8, high: float = 1.2) -> None:
         check_range("ConstantWrapUp", low, high, "low", "high")
+        check_at_most("ConstantWrapUp.high", high, MAX_FACTOR)
         self.low, self.high = low, high
 
     def propose(self, values: torch.Tensor, batch: FlowBatch, generator: torch.Generator) -> torch.Tensor:

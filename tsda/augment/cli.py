@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tsda.augment.base import AugmentContext, Augmentation
 from tsda.augment.catalog import AUGMENTATIONS, augmentation_class, build_augmentation, defaults, required
+from tsda.augment.generator import GeneratorAugmentation
 
 
 def _source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +49,19 @@ def _datamodule(args: argparse.Namespace):  # -> FlowDataModule
     )
 
 
+def _setup(augmentation: Augmentation, dm, seed: int) -> None:  # dm: FlowDataModule
+    """Give the augmentation tree the data's codec and classes (time-based augmentations
+    take the data's iat formula). Generator checkpoints are not loaded here: sample them
+    with `tsda sample`."""
+    context = AugmentContext(device=torch.device("cpu"), class_names=tuple(dm.class_names),
+                             generator=torch.Generator().manual_seed(seed), codec=dm.codec)
+    for aug in augmentation.walk():
+        if isinstance(aug, GeneratorAugmentation):
+            raise ValueError(f"--augment: a generator ({aug.ckpt}) cannot enlarge or preview here; "
+                             "use tsda sample --ckpt CKPT for generated flows")
+        aug.setup(context)
+
+
 def list_augmentations() -> str:
     """The catalog as a text table: name, family, altered features (probabilities), defaults."""
     rows = [("name", "family", "size", "dir", "iat", "defaults")]
@@ -68,6 +83,7 @@ def preview(args: argparse.Namespace) -> Path:
 
     augmentation = build_augmentation(args.name)
     dm = _datamodule(args)
+    _setup(augmentation, dm, args.seed)
     batch = dm.codec.encode(dm.split_table("train"))
     g = torch.Generator().manual_seed(args.seed)
     pick = torch.randperm(len(batch), generator=g)[: args.flows]
@@ -105,6 +121,7 @@ def enlarge_command(args: argparse.Namespace) -> Path:
         raise ValueError(f"--copies must be >= 1 (augmented copies per training flow), got {args.copies}")
     augmentation = build_augmentation(args.augment)
     dm = _datamodule(args)
+    _setup(augmentation, dm, args.seed)
     train = dm.split_table("train")
     out = enlarge_to_parquet(train, dm.codec, augmentation, args.copies, args.out, seed=args.seed)
     print(f"wrote {out}: {len(train)} training flows + {args.copies} copies each "

@@ -256,6 +256,13 @@ def check_positive(name: str, value: float, allow_zero: bool = False) -> None:
         raise ValueError(f"{name} must be finite and {bound}, got {value}")
 
 
+def check_at_most(name: str, value: float, bound: float) -> None:
+    """Raise `ValueError` naming `name` when `value > bound` (outputs would stop being
+    valid, decodable flows beyond it)."""
+    if value > bound:
+        raise ValueError(f"{name} must be <= {bound} (beyond it flows stop being valid), got {value}")
+
+
 def check_range(name: str, low: float, high: float, low_name: str, high_name: str,
                 minimum: float = 0.0) -> None:
     """Raise `ValueError` unless `minimum <= low <= high` (both finite)."""
