@@ -115,13 +115,29 @@ def test_class_weighted_sampler_favours_minority_classes(parquet_path: Path) -> 
     assert share_weighted[0] < 0.45 and share_weighted[2] > 3 * share_plain[2]
 
 
-def test_index_batch_sampler_shards_are_disjoint() -> None:
-    shards = [IndexBatchSampler(103, 10, seed=5, rank=r, world_size=2) for r in range(2)]
+def test_index_batch_sampler_eval_shards_are_disjoint_and_complete() -> None:
+    shards = [IndexBatchSampler(103, 10, seed=5, rank=r, world_size=2, pad=False) for r in range(2)]
     drawn = [torch.cat(list(s)) for s in shards]
     assert not set(drawn[0].tolist()) & set(drawn[1].tolist())
     assert sorted(drawn[0].tolist() + drawn[1].tolist()) == list(range(103))
-    assert len(shards[0]) == len(list(shards[0])) == 6
+    assert [len(s) for s in shards] == [len(list(s)) for s in shards] == [6, 6]
     assert abs(len(drawn[0]) - len(drawn[1])) <= 1
+
+
+@pytest.mark.parametrize("n, batch, world", [(2049, 256, 2), (1799, 899, 2), (10, 3, 4), (7, 2, 3), (1, 4, 2)])
+def test_index_batch_sampler_training_shards_are_equal(n: int, batch: int, world: int) -> None:
+    """Regression: `order[rank::world]` without padding gave ranks different numbers of
+    batches (2,049 flows, batch 256, 2 ranks: 5 and 4; 1,799 / 899: 2 and 1), and the rank
+    with the extra batch waited on a collective forever under DDP."""
+    for weighted in (False, True):
+        weights = torch.ones(n) if weighted else None
+        shards = [IndexBatchSampler(n, batch, seed=3, weights=weights, rank=r, world_size=world) for r in range(world)]
+        drawn = [list(s) for s in shards]
+        assert len({len(d) for d in drawn}) == 1 and all(len(s) == len(d) for s, d in zip(shards, drawn))
+        assert len({sum(len(b) for b in d) for d in drawn}) == 1  # the same number of flows too
+        if not weighted:  # every flow is drawn; the padding repeats at most world - 1 of them
+            flat = torch.cat([torch.cat(d) for d in drawn]).tolist()
+            assert set(flat) == set(range(n)) and len(flat) - n < world
 
 
 def test_index_batch_sampler_seed_and_drop_last() -> None:

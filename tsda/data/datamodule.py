@@ -23,7 +23,11 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
     Each epoch draws a fresh order (seed and epoch number make the generator's seed).
     With `weights` (`(N,)`, e.g. 1 / class count) indices are drawn with replacement in
     proportion to the weights, N per epoch. With `world_size > 1` each rank takes every
-    `world_size`-th index of the same draw (its shard).
+    `world_size`-th index of the same draw (its shard). With `pad` (training under DDP) the
+    draw is first padded by repeating its first indices up to a multiple of `world_size`,
+    as PyTorch's `DistributedSampler` does, so every rank gets the same number of flows
+    and of batches (a rank with an extra batch would wait on a collective forever); without
+    it (evaluation) every flow is seen exactly once and ranks may differ by one flow.
     """
 
     def __init__(
@@ -36,12 +40,15 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
         drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        pad: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
         self.weights, self.seed, self.drop_last = weights, seed, drop_last
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.pad = rank, world_size, pad
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -55,6 +62,9 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
             order = torch.randperm(self.n, generator=g)
         else:
             order = torch.arange(self.n)
+        if self.pad and self.world_size > 1 and self.n % self.world_size:
+            extra = self.world_size - self.n % self.world_size
+            order = torch.cat([order, order.repeat(extra // self.n + 1)[:extra]])  # (n + extra,)
         return order[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[torch.Tensor]:
@@ -65,7 +75,10 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
             yield order[start : start + self.batch_size]
 
     def __len__(self) -> int:
-        per_rank = -(-self.n // self.world_size) if self.world_size > 1 else self.n
+        if self.pad:
+            per_rank = -(-self.n // self.world_size)  # padded: the same on every rank
+        else:
+            per_rank = len(range(self.rank, self.n, self.world_size))
         return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
 
 
@@ -241,12 +254,15 @@ class FlowDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _loader(self, name: str, train: bool) -> DataLoader:
+    def _loader(self, name: str, train: bool, shard: bool = True) -> DataLoader:
+        """Batches of split `name`: training draws (shuffled or class-weighted, padded to
+        equal shards under DDP) or evaluation order (each rank its unpadded shard, so
+        every flow is scored once; `shard=False`: the whole split on every rank)."""
         if name not in self.tensors:
             self.setup()
         batch = self.tensors[name]
         h = self.hparams
-        rank, world = self._rank()
+        rank, world = self._rank() if shard else (0, 1)
         weights = None
         if train and h.sampler == "class_weighted":
             counts = torch.bincount(batch.labels.cpu(), minlength=self.num_classes).double()
@@ -254,8 +270,7 @@ class FlowDataModule(L.LightningDataModule):
         sampler = IndexBatchSampler(
             len(batch), h.batch_size if train else h.eval_batch_size, shuffle=train,
             weights=weights, seed=h.split_seed if h.sampler_seed is None else h.sampler_seed,
-            rank=rank if train else 0,
-            world_size=world if train else 1,
+            rank=rank, world_size=world, pad=train,
         )
         return DataLoader(_BatchDataset(batch), sampler=sampler, batch_size=None, collate_fn=_identity)
 
@@ -264,8 +279,9 @@ class FlowDataModule(L.LightningDataModule):
 
     def train_eval_dataloader(self) -> DataLoader:
         """The training split once, in order, at `eval_batch_size` (no sampler, no shuffling):
-        for statistics of the training data, such as a generator's class regions."""
-        return self._loader("train", train=False)
+        for statistics of the training data, such as a generator's class regions (the whole
+        split on every rank, so such statistics agree across DDP ranks)."""
+        return self._loader("train", train=False, shard=False)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", train=False)

@@ -127,7 +127,7 @@ class ClassifierModule(L.LightningModule):
     # -- training -----------------------------------------------------------------------
     def augmentation_generator(self) -> torch.Generator:
         """The seeded generator of every augmentation draw (its state is checkpointed)."""
-        return self._rng.get(self.device)
+        return self._rng.get(self.device, self.global_rank)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the augmentation is not an hparam (LightningCLI re-parses hparams as init arguments

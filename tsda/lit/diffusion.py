@@ -136,6 +136,7 @@ class DiffusionModule(GenerativeModule):
             self.register_buffer("latent_sum", torch.zeros(num_classes, latent_dim))  # (K, D)
             self.register_buffer("latent_count", torch.zeros(num_classes))  # (K,)
         self._rng = RunGenerator(seed, "noise")
+        self._epoch_start_latents: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def scheduler_config(self) -> dict[str, Any]:
@@ -151,7 +152,7 @@ class DiffusionModule(GenerativeModule):
 
     def noise_generator(self) -> torch.Generator:
         """The seeded generator of the training noise (its state is checkpointed)."""
-        return self._rng.get(self.device)
+        return self._rng.get(self.device, self.global_rank)
 
     # -- latent space of the classifier -------------------------------------------------
     @property
@@ -195,8 +196,28 @@ class DiffusionModule(GenerativeModule):
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=b)
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        if self.classifier is not None:
+            self._epoch_start_latents = (self.latent_sum.clone(), self.latent_count.clone())  # (K, D), (K,)
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.ema.update_parameters(self.denoiser)
+        if self.classifier is not None and batch_idx == self.trainer.num_training_batches - 1:
+            self._reduce_latent_sums()
+
+    def _reduce_latent_sums(self) -> None:
+        """Under DDP, add up what every rank accumulated into the class centroids this epoch
+        (each rank saw its shard), so every rank, and the checkpoint, holds all of it; on
+        one process a no-op. Called at the last training batch (ranks have equal counts)."""
+        world = getattr(self.trainer, "world_size", 1)
+        if world == 1:
+            return
+        start_sum, start_count = self._epoch_start_latents
+        strategy = self.trainer.strategy
+        added_sum = strategy.reduce(self.latent_sum - start_sum, reduce_op="sum")  # (K, D)
+        added_count = strategy.reduce(self.latent_count - start_count, reduce_op="sum")  # (K,)
+        self.latent_sum.copy_(start_sum + added_sum)
+        self.latent_count.copy_(start_count + added_count)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

@@ -343,7 +343,7 @@ class GANModule(GenerativeModule):
     # -- training -------------------------------------------------------------------------
     def noise_generator(self) -> torch.Generator:
         """The seeded generator of the training noise (its state is checkpointed)."""
-        return self._rng.get(self.device)
+        return self._rng.get(self.device, self.global_rank)
 
     def _conditioning(self, batch: FlowBatch) -> torch.Tensor | None:
         """`(B, D)` the guide's latents of the real flows, when latent-conditioned."""

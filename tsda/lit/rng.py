@@ -5,6 +5,11 @@ augmentation draws, the generators' training noise. Each gets it from a `RunGene
 created lazily on the module's device from the run seed (so the draws happen where the
 data are), and saved in checkpoints (`save_to` / `load_from`) so that a run resumed with
 `--ckpt_path` draws exactly what the uninterrupted run would have drawn.
+
+Under DDP every rank draws from its own stream: rank r seeds with `rank_seed(seed, r)`
+(rank 0 with the run seed itself, so one process draws what rank 0 of many does). Only
+rank 0's state is checkpointed (Lightning writes the checkpoint on rank 0); other ranks
+restart their stream from their seed on resume.
 """
 
 from __future__ import annotations
@@ -13,8 +18,13 @@ from typing import Any
 
 import torch
 
-#: checkpoint key holding the generator states, `{name: (device type, state)}`
+#: checkpoint key holding the generator states, `{name: (device type, rank, state)}`
 CHECKPOINT_KEY = "tsda_rng"
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of DDP rank `rank`'s stream: `seed` on rank 0, distinct on the others."""
+    return int(seed) + 1_000_003 * int(rank)
 
 
 class RunGenerator:
@@ -28,26 +38,27 @@ class RunGenerator:
     def __init__(self, seed: int, name: str) -> None:
         self.seed, self.name = int(seed), name
         self._generator: torch.Generator | None = None
-        self._pending: tuple[str, torch.Tensor] | None = None
+        self._pending: tuple[str, int, torch.Tensor] | None = None
+        self._rank = 0
 
-    def get(self, device: torch.device | str) -> torch.Generator:
-        """The generator on `device` (re-created, from the seed or a restored state, when
-        the device changes)."""
+    def get(self, device: torch.device | str, rank: int = 0) -> torch.Generator:
+        """The generator of DDP rank `rank` on `device` (re-created, from its seed or a
+        restored state, when the device or rank changes)."""
         device = torch.device(device)
         g = self._generator
-        if g is None or g.device != device:
-            g = torch.Generator(device=device).manual_seed(self.seed)
-            if self._pending is not None and self._pending[0] == device.type:
-                g.set_state(self._pending[1])
-            self._pending = None
-            self._generator = g
+        if g is None or g.device != device or self._rank != rank:
+            g = torch.Generator(device=device).manual_seed(rank_seed(self.seed, rank))
+            pending = self._pending
+            if pending is not None and pending[0] == device.type and pending[1] == rank:
+                g.set_state(pending[2])
+            self._pending, self._generator, self._rank = None, g, rank
         return g
 
     def save_to(self, checkpoint: dict[str, Any]) -> None:
         """Store the current state in `checkpoint` (nothing before the first draw)."""
         state = self._pending
         if self._generator is not None:
-            state = (self._generator.device.type, self._generator.get_state())
+            state = (self._generator.device.type, self._rank, self._generator.get_state())
         if state is not None:
             checkpoint.setdefault(CHECKPOINT_KEY, {})[self.name] = state
 
@@ -57,4 +68,7 @@ class RunGenerator:
         seed)."""
         state = checkpoint.get(CHECKPOINT_KEY, {}).get(self.name)
         self._generator = None
-        self._pending = None if state is None else (str(state[0]), torch.as_tensor(state[1], dtype=torch.uint8))
+        if state is not None and len(state) == 3:
+            self._pending = (str(state[0]), int(state[1]), torch.as_tensor(state[2], dtype=torch.uint8))
+        else:
+            self._pending = None
