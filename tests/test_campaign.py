@@ -128,7 +128,8 @@ def wait_rows(path: Path, n: int, proc: subprocess.Popen, timeout: float = 400) 
 
 
 def test_kill_and_restart_runs_every_run_exactly_once(tmp_path) -> None:
-    extra = tmp_path / "b.yaml"  # condition b fails until this config exists
+    extra = tmp_path / "b.yaml"  # condition b parses (checked before the first run) but fails at run time
+    extra.write_text(yaml.safe_dump({"data": {"batch_size": 0}}))
     spec = write_spec(tmp_path, {"a": {}, "b": ["-c", str(extra)]}, reference="a")
     out = tmp_path / "out"
     proc = runner(spec, out)
@@ -138,7 +139,7 @@ def test_kill_and_restart_runs_every_run_exactly_once(tmp_path) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert first.set_index("condition")["status"].to_dict() == {"a": "ok", "b": "failed"}
-    assert "b.yaml" in first.loc[first["condition"] == "b", "error"].item()
+    assert "batch_size" in first.loc[first["condition"] == "b", "error"].item()
     a0 = Path(first.loc[first["condition"] == "a", "run_dir"].item()) / "metrics.json"
     a0_mtime = a0.stat().st_mtime_ns
     extra.write_text(yaml.safe_dump({"data": {"sampler": "class_weighted", "batch_size": 32}}))
