@@ -1,41 +1,38 @@
 #!/usr/bin/env bash
-# DPM-Solver++ 10 steps against DDIM 25 on the campaign's diffusion checkpoints: the same
-# 200 flows per class (same seed), then `tsda evaluate` of each against the real 10 % (TSTR,
-# latent metrics with the guide). Usage: bash experiments/generative/sampler_check.sh [GEN=runs/gen] [EPOCHS=20]
-# ONLY="cfg_dpmpp10 cfg_ddim25" restricts the settings (default: all four).
+# DPM-Solver++ 10 steps against DDIM 25 on the campaign's class-conditional diffusion
+# checkpoint (classifier-free guidance 2), as TSTR trained to early stopping: the campaign's
+# classifier (base.yaml) with the generator augmentation under policy `replace`,
+# augment_p 1, so every training flow is replaced by a pool flow of its class (200 per
+# class, sampled once): it learns from synthetic flows only, early-stops on the real
+# validation split and is tested on the real test split. Its real-data reference is the
+# campaign's `no_aug_batch_b` (same batch, sampler, protocol). Both settings run side by side.
+# Usage (repository root): bash experiments/generative/sampler_check.sh [GEN=runs/gen] [SEEDS="0"]
 set -euo pipefail
 GEN=${1:-runs/gen}
-EPOCHS=${2:-20}
-DATA=${DATA:-../shared/data/fgnet/d1.parquet}
-export WANDB_MODE=${WANDB_MODE:-offline}
+SEEDS=${2:-0}
+export WANDB_MODE=${WANDB_MODE:-offline} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 OUT=$GEN/sampler_check
+A=--model.init_args.augmentation
 mkdir -p "$OUT"
-ONLY=${ONLY:-cfg_dpmpp10 cfg_ddim25 latent_dpmpp10 latent_ddim25}
-check() {  # name ckpt sampler steps extra...
-  local name=$1 ckpt=$2 sampler=$3 steps=$4; shift 4
-  [[ " $ONLY " == *" $name "* ]] || return 0
-  /usr/bin/time -f "%e s" -o "$OUT/$name.sample_seconds" \
-    tsda sample --ckpt "$ckpt" --per-class 200 --seed 0 --sampler "$sampler" --steps "$steps" "$@" \
-      --no-progress --out "$OUT/$name.parquet" > "$OUT/$name.sample.log" 2>&1
-  tsda evaluate --real "$DATA" --invalid-rows drop --train-fraction 0.1 --tstr-epochs "$EPOCHS" \
-    --classifier "$GEN/guide/checkpoints/best.ckpt" --no-plots --synthetic "$OUT/$name.parquet" \
-    --out "$OUT/$name" > "$OUT/$name.evaluate.log" 2>&1
-  echo "$name: sampled in $(cat "$OUT/$name.sample_seconds")"
-}
-check cfg_dpmpp10 "$GEN/diffusion/checkpoints/last.ckpt" dpmpp 10 --cfg-scale 2
-check cfg_ddim25 "$GEN/diffusion/checkpoints/last.ckpt" ddim 25 --cfg-scale 2
-check latent_dpmpp10 "$GEN/diffusion_latent/checkpoints/last.ckpt" dpmpp 10 --cfg-scale 1 --latent-guidance-scale 0.1
-check latent_ddim25 "$GEN/diffusion_latent/checkpoints/last.ckpt" ddim 25 --cfg-scale 1 --latent-guidance-scale 0.1
+for seed in $SEEDS; do
+  for setting in dpmpp:10 ddim:25; do
+    sampler=${setting%%:*} steps=${setting##*:}
+    run=$OUT/${sampler}${steps}_seed$seed
+    [ -f "$run/metrics.json" ] && continue
+    tsda fit -c experiments/generative/base.yaml $A configs/augment/generator.yaml \
+      $A.init_args.ckpt "$GEN/diffusion/checkpoints/last.ckpt" $A.init_args.pool_per_class 200 \
+      $A.init_args.options "{sampler: $sampler, steps: $steps, cfg_scale: 2.0}" $A.init_args.progress false \
+      --model.init_args.policy replace --model.init_args.augment_p 1.0 --seed_everything "$seed" \
+      --run_dir "$run" > "$run.log" 2>&1 &
+  done
+  wait
+done
 python - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
-out = Path(sys.argv[1])
-print(f"{'setting':<16} {'TSTR wF1':>9} {'TRTR wF1':>9} {'ratio':>6} {'latent FD':>10} {'coverage':>9}")
-for name in ("cfg_dpmpp10", "cfg_ddim25", "latent_dpmpp10", "latent_ddim25"):
-    if not (out / name / "fidelity.json").is_file():
-        continue
-    f = json.loads((out / name / "fidelity.json").read_text())
-    t, lat = f["tstr"], f["latent"]
-    print(f"{name:<16} {t['tstr']['weighted_f1']:>9.4f} {t['trtr']['weighted_f1']:>9.4f} {t['ratio']:>6.3f} "
-          f"{lat['frechet']:>10.2f} {lat['coverage']:>9.3f}")
+print(f"{'run':<18} {'pool s':>7} {'epochs':>6} {'test wF1':>9} {'test mF1':>9}")
+for run in sorted(p for p in Path(sys.argv[1]).iterdir() if (p / "metrics.json").is_file()):
+    m = json.loads((run / "metrics.json").read_text())
+    print(f"{run.name:<18} {m['augment_pool_seconds']:>7.1f} {m['epochs']:>6} {m['test_weighted_f1']:>9.4f} "
+          f"{m['test_macro_f1']:>9.4f}")
 PY
