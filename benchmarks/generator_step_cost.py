@@ -14,8 +14,9 @@ shape), timed as the median of `--steps` steps after warm-up, for:
 - `cgan_fresh`         policy `double`, a cGAN sampling B fresh flows every step;
 - `diffusion_pool`     policy `double`, B draws from a class-balanced pool; the pool's
                        one-off sampling time (DPM-Solver++ 10 steps, classifier-free
-                       guidance 2) is printed apart and amortised over one epoch of
-                       `--epoch-steps` steps (D1 10 %: 42 steps of B = 256);
+                       guidance 2) is printed apart and amortised over a run of
+                       `--run-steps` steps (default 42 x 30: 30 epochs of D1 10 % at B = 256;
+                       the campaign's runs trained 18-56 epochs);
 - `diffusion_fresh`    policy `double`, DPM-Solver++ 10 for every batch (what a pool avoids).
 
 The cost of a step does not depend on the generator's weights: without checkpoints the
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cgan", help="a cGAN checkpoint (default: untrained fgnet_cgan.yaml-sized module)")
     parser.add_argument("--diffusion", help="a diffusion checkpoint (default: untrained, fgnet_diffusion.yaml size)")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per condition")
-    parser.add_argument("--epoch-steps", type=int, default=42, help="steps per epoch to amortise the pool over")
+    parser.add_argument("--run-steps", type=int, default=42 * 30, help="steps of a run to amortise the pool over")
     parser.add_argument("--pool-per-class", type=int, default=200)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     args = parser.parse_args(argv)
@@ -120,14 +121,14 @@ def main(argv: list[str] | None = None) -> None:
                                             max(3, args.steps // 10), warmup=1),
         }
     pool_seconds = pool.stats()["pool_seconds"]
-    rows["diffusion_pool+fill"] = rows["diffusion_pool"] + pool_seconds / args.epoch_steps
+    rows["diffusion_pool+fill"] = rows["diffusion_pool"] + pool_seconds / args.run_steps
     print(f"threads {torch.get_num_threads()}, B={B}, K={K}, L=20; pool {K * args.pool_per_class} flows "
           f"filled in {pool_seconds:.1f} s (DPM-Solver++ 10, cfg 2)")
     print(f"{'condition':<22} {'ms/step':>9} {'x no_aug':>9} {'x no_aug_2B':>12} {'x translation':>14}")
     for name, sec in rows.items():
         print(f"{name:<22} {1e3 * sec:>9.1f} {sec / rows['no_aug']:>9.2f} {sec / rows['no_aug_2B']:>12.2f} "
               f"{sec / rows['translation']:>14.2f}")
-    print(f"(diffusion_pool+fill: the pool's fill time spread over one epoch of {args.epoch_steps} steps)")
+    print(f"(diffusion_pool+fill: the pool's fill time spread over a run of {args.run_steps} steps)")
 
 
 if __name__ == "__main__":
