@@ -127,14 +127,20 @@ def test_test_reports_unseen_classes(fitted: tuple[Path, dict], tmp_path: Path, 
     assert "app04 (" in capsys.readouterr().out
 
 
-def test_test_without_any_known_class_fails(fitted: tuple[Path, dict], tmp_path: Path) -> None:
+def test_test_without_any_known_class_fails(fitted: tuple[Path, dict], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture) -> None:
+    import re
+
     from flow_fixtures import random_table
 
     path = write_parquet(random_table(counts=(12, 12), min_len=11, names=("x", "y")), tmp_path / "xy.parquet")
     out = tmp_path / "out"
-    with pytest.raises(ValueError, match=r"no test flow of a class the model knows.*x \(12\), y \(12\)"):
+    with pytest.raises(SystemExit) as info:
         main(["test", "--ckpt", fitted[1]["best_checkpoint"], "--data.path", str(path),
               "--data.split", "none", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith("tsda: error: ") and "Traceback" not in err
+    assert re.search(r"no test flow of a class the model knows.*x \(12\), y \(12\)", err)
     assert not out.exists()
 
 
