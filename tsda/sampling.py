@@ -43,7 +43,7 @@ pass per step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +52,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from tsda.data.batch import DIRECTION, IAT, SIZE
 
 SamplerName = Literal["ddpm", "ddim", "dpmpp"]
-SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp")
+SAMPLERS: tuple[str, ...] = get_args(SamplerName)
 Scheduler = DDPMScheduler | DDIMScheduler | DPMSolverMultistepScheduler
 
 #: channels the denoiser sees: size, direction, iat, presence
