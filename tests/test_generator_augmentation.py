@@ -115,9 +115,9 @@ def test_pool_is_class_balanced_valid_and_drawn_per_class(world: dict[str, Path]
     assert_valid(out, like=batch)  # labels kept: each flow got a pool flow of its own class
     rows = {tuple(r.flatten().tolist()) for r in pool.x}
     assert all(tuple(r.flatten().tolist()) in rows for r in out.x)
-    assert aug.stats() == {"pool_seconds": pytest.approx(aug.stats()["pool_seconds"]), "pool_builds": 1.0,
-                           "pool_flows": 21.0}
-    assert aug.stats()["pool_seconds"] > 0
+    stats = aug.stats()
+    assert set(stats) == {"pool_seconds", "pool_builds", "pool_flows"}
+    assert stats["pool_builds"] == 1.0 and stats["pool_flows"] == 21.0 and stats["pool_seconds"] > 0
 
 
 def test_pool_refreshes_every_n_epochs(world: dict[str, Path]) -> None:
