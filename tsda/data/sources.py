@@ -12,7 +12,6 @@ Every reader check raises `FlowDataError` (a `ValueError`) naming file, column a
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import pyarrow.parquet as pq
 
 from tsda.data.table import FlowTable
 from tsda.errors import TsdaError
+from tsda.runs import atomic_path
 
 
 class FlowDataError(TsdaError):
@@ -231,14 +231,7 @@ def write_parquet(
 ) -> Path:
     """Write `table` in the tcbench schema, atomically (temporary file, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrow = table_to_arrow(table, columns, extra)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(arrow, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
