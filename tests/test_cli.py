@@ -100,7 +100,7 @@ def test_test_on_the_same_data(fitted: tuple[Path, dict], tmp_path: Path) -> Non
 
 
 def test_test_takes_data_settings_from_the_checkpoint(fitted: tuple[Path, dict]) -> None:
-    from tsda.evaluation import checkpoint_data_defaults, parse, read_run_checkpoint
+    from tsda.commands.test import checkpoint_data_defaults, parse, read_run_checkpoint
 
     ckpt_path = fitted[1]["best_checkpoint"]
     defaults = checkpoint_data_defaults(read_run_checkpoint(ckpt_path))

@@ -250,7 +250,7 @@ def test_generator_augmentation_plugs_into_the_classifier(plain: tuple[GANModule
 
 # -- the CLI and the shipped configs -------------------------------------------------------
 def test_tsda_fit_trains_the_cgan_from_its_config(tmp_path: Path) -> None:
-    from tsda.cli import run_fit
+    from tsda.commands.fit import run_fit
 
     data = write_parquet(class_table(40), tmp_path / "flows.parquet")
     run_fit(["-c", str(REPO / "configs/experiment/fgnet_cgan.yaml"), "--data.path", str(data),
@@ -271,7 +271,7 @@ def test_tsda_fit_trains_the_cgan_from_its_config(tmp_path: Path) -> None:
 def test_generator_runs_checkpoint_every_epoch_without_validation(tmp_path: Path) -> None:
     """Regression: with validation every 5 epochs, a run stopped after 2 (max_time, kill)
     left no checkpoint; the noise prior must be fitted without validation too."""
-    from tsda.cli import run_fit
+    from tsda.commands.fit import run_fit
 
     data = write_parquet(class_table(40), tmp_path / "flows.parquet")
     run_fit(["-c", str(REPO / "configs/experiment/fgnet_cgan.yaml"), "--data.path", str(data),

@@ -11,7 +11,8 @@ import torch
 from tsda.augment.base import Augmentation
 from tsda.data.batch import FlowBatch
 from tsda.lit.classifier import ClassifierModule
-from tsda.metrics.latent import LATENT_KEYS, embed_augmented, latent_metrics, plot_latent, subsample
+from tsda.callbacks import embed_augmented
+from tsda.metrics.latent import LATENT_KEYS, latent_metrics, plot_latent, subsample
 
 
 def blobs(separation: float, n_per_class: int = 60, k: int = 3, d: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -32,7 +32,7 @@ MODULES = {
 
 
 def _fit(args: list[str], run_dir: Path, epochs: int, *extra: str) -> dict:
-    from tsda.cli import run_fit
+    from tsda.commands.fit import run_fit
 
     run_fit([*args, "--trainer.max_epochs", str(epochs), "--run_dir", str(run_dir), *extra])
     return json.loads((run_dir / "metrics.json").read_text())

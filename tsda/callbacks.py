@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
 from tsda.data.batch import FlowBatch
+from tsda.seeds import seeded_generator
 
 
 class FidelityCallback(L.Callback):
@@ -59,7 +61,7 @@ class FidelityCallback(L.Callback):
         real = self._reference(trainer)
         if real is None or len(real) == 0:
             return
-        g = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        g = seeded_generator(self.seed, pl_module.device)
         synthetic = pl_module.sample(real.labels.to(pl_module.device), g).to("cpu")
         overall = marginal_distances(real, synthetic, pl_module.class_names)["overall"]
         logged: dict[str, Any] = {}
@@ -73,3 +75,56 @@ class FidelityCallback(L.Callback):
             if values:
                 logged[f"fidelity/mean_{metric}"] = sum(values) / len(values)
         pl_module.log_dict(logged, on_epoch=True, batch_size=len(real))
+
+
+@torch.no_grad()
+def embed_augmented(
+    model: L.LightningModule, batch: FlowBatch, max_points: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Augmented copies of a seeded subsample of training `batch`, embedded by `model`.
+
+    `model` must expose `augmentation` (None = no augmentation) and `encode(x) -> z (B, D)`.
+    Returns `(z (M, D), labels (M,))` on the CPU, or None without an augmentation.
+    """
+    from tsda.metrics.latent import subsample
+
+    augmentation = getattr(model, "augmentation", None)
+    if augmentation is None or len(batch) == 0:
+        return None
+    keep = torch.as_tensor(subsample(len(batch), max_points, seed), device=batch.device)
+    sample = batch.index(keep)
+    augmented = augmentation(sample, seeded_generator(seed, sample.device))
+    was_training = model.training
+    model.eval()
+    z = model.encode(augmented.x.to(model.device))  # (M, D)
+    model.train(was_training)
+    return z.cpu(), augmented.labels.cpu()
+
+
+class LatentPlotCallback(L.Callback):
+    """After testing, the run's latent t-SNE PNG (`path`, e.g. `run_dir/latent_tsne.png`).
+
+    Uses the test embeddings the module kept (`pl_module.test_latent`: `(z (N, D), labels
+    (N,))`, see `ClassifierModule(latent_points=...)`) and, when the module has an
+    augmentation and the datamodule training tensors (`datamodule.tensors['train']`), as
+    many augmented training samples as a quarter of the test points, overlaid. Nothing
+    when the module kept no embeddings; only on the global-zero rank.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.written: Path | None = None
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from tsda.metrics.latent import plot_latent
+
+        kept = getattr(pl_module, "test_latent", None)
+        if not trainer.is_global_zero or kept is None or len(kept[0]) < 4:
+            return
+        z, labels = kept
+        train = getattr(trainer.datamodule, "tensors", {}).get("train")
+        seed = int(getattr(pl_module, "hparams", {}).get("seed", 0))
+        augmented = embed_augmented(pl_module, train, max(len(z) // 4, 1), seed) if train is not None else None
+        za, la = augmented if augmented is not None else (None, None)
+        names = getattr(pl_module, "class_names", None)
+        self.written = plot_latent(z, labels, self.path, names, za, la, seed=seed)

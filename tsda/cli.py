@@ -1,15 +1,16 @@
-"""The `tsda` command.
+"""The `tsda` command: a dispatcher only; each command lives in `tsda/commands/<name>.py`.
 
     tsda fit -c configs/experiment/synthetic_baseline.yaml [--overrides]
     tsda test --ckpt CKPT [--data.path FILE --data.split none] [--out DIR]
-    tsda data describe [SOURCE]
+    tsda data describe [--data.path FILE]
     tsda augment list | preview | enlarge
     tsda campaign run | report
-    tsda sample / tsda evaluate
+    tsda sample --ckpt CKPT --per-class N --out FILE.parquet
+    tsda evaluate --data.path REAL --synthetic FILE.parquet [...] --out DIR
 
-`fit` is Lightning's CLI (LightningCLI): every Trainer option passes through
-(`--trainer.accelerator gpu --trainer.devices 4 --trainer.strategy ddp
---trainer.precision bf16-mixed`).
+`tsda COMMAND --help` describes each. `fit` is Lightning's CLI (LightningCLI): every
+Trainer option passes through (`--trainer.accelerator gpu --trainer.devices 4
+--trainer.strategy ddp --trainer.precision bf16-mixed`).
 
 Errors: bad input prints `tsda: error: <what, where>` and exits 2; `tsda --verbose ...` (or
 `TSDA_VERBOSE=1`) shows the traceback instead.
@@ -20,182 +21,13 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import warnings
-import time
-from pathlib import Path
-from typing import Any
-
-import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-
-from tsda.data.datamodule import FlowDataModule
-from tsda.logging import WandbSettings, run_loggers
-from tsda.runs import default_run_dir, write_json_atomic
 
 USAGE = __doc__
 
-
-def _seed(value: Any) -> int:
-    return 0 if isinstance(value, bool) or value is None else int(value)
-
-
-class TsdaCLI(LightningCLI):
-    """LightningCLI with tsda's run directory, loggers, checkpointing and metrics.json."""
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--run_dir", type=str | None, default=None,
-                            help="run directory (default runs/fit-<time>)")
-        parser.add_argument("--patience", type=int, default=10,
-                            help="early stopping patience in epochs (on the module's monitor)")
-        parser.add_argument("--latent_plot", type=bool, default=True,
-                            help="write the run's latent t-SNE PNG after testing (costs ~10-20 s on CPU)")
-        parser.add_class_arguments(WandbSettings, "wandb")
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
-        parser.link_arguments("seed_everything", "data.sampler_seed", compute_fn=_seed)
-        parser.link_arguments("seed_everything", "model.init_args.seed", compute_fn=_seed)
-
-    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-        cfg = self.config[self.subcommand] if self.subcommand else self.config
-        self.run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.started = time.perf_counter()
-        wandb = WandbSettings(**dict(cfg.wandb))
-        monitor = getattr(type(self.model), "monitor", None)
-        configured = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
-        callbacks = [*(configured if isinstance(configured, list) else [configured]),
-                     *(kwargs.pop("callbacks", None) or [])]  # the config's trainer.callbacks too
-        if monitor is not None:
-            metric, mode = monitor
-            callbacks.append(ModelCheckpoint(dirpath=self.run_dir / "checkpoints", monitor=metric,
-                                             mode=mode, save_top_k=1, filename="best"))
-            callbacks.append(EarlyStopping(monitor=metric, mode=mode, patience=cfg.patience))
-        # every run keeps last.ckpt, the state to resume from with --ckpt_path, written at the end
-        # of every training epoch (after that epoch's validation, so early stopping and the best
-        # score travel with it; also when validation runs less often), so a run stopped by
-        # max_time or killed loses at most the epoch in progress; modules without a score to
-        # rank by (generators) are tested and sampled from it
-        callbacks.append(ModelCheckpoint(dirpath=self.run_dir / "checkpoints", filename="last", save_top_k=1,
-                                         every_n_epochs=1, save_on_train_epoch_end=True))
-        kwargs["default_root_dir"] = str(self.run_dir)
-        kwargs["logger"] = run_loggers(self.run_dir, wandb, config=_plain_config(cfg))
-        return super().instantiate_trainer(callbacks=callbacks, **kwargs)
-
-    def after_fit(self) -> None:
-        trainer, model = self.trainer, self.model
-        fit_seconds = time.perf_counter() - self.started
-        callback = trainer.checkpoint_callback
-        # the best checkpoint where the module has a monitor, else the last one
-        ckpt = (callback.best_model_path or callback.last_model_path) if callback else ""
-        metrics = run_test(trainer, model, self.datamodule, ckpt or None)
-        epochs = trainer.current_epoch
-        metrics.update({
-            "epochs": epochs,
-            "seconds": time.perf_counter() - self.started,
-            "fit_seconds": fit_seconds,
-            "seconds_per_epoch": fit_seconds / max(epochs, 1),
-            "best_checkpoint": ckpt,
-            "best_score": float(trainer.checkpoint_callback.best_model_score)
-            if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None else None,
-            "seed": _seed(self.config[self.subcommand].seed_everything),
-        })
-        if trainer.is_global_zero and self.config[self.subcommand].latent_plot:
-            # the run's t-SNE PNG, when the module kept test embeddings
-            from tsda.metrics.latent import write_run_latent_plot
-
-            write_run_latent_plot(model, self.datamodule, self.run_dir)
-        write_run_metrics(trainer, self.run_dir, metrics)
-
-
-def run_test(
-    trainer: L.Trainer,
-    model: L.LightningModule,
-    datamodule: L.LightningDataModule | None,
-    ckpt_path: str | None = None,
-) -> dict[str, Any]:
-    """Test `model` (weights from `ckpt_path` when given) with `trainer` and collect what
-    `metrics.json` holds: the logged `test_*` metrics, the module's `run_metrics()` and the
-    flows per split of a `FlowDataModule`. Modules without a `test_step` are not tested."""
-    metrics: dict[str, Any] = {}
-    if type(model).test_step is not L.LightningModule.test_step:
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test_")})
-    if hasattr(model, "run_metrics"):
-        metrics.update(model.run_metrics())
-    if isinstance(datamodule, FlowDataModule):
-        metrics["n_flows"] = {k: int(len(v)) for k, v in datamodule.splits.items()}
-    return metrics
-
-
-def write_run_metrics(trainer: L.Trainer, run_dir: Path, metrics: dict[str, Any]) -> None:
-    """On the global-zero rank: write `run_dir/metrics.json` atomically and print a summary."""
-    if trainer.is_global_zero:
-        write_json_atomic(run_dir / "metrics.json", metrics)
-        _print_summary(metrics, run_dir)
-
-
-def _plain_config(cfg: Any) -> dict[str, Any]:
-    """A JSON-able view of the parsed config for the loggers."""
-    import json
-
-    def default(o: Any) -> str:
-        return str(o)
-
-    try:
-        return json.loads(json.dumps(cfg.as_dict(), default=default))
-    except Exception:  # noqa: BLE001 - logging the config must never stop a run
-        return {}
-
-
-def _print_summary(metrics: dict[str, Any], run_dir: Path) -> None:
-    keys = [k for k in ("test_weighted_f1", "test_macro_f1", "test_accuracy") if k in metrics]
-    parts = ", ".join(f"{k} = {metrics[k]:.4f}" for k in keys)
-    epochs = f"{metrics['epochs']} epochs " if "epochs" in metrics else ""
-    print(f"\n{parts}{'; ' if parts else ''}{epochs}in {metrics['seconds']:.1f} s; "
-          f"metrics: {run_dir / 'metrics.json'}", flush=True)
-
-
-def run_fit(args: list[str]) -> TsdaCLI:
-    """`tsda fit ...`: train, test the best checkpoint, write metrics.json."""
-    # `tsda fit` hands LightningCLI the arguments after `fit` on purpose
-    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
-    return TsdaCLI(
-        L.LightningModule,
-        FlowDataModule,
-        subclass_mode_model=True,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={"use_distributed_sampler": False, "deterministic": "warn", "max_epochs": 20},
-        args=["fit", *args],
-        auto_configure_optimizers=False,
-    )
-
-
-class _ParseOnlyCLI(TsdaCLI):
-    """Parses `tsda fit` arguments as `run_fit` does and instantiates nothing."""
-
-    def instantiate_classes(self) -> None:
-        pass
-
-    def _set_seed(self) -> None:
-        pass
-
-
-def check_fit_args(args: list[str]) -> None:
-    """Parse `tsda fit ARGS` (config files, keys, types) without building or running
-    anything (no data read). Raises `ValueError` with the parser's message."""
-    from jsonargparse import ArgumentError
-
-    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
-    try:
-        _ParseOnlyCLI(L.LightningModule, FlowDataModule, subclass_mode_model=True, seed_everything_default=0,
-                      trainer_defaults={"use_distributed_sampler": False, "max_epochs": 20},
-                      parser_kwargs={"exit_on_error": False}, args=list(args), run=False,
-                      auto_configure_optimizers=False)
-    except (ArgumentError, TypeError, KeyError) as exc:
-        message = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
-        raise ValueError(message[:600]) from None
+#: every command and the module whose `main(argv)` serves it (imported on use)
+COMMANDS: dict[str, str] = {
+    name: f"tsda.commands.{name}" for name in ("fit", "test", "data", "augment", "campaign", "sample", "evaluate")
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -209,34 +41,17 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"tsda: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+        raise SystemExit(2)
     try:
-        _dispatch(argv[0], argv[1:])
+        importlib.import_module(COMMANDS[command]).main(rest)
     except (ValueError, FileNotFoundError) as exc:  # TsdaError and FlowDataError are ValueErrors
         if verbose:
             raise
         print(f"tsda: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-#: sub-commands other than `fit`: the module whose `main(argv)` serves each (imported on use)
-COMMANDS: dict[str, str] = {
-    "test": "tsda.evaluation",
-    "data": "tsda.data.describe",
-    "augment": "tsda.augment.cli",
-    "campaign": "tsda.campaign",
-    "sample": "tsda.generate",
-    "evaluate": "tsda.metrics.fidelity",
-}
-
-
-def _dispatch(command: str, rest: list[str]) -> None:
-    if command == "fit":
-        run_fit(rest)
-    elif command in COMMANDS:
-        importlib.import_module(COMMANDS[command]).main(rest)
-    else:
-        print(f"tsda: unknown command {command!r}\n{USAGE}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 if __name__ == "__main__":

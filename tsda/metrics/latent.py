@@ -20,17 +20,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from tsda.runs import atomic_path
-
-if TYPE_CHECKING:
-    import lightning as L
-
-    from tsda.data.batch import FlowBatch
+from tsda.runs import save_figure
+from tsda.seeds import seeded_generator
 
 LATENT_KEYS = ("silhouette", "davies_bouldin", "calinski_harabasz", "spread", "margin")
 #: direction of each metric: +1 = higher is better separated, -1 = lower is better
@@ -43,8 +39,7 @@ def subsample(n: int, max_points: int, seed: int = 0) -> np.ndarray:
         raise ValueError(f"max_points must be >= 1, got {max_points}")
     if n <= max_points:
         return np.arange(n)
-    g = torch.Generator().manual_seed(int(seed))
-    return np.sort(torch.randperm(n, generator=g)[:max_points].numpy())
+    return np.sort(torch.randperm(n, generator=seeded_generator(seed))[:max_points].numpy())
 
 
 def _as_numpy(z: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -153,50 +148,4 @@ def plot_latent(
     if k <= 25:
         ax.legend(fontsize=6, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return Path(path)
-
-
-@torch.no_grad()
-def embed_augmented(
-    model: L.LightningModule, batch: FlowBatch, max_points: int, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Augmented copies of a seeded subsample of training `batch`, embedded by `model`.
-
-    `model` must expose `augmentation` (None = no augmentation) and `encode(x) -> z (B, D)`.
-    Returns `(z (M, D), labels (M,))` on the CPU, or None without an augmentation.
-    """
-    augmentation = getattr(model, "augmentation", None)
-    if augmentation is None or len(batch) == 0:
-        return None
-    keep = torch.as_tensor(subsample(len(batch), max_points, seed), device=batch.device)
-    sample = batch.index(keep)
-    g = torch.Generator(device=sample.device).manual_seed(int(seed))
-    augmented = augmentation(sample, g)
-    was_training = model.training
-    model.eval()
-    z = model.encode(augmented.x.to(model.device))  # (M, D)
-    model.train(was_training)
-    return z.cpu(), augmented.labels.cpu()
-
-
-def write_run_latent_plot(model: L.LightningModule, datamodule: Any, run_dir: Path) -> Path | None:
-    """After testing: the run's t-SNE PNG (`run_dir/latent_tsne.png`).
-
-    Uses the test embeddings the module kept (`model.test_latent`: `(z (N, D), labels (N,))`)
-    and, when the module has an augmentation and the datamodule training tensors
-    (`datamodule.tensors['train']`), as many augmented training samples overlaid.
-    Returns None when the module kept no embeddings.
-    """
-    kept = getattr(model, "test_latent", None)
-    if kept is None or len(kept[0]) < 4:
-        return None
-    z, labels = kept
-    train = getattr(datamodule, "tensors", {}).get("train")
-    seed = int(getattr(model, "hparams", {}).get("seed", 0))
-    augmented = embed_augmented(model, train, max(len(z) // 4, 1), seed) if train is not None else None
-    za, la = augmented if augmented is not None else (None, None)
-    names = getattr(model, "class_names", None)
-    return plot_latent(z, labels, run_dir / "latent_tsne.png", names, za, la, seed=seed)
+    return save_figure(fig, path, dpi=120)

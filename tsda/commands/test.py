@@ -32,7 +32,7 @@ import numpy as np
 from jsonargparse import ActionConfigFile, Namespace
 from lightning.pytorch.cli import LightningArgumentParser
 
-from tsda.cli import run_test, write_run_metrics
+from tsda.commands.fit import run_test, write_run_metrics
 from tsda.data.datamodule import FlowDataModule
 from tsda.errors import TsdaError
 from tsda.lit.checkpoint import load_module, read_checkpoint

@@ -1,0 +1,1 @@
+"""One module per `tsda` command: its parser and `main(argv)`; nothing outside this package imports it."""
