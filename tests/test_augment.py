@@ -529,7 +529,7 @@ def test_enlarge_writes_originals_and_copies(tmp_path: Path) -> None:
 # -- command line -----------------------------------------------------------------------------
 
 def test_cli_list_shows_every_augmentation(capsys: pytest.CaptureFixture) -> None:
-    from tsda.augment.cli import main
+    from tsda.commands.augment import main
 
     main(["list"])
     text = capsys.readouterr().out
@@ -540,12 +540,12 @@ def test_cli_list_shows_every_augmentation(capsys: pytest.CaptureFixture) -> Non
 
 
 def test_cli_preview_and_enlarge(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from tsda.augment.cli import main
+    from tsda.commands.augment import main
     from tsda.data.datamodule import FlowDataModule
     from tsda.data.sources import read_parquet, write_parquet
 
     source = write_parquet(small_table(120), tmp_path / "src.parquet")
-    common = ["--source", str(source), "--min-class-size", "5"]
+    common = ["--data.path", str(source), "--data.min_class_size", "5"]
     main(["preview", "flip", "--out", str(tmp_path / "p.png"), "--flows", "2", *common])
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     main(["enlarge", "--augment", str(ROOT / "configs/augment/permutation.yaml"), "--copies", "1",

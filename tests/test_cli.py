@@ -181,8 +181,8 @@ def test_test_needs_an_existing_checkpoint(tmp_path: Path, capsys) -> None:
 
 def test_data_describe_prints_per_class_counts(tmp_path: Path, capsys) -> None:
     out = tmp_path / "describe.json"
-    main(["data", "describe", "synthetic", "--synthetic-scale", "0.02", "--synthetic-apps", "4",
-          "--min-class-size", "5", "--json", str(out)])
+    main(["data", "describe", "--data.synthetic_scale", "0.02", "--data.synthetic_apps", "4",
+          "--data.min_class_size", "5", "--json", str(out)])
     text = capsys.readouterr().out
     table = make_synthetic(n_apps=4, scale=0.02, seed=0)
     report = json.loads(out.read_text())
@@ -200,8 +200,9 @@ def test_data_describe_parquet_with_renamed_label(tmp_path: Path, capsys) -> Non
 
     table = random_table(counts=(7, 3), names=("web", "chat"))
     path = write_parquet(table, tmp_path / "t.parquet", ParquetColumns(label="label"))
-    main(["data", "describe", str(path), "--label-column", "label", "--min-class-size", "0"])
+    main(["data", "describe", "--data.path", str(path), "--data.label_column", "label",
+          "--data.min_class_size", "0"])
     text = capsys.readouterr().out
     assert "web" in text and "chat" in text
     with cli_error(capsys, "missing column 'app'"):
-        main(["data", "describe", str(path)])
+        main(["data", "describe", "--data.path", str(path)])

@@ -76,10 +76,10 @@ def test_unsafe_checkpoint_is_refused(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_augment_enlarge_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "e.parquet"
-    common = ["--source", "synthetic", "--synthetic-scale", "0.02", "--out", str(out)]
+    common = ["--data.synthetic_scale", "0.02", "--out", str(out)]
     _fails(["augment", "enlarge", "--augment", "nope", "--copies", "1", *common], capsys, "nope")
     _fails(["augment", "enlarge", "--augment", "flip", "--copies", "0", *common], capsys, "--copies")
-    _fails(["augment", "enlarge", "--augment", "flip", "--copies", "1", "--source", "missing.parquet",
+    _fails(["augment", "enlarge", "--augment", "flip", "--copies", "1", "--data.path", "missing.parquet",
             "--out", str(out)], capsys, "missing.parquet")
     assert not out.exists()
 

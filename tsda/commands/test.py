@@ -33,6 +33,7 @@ from jsonargparse import ActionConfigFile, Namespace
 from lightning.pytorch.cli import LightningArgumentParser
 
 from tsda.commands.fit import run_test, write_run_metrics
+from tsda.commands.options import add_data_arguments
 from tsda.data.datamodule import FlowDataModule
 from tsda.errors import TsdaError
 from tsda.lit.checkpoint import load_module, read_checkpoint
@@ -57,7 +58,7 @@ def build_parser() -> LightningArgumentParser:
     parser.add_argument("--ckpt", type=str, required=True, help="ClassifierModule checkpoint (.ckpt)")
     parser.add_argument("--out", type=str | None, default=None,
                         help="output directory for metrics.json and logs (default runs/test-<time>)")
-    parser.add_class_arguments(FlowDataModule, "data", skip={"class_names"}, instantiate=False)
+    add_data_arguments(parser)
     parser.add_lightning_class_args(L.Trainer, "trainer")
     parser.add_class_arguments(WandbSettings, "wandb")
     parser.set_defaults({

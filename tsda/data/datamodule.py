@@ -192,19 +192,26 @@ class FlowDataModule(L.LightningDataModule):
         return dm
 
     # -- the table, loaded once on first need ---------------------------------------------
-    def _load(self) -> FlowTable:
+    def raw_table(self, max_packets: int | None = None) -> FlowTable:
+        """The source's flows before curation, at most `max_packets` packets each (default:
+        the simulator's 64, a file's `n_packets`): the synthetic simulator or the Parquet
+        file with its columns."""
         h = self.hparams
         if h.path is None:
             from tsda.data.synthetic import make_synthetic
 
-            raw = make_synthetic(n_apps=h.synthetic_apps, scale=h.synthetic_scale, seed=h.split_seed)
-        else:
-            cols = ParquetColumns(h.label_column, h.sizes_column, h.directions_column,
-                                  h.times_column, h.packets_column)
-            meta = (h.group_column,) if h.group_column else ()
-            raw = read_parquet(h.path, cols, max_packets=max(h.n_packets, 1), meta_columns=meta,
-                               invalid_rows=h.invalid_rows)
-        table = curate(raw, h.min_packets, h.min_class_size, h.n_packets)
+            return make_synthetic(n_apps=h.synthetic_apps, scale=h.synthetic_scale, seed=h.split_seed,
+                                  **({} if max_packets is None else {"max_packets": max_packets}))
+        max_packets = max(h.n_packets if max_packets is None else max_packets, 1)
+        cols = ParquetColumns(h.label_column, h.sizes_column, h.directions_column,
+                              h.times_column, h.packets_column)
+        meta = (h.group_column,) if h.group_column else ()
+        return read_parquet(h.path, cols, max_packets=max_packets, meta_columns=meta,
+                            invalid_rows=h.invalid_rows)
+
+    def _load(self) -> FlowTable:
+        h = self.hparams
+        table = curate(self.raw_table(), h.min_packets, h.min_class_size, h.n_packets)
         if self.known_classes is not None:
             table, self.dropped_classes = table.relabel(self.known_classes)
         return table

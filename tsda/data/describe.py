@@ -1,26 +1,15 @@
-"""`tsda data describe [SOURCE]`: what a flow source holds, before and after curation.
-
-    tsda data describe                          # the embedded synthetic dataset
-    tsda data describe synthetic --synthetic-scale 0.1 --synthetic-apps 8
-    tsda data describe ../shared/data/fgnet/d1.parquet --invalid-rows drop --json d1.json
-
-Prints flows per class (raw, with more than `--min-packets` packets, and kept by curation),
-a flow length summary, size and inter-arrival time quantiles and the direction share;
-`--json OUT` writes the same numbers as JSON (atomically).
-"""
+"""What a flow source holds, before and after curation (`tsda data describe`): flows per
+class (raw, with more than `min_packets` packets, kept by curation), flow lengths, size and
+inter-arrival time quantiles and the direction share."""
 
 from __future__ import annotations
 
-import argparse
-import sys
 from typing import Any
 
 import numpy as np
 
 from tsda.data.curation import curate
-from tsda.data.sources import ParquetColumns, read_parquet
 from tsda.data.table import FlowTable
-from tsda.runs import write_json_atomic
 
 #: quantiles every summary reports
 QUANTILES: tuple[float, ...] = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
@@ -121,65 +110,3 @@ def _format_quantiles(q: dict[str, float]) -> str:
     if not q:
         return "(none)"
     return "  ".join(f"{k} {v:.4g}" for k, v in q.items())
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tsda data describe", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", nargs="?", default="synthetic",
-                   help="'synthetic' (default) or a tcbench-style Parquet file")
-    p.add_argument("--synthetic-scale", type=float, default=1.0, help="synthetic: fraction of MIRAGE19's sizes")
-    p.add_argument("--synthetic-apps", type=int, default=20, help="synthetic: number of apps")
-    p.add_argument("--seed", type=int, default=0, help="synthetic: seed")
-    defaults = ParquetColumns()
-    p.add_argument("--label-column", default=defaults.label)
-    p.add_argument("--sizes-column", default=defaults.sizes)
-    p.add_argument("--directions-column", default=defaults.directions)
-    p.add_argument("--times-column", default=defaults.times)
-    p.add_argument("--packets-column", default=defaults.packets,
-                   help="whole-flow packet counts ('' = use the list lengths)")
-    p.add_argument("--invalid-rows", choices=("error", "drop"), default="error",
-                   help="malformed rows: stop at the first (error) or leave them out (drop)")
-    p.add_argument("--max-packets", type=int, default=64, help="packets read per flow")
-    p.add_argument("--min-packets", type=int, default=10)
-    p.add_argument("--min-class-size", type=int, default=100)
-    p.add_argument("--n-packets", type=int, default=20)
-    p.add_argument("--json", metavar="OUT", default=None, help="also write the report as JSON")
-    return p
-
-
-def load_source(args: argparse.Namespace) -> FlowTable:
-    """The raw table of `args.source` (synthetic or Parquet)."""
-    if args.source == "synthetic":
-        from tsda.data.synthetic import make_synthetic
-
-        return make_synthetic(n_apps=args.synthetic_apps, scale=args.synthetic_scale,
-                              seed=args.seed, max_packets=args.max_packets)
-    columns = ParquetColumns(args.label_column, args.sizes_column, args.directions_column,
-                             args.times_column, args.packets_column or None)
-    return read_parquet(args.source, columns, max_packets=args.max_packets,
-                        invalid_rows=args.invalid_rows)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`tsda data describe [SOURCE] [options]`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: tsda data describe [SOURCE] [options]\n\ncommands:\n  describe  flows per class, "
-              "lengths, size and IAT summaries of a source (`tsda data describe --help`)")
-        if not argv:
-            raise SystemExit(2)
-        return
-    if argv[0] == "describe":
-        argv = argv[1:]
-    else:
-        build_parser().error(f"unknown `tsda data` command {argv[0]!r}; the only one is `describe`")
-    args = build_parser().parse_args(argv)
-    report = describe(load_source(args), args.min_packets, args.min_class_size, args.n_packets)
-    print(format_report(report, args.source), flush=True)
-    if args.json:
-        write_json_atomic(args.json, {"source": args.source, **report})
-
-
-if __name__ == "__main__":
-    main(["describe", *sys.argv[1:]])

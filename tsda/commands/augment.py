@@ -1,0 +1,139 @@
+"""`tsda augment list | preview | enlarge`.
+
+    tsda augment list
+    tsda augment preview translation --out preview.png [--data.path FILE.parquet]
+    tsda augment enlarge --augment configs/augment/translation.yaml --copies 4 \\
+        --out enlarged.parquet --data.path FILE.parquet [--seed 0]
+
+The flows used are the curated TRAINING split as `FlowDataModule` makes it from the
+`--data.*` options (`tsda fit`'s; without `--data.path`, the embedded synthetic dataset).
+`--augment` (and preview's NAME) is an augmentation name (defaults) or a YAML
+`class_path`/`init_args` file (combinators too); a `generator` augmentation loads its
+checkpoint as in training. `--seed` seeds the augmentation draws (the split follows
+`--data.split_seed`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from jsonargparse import ArgumentParser, Namespace
+
+from tsda.augment.base import Augmentation
+from tsda.augment.catalog import AUGMENTATIONS, augmentation_class, build_augmentation, defaults, required
+from tsda.augment.enlarge import enlarge_to_parquet
+from tsda.commands.options import add_data_arguments, build_datamodule, command_parser
+from tsda.data.batch import FlowBatch
+from tsda.data.datamodule import FlowDataModule
+from tsda.lit.generative import prepare_augmentation
+from tsda.runs import save_figure
+from tsda.seeds import seeded_generator
+
+
+def list_augmentations() -> str:
+    """The catalog as a text table: name, family, altered features (probabilities), defaults."""
+    rows = [("name", "family", "size", "dir", "iat", "defaults")]
+    for name, cls in AUGMENTATIONS.items():
+        a = cls.alters
+        params = ", ".join([*(f"{k}=<required>" for k in required(cls)),
+                            *(f"{k}={v!r}" for k, v in defaults(cls).items())]) or "-"
+        rows.append((name, cls.family, f"{a['size']:g}", f"{a['direction']:g}", f"{a['iat']:g}", params))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows)
+
+
+def _prepared(spec: str, cfg: Namespace) -> tuple[Augmentation, FlowDataModule, torch.Generator]:
+    """The augmentation `spec`, the datamodule of the `--data.*` options, and the seeded
+    generator of the draws, the augmentation set up as in training (the data's classes
+    and codec; generator checkpoints loaded and checked on the CPU)."""
+    augmentation = build_augmentation(spec)
+    dm = build_datamodule(cfg)
+    g = seeded_generator(cfg.seed)
+    prepare_augmentation(augmentation, device=torch.device("cpu"), class_names=dm.class_names,
+                         generator=g, codec=dm.codec)
+    return augmentation, dm, g
+
+
+def preview_figure(before: FlowBatch, after: FlowBatch, class_names: list[str], title: str):  # -> Figure
+    """Each flow of `before` and `after` (same rows): size x direction bars and the
+    encoded iat per packet, one row per flow."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(before), 2, figsize=(10, 1.8 * len(before)), squeeze=False, sharex=True)
+    versions = ((before, "before", -0.2, "tab:blue"), (after, "after", 0.2, "tab:orange"))
+    for i in range(len(before)):
+        for version, label, shift, color in versions:
+            n = int(version.lengths[i])
+            signed = (version.x[i, 0, :n] * version.x[i, 1, :n]).numpy()  # (n,)
+            axes[i, 0].bar(np.arange(n) + shift, signed, width=0.4, color=color, label=label)
+            axes[i, 1].plot(np.arange(n), version.x[i, 2, :n].numpy(), "o-", color=color, ms=3, label=label)
+        axes[i, 0].set_ylabel(class_names[int(before.labels[i])][:18], fontsize=7)
+    axes[0, 0].set_title("size x direction (+ client to server)")
+    axes[0, 1].set_title("iat (encoded)")
+    axes[0, 1].legend(fontsize=7)
+    axes[-1, 0].set_xlabel("packet")
+    axes[-1, 1].set_xlabel("packet")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def preview(cfg: Namespace) -> Path:
+    """A PNG of `--flows` training flows before and after the augmentation."""
+    if cfg.name not in AUGMENTATIONS and not Path(cfg.name).is_file():
+        augmentation_class(cfg.name)  # raises, listing the names
+    augmentation, dm, g = _prepared(cfg.name, cfg)
+    batch = dm.codec.encode(dm.split_table("train"))
+    before = batch.index(torch.randperm(len(batch), generator=g)[: cfg.flows])
+    after = augmentation(before, g)
+    return save_figure(preview_figure(before, after, dm.class_names, repr(augmentation)), cfg.out, dpi=110)
+
+
+def enlarge(cfg: Namespace) -> Path:
+    """The training split plus `--copies` augmented copies of each flow, as Parquet."""
+    if cfg.copies < 1:
+        raise ValueError(f"--copies must be >= 1 (augmented copies per training flow), got {cfg.copies}")
+    augmentation, dm, _ = _prepared(cfg.augment, cfg)
+    train = dm.split_table("train")
+    out = enlarge_to_parquet(train, dm.codec, augmentation, cfg.copies, cfg.out, seed=cfg.seed)
+    print(f"wrote {out}: {len(train)} training flows + {cfg.copies} copies each "
+          f"({len(train) * (cfg.copies + 1)} rows) with {augmentation!r}")
+    return out
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="tsda augment", description=__doc__)
+    sub = parser.add_subcommands(dest="command")
+    sub.add_subcommand("list", ArgumentParser(), help="names, families, altered features and defaults")
+    p = command_parser("tsda augment preview", "PNG of a few training flows before/after an augmentation")
+    p.add_argument("name", help=f"one of {', '.join(AUGMENTATIONS)}, or a YAML file")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--flows", type=int, default=4, help="flows to show")
+    e = command_parser("tsda augment enlarge", "training split + K augmented copies as Parquet")
+    e.add_argument("--augment", required=True, help="augmentation name or YAML config")
+    e.add_argument("--copies", type=int, required=True, help="augmented copies per flow (K)")
+    e.add_argument("--out", required=True, help="Parquet file to write")
+    for q in (p, e):
+        q.add_argument("--seed", type=int, default=0, help="seeds the augmentation draws")
+        add_data_arguments(q)
+    sub.add_subcommand("preview", p, help=p.description)
+    sub.add_subcommand("enlarge", e, help=e.description)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`tsda augment list | preview NAME ... | enlarge ...`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cfg = build_parser().parse_args(argv)
+    if cfg.command == "list":
+        print(list_augmentations())
+    elif cfg.command == "preview":
+        print(f"wrote {preview(cfg.preview)}")
+    else:
+        enlarge(cfg.enlarge)

@@ -1,0 +1,83 @@
+"""Campaigns: every (condition, seed) of a study as an ordinary `tsda fit` run.
+
+    tsda campaign run SPEC --out DIR [--executor local|ray] [--workers N] [--address auto]
+                      [--num_cpus C] [--num_gpus G] [--conditions a,b] [--seeds 0-4]
+                      [--dry_run] [extra fit overrides for every run, e.g. --data.train_fraction 0.2]
+    tsda campaign report DIR [--metric test_weighted_f1] [--alpha 0.05]
+
+A spec (`experiments/<study>/campaign.yaml`, see `CampaignSpec`) names a base config, the
+conditions (each a set of `tsda fit` overrides), the seeds and the reference condition.
+Each run is `tsda fit -c BASE [overrides] --run_dir DIR/runs/<condition>/seed<S>
+--seed_everything S` in its own process (`python -m tsda.cli fit ...`: the same code path,
+isolated). The parent process alone records one row per run in `DIR/results.parquet`
+(rewritten atomically after every run), so killing the campaign at any moment loses only
+the runs in flight: a restart skips the runs recorded `ok` with the same arguments, adopts
+runs that finished (their `metrics.json` exists) but were not recorded yet, and retries the
+rest. Executors: `local` (sequential, or `--workers N` concurrent run processes) and `ray`
+(each run a Ray task with its CPU/GPU request; `--address auto` joins a running cluster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tsda.campaign import EXECUTORS, CampaignSpec, parse_seeds, plan, run_campaign, write_report
+USAGE = __doc__
+
+
+def _parser() -> argparse.ArgumentParser:
+    """`run SPEC --out DIR [...]` and `report DIR [...]`; unknown `run` options are fit overrides."""
+    parser = argparse.ArgumentParser(prog="tsda campaign", description="conditions x seeds studies")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run (or resume) a campaign")
+    run.add_argument("spec", help="campaign YAML (experiments/<study>/campaign.yaml)")
+    run.add_argument("--out", required=True, help="campaign directory (results.parquet, runs/)")
+    run.add_argument("--executor", choices=list(EXECUTORS), default="local")
+    run.add_argument("--workers", type=int, default=1, help="local: concurrent run processes")
+    run.add_argument("--address", default=None, help="ray: cluster address (auto, ray://host:10001)")
+    run.add_argument("--num_cpus", type=float, default=None, help="ray: CPUs per run (default: spec)")
+    run.add_argument("--num_gpus", type=float, default=None, help="ray: GPUs per run (default: spec)")
+    run.add_argument("--conditions", default=None, help="comma-separated subset of conditions")
+    run.add_argument("--seeds", default=None, help="seeds instead of the spec's: '0,3,7' or '0-29'")
+    run.add_argument("--dry_run", action="store_true", help="print the runs' commands and stop")
+    report = sub.add_parser("report", help="statistics, charts and report.md of a campaign directory")
+    report.add_argument("out", help="campaign directory")
+    report.add_argument("--metric", default="test_weighted_f1")
+    report.add_argument("--alpha", type=float, default=0.05)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`tsda campaign run|report ...`; exits 1 when a run failed."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    args, extra = _parser().parse_known_args(argv)
+    if args.command == "report":
+        if extra:
+            raise ValueError(f"campaign report: unknown arguments {extra}")
+        print(f"report: {write_report(args.out, args.metric, args.alpha)}")
+        return
+    spec = CampaignSpec.from_yaml(args.spec)
+    conditions = args.conditions.split(",") if args.conditions else None
+    seeds = parse_seeds(args.seeds, "--seeds") if args.seeds else None
+    if args.dry_run:
+        for job in plan(spec, Path(args.out), extra, conditions, seeds):
+            print(" ".join(["tsda fit", *job.args]))
+        return
+    from tsda.commands.fit import check_fit_args  # Lightning: imported only to run
+
+    frame = run_campaign(spec, args.out, args.executor, args.workers, extra, conditions, seeds,
+                         args.address, args.num_cpus, args.num_gpus, check=check_fit_args)
+    failed = int((frame["status"] != "ok").sum())
+    print(f"campaign {spec.name}: {len(frame) - failed} ok, {failed} failed; results: "
+          f"{Path(args.out) / 'results.parquet'}", flush=True)
+    if failed:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
