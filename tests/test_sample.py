@@ -10,7 +10,8 @@ import pytest
 from gan_fixtures import N_PACKETS, datamodule, fit_gan
 
 from tsda.data.sources import read_parquet
-from tsda.generate import main, plan_labels
+from tsda.commands.sample import main
+from tsda.generate import plan_labels
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_sample_writes_a_parquet_that_reads_back(ckpt: Path, tmp_path: Path) -> 
 def test_sample_is_deterministic_from_the_seed(ckpt: Path, tmp_path: Path) -> None:
     def draw(seed: int, name: str) -> object:
         out = tmp_path / name
-        main(["--ckpt", str(ckpt), "--n", "12", "--class-balanced", "--seed", str(seed), "--out", str(out),
+        main(["--ckpt", str(ckpt), "--n", "12", "--seed", str(seed), "--out", str(out),
               "--no-progress"])
         return pq.read_table(out).drop(["generator"])
 
