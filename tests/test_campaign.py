@@ -1,21 +1,27 @@
-"""Campaigns: spec validation, planning, kill + restart exactly once, adoption, report, Ray."""
+"""Campaigns: spec validation, planning, kill + restart exactly once, adoption, report, Ray;
+the W&B summary run of `tsda.logging.log_summary_run`."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from tsda.campaign import CampaignSpec, ResultStore, main, parse_seeds, plan, run_campaign
+from tsda.campaign import (EXECUTORS, CampaignSpec, Executor, ResultStore, executor_for, parse_seeds, plan,
+                           run_campaign)
+from tsda.commands.campaign import main
+from tsda.logging import log_summary_run
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = REPO / "configs" / "experiment" / "synthetic_baseline.yaml"
@@ -168,3 +174,59 @@ def test_ray_executor_runs_a_tiny_campaign(tmp_path) -> None:
     assert sorted(zip(frame["condition"], frame["seed"])) == [("a", 3), ("b", 3)]
     assert (frame["status"] == "ok").all(), frame["error"].tolist()
     assert np.all(frame["test_weighted_f1"].between(0, 1))
+
+
+def test_every_executor_name_has_an_executor() -> None:
+    assert set(EXECUTORS) == set(get_args(Executor))
+    with pytest.raises(ValueError, match="--executor must be local or ray, got 'slurm'"):
+        executor_for("slurm")
+
+
+def wandb_records(path: Path) -> list:
+    """The records of an offline run's `run-*.wandb` (a LevelDB-style log: a 7-byte header,
+    32 KiB blocks of chunks `crc32 (4) | length (2, little-endian) | type (1)`)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, chunk, records = path.read_bytes(), 7, b"", []
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a chunk header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = chunk + data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunk)
+            records.append(record)
+            chunk = b""
+    return records
+
+
+def test_log_summary_run_writes_an_offline_run(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the suite runs disabled; WANDB_MODE wins over `mode`
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    image = tmp_path / "chart.png"
+    import matplotlib.pyplot as plt
+
+    fig, _ = plt.subplots()
+    fig.savefig(image)
+    plt.close(fig)
+    table = pd.DataFrame({"mean": [0.8, 0.7]}, index=pd.Index(["a", "b"], name="condition"))
+    log_summary_run("auto", "tsda-test", "tiny-report", tmp_path, group="tiny", job_type="report",
+                    config={"alpha": 0.05}, summary={"best_f1": 0.8, "n_runs": 6.0},
+                    tables={"table/summary": table}, images={"chart/cd": image})
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    summary = {}  # wandb 0.31 offline keeps the summary in the run's .wandb log, no wandb-summary.json
+    for record in wandb_records(next(run_dir.glob("run-*.wandb"))):
+        if record.WhichOneof("record_type") == "summary":
+            summary.update({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                            for item in record.summary.update})
+    assert summary["best_f1"] == 0.8 and summary["n_runs"] == 6.0
+    assert summary["table/summary/_type"] == "table-file" and summary["table/summary/nrows"] == 2
+    (table_file,) = run_dir.glob("files/media/table/table/summary_*.table.json")
+    assert json.loads(table_file.read_text())["columns"] == ["condition", "mean"]  # the index is a column
+    assert list(run_dir.glob("files/media/images/chart/cd_*.png"))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    log_summary_run("online", "tsda-test", "nothing", tmp_path / "off")
+    assert not (tmp_path / "off").exists()

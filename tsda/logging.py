@@ -1,14 +1,19 @@
-"""Loggers for a run: CSV always, W&B offline unless the user is logged in."""
+"""Loggers for a run: CSV always, W&B offline unless the user is logged in; one W&B
+summary run for a command's results (`log_summary_run`)."""
 
 from __future__ import annotations
 
 import netrc
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from lightning.pytorch.loggers import CSVLogger, Logger
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 WandbMode = Literal["auto", "online", "offline", "disabled"]
 
@@ -68,3 +73,43 @@ def run_loggers(run_dir: Path, wandb: WandbSettings, config: dict | None = None)
             logger.log_hyperparams(config)
         loggers.append(logger)
     return loggers
+
+
+def log_summary_run(
+    mode: WandbMode,
+    project: str,
+    name: str,
+    dir: Path,
+    *,
+    group: str | None = None,
+    job_type: str | None = None,
+    tags: Sequence[str] = (),
+    config: dict[str, Any] | None = None,
+    summary: dict[str, float] | None = None,
+    tables: dict[str, pd.DataFrame] | None = None,
+    images: dict[str, Path] | None = None,
+) -> None:
+    """One short W&B run holding a command's results (a campaign report, an evaluation).
+
+    `mode` is resolved by `resolve_wandb_mode` (WANDB_MODE wins; nothing happens when it
+    resolves to disabled); the run's files go under `dir/wandb/`. `tables` are logged as
+    `wandb.Table`s (each frame's index becomes its first column(s)), `images` as
+    `wandb.Image`s, both under their keys as given; `summary` lands in the run summary and
+    `config` in its config.
+    """
+    resolved = resolve_wandb_mode(mode)
+    if resolved == "disabled":
+        return
+    import wandb
+
+    run = wandb.init(project=project, name=name, group=group, job_type=job_type, tags=list(tags),
+                     config=config, mode=resolved, dir=str(dir), reinit="finish_previous")
+    try:
+        if tables:
+            run.log({key: wandb.Table(dataframe=frame.reset_index()) for key, frame in tables.items()})
+        if images:
+            run.log({key: wandb.Image(str(path)) for key, path in images.items()})
+        if summary:
+            run.summary.update(summary)
+    finally:
+        run.finish()

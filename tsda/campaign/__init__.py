@@ -1,0 +1,42 @@
+"""Campaigns: every (condition, seed) of a study as an ordinary `tsda fit` run.
+
+A spec (`experiments/<study>/campaign.yaml`, see `CampaignSpec`) names a base config, the
+conditions (each a set of `tsda fit` overrides), the seeds and the reference condition.
+Each run is `tsda fit -c BASE [overrides] --run_dir DIR/runs/<condition>/seed<S>
+--seed_everything S` in its own process (`python -m tsda.cli fit ...`: the same code path,
+isolated). The parent process alone records one row per run in `DIR/results.parquet`
+(rewritten atomically after every run), so killing the campaign at any moment loses only
+the runs in flight: a restart skips the runs recorded `ok` with the same arguments, adopts
+runs that finished (their `metrics.json` exists) but were not recorded yet, and retries the
+rest. Executors: `local` (sequential, or `workers` concurrent run processes) and `ray`
+(each run a Ray task with its CPU/GPU request).
+
+    spec.py       CampaignSpec, RunJob, plan, parse_seeds, override_args, validate_conditions
+    executors.py  run_job (one run as a process), execute_local, execute_ray, EXECUTORS
+    store.py      ResultStore (results.parquet), result_row, finished_metrics, ROW_KEYS
+    run.py        run_campaign
+    report.py     write_report (report.md, charts, the W&B summary run)
+
+The command line (`tsda campaign run|report`) is `tsda.commands.campaign`.
+"""
+
+from tsda.campaign.executors import (
+    EXECUTORS,
+    Executor,
+    ExecutorOptions,
+    OnResult,
+    execute_local,
+    execute_ray,
+    executor_for,
+    run_job,
+)
+from tsda.campaign.report import write_report
+from tsda.campaign.run import pending_jobs, run_campaign
+from tsda.campaign.spec import CampaignSpec, RunJob, override_args, parse_seeds, plan, validate_conditions
+from tsda.campaign.store import ROW_KEYS, ResultStore, finished_metrics, result_row
+
+__all__ = [
+    "EXECUTORS", "ROW_KEYS", "CampaignSpec", "Executor", "ExecutorOptions", "OnResult", "ResultStore", "RunJob",
+    "execute_local", "execute_ray", "executor_for", "finished_metrics", "override_args", "parse_seeds",
+    "pending_jobs", "plan", "result_row", "run_campaign", "run_job", "validate_conditions", "write_report",
+]

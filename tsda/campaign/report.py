@@ -1,0 +1,154 @@
+"""A campaign's report: `DIR/report.md` from `DIR/results.parquet` (and `DIR/campaign.json`):
+per-score summary tables, Friedman/Nemenyi ranks with the critical-difference chart, the
+per-class F1 heatmap, latent-space geometry and the failed runs; the same tables and charts
+logged to W&B as the campaign's summary run (`tsda.logging.log_summary_run`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tsda.runs import atomic_path
+
+
+@dataclass
+class Sections:
+    """The report under construction: markdown `lines`, the `tables` (frames indexed by
+    condition) and `images` (PNG paths in the campaign directory) that go to W&B."""
+
+    lines: list[str] = field(default_factory=list)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    images: dict[str, Path] = field(default_factory=dict)
+
+
+def _header(report: Sections, info: dict[str, Any], name: str, results: pd.DataFrame, runs: pd.DataFrame,
+            reference: str | None) -> None:
+    """Title, description and one paragraph of counts, seeds, base config and overrides."""
+    report.lines += [f"# Campaign `{name}`", ""]
+    if info.get("description"):
+        report.lines += [info["description"].strip(), ""]
+    failed = results[results["status"] != "ok"]
+    report.lines += [
+        f"{len(runs)} finished run(s), {len(failed)} failed; {runs['condition'].nunique()} condition(s), "
+        f"seeds {sorted(int(s) for s in runs['seed'].unique())}; reference: `{reference}`.",
+        f"Base config `{info.get('base', '?')}`; overrides for every run: "
+        f"`{' '.join(info.get('overrides', []) + info.get('extra', [])) or 'none'}`.", ""]
+
+
+def _scores(report: Sections, results: pd.DataFrame, runs: pd.DataFrame, metric: str,
+            reference: str | None) -> None:
+    """One table per score of `stats.SCORES` present (mean, std, t-interval, delta); the
+    `metric` table also holds the mean run seconds."""
+    from tsda.metrics import stats
+
+    for score in stats.SCORES:
+        if score in runs:
+            table = stats.summarize(results, score, reference)
+            if score == metric and "seconds" in runs:
+                table["seconds"] = runs.groupby("condition")["seconds"].mean()
+            report.tables[score] = table
+            report.lines += [f"## {score} (mean, std, 95% t-interval, delta vs `{reference}`)", "",
+                             stats.markdown_table(table), ""]
+
+
+def _ranks(report: Sections, results: pd.DataFrame, out: Path, metric: str, alpha: float,
+           reference: str | None) -> None:
+    """Friedman test and Nemenyi mean ranks of `metric` over the seeds, with `cd_<metric>.png`."""
+    from tsda.metrics import stats
+
+    try:
+        test = stats.friedman_nemenyi(results, metric, alpha)
+    except ValueError as err:
+        report.lines += ["## Ranks", "", f"No rank test: {err}.", ""]
+        return
+    report.images["cd_chart"] = stats.plot_cd(test, out / f"cd_{metric}.png")
+    if test.pvalue != test.pvalue:  # NaN: fewer than 3 conditions
+        friedman = "Friedman test: needs at least 3 conditions."
+    else:
+        verdict = "the conditions differ significantly" if test.significant else "no significant difference"
+        friedman = f"Friedman chi2 = {test.statistic:.3f}, p = {test.pvalue:.3g}: {verdict} (alpha = {alpha})."
+    ranks = test.mean_ranks.to_frame("mean rank")
+    if reference is not None:
+        ranks[f"Nemenyi p vs {reference}"] = test.nemenyi[reference]
+    report.tables["ranks"] = ranks
+    report.lines += [f"## Ranks of {metric} over {test.n_blocks} seeds", "",
+                     f"{friedman} Nemenyi critical difference of mean ranks: CD = {test.cd:.3f} (k = {test.k}); "
+                     "conditions joined by a bar are not significantly different.", "",
+                     f"![critical difference chart]({report.images['cd_chart'].name})", "",
+                     stats.markdown_table(ranks, 3), ""]
+
+
+def _per_class(report: Sections, results: pd.DataFrame, runs: pd.DataFrame, out: Path) -> None:
+    """The (condition x class) mean F1 heatmap `per_class_f1.png`, when runs recorded it."""
+    from tsda.metrics import stats
+
+    per_class = stats.per_class_matrix(results) if "test_per_class_f1" in runs else pd.DataFrame()
+    if not per_class.empty:
+        report.images["per_class_f1"] = stats.plot_heatmap(per_class, out / "per_class_f1.png")
+        report.lines += ["## Per-class F1 (mean over seeds)", "",
+                         f"![per-class F1]({report.images['per_class_f1'].name})", ""]
+
+
+def _latent(report: Sections, results: pd.DataFrame, metric: str) -> None:
+    """Latent geometry of the test split per condition and its Spearman correlation with `metric`."""
+    from tsda.metrics import stats
+
+    latent = stats.latent_table(results)
+    if latent.empty:
+        return
+    corr = stats.latent_correlation(results, metric)
+    report.tables["latent"], report.tables["latent_correlation"] = latent, corr
+    report.lines += ["## Latent-space geometry of the test split (mean over seeds)", "",
+                     "silhouette, calinski_harabasz, margin: higher = classes better separated; "
+                     "davies_bouldin, spread: lower = better (see `tsda.metrics.latent`).", "",
+                     stats.markdown_table(latent), "",
+                     f"Spearman correlation with {metric} (over condition means and over single runs):", "",
+                     stats.markdown_table(corr, 3), ""]
+
+
+def _failures(report: Sections, results: pd.DataFrame) -> None:
+    """One line per failed run: condition, seed and the end of its error."""
+    failed = results[results["status"] != "ok"]
+    if len(failed):
+        report.lines += ["## Failed runs", ""] + [f"- `{c}` seed {s}: {str(e)[-300:]!r}" for c, s, e in
+                                                zip(failed["condition"], failed["seed"], failed["error"])] + [""]
+
+
+def write_report(out: str | Path, metric: str = "test_weighted_f1", alpha: float = 0.05) -> Path:
+    """`out/report.md` with the summary tables, CD chart, per-class heatmap and latent geometry;
+    the same tables and charts logged to W&B as the campaign's summary run."""
+    from tsda.logging import log_summary_run
+    from tsda.metrics import stats
+
+    out = Path(out)
+    if not (out / "results.parquet").is_file():
+        raise ValueError(f"campaign report: no results.parquet in {out}")
+    info = json.loads((out / "campaign.json").read_text()) if (out / "campaign.json").is_file() else {}
+    results = pd.read_parquet(out / "results.parquet")
+    runs = stats.ok_runs(results)
+    if runs.empty:
+        raise ValueError(f"campaign report: no finished run in {out}")
+    name = info.get("name", out.name)
+    reference = info.get("reference")
+    if reference not in set(runs["condition"]):
+        reference = None
+    report = Sections()
+    _header(report, info, name, results, runs, reference)
+    _scores(report, results, runs, metric, reference)
+    _ranks(report, results, out, metric, alpha, reference)
+    _per_class(report, results, runs, out)
+    _latent(report, results, metric)
+    _failures(report, results)
+    path = out / "report.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(report.lines))
+    log_summary_run("auto", info.get("wandb_project", "tsda"), f"{name}-report", out, group=name,
+                    job_type="report", tags=["report"],
+                    tables={f"table/{k}": t for k, t in report.tables.items()},
+                    images={f"chart/{k}": p for k, p in report.images.items()})
+    return path

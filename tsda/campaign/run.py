@@ -1,0 +1,77 @@
+"""Running a campaign: plan -> skip the runs recorded `ok` -> adopt the finished but
+unrecorded ones -> execute the rest -> record every row as it comes back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tsda.campaign.executors import Executor, ExecutorOptions, executor_for
+from tsda.campaign.spec import CampaignSpec, RunJob, plan, validate_conditions
+from tsda.campaign.store import ResultStore, finished_metrics, result_row
+from tsda.runs import write_json_atomic
+
+
+def pending_jobs(store: ResultStore, jobs: Sequence[RunJob]) -> list[RunJob]:
+    """The jobs still to run: those not recorded `ok` with the same arguments, less the ones
+    whose run finished (its `metrics.json` exists) but was not recorded: those are recorded now."""
+    todo = []
+    for job in jobs:
+        if store.done(job):
+            continue
+        metrics = finished_metrics(job)
+        if metrics is not None:  # finished before the last campaign process was killed
+            store.record(result_row(job, metrics, float(metrics.get("seconds", 0.0)), 0, None))
+        else:
+            todo.append(job)
+    return todo
+
+
+def _print_row(row: dict[str, Any]) -> None:
+    """One progress line per finished run: status, seconds and its weighted F1 or error."""
+    score = row.get("test_weighted_f1")
+    note = f"weighted F1 {score:.4f}" if row["status"] == "ok" and score is not None else row["error"][:300]
+    print(f"[{row['condition']} seed {row['seed']}] {row['status']} in {row['seconds']:.0f} s: {note}", flush=True)
+
+
+def run_campaign(
+    spec: CampaignSpec,
+    out: str | Path,
+    executor: Executor = "local",
+    workers: int = 1,
+    extra: Sequence[str] = (),
+    conditions: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    address: str | None = None,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    check: Callable[[list[str]], None] | None = None,
+) -> pd.DataFrame:
+    """Run every missing (condition, seed) of `spec` into `out`; the results table (see
+    `tsda.campaign.store`). `check`, when given, parses each condition's `tsda fit`
+    arguments (of the first seed) before any run starts (`validate_conditions`); the
+    `tsda campaign` command passes `check_fit_args`."""
+    execute = executor_for(executor)
+    if check is not None:
+        validate_conditions(plan(spec, Path(out), extra, conditions, seeds[:1] if seeds else spec.seeds[:1]), check)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "campaign.json", {**spec.to_json(), "extra": list(extra)})
+    store = ResultStore(out / "results.parquet")
+    todo = pending_jobs(store, plan(spec, out, extra, conditions, seeds))
+    print(f"campaign {spec.name}: {len(todo)} run(s) to do into {out}", flush=True)
+
+    def on_result(row: dict[str, Any]) -> None:
+        store.record(row)
+        _print_row(row)
+
+    options = ExecutorOptions(
+        workers=workers, address=address,
+        num_cpus=spec.resources["num_cpus"] if num_cpus is None else num_cpus,
+        num_gpus=spec.resources["num_gpus"] if num_gpus is None else num_gpus,
+    )
+    execute(todo, on_result, options)
+    return store.frame
