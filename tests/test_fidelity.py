@@ -12,20 +12,15 @@ from gan_fixtures import N_PACKETS, class_table, datamodule, fit_classifier
 
 from tsda.data.codec import FlowCodec
 from tsda.data.sources import write_parquet
-from tsda.metrics.fidelity import (
-    FEATURES,
-    classifier_score,
-    discriminative_score,
-    frechet_distance,
-    main,
-    marginal_distances,
-    memorisation,
-    prdc,
-    size_curve_distance,
-)
+from tsda.commands.evaluate import main
+from tsda.commands.tstr import TstrSettings, train_and_test
+from tsda.metrics.discriminative import discriminative_score
+from tsda.metrics.distances import frechet_distance, memorisation, prdc
+from tsda.metrics.fidelity import FEATURES, marginal_distances, size_curve_distance
 
 CODEC = FlowCodec(n_packets=N_PACKETS)
 NAMES = ("small_up", "big_down", "mixed")
+REAL_OPTIONS = ["--data.min_packets", "3", "--data.min_class_size", "5", "--data.n_packets", str(N_PACKETS)]
 
 
 def shifted(table):  # larger packets, longer gaps, every flow cut to 6 packets
@@ -79,15 +74,17 @@ def test_memorisation_spots_copies() -> None:
 
 
 def test_tstr_drops_when_training_labels_are_shuffled() -> None:
-    train, test = class_table(40, seed=1), class_table(20, seed=2)
-    kwargs = {"epochs": 3, "codec": CODEC, "batch_size": 16,
-              "model_kwargs": {"backbone_kwargs": {"width": 8}, "lr": 0.01}}
-    good = classifier_score(train, test, **kwargs)
+    train, val, test = class_table(40, seed=1), class_table(10, seed=5), class_table(20, seed=2)
+    settings = TstrSettings(seeds=1, max_epochs=6, patience=2, batch_size=16, accelerator="cpu",
+                            model_kwargs={"backbone_kwargs": {"width": 8}, "lr": 0.01})
+    good = train_and_test(train, val, test, CODEC, 0, settings)
     shuffled = train.take(np.arange(len(train)))
     shuffled.labels = np.random.default_rng(0).permutation(shuffled.labels)
-    bad = classifier_score(shuffled, test, **kwargs)
+    bad = train_and_test(shuffled, val, test, CODEC, 0, settings)
     assert good["weighted_f1"] > 0.8
     assert bad["weighted_f1"] < good["weighted_f1"] - 0.3
+    assert 1 <= good["epochs"] <= 6 and 0 <= good["best_epoch"] < good["epochs"]
+    assert train_and_test(train, val, test, CODEC, 0, settings)["weighted_f1"] == good["weighted_f1"]  # seeded
 
 
 def test_tsda_evaluate_writes_fidelity_json_and_plots(tmp_path: Path) -> None:
@@ -96,13 +93,21 @@ def test_tsda_evaluate_writes_fidelity_json_and_plots(tmp_path: Path) -> None:
     real = write_parquet(class_table(80, seed=3), tmp_path / "real.parquet")
     synthetic = write_parquet(shifted(class_table(30, seed=4)), tmp_path / "syn.parquet")
     out = tmp_path / "fid"
-    main(["--real", str(real), "--synthetic", str(synthetic), "--classifier", str(clf), "--out", str(out),
-          "--tstr-epochs", "1", "--max-flows", "150", "--min-packets", "3", "--min-class-size", "5",
-          "--n-packets", str(N_PACKETS)])
+    main(["--data.path", str(real), "--synthetic", str(synthetic), "--classifier", str(clf), "--out", str(out),
+          "--tstr_seeds", "2", "--tstr_max_epochs", "2", "--tstr_patience", "1", "--accelerator", "cpu",
+          "--tstr_model", "{backbone_kwargs: {width: 8}}", "--max_flows", "150", *REAL_OPTIONS])
     result = json.loads((out / "fidelity.json").read_text())
     assert result["n_flows"]["synthetic"] == 90 and result["n_flows"]["real_test"] <= 150
     assert result["marginals"]["overall"]["size"]["w1"] > 0
-    assert {"tstr", "trtr", "ratio"} <= set(result["tstr"])
+    t = result["tstr"]
+    assert {"tstr", "trtr", "ratio", "real_plus_synthetic"} <= set(t)
+    for part in ("tstr", "trtr", "real_plus_synthetic"):
+        assert [r["seed"] for r in t[part]["seeds"]] == [0, 1]
+        assert all(1 <= r["epochs"] <= 2 for r in t[part]["seeds"])
+        scores = [r["weighted_f1"] for r in t[part]["seeds"]]
+        assert t[part]["mean"]["weighted_f1"] == pytest.approx(np.mean(scores))
+    assert t["ratio"] == pytest.approx(t["tstr"]["mean"]["weighted_f1"] / t["trtr"]["mean"]["weighted_f1"])
+    assert t["tstr"]["n_train"] == 90 and t["real_plus_synthetic"]["n_train"] == 90 + t["trtr"]["n_train"]
     assert {"frechet", "precision", "recall", "density", "coverage", "memorisation"} <= set(result["latent"])
     assert 0 <= result["discriminative"]["score"] <= 0.5
     for png in ("marginals.png", "size_curves.png", "latent_tsne.png"):
@@ -117,5 +122,5 @@ def test_evaluate_rejects_a_classifier_of_other_classes(tmp_path: Path) -> None:
     real = write_parquet(other, tmp_path / "real.parquet")
     syn = write_parquet(other, tmp_path / "syn.parquet")
     with pytest.raises(ValueError, match="classifier"):
-        main(["--real", str(real), "--synthetic", str(syn), "--classifier", str(clf), "--out", str(tmp_path / "o"),
-              "--tstr-epochs", "0", "--min-packets", "3", "--min-class-size", "5", "--n-packets", str(N_PACKETS)])
+        main(["--data.path", str(real), "--synthetic", str(syn), "--classifier", str(clf), "--out",
+              str(tmp_path / "o"), "--tstr_seeds", "0", *REAL_OPTIONS])

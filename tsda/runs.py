@@ -1,5 +1,6 @@
 """Run directories and atomic writes: every file tsda writes (JSON, Parquet, PNG) goes to a
-temporary name beside its target and is renamed onto it only when complete.
+temporary name beside its target and is renamed onto it only when complete (figures:
+`tsda.figures.save_figure`).
 
 A leaf module: it imports nothing from tsda, so every room may use it."""
 
@@ -49,19 +50,6 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 100) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi)
-    finally:
-        plt.close(fig)
-    return path
 
 
 def _jsonable(value: Any) -> Any:

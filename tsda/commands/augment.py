@@ -29,7 +29,7 @@ from tsda.commands.options import add_data_arguments, build_datamodule, command_
 from tsda.data.batch import FlowBatch
 from tsda.data.datamodule import FlowDataModule
 from tsda.lit.generative import prepare_augmentation
-from tsda.runs import save_figure
+from tsda.figures import pyplot, save_figure
 from tsda.seeds import seeded_generator
 
 
@@ -60,10 +60,7 @@ def _prepared(spec: str, cfg: Namespace) -> tuple[Augmentation, FlowDataModule, 
 def preview_figure(before: FlowBatch, after: FlowBatch, class_names: list[str], title: str):  # -> Figure
     """Each flow of `before` and `after` (same rows): size x direction bars and the
     encoded iat per packet, one row per flow."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(len(before), 2, figsize=(10, 1.8 * len(before)), squeeze=False, sharex=True)
     versions = ((before, "before", -0.2, "tab:blue"), (after, "after", 0.2, "tab:orange"))

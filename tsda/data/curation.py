@@ -84,3 +84,12 @@ def stratified_fraction(labels: np.ndarray, fraction: float, seed: int) -> np.nd
         m = max(1, int(round(fraction * len(rows))))
         keep.append(rng.choice(rows, size=m, replace=False))
     return np.sort(np.concatenate(keep))
+
+
+def stratified_cap(table: FlowTable, max_flows: int, seed: int = 0) -> FlowTable:
+    """At most `max_flows` flows, keeping every class's share (all flows when fewer)."""
+    if max_flows < 1:
+        raise ValueError(f"max_flows must be >= 1, got {max_flows}")
+    if len(table) <= max_flows:
+        return table
+    return table.take(stratified_fraction(table.labels, max_flows / len(table), seed))

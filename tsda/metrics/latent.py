@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tsda.runs import save_figure
+from tsda.figures import pyplot, save_figure
 from tsda.seeds import seeded_generator
 
 LATENT_KEYS = ("silhouette", "davies_bouldin", "calinski_harabasz", "spread", "margin")
@@ -117,10 +117,7 @@ def plot_latent(
 
     Both sets are embedded together so that their positions are comparable.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     z, labels = _as_numpy(z, labels)
     n = len(z)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from tsda.metrics.latent import LATENT_KEYS
-from tsda.runs import atomic_path
+from tsda.figures import pyplot, save_figure
 
 SCORES = ("test_weighted_f1", "test_macro_f1", "test_accuracy")
 
@@ -138,30 +138,18 @@ def friedman_nemenyi(results: pd.DataFrame, metric: str = "test_weighted_f1", al
     return RankTest(ranks, statistic, pvalue, nemenyi, critical_difference(k, n, alpha), n, k, alpha)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_cd(test: RankTest, path: str | Path, title: str | None = None) -> Path:
     """Critical-difference chart (scikit-posthocs' `critical_difference_diagram`) as a PNG."""
     import scikit_posthocs as sp
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 1.6 + 0.3 * test.k))
     sp.critical_difference_diagram(test.mean_ranks, test.nemenyi, cd=test.cd, alpha=test.alpha, ax=ax)
     p = "n/a" if math.isnan(test.pvalue) else f"{test.pvalue:.2g}"
     ax.set_title(title or f"mean rank over {test.n_blocks} seeds (Friedman p = {p}, CD = {test.cd:.2f})",
                  fontsize=9, pad=28)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=120)
 
 
 def per_class_matrix(results: pd.DataFrame, column: str = "test_per_class_f1") -> pd.DataFrame:
@@ -178,7 +166,7 @@ def per_class_matrix(results: pd.DataFrame, column: str = "test_per_class_f1") -
 
 def plot_heatmap(matrix: pd.DataFrame, path: str | Path, title: str = "mean per-class F1") -> Path:
     """Heatmap PNG of a `(rows, columns)` table of values in [0, 1] (e.g. per-class F1)."""
-    plt = _pyplot()
+    plt = pyplot()
     rows, cols = matrix.shape
     fig, ax = plt.subplots(figsize=(max(5.0, 0.35 * cols + 3), max(2.5, 0.3 * rows + 1.5)))
     image = ax.imshow(matrix.to_numpy(dtype=float), aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
@@ -191,10 +179,7 @@ def plot_heatmap(matrix: pd.DataFrame, path: str | Path, title: str = "mean per-
                     color="white" if v < 0.5 else "black")
     fig.colorbar(image, ax=ax, fraction=0.03)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=120)
 
 
 def latent_columns(results: pd.DataFrame) -> list[str]:
