@@ -559,15 +559,32 @@ def test_cli_preview_and_enlarge(tmp_path: Path, capsys: pytest.CaptureFixture) 
 
 
 @pytest.mark.slow
-def test_fit_with_an_augmentation_config(tmp_path: Path) -> None:
-    from tsda.cli import main
+def test_fit_with_an_augmentation_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The YAML augmentation reaches training: every training step's batch goes through it
+    (policy double: 2B flows per step) and the checkpoint records it."""
+    from tsda.augment.order import Translation
+    from tsda.commands.fit import run_fit
+    from tsda.lit.checkpoint import read_checkpoint
 
-    main(["fit", "-c", str(ROOT / "configs/experiment/synthetic_baseline.yaml"),
-          "--model.init_args.augmentation", str(ROOT / "configs/augment/translation.yaml"),
-          "--model.init_args.backbone_kwargs", "{width: 8}",
-          "--data.synthetic_scale", "0.02", "--data.synthetic_apps", "4", "--data.min_class_size", "10",
-          "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
-          "--run_dir", str(tmp_path / "run")])
+    calls: list[int] = []
+    original = Translation.__call__
+
+    def counted(self, batch, generator):  # noqa: ANN001, ANN202
+        calls.append(len(batch))
+        return original(self, batch, generator)
+
+    monkeypatch.setattr(Translation, "__call__", counted)
+    cli = run_fit(["-c", str(ROOT / "configs/experiment/synthetic_baseline.yaml"),
+                   "--model.init_args.augmentation", str(ROOT / "configs/augment/translation.yaml"),
+                   "--model.init_args.backbone_kwargs", "{width: 8}", "--latent_plot", "false",
+                   "--data.synthetic_scale", "0.02", "--data.synthetic_apps", "4", "--data.min_class_size", "10",
+                   "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
+                   "--run_dir", str(tmp_path / "run")])
+    steps = cli.trainer.num_training_batches
+    assert isinstance(cli.model.augmentation, Translation)
+    assert len(calls) == steps and steps > 0 and sum(calls) == len(cli.datamodule.splits["train"])
+    ckpt = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert ckpt["augmentation_repr"] == repr(cli.model.augmentation)
     assert (tmp_path / "run" / "metrics.json").is_file()
 
 

@@ -16,8 +16,7 @@ import pytest
 from tsda.cli import main
 from tsda.data.sources import write_parquet
 
-pytest.importorskip("tsda.data.synthetic")
-from tsda.data.synthetic import make_synthetic  # noqa: E402
+from tsda.data.synthetic import make_synthetic
 
 #: a tiny synthetic job: 4 apps, a few hundred flows, one epoch
 TINY = ["--model", "tsda.lit.classifier.ClassifierModule",

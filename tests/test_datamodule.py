@@ -179,7 +179,6 @@ def test_train_fraction_subsamples_training_only(parquet_path: Path) -> None:
 
 
 def test_synthetic_source_when_no_path() -> None:
-    pytest.importorskip("tsda.data.synthetic")
     dm = FlowDataModule(synthetic_scale=0.02, synthetic_apps=4, min_class_size=5)
     assert dm.num_classes == 4
     assert dm.table.max_packets == 20

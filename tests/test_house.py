@@ -1,0 +1,97 @@
+"""The house rules of DESIGN.md, read from the code: which room imports what, module sizes,
+and every command answering `--help`."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "tsda"
+#: leaf modules any room may use (they import nothing from tsda but each other)
+LEAVES = {"tsda.errors", "tsda.runs", "tsda.seeds", "tsda.figures"}
+MAX_LINES = 420
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Every module `path` imports, at module level or inside functions (absolute names)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def room(name: str) -> str:
+    parts = name.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and (PACKAGE / parts[1]).is_dir()) else name
+
+
+def test_the_rules_see_every_room() -> None:
+    rooms = {room(n) for n in MODULES}
+    assert {"data", "augment", "nets", "lit", "metrics", "campaign", "commands"} <= rooms
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_import_rules(name: str) -> None:
+    used = imports(MODULES[name])
+    own = {u for u in used if u == "tsda" or u.startswith("tsda.")}
+    here = room(name)
+    if here != "commands":
+        assert not {u for u in own if u.startswith("tsda.commands")}, f"{name}: only commands import commands"
+        assert "tsda.cli" not in own or name == "tsda.__main__", f"{name}: nothing imports the dispatcher"
+    if here in ("nets", "data", "augment", "metrics"):
+        assert not {u for u in own if u.startswith("tsda.lit")}, f"{name} imports tsda.lit"
+        lightning = {u for u in used if u.split(".")[0] in ("lightning", "pytorch_lightning", "torchmetrics")}
+        if name != "tsda.data.datamodule":
+            assert not lightning, f"{name} imports {lightning}"
+    allowed = {
+        "nets": ("tsda.nets", "tsda.data"),
+        "data": ("tsda.data",),
+        "augment": ("tsda.augment", "tsda.data"),
+        "metrics": ("tsda.metrics", "tsda.data"),
+    }.get(here)
+    if allowed is not None:
+        stray = {u for u in own - LEAVES if not u.startswith(allowed)}
+        assert not stray, f"{name} ({here}) may import only {allowed} and {sorted(LEAVES)}, imports {stray}"
+    if name in LEAVES:
+        assert own <= LEAVES, f"leaf module {name} imports {own - LEAVES}"
+    if here == "campaign":
+        assert "wandb" not in used, f"{name}: W&B goes through tsda.logging"
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_modules_stay_small(name: str) -> None:
+    lines = len(MODULES[name].read_text().splitlines())
+    assert lines <= MAX_LINES, f"{name} has {lines} lines (split it by concept)"
+
+
+def test_the_checker_catches_a_wrong_way_arrow(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from tsda.lit.classifier import ClassifierModule\n")
+    assert "tsda.lit.classifier" in imports(bad)
+
+
+@pytest.mark.parametrize("argv", [["fit", "--help"], ["test", "--help"], ["data", "describe", "--help"],
+                                  ["augment", "--help"], ["augment", "enlarge", "--help"], ["campaign", "--help"],
+                                  ["sample", "--help"], ["evaluate", "--help"]])
+def test_every_command_answers_help(argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    from tsda.cli import main
+
+    try:
+        main(argv)
+    except SystemExit as exc:
+        assert exc.code in (0, None), argv
+    out = capsys.readouterr().out
+    assert f"tsda {argv[0]}" in out and len(out.splitlines()) > 3, argv
