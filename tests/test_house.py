@@ -94,4 +94,4 @@ def test_every_command_answers_help(argv: list[str], capsys: pytest.CaptureFixtu
     except SystemExit as exc:
         assert exc.code in (0, None), argv
     out = capsys.readouterr().out
-    assert f"tsda {argv[0]}" in out and len(out.splitlines()) > 3, argv
+    assert "tsda" in out and argv[0] in out and len(out.splitlines()) > 3, argv

@@ -155,6 +155,7 @@ def run_fit(args: list[str]) -> TsdaCLI:
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"use_distributed_sampler": False, "deterministic": "warn", "max_epochs": 20},
         args=["fit", *args],
+        parser_kwargs={"prog": "tsda"},
         auto_configure_optimizers=False,
     )
 
