@@ -17,12 +17,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
+
+if TYPE_CHECKING:
+    from tsda.augment.generator import FlowSampler
 
 Family = Literal["amplitude", "mask", "order", "time", "mixing", "generator", "combinator"]
 
@@ -45,7 +48,7 @@ class AugmentContext:
     class_names: tuple[str, ...]
     generator: torch.Generator
     codec: FlowCodec | None = None
-    load_sampler: Callable[[str, torch.device], Any] | None = None
+    load_sampler: Callable[[str, torch.device], FlowSampler] | None = None
 
 
 class Augmentation(ABC):

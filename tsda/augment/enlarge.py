@@ -19,6 +19,7 @@ from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
 from tsda.data.sources import write_parquet
 from tsda.data.table import FlowTable
+from tsda.seeds import seeded_generator
 
 ORIGINAL = "original"
 
@@ -64,7 +65,7 @@ def enlarge(table: FlowTable, codec: FlowCodec, augmentation: Augmentation, copi
         raise ValueError(f"copies must be >= 0, got {copies}")
     if len(table) == 0:
         raise ValueError("enlarge: the table has no flow")
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = seeded_generator(seed)
     originals = _decoded(codec.encode(table), codec, table)
     tables = [originals] + [augment_table(table, codec, augmentation, generator) for _ in range(copies)]
     n = len(table)

@@ -15,6 +15,7 @@ from tsda.data.codec import FlowCodec
 from tsda.data.curation import SplitKind, curate, split_indices, stratified_fraction
 from tsda.data.sources import ParquetColumns, read_parquet
 from tsda.data.table import FlowTable
+from tsda.seeds import seeded_generator
 
 
 class IndexBatchSampler(Sampler[torch.Tensor]):
@@ -55,7 +56,7 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
         self.epoch = epoch
 
     def _order(self) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        g = seeded_generator(self.seed * 1_000_003 + self.epoch)
         if self.weights is not None:
             order = torch.multinomial(self.weights, self.n, replacement=True, generator=g)
         elif self.shuffle:

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from tsda.seeds import seeded_generator
+
 #: checkpoint key holding the generator states, `{name: (device type, rank, state)}`
 CHECKPOINT_KEY = "tsda_rng"
 
@@ -47,7 +49,7 @@ class RunGenerator:
         device = torch.device(device)
         g = self._generator
         if g is None or g.device != device or self._rank != rank:
-            g = torch.Generator(device=device).manual_seed(rank_seed(self.seed, rank))
+            g = seeded_generator(rank_seed(self.seed, rank), device)
             pending = self._pending
             if pending is not None and pending[0] == device.type and pending[1] == rank:
                 g.set_state(pending[2])
