@@ -5,16 +5,8 @@
                       [--dry_run] [extra fit overrides for every run, e.g. --data.train_fraction 0.2]
     tsda campaign report DIR [--metric test_weighted_f1] [--alpha 0.05]
 
-A spec (`experiments/<study>/campaign.yaml`, see `CampaignSpec`) names a base config, the
-conditions (each a set of `tsda fit` overrides), the seeds and the reference condition.
-Each run is `tsda fit -c BASE [overrides] --run_dir DIR/runs/<condition>/seed<S>
---seed_everything S` in its own process (`python -m tsda.cli fit ...`: the same code path,
-isolated). The parent process alone records one row per run in `DIR/results.parquet`
-(rewritten atomically after every run), so killing the campaign at any moment loses only
-the runs in flight: a restart skips the runs recorded `ok` with the same arguments, adopts
-runs that finished (their `metrics.json` exists) but were not recorded yet, and retries the
-rest. Executors: `local` (sequential, or `--workers N` concurrent run processes) and `ray`
-(each run a Ray task with its CPU/GPU request; `--address auto` joins a running cluster).
+The campaign itself (spec, executors, result store, resume, report) is `tsda.campaign`;
+its package docstring tells how a campaign runs and resumes.
 """
 
 from __future__ import annotations
