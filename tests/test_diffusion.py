@@ -4,6 +4,7 @@ classifier-free and classifier-latent guidance."""
 from __future__ import annotations
 
 import inspect
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -190,7 +191,8 @@ def test_bad_sampling_parameters_raise() -> None:
         make_scheduler(config, "euler", 10)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="steps"):
         make_scheduler(config, "ddim", 0)
-    with pytest.raises(ValueError, match="prediction_type"):
+    with pytest.raises(ValueError, match=r"model\.prediction_type must be one of \('epsilon', 'v_prediction'\), "
+                                         r"got 'sample'"):
         DiffusionModule(num_classes=2, prediction_type="sample")
     with pytest.raises(ValueError, match="label_dropout"):
         DiffusionModule(num_classes=2, label_dropout=1.0)
@@ -318,3 +320,51 @@ def test_latent_conditioned_fit_and_sample(datamodule: FlowDataModule, classifie
     assert centroids is not None and not torch.allclose(centroids[0], centroids[1])
     batch = model.sample(torch.tensor([0, 1, 0, 1]), torch.Generator().manual_seed(0), steps=3, cfg_scale=2.0)
     assert_valid(batch)
+
+
+def test_sampling_a_class_never_seen_in_training_warns(classifier_ckpt: Path) -> None:
+    """No silent zero centroid: latent-conditioned or latent-guided sampling of a class the
+    training never showed names it in a warning (its centroid is the zero vector)."""
+    torch.manual_seed(0)
+    model = DiffusionModule(num_classes=2, class_names=["up", "down"], n_packets=L_PACKETS,
+                            block_out_channels=(8, 16), classifier_ckpt=str(classifier_ckpt), latent_conditioning=True)
+    model.train()
+    up = FlowBatch(torch.zeros(3, 3, L_PACKETS), torch.full((3,), L_PACKETS), torch.zeros(3, dtype=torch.long))
+    up.x[:, DIRECTION] = 1.0
+    model._latents(up)  # training-mode latents add to the class sums: "up" seen 3 times
+    assert model.latent_count.tolist() == [3.0, 0.0]
+    assert not model.classifier.training, "the frozen guide stays in eval mode"
+    with pytest.warns(UserWarning, match=r"DiffusionModule\.sample: classes never seen in training: \['down'\]; "
+                                         r"their target latent is the zero vector"):
+        model.sample(torch.tensor([0, 1]), torch.Generator().manual_seed(0), steps=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.sample(torch.tensor([0, 0]), torch.Generator().manual_seed(0), steps=1)
+        # given target latents: no centroid is used
+        model.sample(torch.tensor([1]), torch.Generator().manual_seed(0), steps=1,
+                     target_latents=torch.zeros(1, model.classifier.latent_dim))
+
+
+def test_class_sums_add_up_over_ranks_since_a_snapshot() -> None:
+    """`ClassSums.all_reduce` (the DDP step of the diffusion centroids) adds every rank's
+    increments since the epoch's snapshot; with one process it changes nothing."""
+    from tsda.lit.guide import ClassSums
+
+    class TwoRanks:  # a stand-in strategy: the other rank added the same
+        world_size = 2
+
+        def reduce(self, tensor: torch.Tensor, reduce_op: str) -> torch.Tensor:
+            assert reduce_op == "sum"
+            return 2 * tensor
+
+    sums = ClassSums(torch.tensor([1.0, 0.0]), {"z": torch.ones(2, 3)})
+    start = sums.clone()
+    sums.add(torch.tensor([1, 1]), {"z": torch.ones(2, 3)})
+    one = sums.clone()
+    one.all_reduce(object(), since=start)  # no world_size: one process
+    assert torch.equal(one.n, sums.n)
+    sums.all_reduce(TwoRanks(), since=start)
+    assert sums.n.tolist() == [1.0, 4.0]
+    torch.testing.assert_close(sums.sums["z"][1], torch.full((3,), 5.0))
+    torch.testing.assert_close(sums.mean("z"), torch.tensor([[1.0] * 3, [1.25] * 3]))
+    assert sums.sparse(min_flows=2) == [0] and sums.sparse(among=torch.tensor([1, 1])) == []

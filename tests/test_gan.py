@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from tsda.data.batch import DIRECTION, FlowBatch
 from tsda.data.codec import FlowCodec
 from tsda.data.sources import write_parquet
 from tsda.lit.classifier import ClassifierModule
-from tsda.lit.gan import GANModule
+from tsda.lit.gan import LEGACY_PRIOR_KEYS, GANModule
 from tsda.lit.generative import load_generative, prepare_augmentation
 from tsda.nets.gan import FlowDiscriminator, FlowEncoder, FlowGenerator
 
@@ -265,7 +266,7 @@ def test_tsda_fit_trains_the_cgan_from_its_config(tmp_path: Path) -> None:
     loaded = load_generative(tmp_path / "run/checkpoints/last.ckpt")
     assert isinstance(loaded, GANModule) and loaded.encoder is not None  # the config's cVAE-GAN
     # the checkpoint carries the noise prior fitted on the training flows (every class seen)
-    assert bool((loaded.noise_prior_n > 0).all())
+    assert bool((loaded.noise_prior.n > 0).all())
 
 
 def test_generator_runs_checkpoint_every_epoch_without_validation(tmp_path: Path) -> None:
@@ -282,7 +283,7 @@ def test_generator_runs_checkpoint_every_epoch_without_validation(tmp_path: Path
              "--trainer.enable_progress_bar", "false", "--run_dir", str(tmp_path / "run")])
     ckpt = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=False)
     assert ckpt["epoch"] == 1
-    assert bool((ckpt["state_dict"]["noise_prior_n"] > 0).all())
+    assert bool((ckpt["state_dict"]["noise_prior.n"] > 0).all())
 
 
 def test_latent_config_differs_from_plain_only_in_guidance() -> None:
@@ -316,6 +317,27 @@ def test_ema_ramps_up_then_averages() -> None:
         assert abs(float(flat.module.weight) - 2.1) < 1e-6
     with pytest.raises(ValueError, match="ema_decay"):
         ema_of(net, decay=1.0)
+
+
+@pytest.mark.parametrize("decay", [-0.1, 1.0])
+def test_every_generator_checks_ema_decay_at_construction(decay: float) -> None:
+    """One check (`tsda.lit.ema.check_ema_decay`), one message, for every generator."""
+    from tsda.lit.diffusion import DiffusionModule
+
+    for make in (lambda: GANModule(num_classes=2, ema_decay=decay),
+                 lambda: DiffusionModule(num_classes=2, block_out_channels=(8, 16), ema_decay=decay)):
+        with pytest.raises(ValueError, match=r"model\.ema_decay must be in \[0, 1\), got"):
+            make()
+
+
+def test_class_names_are_read_one_way_by_every_module() -> None:
+    from tsda.lit import class_names_from
+
+    assert class_names_from({"num_classes": 3}) == ["0", "1", "2"]
+    assert class_names_from({"num_classes": 2, "class_names": ("a", "b")}) == ["a", "b"]
+    assert GANModule(num_classes=2).class_names == ["0", "1"]
+    clf = ClassifierModule(num_classes=2, class_names=["x", "y"], backbone_kwargs={"width": 8})
+    assert clf.class_names == ["x", "y"]
 
 
 @pytest.mark.parametrize("module", ["gan", "diffusion"])
@@ -367,13 +389,13 @@ def test_fitted_noise_prior_is_the_posterior_gaussian_of_each_class(vae: tuple) 
     with torch.no_grad():
         mu, logvar = model.encoder(train.x, train.labels)  # (N, Z)
     counts = torch.bincount(train.labels, minlength=dm.num_classes)
-    assert torch.equal(model.noise_prior_n, counts)
+    assert torch.equal(model.noise_prior.n, counts)
     for k in range(dm.num_classes):
         zk = mu[train.labels == k].double()
         cov = torch.cov(zk.T, correction=0) + torch.diag(logvar[train.labels == k].exp().double().mean(0))
         cov = cov + 1e-4 * torch.eye(zk.shape[1], dtype=torch.float64)
-        chol = model.noise_chol[k].double()
-        assert torch.allclose(model.noise_mean[k].double(), zk.mean(0), atol=1e-5)
+        chol = model.noise_prior.chol[k].double()
+        assert torch.allclose(model.noise_prior.mean[k].double(), zk.mean(0), atol=1e-5)
         assert torch.allclose(chol @ chol.T, cov, atol=1e-4)
 
 
@@ -385,13 +407,76 @@ def test_sampling_draws_from_the_fitted_prior_unless_told_otherwise(vae: tuple) 
     assert torch.equal(fitted.x, again.x)
     assert not torch.equal(fitted.x, model.sample(labels, g(), prior="standard").x)
     assert_valid(fitted, model.codec)
-    with pytest.raises(ValueError, match="prior"):
+    with pytest.raises(ValueError, match=r"prior must be one of \('fitted', 'standard'\), got 'gaussian'"):
         model.sample(labels, g(), prior="gaussian")
-    # a checkpoint from before the fitted prior loads and samples from N(0, I)
+    # a checkpoint from before the fitted prior loads and samples from N(0, I), with a warning
     ckpt = torch.load(path, weights_only=False)
-    for name in ("noise_mean", "noise_chol", "noise_prior_n"):
+    for name in ("noise_prior.mean", "noise_prior.chol", "noise_prior.n"):
         del ckpt["state_dict"][name]
     torch.save(ckpt, path.with_name("old.ckpt"))
     old = load_generative(path.with_name("old.ckpt"))
-    assert int(old.noise_prior_n.sum()) == 0
-    assert torch.equal(old.sample(labels, g()).x, old.sample(labels, g(), prior="standard").x)
+    assert int(old.noise_prior.n.sum()) == 0
+    with pytest.warns(UserWarning, match=r"no Gaussian for classes \['small_up', 'big_down', 'mixed'\]"):
+        from_old = old.sample(labels, g())
+    assert torch.equal(from_old.x, old.sample(labels, g(), prior="standard").x)
+
+
+def test_checkpoints_with_the_old_noise_prior_keys_load_into_the_prior(vae: tuple) -> None:
+    """Checkpoints saved when the prior's buffers were the module's own (`noise_mean`,
+    `noise_chol`, `noise_prior_n`) load into the submodule `noise_prior`."""
+    model, _, path, _, _ = vae
+    ckpt = torch.load(path, weights_only=False)
+    for old, new in LEGACY_PRIOR_KEYS.items():
+        ckpt["state_dict"][old] = ckpt["state_dict"].pop(new)
+    torch.save(ckpt, path.with_name("legacy.ckpt"))
+    legacy = load_generative(path.with_name("legacy.ckpt"))
+    saved = torch.load(path, weights_only=False)["state_dict"]
+    for name, value in legacy.noise_prior.state_dict(prefix="noise_prior.").items():
+        assert torch.equal(value, saved[name]), name
+    labels = torch.tensor([0, 1, 2] * 4)
+    assert torch.equal(legacy.sample(labels, torch.Generator().manual_seed(0)).x,
+                       load_generative(path).sample(labels, torch.Generator().manual_seed(0)).x)
+
+
+def _batches(labels: list[int], seed: int = 0) -> list[FlowBatch]:
+    """Flows of `class_table` with the given labels only (one batch)."""
+    batch = FlowCodec(n_packets=N_PACKETS).encode(class_table(10, seed=seed))
+    keep = torch.isin(batch.labels, torch.tensor(labels))
+    return [FlowBatch(batch.x[keep], batch.lengths[keep], batch.labels[keep])]
+
+
+def test_noise_prior_warns_about_classes_it_cannot_fit() -> None:
+    """No silent N(0, I): a class without training flows is named when the prior is fitted
+    and when it is sampled; fitted classes sample without a warning."""
+    torch.manual_seed(0)
+    model = GANModule(num_classes=3, class_names=["small_up", "big_down", "mixed"], n_packets=N_PACKETS,
+                      w_recon=1.0, **TINY_GAN)
+    with pytest.warns(UserWarning, match=r"noise prior: classes with fewer than 2 training flows: \['mixed'\]; "
+                                         r"they keep N\(0, I\)"):
+        model.fit_noise_prior(_batches([0, 1]))
+    assert model.noise_prior.fitted.tolist() == [True, True, False]
+    with pytest.warns(UserWarning, match=r"GANModule\.sample: the fitted noise prior has no Gaussian for "
+                                         r"classes \['mixed'\]"):
+        model.sample(torch.tensor([0, 2]), torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.sample(torch.tensor([0, 1]), torch.Generator().manual_seed(0))
+        model.sample(torch.tensor([2]), torch.Generator().manual_seed(0), prior="standard")
+
+
+def test_class_regions_warn_about_classes_without_training_flows(guided: tuple[GANModule, Path, Path]) -> None:
+    """A class with fewer than 2 training flows gets the latent region of all training
+    flows, named in a warning; latent-conditioned sampling of a class never seen warns too."""
+    clf_path = guided[2]
+    model = GANModule(num_classes=3, class_names=["small_up", "big_down", "mixed"], n_packets=N_PACKETS,
+                      classifier_ckpt=str(clf_path), latent_conditioning=True, **TINY_GAN)
+    batches = _batches([0, 1])
+    with pytest.warns(UserWarning, match=r"GANModule: classes with fewer than 2 training flows: \['mixed'\]; "
+                                         r"their latent region .* is that of all training flows"):
+        model._fit_class_regions(batches)
+    with torch.no_grad():
+        z = model.guide.encode(batches[0].x)  # (N, D)
+    torch.testing.assert_close(model.class_mu[2], z.mean(0), atol=1e-5, rtol=1e-4)
+    assert model.class_bank_n.tolist()[2] == 0
+    with pytest.warns(UserWarning, match=r"GANModule\.sample: classes never seen in training: \['mixed'\]"):
+        model.sample(torch.tensor([0, 2]), torch.Generator().manual_seed(0))

@@ -53,6 +53,8 @@ from tsda.data.batch import DIRECTION, IAT, SIZE
 
 SamplerName = Literal["ddpm", "ddim", "dpmpp"]
 SAMPLERS: tuple[str, ...] = get_args(SamplerName)
+#: what a denoiser output is (`sample`: x0 itself, what the loop feeds the sampling schedulers)
+X0Prediction = Literal["epsilon", "v_prediction", "sample"]
 Scheduler = DDPMScheduler | DDIMScheduler | DPMSolverMultistepScheduler
 
 #: channels the denoiser sees: size, direction, iat, presence
@@ -182,7 +184,7 @@ def make_scheduler(scheduler_config: dict[str, Any], sampler: SamplerName, steps
 
 
 def predict_x0(
-    output: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str
+    output: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: X0Prediction
 ) -> torch.Tensor:
     """Clean-flow estimate `(B, C, L)` from a denoiser output at cumulative alpha `alpha_bar` (scalar)."""
     a, s = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()

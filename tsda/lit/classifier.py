@@ -112,8 +112,10 @@ class ClassifierModule(L.LightningModule):
 
     @property
     def class_names(self) -> list[str]:
-        names = self.hparams.get("class_names")
-        return list(names) if names else [str(i) for i in range(self.hparams.num_classes)]
+        """The K class names (`tsda.lit.class_names_from`, shared with the generators)."""
+        from tsda.lit import class_names_from
+
+        return class_names_from(self.hparams)
 
     # -- the seam generators are guided by ------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:

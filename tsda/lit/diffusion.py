@@ -7,19 +7,22 @@ the padding alike (padding is part of what is generated: it fixes the length).
 Labels are replaced by the null label with probability `label_dropout` (classifier-free
 guidance). An exponential moving average of the denoiser (`ema`) is what samples.
 
-With `classifier_ckpt`, a frozen pretrained `ClassifierModule` is loaded; it provides
-classifier-latent guidance at sampling time and the class centroids of its latent space
-(accumulated over the training data, buffer `latent_centroids (K, D)`), and with
+With `classifier_ckpt`, a frozen pretrained `ClassifierModule` is loaded as the guide
+(`tsda.lit.guide.FrozenGuide`, submodule `classifier`); it provides classifier-latent
+guidance at sampling time and the class centroids of its latent space, and with
 `latent_conditioning` the denoiser is also conditioned on the classifier latent of each
 training flow (at sampling time: the centroid of the requested class, or given latents).
-The classifier's hparams and weights travel in the diffusion checkpoint, so sampling
-(guided included) needs no classifier file.
+The centroids are the running per-class sums of the guide's latents of every training
+batch (buffers `latent_sum (K, D)`, `latent_count (K,)`, a `tsda.lit.guide.ClassSums`),
+added up over DDP ranks at each epoch's last batch; `latent_centroids (K, D)` is their
+mean. Sampling a class never seen in training uses its zero centroid, with a warning
+naming it. The classifier's hparams and weights travel in the diffusion checkpoint, so
+sampling (guided included) needs no classifier file.
 """
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +30,9 @@ from diffusers import DDPMScheduler
 
 from tsda.data.batch import FlowBatch
 from tsda.lit import check_class_names
-from tsda.lit.ema import ema_of
+from tsda.lit.ema import check_ema_decay, ema_of
 from tsda.lit.generative import GenerativeModule
+from tsda.lit.guide import ClassSums, load_guide, warn_sparse_classes
 from tsda.lit.rng import RunGenerator
 from tsda.nets.denoiser import FlowDenoiser
 from tsda.sampling import MODEL_CHANNELS, LatentGuidance, SamplerName, denoise, snap_model_space, to_model_space
@@ -43,17 +47,9 @@ DEFAULT_SCHEDULER: dict[str, Any] = {
 }
 
 
-def _build_classifier(path: str | None, hparams: dict[str, Any] | None, num_classes: int) -> torch.nn.Module:
-    """The frozen guiding `ClassifierModule`: rebuilt from `hparams` (its weights then come
-    from the diffusion checkpoint's state dict), else loaded from the checkpoint `path`."""
-    from tsda.lit.classifier import ClassifierModule
-
-    if hparams is None:
-        assert path is not None
-        return ClassifierModule.load_frozen(path, num_classes)
-    accepted = inspect.signature(ClassifierModule.__init__).parameters
-    classifier = ClassifierModule(**{k: v for k, v in hparams.items() if k in accepted})
-    return classifier.eval().requires_grad_(False)
+#: what the denoiser is trained to predict (diffusers' `prediction_type`)
+PredictionType = Literal["epsilon", "v_prediction"]
+PREDICTION_TYPES: tuple[str, ...] = get_args(PredictionType)
 
 
 class DiffusionModule(GenerativeModule):
@@ -65,7 +61,7 @@ class DiffusionModule(GenerativeModule):
         n_packets, mtu, iat_unit, iat_max: the `FlowCodec` settings of the training data.
         block_out_channels: UNet level widths of the `FlowDenoiser`.
         layers_per_block: extra residual blocks per UNet level.
-        prediction_type: `epsilon` or `v_prediction`.
+        prediction_type: `epsilon` or `v_prediction` (`PREDICTION_TYPES`).
         scheduler_kwargs: overrides of `DEFAULT_SCHEDULER` (any `DDPMScheduler` argument).
         label_dropout: probability of training on the null label (classifier-free guidance).
         ema_decay: EMA decay of the sampling weights (0 = sample with the trained weights).
@@ -90,7 +86,7 @@ class DiffusionModule(GenerativeModule):
         iat_max: float = 10.0,
         block_out_channels: tuple[int, ...] = (32, 64, 128),
         layers_per_block: int = 1,
-        prediction_type: str = "epsilon",
+        prediction_type: PredictionType = "epsilon",
         scheduler_kwargs: dict[str, Any] | None = None,
         label_dropout: float = 0.1,
         ema_decay: float = 0.999,
@@ -103,12 +99,11 @@ class DiffusionModule(GenerativeModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(f"model.prediction_type must be epsilon or v_prediction, got {prediction_type!r}")
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"model.prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
         if not 0.0 <= label_dropout < 1.0:
             raise ValueError(f"model.label_dropout must be in [0, 1), got {label_dropout}")
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"model.ema_decay must be in [0, 1), got {ema_decay}")
+        check_ema_decay(ema_decay)
         if warmup_steps < 0:
             raise ValueError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
         check_class_names(class_names, num_classes)
@@ -119,15 +114,12 @@ class DiffusionModule(GenerativeModule):
                                           "prediction_type": prediction_type})
         # the scheduler config travels in checkpoint["scheduler_config"], not in hparams:
         # every hparam must be an __init__ argument (LightningCLI re-parses them to resume)
-        self.classifier = None
-        if classifier_ckpt or classifier_hparams:
-            self.classifier = _build_classifier(classifier_ckpt, classifier_hparams, num_classes)
-            self.hparams["classifier_hparams"] = {
-                k: v for k, v in dict(self.classifier.hparams).items() if not k.startswith("_")}
-            if int(self.classifier.hparams.num_classes) != num_classes:
-                raise ValueError(f"model.classifier_ckpt has {self.classifier.hparams.num_classes} "
-                                 f"classes, the data {num_classes}")
-        latent_dim = int(self.classifier.net.latent_dim) if self.classifier is not None else 0
+        # the guide's weights are the submodule's (`classifier.net.*`), so they travel in the
+        # checkpoint; its hparams let a checkpoint rebuild it without the classifier file
+        self.classifier = load_guide(num_classes, path=classifier_ckpt, hparams=classifier_hparams)
+        if self.classifier is not None:
+            self.hparams["classifier_hparams"] = dict(self.classifier.hparams)
+        latent_dim = self.classifier.latent_dim if self.classifier is not None else 0
         self.denoiser = FlowDenoiser(num_classes, in_channels=MODEL_CHANNELS, block_out_channels=tuple(block_out_channels),
                                      layers_per_block=layers_per_block,
                                      latent_dim=latent_dim if latent_conditioning else 0)
@@ -136,19 +128,12 @@ class DiffusionModule(GenerativeModule):
             self.register_buffer("latent_sum", torch.zeros(num_classes, latent_dim))  # (K, D)
             self.register_buffer("latent_count", torch.zeros(num_classes))  # (K,)
         self._rng = RunGenerator(seed, "noise")
-        self._epoch_start_latents: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._epoch_start_sums: ClassSums | None = None
 
     @property
     def scheduler_config(self) -> dict[str, Any]:
         """The training `DDPMScheduler` config as a plain dict (saved in hparams)."""
         return {k: v for k, v in dict(self.scheduler.config).items() if not k.startswith("_")}
-
-    def train(self, mode: bool = True) -> DiffusionModule:
-        """Like `nn.Module.train`, but the frozen classifier always stays in eval mode."""
-        super().train(mode)
-        if self.classifier is not None:
-            self.classifier.eval()
-        return self
 
     def noise_generator(self) -> torch.Generator:
         """The seeded generator of the training noise (its state is checkpointed)."""
@@ -156,21 +141,32 @@ class DiffusionModule(GenerativeModule):
 
     # -- latent space of the classifier -------------------------------------------------
     @property
+    def latent_sums(self) -> ClassSums:
+        """The running per-class sums of the guide's training latents (`latent_count (K,)`,
+        `latent_sum (K, D)` as `z`): the module's buffers themselves, not a copy."""
+        return ClassSums(self.latent_count, {"z": self.latent_sum})
+
+    @property
     def latent_centroids(self) -> torch.Tensor | None:
         """`(K, D)` mean classifier latent of each class's training flows (None without
         a classifier; zero rows for classes not yet seen)."""
         if self.classifier is None:
             return None
-        return self.latent_sum / self.latent_count.clamp_min(1.0)[:, None]
+        return self.latent_sums.mean("z")
+
+    def _centroids_of(self, labels: torch.Tensor) -> torch.Tensor:
+        """`(B, D)` the class centroids of `labels (B,)`, warning about classes never seen."""
+        warn_sparse_classes(f"{type(self).__name__}.sample", self.latent_sums.sparse(among=labels),
+                            self.class_names, "their target latent is the zero vector (no centroid)")
+        return self.latent_centroids[labels]
 
     @torch.no_grad()
     def _latents(self, batch: FlowBatch) -> torch.Tensor:
-        """`(B, D)` classifier latents of clean flows; accumulates the class centroids."""
-        assert self.classifier is not None
+        """`(B, D)` classifier latents of clean flows; in training mode also added to the
+        class sums."""
         z = self.classifier.encode(batch.x)  # (B, D)
         if self.training:
-            self.latent_sum.index_add_(0, batch.labels, z)
-            self.latent_count.index_add_(0, batch.labels, torch.ones_like(batch.labels, dtype=z.dtype))
+            self.latent_sums.add(batch.labels, {"z": z})
         return z
 
     # -- training -----------------------------------------------------------------------
@@ -198,26 +194,15 @@ class DiffusionModule(GenerativeModule):
 
     def on_train_epoch_start(self) -> None:
         if self.classifier is not None:
-            self._epoch_start_latents = (self.latent_sum.clone(), self.latent_count.clone())  # (K, D), (K,)
+            self._epoch_start_sums = self.latent_sums.clone()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.ema.update_parameters(self.denoiser)
         if self.classifier is not None and batch_idx == self.trainer.num_training_batches - 1:
-            self._reduce_latent_sums()
-
-    def _reduce_latent_sums(self) -> None:
-        """Under DDP, add up what every rank accumulated into the class centroids this epoch
-        (each rank saw its shard), so every rank, and the checkpoint, holds all of it; on
-        one process a no-op. Called at the last training batch (ranks have equal counts)."""
-        world = getattr(self.trainer, "world_size", 1)
-        if world == 1:
-            return
-        start_sum, start_count = self._epoch_start_latents
-        strategy = self.trainer.strategy
-        added_sum = strategy.reduce(self.latent_sum - start_sum, reduce_op="sum")  # (K, D)
-        added_count = strategy.reduce(self.latent_count - start_count, reduce_op="sum")  # (K,)
-        self.latent_sum.copy_(start_sum + added_sum)
-        self.latent_count.copy_(start_count + added_count)
+            # under DDP every rank saw its shard: add up what all ranks accumulated this
+            # epoch, so every rank, and the checkpoint, holds all of it (ranks have equal
+            # batch counts, so all get here); on one process a no-op
+            self.latent_sums.all_reduce(self.trainer.strategy, since=self._epoch_start_sums)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
@@ -248,8 +233,8 @@ class DiffusionModule(GenerativeModule):
             raise ValueError("latent_guidance_scale > 0 needs a model trained with classifier_ckpt")
         targets = target_latents
         if targets is None and latent_weight > 0:
-            targets = self.latent_centroids[labels]  # (B, D)
-        return LatentGuidance(self.classifier.net, scale, class_weight, latent_weight, targets)
+            targets = self._centroids_of(labels)  # (B, D)
+        return LatentGuidance(self.classifier, scale, class_weight, latent_weight, targets)
 
     @torch.no_grad()
     def sample(
@@ -282,7 +267,7 @@ class DiffusionModule(GenerativeModule):
         self.eval()
         latents = None
         if self.hparams.latent_conditioning:
-            latents = target_latents if target_latents is not None else self.latent_centroids[labels]  # (B, D)
+            latents = target_latents if target_latents is not None else self._centroids_of(labels)  # (B, D)
         guidance = self._guidance(labels, float(latent_guidance_scale), class_weight, latent_weight, target_latents)
         x = denoise(self.sampling_denoiser(use_ema), self.scheduler_config, labels, generator,
                     int(self.hparams.n_packets), self.denoiser.null_label, steps=steps, sampler=sampler,

@@ -12,6 +12,12 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 
+def check_ema_decay(decay: float) -> None:
+    """`model.ema_decay` is in [0, 1) (the one check; generator constructors call it first)."""
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"model.ema_decay must be in [0, 1), got {decay}")
+
+
 def _ema(decay: float, ramp: bool, averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     d = min(decay, (1.0 + float(n)) / (10.0 + float(n))) if ramp else decay
     return averaged + (current - averaged) * (1.0 - d)
@@ -20,7 +26,6 @@ def _ema(decay: float, ramp: bool, averaged: torch.Tensor, current: torch.Tensor
 def ema_of(module: nn.Module, decay: float, ramp: bool = False) -> AveragedModel:
     """An EMA copy of `module` (weights and buffers, no gradients): `.module` is the
     averaged network; call `.update_parameters(module)` after each optimiser step (the
-    first call copies)."""
-    if not 0.0 <= decay < 1.0:
-        raise ValueError(f"model.ema_decay must be in [0, 1), got {decay}")
+    first call copies). Raises ValueError unless `decay` is in [0, 1)."""
+    check_ema_decay(decay)
     return AveragedModel(module, avg_fn=partial(_ema, decay, ramp), use_buffers=True).requires_grad_(False)

@@ -3,65 +3,57 @@
 Training follows Lightning's GAN example (manual optimisation: `toggle_optimizer`,
 `manual_backward`), with the hinge loss, a projection discriminator with spectral norm
 (`tsda.nets.gan`), an optional R1 gradient penalty and an exponential moving average (EMA)
-of the generator's weights, which is what `sample` uses.
+of the generator's weights, which is what `sample` uses. The loss terms are the pure
+functions of `tsda.lit.losses`; this module weighs and sums them.
 
-Latent guidance (the research's second agenda item) comes from a frozen, pretrained
-`ClassifierModule` checkpoint (`classifier_ckpt`), the classifier whose latent space the
-synthetic flows should populate. The generator loss adds:
-
-(a) `w_class` x cross-entropy of the classifier on generated flows vs the conditioned class;
-(b) `w_latent` x a pull of `encode(x_gen) (B, D)` towards
-    * the conditioning latent, when `latent_conditioning` (the generator then also takes a
-      latent `(B, D)`: during training the classifier's latent of a real flow of the same
-      class, when sampling one of up to `LATENT_BANK` stored real latents of the class, so
-      sampling sees the same conditioning distribution as training), as the squared
-      distance scaled by the class's spread: `mean_d ((e_d - z_d) / sigma_{y,d})^2`;
-    * otherwise the class's region, centroid plus spread: the hinge
-      `relu(mean_d ((e_d - mu_{y,d}) / sigma_{y,d})^2 - 1)`, zero inside one standard
-      deviation on average, so the generator is not collapsed onto the centroid.
+Latent guidance comes from a frozen, pretrained `ClassifierModule` checkpoint
+(`classifier_ckpt`, loaded as a `tsda.lit.guide.FrozenGuide`), the classifier whose latent
+space the synthetic flows should populate. The generator loss adds `w_class` x the guide's
+cross-entropy on generated flows and `w_latent` x a pull of their latents `encode(x_gen)`
+(formulas: `tsda.lit.losses`) towards the conditioning latent when `latent_conditioning`
+(the generator then also takes a latent `(B, D)`: in training the guide's latent of the
+real flow, when sampling one of up to `LATENT_BANK` stored real latents of the class, so
+sampling sees the conditioning distribution of training), otherwise into the class's
+region (centroid plus spread, not collapsed onto the centroid).
 
 Class centroids `mu (K, D)` and spreads `sigma (K, D)` are computed from the training data
-at fit start and stored as buffers (with the per-class bank of real latents when
-latent-conditioned), so a checkpoint can sample without the classifier.
-Zero weights and no latent conditioning give the plain cGAN.
+at fit start (`tsda.lit.guide.class_regions`: a class with fewer than 2 training flows gets
+the region of all training flows, with a warning naming it) and stored as buffers (with the
+per-class bank of real latents when latent-conditioned), so a checkpoint can sample without
+the classifier. Zero weights and no latent conditioning give the plain cGAN.
 
 Coverage (`w_recon > 0`, the cVAE-GAN of `tsda.nets.gan`): an encoder maps each real flow
-to a Gaussian over the generator's noise; the generator adds `w_recon` x the L1 distance
-between the real flow and its reconstruction from a draw of that Gaussian (soft outputs, so
-presence and direction get smooth gradients) and `w_kl` x the KL divergence to N(0, I)
-(mean per noise dimension). Without it, the adversarial loss alone lets the generator cover
-a few modes per class (on FG-Net D1 the plain cGAN's latent coverage was 0.11 and its TSTR
-weighted F1 0.05).
-
-The KL term does not make the encoder's codes of class k fill N(0, I): they occupy a
-class-specific region, and prior draws outside it decode to flows of no class in particular.
-So, as in ex-post density estimation (Ghosh et al. 2020), the module fits a full-covariance
-Gaussian per class to the posteriors of the training flows (`noise_mean (K, Z)`,
-`noise_chol (K, Z, Z)`: the codes' mean and covariance plus the mean posterior variance),
-after every training epoch and before validation, and `sample` draws the noise from it
-(`prior="fitted"`, the default; `prior="standard"` draws from N(0, I)). On FG-Net D1 this
-raised TSTR weighted F1 from 0.277 to 0.287 (unguided) and from 0.245 to 0.381
-(latent-conditioned) at the same checkpoints (experiments/cgan/RESULTS.md).
+to a Gaussian over the generator's noise; the generator adds `w_recon` x the L1 distance of
+the flow's (soft) reconstruction from a draw of it and `w_kl` x its KL divergence to
+N(0, I). The fitted noise prior (`tsda.lit.prior.ClassNoisePrior`, submodule `noise_prior`)
+is refitted to the posteriors of the training flows after every training epoch and before
+validation; `sample` draws the noise from it (`prior="fitted"`, the default) or from N(0, I)
+(`"standard"`, which is also what `"fitted"` means for a plain cGAN: no encoder, trained on
+N(0, I) noise). Why: experiments/cgan/RESULTS.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from tsda.data.batch import FlowBatch
-from tsda.lit import check_class_names
-from tsda.lit.classifier import ClassifierModule
-from tsda.lit.ema import ema_of
+from tsda.lit import check_class_names, losses
+from tsda.lit.ema import check_ema_decay, ema_of
 from tsda.lit.generative import GenerativeModule
+from tsda.lit.guide import FrozenGuide, LatentGuide, class_regions, guide_latent_sums, load_guide, warn_sparse_classes
+from tsda.lit.prior import ClassNoisePrior, NoisePriorName, check_noise_prior
 from tsda.lit.rng import RunGenerator
 from tsda.nets.gan import FlowDiscriminator, FlowEncoder, FlowGenerator
 
 #: real training latents kept per class for latent-conditioned sampling
 LATENT_BANK = 128
+
+#: state-dict keys of checkpoints saved before the noise prior was the submodule `noise_prior`
+LEGACY_PRIOR_KEYS = {"noise_mean": "noise_prior.mean", "noise_chol": "noise_prior.chol",
+                     "noise_prior_n": "noise_prior.n"}
 
 
 class GANModule(GenerativeModule):
@@ -121,17 +113,16 @@ class GANModule(GenerativeModule):
                             ("w_recon", w_recon), ("w_kl", w_kl)):
             if value < 0:
                 raise ValueError(f"model.{name} must be >= 0, got {value}")
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"model.ema_decay must be in [0, 1), got {ema_decay}")
+        check_ema_decay(ema_decay)
         if n_critic < 1:
             raise ValueError(f"model.n_critic must be >= 1, got {n_critic}")
         self.automatic_optimization = False
-        guide = ClassifierModule.load_frozen(classifier_ckpt, num_classes) if classifier_ckpt else None
+        guide = load_guide(num_classes, path=classifier_ckpt)
         if guide is not None:
-            if latent_dim not in (0, guide.net.latent_dim):
+            if latent_dim not in (0, guide.latent_dim):
                 raise ValueError(f"model.latent_dim={latent_dim} but the classifier's latent has "
-                                 f"{guide.net.latent_dim} dimensions")
-            latent_dim = guide.net.latent_dim
+                                 f"{guide.latent_dim} dimensions")
+            latent_dim = guide.latent_dim
         if latent_conditioning and latent_dim == 0:
             raise ValueError("model.latent_conditioning needs model.classifier_ckpt (or latent_dim)")
         self.save_hyperparameters()
@@ -142,10 +133,8 @@ class GANModule(GenerativeModule):
         self.discriminator = FlowDiscriminator(num_classes, disc_width, latent_dim=cond_dim)
         self.generator_ema = ema_of(self.generator, ema_decay, ramp=True)
         self.encoder = FlowEncoder(num_classes, noise_dim, disc_width) if w_recon > 0 else None
-        if self.encoder is not None:
-            self.register_buffer("noise_mean", torch.zeros(num_classes, noise_dim))  # (K, Z)
-            self.register_buffer("noise_chol", torch.eye(noise_dim).repeat(num_classes, 1, 1))  # (K, Z, Z)
-            self.register_buffer("noise_prior_n", torch.zeros(num_classes, dtype=torch.long))  # (K,)
+        self.noise_prior = (ClassNoisePrior(num_classes, noise_dim, owner=type(self).__name__)
+                            if self.encoder is not None else None)
         self._prior_step = -1
         if latent_dim:
             self.register_buffer("class_mu", torch.zeros(num_classes, latent_dim))  # (K, D)
@@ -161,9 +150,9 @@ class GANModule(GenerativeModule):
         return {"classifier_ckpt": None}
 
     @property
-    def guide(self) -> Any:
-        """The frozen ClassifierModule (or None), on the module's device."""
-        guide = self.__dict__.get("_guide")
+    def guide(self) -> LatentGuide | None:
+        """The frozen guide (or None), on the module's device."""
+        guide: FrozenGuide | None = self.__dict__.get("_guide")
         if guide is not None and guide.device != self.device:
             guide.to(self.device)
         return guide
@@ -198,87 +187,40 @@ class GANModule(GenerativeModule):
         self._prior_step = self.global_step
 
     @torch.no_grad()
-    def fit_noise_prior(self, loader: Any) -> None:
-        """Per class, a Gaussian over the generator's noise fitted to the encoder's posteriors
-        of the flows in `loader`: mean and covariance of the posterior means plus the mean
-        posterior variance, stored as `noise_mean (K, Z)` and its Cholesky factor
-        `noise_chol (K, Z, Z)`. Classes with fewer than 2 flows keep N(0, I)."""
-        z = self.hparams.noise_dim
-        was_training = self.encoder.training
-        self.encoder.eval()
-
-        def codes(batch: FlowBatch) -> dict[str, torch.Tensor]:
-            mu, logvar = self.encoder(batch.x, batch.labels)  # 2 x (B, Z)
-            return {"mu": mu, "outer": mu[:, :, None] * mu[:, None, :], "var": logvar.exp()}
-
-        n, sums = self._class_sums(loader, codes)
-        self.encoder.train(was_training)
-        fitted = n >= 2  # (K,)
-        m = n.clamp_min(1)[:, None]
-        mean = sums["mu"] / m  # (K, Z)
-        eye = torch.eye(z, dtype=torch.float64, device=self.device)
-        cov = (sums["outer"] / m[:, :, None] - mean[:, :, None] * mean[:, None, :]
-               + torch.diag_embed(sums["var"] / m) + 1e-4 * eye)  # (K, Z, Z)
-        chol, info = torch.linalg.cholesky_ex(cov)  # (K, Z, Z)
-        fitted &= info == 0
-        self.noise_mean.copy_(torch.where(fitted[:, None], mean, 0.0).float())
-        self.noise_chol.copy_(torch.where(fitted[:, None, None], chol, eye).float())
-        self.noise_prior_n.copy_(torch.where(fitted, n, 0.0).long())
+    def fit_noise_prior(self, loader: Iterable[FlowBatch]) -> None:
+        """Refit the noise prior (`ClassNoisePrior.fit`) to the encoder's posteriors of the
+        flows in `loader`."""
+        self.noise_prior.fit(self.encoder, loader, self.class_names)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         self._rng.save_to(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the noise generator; checkpoints saved before the fitted noise prior
-        existed load with N(0, I)."""
+        """Restore the noise generator and migrate older checkpoints: the noise prior's
+        top-level buffers (`LEGACY_PRIOR_KEYS`) move into `noise_prior`; checkpoints saved
+        before the fitted noise prior existed load with N(0, I) (no class fitted)."""
         self._rng.load_from(checkpoint)
         state = checkpoint.get("state_dict", {})
-        for name in ("noise_mean", "noise_chol", "noise_prior_n"):
-            if hasattr(self, name) and name not in state:
-                state[name] = getattr(self, name).clone()
+        for old, new in LEGACY_PRIOR_KEYS.items():
+            if old in state:
+                state[new] = state.pop(old)
+        if self.noise_prior is not None:
+            for name, value in self.noise_prior.state_dict(prefix="noise_prior.").items():
+                state.setdefault(name, value.clone())
 
     @torch.no_grad()
-    def _fit_class_regions(self, loader: Any) -> None:
-        """Class centroids `mu (K, D)` and spreads `sigma (K, D)` of the guide's latents."""
+    def _fit_class_regions(self, loader: Iterable[FlowBatch]) -> None:
+        """Class centroids `mu (K, D)` and spreads `sigma (K, D)` of the guide's latents
+        (and, when latent-conditioned, the bank of real latents per class)."""
         bank = getattr(self, "class_bank", None)
         if bank is not None:
             self.class_bank_n.zero_()
-
-        def latents(batch: FlowBatch) -> dict[str, torch.Tensor]:
-            z = self.guide.encode(batch.x)  # (B, D)
-            if bank is not None:
-                self._fill_bank(z, batch.labels)
-            return {"z": z, "z2": z * z}
-
-        n, sums = self._class_sums(loader, latents)
-        s1, s2 = sums["z"], sums["z2"]  # (K, D) each
-        total = n.sum().clamp_min(1)
-        g_mu, g_var = s1.sum(0) / total, s2.sum(0) / total - (s1.sum(0) / total) ** 2  # (D,)
-        seen = (n > 1)[:, None]
-        mu = torch.where(seen, s1 / n.clamp_min(1)[:, None], g_mu)
-        var = torch.where(seen, s2 / n.clamp_min(1)[:, None] - mu**2, g_var)
+        sums = guide_latent_sums(self.guide, loader, self.hparams.num_classes, self.device,
+                                 on_latents=self._fill_bank if bank is not None else None)
+        mu, sigma = class_regions(sums, self.class_names, type(self).__name__)
         self.class_mu.copy_(mu)
-        self.class_sigma.copy_(var.clamp_min(1e-8).sqrt().clamp_min(1e-3))
-
-    @torch.no_grad()
-    def _class_sums(
-        self, loader: Iterable[FlowBatch], values: Callable[[FlowBatch], dict[str, torch.Tensor]]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Per-class flow counts `n (K,)` and sums `{name: (K, ...)}` (float64) over the
-        loader's batches of what `values(batch) -> {name: (B, ...)}` computes."""
-        k = self.hparams.num_classes
-        n = torch.zeros(k, dtype=torch.float64, device=self.device)
-        sums: dict[str, torch.Tensor] = {}
-        for batch in loader:
-            batch = batch.to(self.device)
-            n.index_add_(0, batch.labels, torch.ones_like(batch.labels, dtype=n.dtype))
-            for name, v in values(batch).items():
-                v = v.double()
-                if name not in sums:
-                    sums[name] = torch.zeros(k, *v.shape[1:], dtype=torch.float64, device=self.device)
-                sums[name].index_add_(0, batch.labels, v)
-        return n, sums
+        self.class_sigma.copy_(sigma)
 
     @torch.no_grad()
     def _fill_bank(self, z: torch.Tensor, labels: torch.Tensor) -> None:
@@ -294,26 +236,28 @@ class GANModule(GenerativeModule):
     def _noise(self, b: int, generator: torch.Generator) -> torch.Tensor:
         return torch.randn(b, self.hparams.noise_dim, generator=generator, device=self.device)  # (B, Z)
 
-    def _prior_noise(self, labels: torch.Tensor, generator: torch.Generator, prior: str) -> torch.Tensor:
+    def _prior_noise(self, labels: torch.Tensor, generator: torch.Generator, prior: NoisePriorName) -> torch.Tensor:
         """Sampling noise `(B, Z)` for `labels (B,)`: N(0, I), or the fitted class Gaussian
-        `mean_y + chol_y @ eps` (a class not fitted yet keeps N(0, I))."""
-        if prior not in ("fitted", "standard"):
-            raise ValueError(f"prior must be 'fitted' or 'standard', got {prior!r}")
+        (`ClassNoisePrior.draw`; with no encoder, N(0, I))."""
+        check_noise_prior(prior)
         eps = self._noise(len(labels), generator)  # (B, Z)
-        if prior == "standard" or self.encoder is None:
+        if prior == "standard" or self.noise_prior is None:
             return eps
-        return self.noise_mean[labels] + torch.einsum("bij,bj->bi", self.noise_chol[labels], eps)
+        return self.noise_prior.draw(labels, eps, self.class_names)
 
     def _class_latent(self, labels: torch.Tensor, generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:
         """A conditioning latent per label in the guide's latent space: `(B, D)`.
 
         A stored real latent of the class (`mu + scale * (z - mu)`), or, for a class without
-        stored latents, a draw from the class's diagonal Gaussian `mu + scale * sigma * eps`.
+        stored latents (never seen in training: warned), a draw from the class's diagonal
+        Gaussian `mu + scale * sigma * eps`, which is that of all training flows.
         """
+        n = self.class_bank_n[labels]  # (B,)
+        warn_sparse_classes(f"{type(self).__name__}.sample", sorted(set(labels[n == 0].tolist())), self.class_names,
+                            "their conditioning latents are drawn from the Gaussian of all training flows' latents")
         mu = self.class_mu[labels]  # (B, D)
         eps = torch.randn(len(labels), self.hparams.latent_dim, generator=generator, device=self.device)
         gauss = mu + scale * self.class_sigma[labels] * eps  # (B, D)
-        n = self.class_bank_n[labels]  # (B,)
         u = torch.rand(len(labels), generator=generator, device=self.device)  # (B,)
         idx = (u * n).long().clamp_max(LATENT_BANK - 1)  # (B,) uniform in [0, n_k)
         stored = mu + scale * (self.class_bank[labels, idx] - mu)  # (B, D)
@@ -322,7 +266,7 @@ class GANModule(GenerativeModule):
     @torch.no_grad()
     def sample(
         self, labels: torch.Tensor, generator: torch.Generator, *, latent_scale: float = 1.0,
-        use_ema: bool = True, prior: str = "fitted",
+        use_ema: bool = True, prior: NoisePriorName = "fitted",
     ) -> FlowBatch:
         """Valid encoded flows `x (B, 3, L)` of classes `labels (B,)`.
 
@@ -330,6 +274,9 @@ class GANModule(GenerativeModule):
         (latent-conditioned models only); `use_ema=False` samples the raw generator;
         `prior` = `fitted` (cVAE-GAN: the class's fitted noise Gaussian, see the module
         docstring) or `standard` (N(0, I); what a plain cGAN always uses).
+
+        Raises:
+            ValueError: `prior` is not one of `tsda.lit.prior.NOISE_PRIORS`.
         """
         labels = labels.to(self.device)
         net = self.generator_ema.module if use_ema else self.generator
@@ -357,18 +304,18 @@ class GANModule(GenerativeModule):
     ) -> dict[str, torch.Tensor]:
         """The guide's loss terms on generated `fake (B, 3, L)`: `class` and `latent`."""
         out: dict[str, torch.Tensor] = {}
-        if self.guide is None:
+        guide = self.guide
+        if guide is None:
             return out
-        z = self.guide.encode(fake)  # (B, D)
-        logits = self.guide.net.head(z)  # (B, K)
-        out["class"] = F.cross_entropy(logits, labels)
+        z = guide.encode(fake)  # (B, D)
+        logits = guide.head(z)  # (B, K)
+        out["class"] = losses.class_loss(logits, labels)
         out["guide_acc"] = (logits.argmax(1) == labels).float().mean().detach()
         sigma = self.class_sigma[labels]  # (B, D)
         if latent is not None:
-            out["latent"] = (((z - latent) / sigma) ** 2).mean()
+            out["latent"] = losses.latent_pull(z, latent, sigma)
         else:
-            d2 = (((z - self.class_mu[labels]) / sigma) ** 2).mean(dim=1)  # (B,)
-            out["latent"] = F.relu(d2 - 1.0).mean()
+            out["latent"] = losses.latent_region(z, self.class_mu[labels], sigma)
         return out
 
     def reconstruction_losses(
@@ -380,8 +327,7 @@ class GANModule(GenerativeModule):
         eps = torch.randn(mu.shape, generator=g, device=self.device)  # (B, Z)
         noise = mu + torch.exp(0.5 * logvar) * eps  # (B, Z)
         rec = self.generator(noise, batch.labels, latent, straight_through=False)  # (B, 3, L)
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean()
-        return {"recon": (rec - batch.x).abs().mean(), "kl": kl}
+        return {"recon": losses.reconstruction_l1(rec, batch.x), "kl": losses.gaussian_kl(mu, logvar)}
 
     def _d_step(self, batch: FlowBatch, latent: torch.Tensor | None, g: torch.Generator) -> dict[str, torch.Tensor]:
         with torch.no_grad():
@@ -389,16 +335,15 @@ class GANModule(GenerativeModule):
         real = batch.x.detach().requires_grad_(self.hparams.r1_gamma > 0)
         d_real = self.discriminator(real, batch.labels, latent)  # (B,)
         d_fake = self.discriminator(fake, batch.labels, latent)  # (B,)
-        loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+        loss = losses.hinge_d_loss(d_real, d_fake)
         if self.hparams.r1_gamma > 0:
-            (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
-            loss = loss + 0.5 * self.hparams.r1_gamma * grad.pow(2).sum(dim=(1, 2)).mean()
+            loss = loss + 0.5 * self.hparams.r1_gamma * losses.r1_penalty(d_real, real)
         return {"loss_d": loss, "d_real": d_real.mean().detach(), "d_fake": d_fake.mean().detach()}
 
     def _g_step(self, batch: FlowBatch, latent: torch.Tensor | None, g: torch.Generator) -> dict[str, torch.Tensor]:
         h = self.hparams
         fake = self.generator(self._noise(len(batch), g), batch.labels, latent)  # (B, 3, L)
-        loss = -self.discriminator(fake, batch.labels, latent).mean()
+        loss = losses.hinge_g_loss(self.discriminator(fake, batch.labels, latent))
         out = {"loss_adv": loss.detach()}
         if self.encoder is not None:
             terms = self.reconstruction_losses(batch, latent, g)
@@ -445,8 +390,9 @@ class GANModule(GenerativeModule):
         d_real = self.discriminator(batch.x, batch.labels, latent).mean()
         d_fake = self.discriminator(fake.x, batch.labels, latent).mean()
         self.log("val_d_gap", d_real - d_fake, batch_size=len(batch), prog_bar=True)
-        if self.guide is not None:
-            acc = (self.guide(fake.x).argmax(1) == batch.labels).float().mean()
+        guide = self.guide
+        if guide is not None:
+            acc = (guide.head(guide.encode(fake.x)).argmax(1) == batch.labels).float().mean()
             self.log("val_guide_acc", acc, batch_size=len(batch), prog_bar=True)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:

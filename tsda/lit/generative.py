@@ -20,6 +20,7 @@ from tsda.augment.base import AugmentContext, Augmentation
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
 from tsda.errors import TsdaError
+from tsda.lit import class_names_from
 from tsda.lit.checkpoint import load_module, read_checkpoint
 
 
@@ -48,8 +49,8 @@ class GenerativeModule(L.LightningModule):
 
     @property
     def class_names(self) -> list[str]:
-        names = self.hparams.get("class_names")
-        return list(names) if names else [str(i) for i in range(self.hparams.num_classes)]
+        """The K class names (`tsda.lit.class_names_from`)."""
+        return class_names_from(self.hparams)
 
     @property
     def codec(self) -> FlowCodec:

@@ -35,7 +35,7 @@ use to a classifier trained on its flows. `FlowEncoder` turns the cGAN into a cV
 and its class to a Gaussian over the generator's noise, and the generator must reconstruct
 the flow from a draw of it, so every real flow has a noise region that decodes near it;
 a KL term keeps those regions near N(0, I), and sampling draws from a Gaussian per class
-fitted to them (`tsda.lit.gan.GANModule.fit_noise_prior`).
+fitted to them (`tsda.lit.prior.ClassNoisePrior`).
 """
 
 from __future__ import annotations
