@@ -37,7 +37,7 @@ for v in $VARIANTS; do
     tsda sample --ckpt "$OUT/$v/checkpoints/last.ckpt" --per-class 200 --seed 0 --option prior=$prior \
       --no-progress --out "$OUT/$v/synthetic_$prior.parquet" > "$OUT/$v/sample_$prior.log" 2>&1
     echo "== $v, $prior noise prior"
-    tsda evaluate --real "$DATA" --invalid-rows drop --train-fraction 0.1 --classifier "$GUIDE" --no-plots \
+    tsda evaluate --data.path "$DATA" --data.invalid_rows drop --data.train_fraction 0.1 --classifier "$GUIDE" --plots false \
       --synthetic "$OUT/$v/synthetic_$prior.parquet" --out "$OUT/$v/fidelity_$prior" \
       2> "$OUT/$v/evaluate_$prior.log" | tail -n 2
   done

@@ -47,6 +47,7 @@ from tsda.lit.guide import FrozenGuide, LatentGuide, class_regions, guide_latent
 from tsda.lit.prior import ClassNoisePrior, NoisePriorName, check_noise_prior
 from tsda.lit.rng import RunGenerator
 from tsda.nets.gan import FlowDiscriminator, FlowEncoder, FlowGenerator
+from tsda.seeds import seeded_generator
 
 #: real training latents kept per class for latent-conditioned sampling
 LATENT_BANK = 128
@@ -384,7 +385,7 @@ class GANModule(GenerativeModule):
     def validation_step(self, batch: FlowBatch, batch_idx: int) -> None:
         """Discriminator scores of real vs EMA-generated validation flows (and the guide's
         accuracy on them): a cheap health check; fidelity metrics are `FidelityCallback`'s."""
-        g = torch.Generator(device=self.device).manual_seed(int(self.hparams.seed) + batch_idx)
+        g = seeded_generator(int(self.hparams.seed) + batch_idx, self.device)
         fake = self.sample(batch.labels, g)
         latent = self._conditioning(batch)
         d_real = self.discriminator(batch.x, batch.labels, latent).mean()
