@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from tsda.campaign import (EXECUTORS, CampaignSpec, Executor, ResultStore, execu
                            run_campaign)
 from tsda.commands.campaign import main
 from tsda.logging import log_summary_run
+from wandb_reader import offline_summary
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = REPO / "configs" / "experiment" / "synthetic_baseline.yaml"
@@ -182,26 +182,6 @@ def test_every_executor_name_has_an_executor() -> None:
         executor_for("slurm")
 
 
-def wandb_records(path: Path) -> list:
-    """The records of an offline run's `run-*.wandb` (a LevelDB-style log: a 7-byte header,
-    32 KiB blocks of chunks `crc32 (4) | length (2, little-endian) | type (1)`)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data, pos, chunk, records = path.read_bytes(), 7, b"", []
-    while pos + 7 <= len(data):
-        if 32768 - pos % 32768 < 7:  # a block's tail too short for a chunk header is padding
-            pos += 32768 - pos % 32768
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk, pos = chunk + data[pos + 7:pos + 7 + length], pos + 7 + length
-        if kind in (1, 4):  # FULL or LAST: a whole record
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(chunk)
-            records.append(record)
-            chunk = b""
-    return records
-
-
 def test_log_summary_run_writes_an_offline_run(tmp_path, monkeypatch) -> None:
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")  # the suite runs disabled; WANDB_MODE wins over `mode`
@@ -216,12 +196,7 @@ def test_log_summary_run_writes_an_offline_run(tmp_path, monkeypatch) -> None:
     log_summary_run("auto", "tsda-test", "tiny-report", tmp_path, group="tiny", job_type="report",
                     config={"alpha": 0.05}, summary={"best_f1": 0.8, "n_runs": 6.0},
                     tables={"table/summary": table}, images={"chart/cd": image})
-    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
-    summary = {}  # wandb 0.31 offline keeps the summary in the run's .wandb log, no wandb-summary.json
-    for record in wandb_records(next(run_dir.glob("run-*.wandb"))):
-        if record.WhichOneof("record_type") == "summary":
-            summary.update({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                            for item in record.summary.update})
+    run_dir, summary = offline_summary(tmp_path / "wandb")
     assert summary["best_f1"] == 0.8 and summary["n_runs"] == 6.0
     assert summary["table/summary/_type"] == "table-file" and summary["table/summary/nrows"] == 2
     (table_file,) = run_dir.glob("files/media/table/table/summary_*.table.json")

@@ -87,7 +87,9 @@ def test_tstr_drops_when_training_labels_are_shuffled() -> None:
     assert train_and_test(train, val, test, CODEC, 0, settings)["weighted_f1"] == good["weighted_f1"]  # seeded
 
 
-def test_tsda_evaluate_writes_fidelity_json_and_plots(tmp_path: Path) -> None:
+def test_tsda_evaluate_writes_fidelity_json_plots_and_a_wandb_run(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the suite runs disabled; this test reads the run back
+    monkeypatch.setenv("WANDB_SILENT", "true")
     dm = datamodule()
     clf = fit_classifier(tmp_path, dm, epochs=1)
     real = write_parquet(class_table(80, seed=3), tmp_path / "real.parquet")
@@ -110,8 +112,49 @@ def test_tsda_evaluate_writes_fidelity_json_and_plots(tmp_path: Path) -> None:
     assert t["tstr"]["n_train"] == 90 and t["real_plus_synthetic"]["n_train"] == 90 + t["trtr"]["n_train"]
     assert {"frechet", "precision", "recall", "density", "coverage", "memorisation"} <= set(result["latent"])
     assert 0 <= result["discriminative"]["score"] <= 0.5
-    for png in ("marginals.png", "size_curves.png", "latent_tsne.png"):
+    gru = result["discriminative_gru"]
+    assert 0 <= gru["score"] <= 0.5 and gru["score"] == pytest.approx(abs(gru["accuracy"] - 0.5)) and gru["epochs"] >= 1
+    giveaways = result["discriminative_by_feature"]
+    assert len(giveaways["size"]) == N_PACKETS and giveaways["top"][0]["score"] == max(
+        [giveaways["length"], giveaways["direction_share"], *giveaways["size"], *giveaways["direction"],
+         *giveaways["iat"]])
+    for png in ("marginals.png", "size_curves.png", "latent_tsne.png", "example_flows.png"):
         assert (out / png).stat().st_size > 1000
+    from wandb_reader import offline_summary
+
+    run_dir, summary = offline_summary(out / "wandb")
+    assert summary["tstr/ratio"] == pytest.approx(t["ratio"])
+    assert summary["discriminative_gru/score"] == pytest.approx(gru["score"])
+    assert summary["per_class_marginals/_type"] == "table-file"
+    assert list(run_dir.glob("files/media/images/marginals_*.png"))
+
+
+def test_feature_giveaways_name_the_feature_that_differs() -> None:
+    from tsda.metrics.discriminative import feature_giveaways
+
+    real = CODEC.encode(class_table(200))
+    assert feature_giveaways(real, CODEC.encode(class_table(200, seed=3)))["top"][0]["score"] < 0.15
+    cut = feature_giveaways(real, CODEC.encode(class_table(200, seed=3).truncate(6)))  # every flow 6 packets
+    assert cut["length"] > 0.4 and cut["top"][0]["feature"] in ("length", "size[6]", "direction[6]", "iat[6]")
+    assert max(cut["size"][:6]) < 0.15  # the first packets themselves are alike
+
+
+def test_evaluate_compares_several_generators_against_one_trtr(tmp_path: Path) -> None:
+    real = write_parquet(class_table(200, seed=3), tmp_path / "real.parquet")  # a test split of 60 flows
+    near = write_parquet(class_table(40, seed=4), tmp_path / "near.parquet")
+    far = write_parquet(shifted(class_table(40, seed=4)), tmp_path / "far.parquet")
+    out = tmp_path / "cmp"
+    main(["--data.path", str(real), "--synthetic", str(near), str(far), "--names", "near", "far", "--out", str(out),
+          "--tstr_seeds", "1", "--tstr_max_epochs", "2", "--tstr_patience", "1", "--accelerator", "cpu",
+          "--tstr_model", "{backbone_kwargs: {width: 8}}", "--gru", "false", *REAL_OPTIONS])
+    results = {n: json.loads((out / n / "fidelity.json").read_text()) for n in ("near", "far")}
+    assert results["near"]["tstr"]["trtr"] == results["far"]["tstr"]["trtr"]  # trained once, shared
+    rows = {r["generator"]: r for r in json.loads((out / "comparison.json").read_text())["rows"]}
+    assert rows["far"]["discriminative"] > rows["near"]["discriminative"]
+    assert "| near |" in (out / "comparison.md").read_text()
+    assert (out / "comparison.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="--names"):
+        main(["--data.path", str(real), "--synthetic", str(near), str(far), "--names", "x", "--out", str(out)])
 
 
 def test_evaluate_rejects_a_classifier_of_other_classes(tmp_path: Path) -> None:

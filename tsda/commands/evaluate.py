@@ -39,7 +39,7 @@ import torch
 from jsonargparse import ArgumentParser, Namespace
 
 from tsda.commands.options import add_data_arguments, build_datamodule, command_parser
-from tsda.commands.tstr import TstrSettings, trtr, tstr
+from tsda.commands.tstr import TstrSettings, gru_discriminative_score, trtr, tstr
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
 from tsda.data.curation import stratified_cap
@@ -47,10 +47,16 @@ from tsda.data.sources import read_parquet
 from tsda.data.table import FlowTable
 from tsda.lit.classifier import ClassifierModule
 from tsda.logging import WandbSettings, log_summary_run
-from tsda.metrics.discriminative import discriminative_score, flat_features
+from tsda.metrics.discriminative import discriminative_score, feature_giveaways, flat_features
 from tsda.metrics.distances import frechet_distance, memorisation, prdc
 from tsda.metrics.fidelity import FEATURES, marginal_distances, size_curve_distance
-from tsda.metrics.fidelity_plots import plot_latent_tsne, plot_marginals, plot_size_curves
+from tsda.metrics.fidelity_plots import (
+    plot_comparison,
+    plot_example_flows,
+    plot_latent_tsne,
+    plot_marginals,
+    plot_size_curves,
+)
 from tsda.runs import atomic_path, write_json_atomic
 
 
@@ -84,6 +90,7 @@ def distribution_metrics(real_train: FlowTable, real_test: FlowTable, synthetic:
         "marginals": marginal_distances(real_b, syn_b, names),
         "size_curves": size_curve_distance(real_b, syn_b, names),
         "discriminative": discriminative_score(real_b, syn_b, seed),
+        "discriminative_by_feature": feature_giveaways(real_b, syn_b, seed),
         "memorisation_input": memorisation(flat_features(train_b), flat_features(real_b), flat_features(syn_b)),
     }
     if classifier is not None:
@@ -92,8 +99,10 @@ def distribution_metrics(real_train: FlowTable, real_test: FlowTable, synthetic:
     if plots:
         plot_marginals(real_b, syn_b, names, out_dir / "marginals.png")
         plot_size_curves(real_b, syn_b, names, out_dir / "size_curves.png")
+        plot_example_flows(real_b, syn_b, names, out_dir / "example_flows.png", seed=seed)
         if classifier is not None:
-            plot_latent_tsne(z_real, z_syn, out_dir / "latent_tsne.png", seed=seed)
+            plot_latent_tsne(z_real, z_syn, out_dir / "latent_tsne.png", real_b.labels.numpy(),
+                             syn_b.labels.numpy(), names, seed=seed)
     return result
 
 
@@ -102,6 +111,8 @@ def summary_line(result: dict[str, Any]) -> str:
     m = result["marginals"]["overall"]
     parts = [f"{f} W1 {m[f]['w1']:.4f} JS {m[f]['js']:.3f}" for f in FEATURES if m[f]["w1"] is not None]
     parts.append(f"discriminative {result['discriminative']['score']:.3f}")
+    if "discriminative_gru" in result:
+        parts.append(f"GRU discriminative {result['discriminative_gru']['score']:.3f}")
     if "tstr" in result:
         t = result["tstr"]
         parts.append(f"TSTR wF1 {t['tstr']['mean']['weighted_f1']:.4f} vs TRTR "
@@ -131,6 +142,8 @@ def comparison_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     for name, r in results.items():
         m = r["marginals"]["mean_per_class"]
         row: dict[str, Any] = {"generator": name, "discriminative": r["discriminative"]["score"],
+                               "discriminative_gru": r.get("discriminative_gru", {}).get("score"),
+                               "top_giveaway": r["discriminative_by_feature"]["top"][0]["feature"],
                                **{f"{f}_w1": m[f]["w1"] for f in FEATURES}}
         if "tstr" in r:
             t = r["tstr"]
@@ -175,6 +188,9 @@ def result_tables(result: dict[str, Any]) -> dict[str, Any]:
                  for name, d in result["marginals"]["per_class"].items()}
     tables = {"per_class_marginals": pd.DataFrame.from_dict(per_class, orient="index").rename_axis("class"),
               "per_feature": pd.DataFrame(result["marginals"]["overall"]).T.rename_axis("feature")}
+    giveaways = result["discriminative_by_feature"]
+    tables["giveaways_per_position"] = pd.DataFrame(
+        {c: giveaways[c] for c in ("size", "direction", "iat")}).rename_axis("position")
     if "tstr" in result:
         t = result["tstr"]
         rows = [{"set": k, **run} for k in ("tstr", "trtr", "real_plus_synthetic") for run in t[k]["seeds"]]
@@ -221,7 +237,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--tstr_batch_size", type=int, default=256, help="TSTR/TRTR: training batch size")
     parser.add_argument("--tstr_model", type=dict, default={},
                         help="TSTR/TRTR: further ClassifierModule arguments, e.g. '{backbone_kwargs: {width: 8}}'")
-    parser.add_argument("--accelerator", type=str, default="auto", help="TSTR/TRTR training device (Lightning)")
+    parser.add_argument("--accelerator", type=str, default="auto", help="TSTR/TRTR/GRU training device (Lightning)")
+    parser.add_argument("--gru", type=bool, default=True,
+                        help="also train the post-hoc GRU discriminator (TimeGAN's discriminative score)")
     add_data_arguments(parser)
     parser.add_class_arguments(WandbSettings, "wandb")
     return parser
@@ -255,19 +273,19 @@ def main(argv: list[str] | None = None) -> None:
     tables = {name: read_synthetic(path, real_test.class_names, dm.codec.n_packets, dm.hparams.invalid_rows)
               for name, path in zip(names, cfg.synthetic)}  # every file read before any work
 
-    settings = None
-    reference = None
-    if cfg.tstr_seeds > 0:
-        settings = TstrSettings(cfg.tstr_seeds, cfg.tstr_max_epochs, cfg.tstr_patience, cfg.tstr_batch_size,
-                                cfg.accelerator, dict(cfg.tstr_model))
-        reference = trtr(real_train, real_val, real_test, dm.codec, settings)
+    settings = TstrSettings(max(cfg.tstr_seeds, 1), cfg.tstr_max_epochs, cfg.tstr_patience, cfg.tstr_batch_size,
+                            cfg.accelerator, dict(cfg.tstr_model))
+    reference = trtr(real_train, real_val, real_test, dm.codec, settings) if cfg.tstr_seeds > 0 else None
     out = Path(cfg.out)
     results: dict[str, dict[str, Any]] = {}
     for name, synthetic in tables.items():
         where = out if len(tables) == 1 else out / name
         result = distribution_metrics(real_train, real_test, synthetic, dm.codec, where, classifier,
                                       cfg.max_flows, cfg.seed, cfg.plots)
-        if settings is not None:
+        if cfg.gru:
+            result["discriminative_gru"] = gru_discriminative_score(real_test, synthetic, dm.codec, settings,
+                                                                    cfg.seed, cfg.max_flows)
+        if reference is not None:
             result["tstr"] = tstr(synthetic, real_train, real_val, real_test, dm.codec, settings, reference)
         path = cfg.synthetic[names.index(name)]
         result.update(synthetic=str(path), name=name, generator=generator_tag(path),
@@ -285,10 +303,13 @@ def main(argv: list[str] | None = None) -> None:
         write_json_atomic(out / "comparison.json", {"rows": rows})
         with atomic_path(out / "comparison.md") as tmp:
             tmp.write_text(markdown(rows))
+        if cfg.plots:
+            plot_comparison(rows, out / "comparison.png")
         import pandas as pd
 
         w = WandbSettings(**dict(cfg.wandb))
         log_summary_run(w.mode, w.project, w.name or f"compare-{out.name}", out, group=w.group or "evaluate",
                         job_type="compare", tags=w.tags, config={"synthetic": dict(zip(names, cfg.synthetic))},
-                        tables={"comparison": pd.DataFrame(rows).set_index("generator")})
+                        tables={"comparison": pd.DataFrame(rows).set_index("generator")},
+                        images={"comparison": out / "comparison.png"} if cfg.plots else None)
         print(f"comparison: {out / 'comparison.md'}", flush=True)

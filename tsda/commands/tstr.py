@@ -1,6 +1,6 @@
-"""TSTR, TRTR and real + synthetic for `tsda evaluate`: the traffic classifier trained to
-early stopping on synthetic flows, on real flows, and on both, always validated and tested
-on real flows.
+"""The classifiers `tsda evaluate` trains: TSTR, TRTR and real + synthetic (the traffic
+classifier trained to early stopping on synthetic flows, on real flows, and on both, always
+validated and tested on real flows), and the post-hoc GRU discriminator.
 
 Protocol (one seed): a fresh `ClassifierModule` (the committed backbone, weights drawn from
 the seed) trains with the class-weighted sampler on the TRAIN table, is validated every
@@ -14,7 +14,16 @@ Lightning's Trainer runs it on the training device (`accelerator`, default `auto
         `--data.train_fraction`).
     real_plus_synthetic: TRAIN = both (the number that predicts augmentation value).
 
-Each is repeated for `seeds` seeds (0, 1, ...) and reported as `{"seeds": [per-seed test
+GRU discriminative score (`gru_discriminative_score`, the post-hoc discriminator of TimeGAN
+and Diffusion-TS): a fresh 2-layer GRU classifier (`ClassifierModule(backbone="gru")`,
+bidirectional, hidden 32, sequences packed by length) learns to tell real test flows from
+synthetic ones: n = min(real test, synthetic, max_flows) flows of each, split per source
+70 / 10 / 20 into train / validation (early stopping, patience as above) / held-out test;
+`score = |held-out accuracy - 0.5|` (0 = indistinguishable, 0.5 = trivially told apart).
+TimeGAN trains a unidirectional GRU for a fixed 2,000 iterations on an 80 / 20 split; early
+stopping on a validation slice replaces the fixed budget here.
+
+Each TSTR set is repeated for `seeds` seeds (0, 1, ...) and reported as `{"seeds": [per-seed test
 metrics with epochs trained], "mean": {...}, "std": {...}}`; `ratio = mean tstr weighted F1 /
 mean trtr weighted F1`.
 """
@@ -23,7 +32,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import lightning as L
@@ -158,3 +167,30 @@ def tstr(synthetic: FlowTable, real_train: FlowTable, val: FlowTable, test: Flow
         "protocol": {"seeds": settings.seeds, "max_epochs": settings.max_epochs, "patience": settings.patience,
                      "batch_size": settings.batch_size, "validation": "real val split", "test": "real test split"},
     }
+
+
+def source_table(real: FlowTable, synthetic: FlowTable) -> FlowTable:
+    """Real and synthetic flows as one two-class table: label 1 = `real`, 0 = `synthetic`."""
+    def relabel(t: FlowTable, label: int) -> FlowTable:
+        return replace(t, labels=np.full(len(t), label, dtype=np.int64), class_names=("synthetic", "real"), meta={})
+
+    return FlowTable.concat([relabel(synthetic, 0), relabel(real, 1)])
+
+
+def gru_discriminative_score(real: FlowTable, synthetic: FlowTable, codec: FlowCodec, settings: TstrSettings,
+                             seed: int = 0, max_flows: int = 5000) -> dict[str, Any]:
+    """The post-hoc GRU discriminator's `|held-out accuracy - 0.5|` (module docstring)."""
+    from tsda.data.curation import split_indices
+
+    rng = np.random.default_rng(seed)
+    n = min(len(real), len(synthetic), max_flows)
+    if n < 20:
+        raise ValueError(f"the GRU discriminative score needs >= 20 flows of each, got {n}")
+    pick = lambda t: t.take(np.sort(rng.permutation(len(t))[:n])).truncate(codec.n_packets)  # noqa: E731
+    both = source_table(pick(real), pick(synthetic))
+    parts = split_indices(both, "stratified", seed, val_fraction=0.1, test_fraction=0.2)
+    gru = replace(settings, model_kwargs={"backbone": "gru", "backbone_kwargs": {"hidden": 32, "latent_dim": 32}})
+    run = train_and_test(*(both.take(parts[k]) for k in ("train", "val", "test")), codec, seed, gru)
+    return {"accuracy": run["accuracy"], "score": abs(run["accuracy"] - 0.5), "n_per_source": int(n),
+            "epochs": run["epochs"], "seconds": run["seconds"],
+            "protocol": "2-layer bidirectional GRU (hidden 32), 70/10/20 split, early stopping on validation"}
