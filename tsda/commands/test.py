@@ -21,6 +21,7 @@ into `--out` (default `runs/test-<time>`), with the same test keys as `tsda fit`
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import sys
 import time
@@ -88,9 +89,22 @@ def checkpoint_data_defaults(ckpt: dict[str, Any]) -> dict[str, Any]:
 def load_classifier(path: str | Path, ckpt: dict[str, Any]) -> ClassifierModule:
     """The `ClassifierModule` of checkpoint `path` (weights on CPU).
 
-    Weights of a trained augmentation stored beside the classifier are ignored (testing
-    does not augment); a missing classifier weight is an error.
+    The checkpoint of a `ClassifierModule` subclass (`tsda.lit.joint.JointModule`: the
+    classifier trained together with a generator) loads as the classifier it is: a
+    `ClassifierModule` from its classifier hparams and `net.*` weights. Lightning accepts
+    the class a `tsda fit` checkpoint names only once it is imported, so the checkpoint's
+    class is imported first when it is tsda's own (no code from elsewhere is imported);
+    Lightning then refuses it unless it is a ClassifierModule. Weights stored beside the
+    classifier (a trained augmentation, a joint generator) are ignored (testing does not
+    augment); a missing classifier weight is an error.
     """
+    class_path = str((ckpt.get("hyper_parameters") or {}).get("_class_path") or "")
+    module_name = class_path.rpartition(".")[0]
+    if module_name.startswith("tsda."):
+        try:
+            importlib.import_module(module_name)
+        except ImportError as exc:
+            raise TsdaError(f"{path}: its class {class_path} cannot be imported ({exc})") from exc
     model = load_module(ClassifierModule, path, map_location="cpu", strict=False)
     missing = sorted(set(model.state_dict()) - set(ckpt["state_dict"]))
     if missing:

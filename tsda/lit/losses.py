@@ -16,6 +16,9 @@ Guidance by a frozen classifier's latent `e = encode(fake) (B, D)`:
 cVAE-GAN coverage: `recon` the L1 distance of a reconstruction to the real flow (mean over
 channels and positions), `kl` the KL divergence of a diagonal Gaussian `(mu, logvar)` to
 N(0, I) (mean per noise dimension).
+
+Joint training (`tsda.lit.joint.JointModule`) adds `latent_diversity`, a mode-seeking hinge
+in the co-trained classifier's latent, and `supervised_contrastive` (SupCon) over its views.
 """
 
 from __future__ import annotations
@@ -66,3 +69,55 @@ def reconstruction_l1(reconstruction: torch.Tensor, x: torch.Tensor) -> torch.Te
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL divergence of `N(mu, exp(logvar))` (`(B, Z)` each) to N(0, I), mean per entry."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean()
+
+
+# -- terms of joint training (`tsda.lit.joint.JointModule`) ----------------------------------
+def latent_diversity(z: torch.Tensor, noise: torch.Tensor, labels: torch.Tensor, sigma: torch.Tensor,
+                     target: float = 1.0) -> torch.Tensor:
+    """Mode-seeking diversity hinge over the same-class pairs of a generated batch.
+
+    For generated flows `i != j` of one class, with latents `z (B, D)`, the noise
+    `noise (B, Z)` they came from and their class spreads `sigma (B, D)`:
+
+        r_ij = (mean_d |z_i - z_j| / sigma_y) / (mean_z |n_i - n_j|)
+        loss = mean_{i != j, y_i = y_j} relu(target - r_ij)
+
+    `r` is the mode-seeking ratio of MSGAN (Mao et al. 2019), measured in the classifier's
+    latent and in units of the class's spread, so its scale holds while the latent space
+    moves. Two independent draws of a Gaussian class region have `mean |dz| / sigma` of
+    about 2 / sqrt(pi), as do two N(0, I) noises, so `r ~ 1` means "different noises give
+    flows as far apart as two real flows of the class": the default `target`. The hinge is
+    zero above it and its gradient bounded below it (MSGAN's `1 / r` explodes at collapse).
+    Zero (with gradient) when no class occurs twice.
+    """
+    zn = z / sigma  # (B, D)
+    dz = torch.cdist(zn, zn, p=1) / z.shape[1]  # (B, B); p=1: no NaN gradient at i = j
+    dn = torch.cdist(noise, noise, p=1) / noise.shape[1]  # (B, B)
+    eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    pairs = (labels[:, None] == labels[None, :]) & ~eye  # (B, B)
+    if not pairs.any():
+        return z.sum() * 0.0
+    ratio = dz[pairs] / dn[pairs].clamp_min(1e-8)  # (P,)
+    return F.relu(target - ratio).mean()
+
+
+def supervised_contrastive(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, `L_out`) of latents `z (N, D)`
+    with classes `labels (N,)`, on the unit sphere:
+
+        s_ia = <z_i, z_a> / (|z_i| |z_a| temperature)
+        loss = mean_{i with positives} -1/|P(i)| sum_{p in P(i)} log softmax_{a != i}(s_i)_p
+
+    with `P(i)` the other rows of `i`'s class. Zero (with gradient) when no class occurs twice.
+    """
+    u = F.normalize(z, dim=1)  # (N, D)
+    eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    sim = (u @ u.T / temperature).masked_fill(eye, float("-inf"))  # (N, N)
+    log_prob = sim - sim.logsumexp(dim=1, keepdim=True)  # (N, N), -inf on the diagonal
+    positives = (labels[:, None] == labels[None, :]) & ~eye  # (N, N)
+    count = positives.sum(dim=1)  # (N,)
+    anchors = count > 0
+    if not anchors.any():
+        return z.sum() * 0.0
+    summed = log_prob.masked_fill(~positives, 0.0).sum(dim=1)  # (N,)
+    return -(summed[anchors] / count[anchors]).mean()

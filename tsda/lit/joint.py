@@ -1,0 +1,395 @@
+"""`JointModule`: a traffic classifier and a generator trained together, end to end.
+
+A joint checkpoint is both contracts at once, so the module is both classes: a
+`ClassifierModule` (the same nets, `net.*` state-dict keys and hparams, metrics,
+validation/test steps, test latents, `run_metrics`: `tsda test --ckpt` loads its
+classifier, `metrics.json` has the classifier's keys, checkpointing and early stopping
+follow validation weighted F1) and a `GenerativeModule` (`sample`, `class_names`, `codec`:
+`tsda sample --ckpt`, `tsda evaluate` and `GeneratorAugmentation` take it). Lightning's
+Trainer runs it, with manual optimisation and one Adam optimiser per part: classifier
+(`lr`, `weight_decay`), generator (`lr_g`, `betas`) and, for the cGAN, critic (`lr_d`).
+
+Each training step, with `e = encode(x_gen)`, `h = head(e)` in the co-trained classifier
+(eval mode: running BatchNorm statistics, its weights not updated by this step):
+
+1. critic (from the generator warm-up on; `n_critic` times): the cGAN's hinge loss [+ R1].
+2. generator: its own objective (hinge `-mean D(x_gen)` [+ `w_recon` L1 + `w_kl` KL of the
+   cVAE-GAN]) plus the latent objectives (`tsda.lit.losses`):
+   `w_class` CE(h, y) + `w_latent` latent_region(e, mu_y, sigma_y) + `w_diversity`
+   latent_diversity(e, noise, y, sigma_y). `mu, sigma (K, D)` are the class regions of the
+   classifier's current eval-mode latents of real training flows, updated before every
+   generator step (`tsda.lit.joint_regions.MovingClassRegions`, memory `region_decay`).
+3. classifier: the cross-entropy of real flows and, in the joint phase, generated flows of
+   the same classes (EMA generator, no gradient) under the policy `double` (B real + B
+   generated) or `replace` (each flow replaced with probability `augment_p`), weighted:
+   `sum_i w_i CE_i / sum_i w_i` with `w_i = 1` on real rows and `w(t)` (the ramp of
+   `tsda.lit.joint_schedule`) on generated ones; with `w_generated = 1` after the ramp this
+   is `ClassifierModule`'s loss with the generator as its augmentation; with 0 it is exactly
+   the unaugmented classifier. [+ `w_supcon` x SupCon of the latents of real, generated and
+   `view_augmentation`ed views (the views enter no cross-entropy).]
+
+Schedule (`tsda.lit.joint_schedule`): `classifier_warmup_epochs`, then
+`generator_warmup_epochs`, then joint, the generated weight ramped over
+`generated_rampup_epochs`. Stability measures, and why:
+
+- Classifier warm-up: the latent objectives need a latent space with class regions; in a
+  random network's latent they pull the generator towards noise.
+- Generator warm-up: an untrained generator's flows are label noise, which damages the
+  latent space while it forms; then the weight ramps up instead of switching on.
+- The generator is scored by the classifier in eval mode: generated batches never enter the
+  BatchNorm running statistics and cannot game per-batch statistics.
+- The classifier trains on the EMA generator's flows without gradient into the generator,
+  so no single loss rewards the two for agreeing with each other (the generator is never
+  trained to make flows this classifier finds easy): its class term asks the classifier
+  to recognise the flows, the discriminator to find them real, the diversity term to keep
+  them spread over the class (not collapsed onto its easiest flows).
+- Class regions follow the classifier step by step (regions refitted once per epoch were
+  measured stale, `tsda.lit.joint_regions`), and the latent terms are measured in units of
+  the class spread `sigma`, so the weights keep their meaning while the latent space grows
+  or shrinks.
+
+`sample` draws from the EMA generator (the cGAN's fitted noise prior by default); a
+checkpoint saved before the generator ever trained warns. All randomness comes from the
+run's seeded generator (`augmentation_generator`, checkpointed): resume is exact.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from tsda.augment.base import Augmentation, Family, select
+from tsda.data.batch import FlowBatch
+from tsda.lit import losses
+from tsda.lit.classifier import ClassifierModule, Policy
+from tsda.lit.generative import GenerativeModule, prepare_augmentation
+from tsda.lit.joint_gan import GeneratorName, JointGenerator, build_joint_generator
+from tsda.lit.joint_regions import MovingClassRegions, eval_mode
+from tsda.lit.joint_schedule import JointSchedule, Phase, RampName
+from tsda.nets.classifier import BackboneName
+from tsda.seeds import seeded_generator
+
+
+class CoTrainedGenerator(Augmentation):
+    """The module's own generator behind the augmentation protocol (`JointModule.augmentation`):
+    a flow of the same class per flow. What `tsda.callbacks.LatentPlotCallback` overlays on the
+    joint classifier's test latents."""
+
+    family: ClassVar[Family] = "generator"
+    alters: ClassVar[dict[str, float]] = {"size": 1.0, "direction": 1.0, "iat": 1.0}
+
+    def __init__(self, module: JointModule) -> None:
+        self._module = module
+
+    def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
+        return self._module.sample(batch.labels, generator).to(batch.device)
+
+
+class JointModule(ClassifierModule, GenerativeModule):
+    """Classifier and generator over `FlowBatch(x (B, 3, L), lengths, labels)`, trained
+    together (see the module docstring for the losses of a step and the schedule).
+
+    Args:
+        num_classes, class_names: K and its names (linked from the datamodule by the CLI).
+        backbone, backbone_kwargs, lr, weight_decay, policy, augment_p, label_smoothing,
+            latent_points, seed: the classifier's, as `ClassifierModule`'s (the generator is
+            its augmentation: `policy`, `augment_p`); `seed` seeds every draw of the run.
+        n_packets, mtu, iat_unit, iat_max: the `FlowCodec` settings of the training data
+            (checked against the datamodule's codec at fit start).
+        generator: `cgan` (`tsda.lit.joint_gan.JointGAN`, the cVAE-GAN).
+        generator_kwargs: its arguments: `noise_dim`, `width`, `depth`, `disc_width`,
+            `r1_gamma`, `w_recon`, `w_kl`, `ema_decay` (as `GANModule`'s).
+        lr_g, lr_d, betas: Adam settings of the generator (with its encoder) and critic.
+        n_critic: critic steps per generator step.
+        w_class: weight of the classifier's cross-entropy of generated flows `(B, K)` logits.
+        w_latent: weight of the pull of generated latents `(B, D)` into their class region.
+        w_diversity: weight of the mode-seeking diversity hinge of same-class pairs.
+        region_decay: weight the class regions' running sums keep at each generator step
+            (in [0, 1); 0 = the real batch alone).
+        w_generated: final weight of generated flows in the classifier's cross-entropy.
+        classifier_warmup_epochs, generator_warmup_epochs: the schedule's phases (epochs).
+        generated_rampup_epochs, generated_rampup: ramp-up of `w_generated` (epochs, `linear`
+            or `sigmoid`).
+        w_supcon: weight of the supervised-contrastive term on the classifier's latents
+            (0 = off).
+        supcon_temperature: its temperature (> 0).
+        view_augmentation: hand-crafted augmentation whose views of the real batch join the
+            contrastive term (not an hparam, like `ClassifierModule.augmentation`).
+
+    Raises:
+        ValueError: naming `model.<parameter>` for a negative weight, an unknown schedule or
+            generator value, or bad generator arguments.
+    """
+
+    monitor: ClassVar[tuple[str, str] | None] = ("val_weighted_f1", "max")
+
+    def __init__(
+        self,
+        num_classes: int = 2,
+        class_names: list[str] | None = None,
+        backbone: BackboneName = "cnn_resblock",
+        backbone_kwargs: dict[str, Any] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        policy: Policy = "double",
+        augment_p: float = 0.5,
+        label_smoothing: float = 0.0,
+        latent_points: int = 2000,
+        n_packets: int = 20,
+        mtu: float = 1460.0,
+        iat_unit: float = 1e-3,
+        iat_max: float = 10.0,
+        generator: GeneratorName = "cgan",
+        generator_kwargs: dict[str, Any] | None = None,
+        lr_g: float = 1e-3,
+        lr_d: float = 5e-4,
+        betas: tuple[float, float] = (0.5, 0.9),
+        n_critic: int = 1,
+        w_class: float = 0.1,
+        w_latent: float = 0.1,
+        w_diversity: float = 0.1,
+        region_decay: float = 0.9,
+        w_generated: float = 1.0,
+        classifier_warmup_epochs: int = 2,
+        generator_warmup_epochs: int = 2,
+        generated_rampup_epochs: int = 2,
+        generated_rampup: RampName = "linear",
+        w_supcon: float = 0.0,
+        supcon_temperature: float = 0.1,
+        view_augmentation: Augmentation | None = None,
+        seed: int = 0,
+    ) -> None:
+        for name, value in (("w_class", w_class), ("w_latent", w_latent), ("w_diversity", w_diversity),
+                            ("w_supcon", w_supcon)):
+            if not value >= 0:  # NaN too
+                raise ValueError(f"model.{name} must be >= 0, got {value}")
+        for name, value in (("lr", lr), ("lr_g", lr_g), ("lr_d", lr_d), ("supcon_temperature", supcon_temperature)):
+            if not value > 0:
+                raise ValueError(f"model.{name} must be > 0, got {value}")
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"model.betas must be two numbers in [0, 1), got {betas}")
+        if isinstance(n_critic, bool) or not isinstance(n_critic, int) or n_critic < 1:
+            raise ValueError(f"model.n_critic must be an integer >= 1, got {n_critic!r}")
+        schedule = JointSchedule(classifier_warmup_epochs, generator_warmup_epochs, generated_rampup_epochs,
+                                 generated_rampup, w_generated)
+        super().__init__(num_classes=num_classes, class_names=class_names, backbone=backbone,
+                         backbone_kwargs=backbone_kwargs, lr=lr, weight_decay=weight_decay, augmentation=None,
+                         policy=policy, augment_p=augment_p, seed=seed, label_smoothing=label_smoothing,
+                         latent_points=latent_points)
+        self.save_hyperparameters(ignore=["view_augmentation"])
+        self.automatic_optimization = False
+        self.schedule = schedule
+        self.part: JointGenerator = build_joint_generator(generator, num_classes, n_packets, self.class_names,
+                                                          **(generator_kwargs or {}))
+        self.view_augmentation = view_augmentation
+        #: the co-trained generator as an augmentation (the latent plot overlays its flows)
+        self.augmentation = CoTrainedGenerator(self)
+        #: class regions `mu, sigma (K, D)` of the classifier's current latent space
+        self.regions = MovingClassRegions(num_classes, self.net.latent_dim, region_decay)
+        self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
+        self._refit_step = -1
+        self._warned_untrained = False
+
+    # -- the schedule ------------------------------------------------------------------------
+    @property
+    def phase(self) -> Phase:
+        """What trains in the current epoch: `classifier`, `generator` or `joint`."""
+        return self.schedule.phase(self.current_epoch)
+
+    def generated_weight(self, batch_idx: int) -> float:
+        """The weight of generated flows in the classifier's loss at this training step."""
+        batches = max(int(self.trainer.num_training_batches), 1) if self._trainer is not None else 1
+        return self.schedule.generated_weight(self.current_epoch, batch_idx / batches)
+
+    # -- fit hooks -----------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        """Refuse other codec settings than the data's and data without a training-split
+        pass (class regions, noise prior); give the view augmentation its run context."""
+        GenerativeModule.on_fit_start(self)
+        dm = getattr(self.trainer, "datamodule", None)
+        if not hasattr(dm, "train_eval_dataloader"):
+            raise ValueError("JointModule needs a FlowDataModule (its train_eval_dataloader gives the class "
+                             "regions and the noise prior)")
+        if self.view_augmentation is not None:
+            prepare_augmentation(self.view_augmentation, device=self.device, class_names=self.class_names,
+                                 generator=self.augmentation_generator(), codec=dm.codec)
+
+    def on_train_epoch_start(self) -> None:
+        if self.view_augmentation is not None:
+            for aug in self.view_augmentation.walk():
+                aug.on_epoch_start(self.current_epoch, self.augmentation_generator())
+
+    def track_class_regions(self, batch: FlowBatch) -> None:
+        """Update the class regions to the classifier's current latents (`MovingClassRegions`;
+        the first update passes over the datamodule's training split)."""
+        self.regions.update(self.net, batch, self.class_names, self.trainer.datamodule.train_eval_dataloader)
+
+    def on_train_epoch_end(self) -> None:
+        self._refit_generator()
+
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._refit_generator()
+
+    def _refit_generator(self) -> None:
+        """The generator's per-epoch statistics (noise prior), once per training step count."""
+        dm = getattr(self.trainer, "datamodule", None)
+        if int(self.generator_steps) == 0 or dm is None or self._refit_step == self.global_step:
+            return
+        self.part.refit(dm.train_eval_dataloader())
+        self._refit_step = self.global_step
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        ClassifierModule.on_save_checkpoint(self, checkpoint)  # the run generator's state
+        GenerativeModule.on_save_checkpoint(self, checkpoint)  # the class path for load_generative
+
+    # -- training ------------------------------------------------------------------------------
+    def training_step(self, batch: FlowBatch, batch_idx: int) -> None:
+        opt_c, opt_g, *opt_d = self.optimizers()
+        g = self.augmentation_generator()
+        logged: dict[str, torch.Tensor] = {}
+        if self.phase != "classifier":
+            if opt_d:
+                logged.update(self._critic_step(batch, g, opt_d[0]))  # 1. critic
+            logged.update(self._generator_step(batch, g, opt_g))  # 2. generator
+        weight = self.generated_weight(batch_idx)
+        loss, terms = self._classifier_step(batch, g, opt_c, weight)  # 3. classifier
+        logged.update(terms, w_generated=torch.tensor(weight))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch))
+        self.log_dict({f"train_{k}": v for k, v in logged.items()}, on_step=False, on_epoch=True,
+                      batch_size=len(batch))
+
+    def _critic_step(self, batch: FlowBatch, g: torch.Generator, opt: Any) -> dict[str, torch.Tensor]:
+        self.toggle_optimizer(opt)
+        for _ in range(int(self.hparams.n_critic)):
+            terms = self.part.critic_terms(batch, g)
+            opt.zero_grad()
+            self.manual_backward(terms["loss_d"])
+            opt.step()
+        self.untoggle_optimizer(opt)
+        return {k: v.detach() for k, v in terms.items()}
+
+    def _generator_step(self, batch: FlowBatch, g: torch.Generator, opt: Any) -> dict[str, torch.Tensor]:
+        h = self.hparams
+        latent_terms = h.w_class > 0 or h.w_latent > 0 or h.w_diversity > 0
+        if latent_terms:
+            self.track_class_regions(batch)
+        self.toggle_optimizer(opt)  # the classifier's and critic's weights get no gradient
+        out = self.part.generator_terms(batch, g)
+        loss = out.loss
+        logged = dict(out.logged)
+        if latent_terms:
+            latent = self.latent_objectives(out.fake, batch.labels, out.noise)
+            loss = loss + h.w_class * latent["class"] + h.w_latent * latent["latent"] \
+                + h.w_diversity * latent["diversity"]
+            logged.update({k: v.detach() for k, v in latent.items()})
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+        self.untoggle_optimizer(opt)
+        self.part.after_generator_step()
+        self.generator_steps += 1
+        logged["loss_g"] = loss.detach()
+        return logged
+
+    def latent_objectives(self, fake: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor
+                          ) -> dict[str, torch.Tensor]:
+        """The generator's latent terms on `fake (B, 3, L)` of `labels (B,)` from `noise
+        (B, Z)`, in the classifier's current latent (eval mode, differentiable in `fake`):
+        `class`, `latent` (region), `diversity`, and the classifier's accuracy `gen_acc`."""
+        with eval_mode(self.net):
+            z = self.net.encode(fake)  # (B, D)
+            logits = self.net.head(z)  # (B, K)
+        sigma = self.regions.sigma[labels]  # (B, D)
+        return {"class": losses.class_loss(logits, labels),
+                "latent": losses.latent_region(z, self.regions.mu[labels], sigma),
+                "diversity": losses.latent_diversity(z, noise, labels, sigma),
+                "gen_acc": (logits.argmax(1) == labels).float().mean()}
+
+    @torch.no_grad()
+    def classifier_batch(self, batch: FlowBatch, g: torch.Generator, weight: float
+                         ) -> tuple[FlowBatch, torch.Tensor]:
+        """The classifier's training rows and which of them are generated `(B',)` bool:
+        `batch` alone while `weight` is 0, else the policy applied to generated flows of the
+        batch's classes (`double`: B' = 2B; `replace`: B' = B)."""
+        real = torch.zeros(len(batch), dtype=torch.bool, device=batch.device)  # (B,)
+        if weight <= 0:
+            return batch, real
+        x = self.part.training_flows(batch.labels, g)  # (B, 3, L)
+        fake = self.codec.snap(x).replace(labels=batch.labels)
+        if self.hparams.policy == "double":
+            return FlowBatch.cat([batch, fake], self.hparams.num_classes), torch.cat([real, ~real])
+        chosen = torch.rand(len(batch), generator=g, device=batch.device) < self.hparams.augment_p  # (B,)
+        return select(chosen, fake, batch), chosen
+
+    def _classifier_step(self, batch: FlowBatch, g: torch.Generator, opt: Any, weight: float
+                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        h = self.hparams
+        train, generated = self.classifier_batch(batch, g, weight)
+        views = None
+        if h.w_supcon > 0 and self.view_augmentation is not None:
+            with torch.no_grad():
+                views = self.view_augmentation(batch, g)
+        x = train.x if views is None else torch.cat([train.x, views.x])  # (N, 3, L)
+        self.toggle_optimizer(opt)
+        z = self.net.encode(x)  # (N, D)
+        logits = self.net.head(z[: len(train)])  # (B', K)
+        if generated.any():
+            targets = train.labels if train.soft_labels is None else train.soft_labels
+            rows = F.cross_entropy(logits, targets, reduction="none", label_smoothing=float(h.label_smoothing))
+            w = torch.where(generated, torch.full_like(rows, weight), torch.ones_like(rows))  # (B',)
+            ce = (w * rows).sum() / w.sum()
+        else:
+            ce = self.loss(logits, train)  # ClassifierModule's cross-entropy, literally
+        loss, terms = ce, {"ce": ce.detach()}
+        if h.w_supcon > 0:
+            labels = train.labels if views is None else torch.cat([train.labels, views.labels])  # (N,)
+            supcon = losses.supervised_contrastive(z, labels, float(h.supcon_temperature))
+            loss = loss + h.w_supcon * supcon
+            terms["supcon"] = supcon.detach()
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+        self.untoggle_optimizer(opt)
+        return loss.detach(), terms
+
+    def validation_step(self, batch: FlowBatch, batch_idx: int) -> None:
+        """The classifier's validation metrics; once the generator trains, also the
+        classifier's accuracy on EMA-generated flows of the first batch's classes
+        (`val_generated_accuracy`, seeded apart from the run's generator)."""
+        super().validation_step(batch, batch_idx)
+        if batch_idx > 0 or int(self.generator_steps) == 0:
+            return
+        g = seeded_generator(int(self.hparams.seed) + batch_idx, self.device)
+        fake = self.part.generate(batch.labels, g)  # (B, 3, L)
+        acc = (self(self.codec.snap(fake).x).argmax(1) == batch.labels).float().mean()
+        self.log("val_generated_accuracy", acc, batch_size=len(batch))
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        h = self.hparams
+        betas = tuple(float(b) for b in h.betas)
+        groups = self.part.parameter_groups()
+        optimizers = [torch.optim.Adam(self.net.parameters(), lr=h.lr, weight_decay=h.weight_decay),
+                      torch.optim.Adam(groups["generator"], lr=h.lr_g, betas=betas)]
+        if "critic" in groups:
+            optimizers.append(torch.optim.Adam(groups["critic"], lr=h.lr_d, betas=betas))
+        return optimizers
+
+    # -- the generator contract --------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor, generator: torch.Generator, **options: Any) -> FlowBatch:
+        """Valid encoded flows `x (B, 3, L)` of classes `labels (B,)` (`GenerativeModule.sample`).
+
+        Options (the cGAN's): `use_ema=False` samples the raw generator; `prior` =
+        `fitted` (the cVAE-GAN's fitted class noise Gaussian) or `standard` (N(0, I)).
+        """
+        labels = labels.to(self.device)
+        if int(self.generator_steps) == 0 and not self._warned_untrained:
+            self._warned_untrained = True
+            warnings.warn("JointModule.sample: this checkpoint's generator has not trained yet (saved before "
+                          f"epoch classifier_warmup_epochs={self.schedule.classifier_warmup_epochs}); its flows "
+                          "are an untrained generator's", UserWarning, stacklevel=2)
+        return self.codec.snap(self.part.generate(labels, generator, **options)).replace(labels=labels)

@@ -1,0 +1,247 @@
+"""The generator half of joint training: the interface `tsda.lit.joint.JointModule` trains a
+generator through (`JointGenerator`), and the cVAE-GAN behind it (`JointGAN`).
+
+The module owns the loop, the optimisers and the latent objectives, which are computed in
+the co-trained classifier's latent space on the differentiable flows the part returns; a
+part owns its nets and its own objective:
+
+- `parameter_groups()`: `{"generator": [...]}` and, for an adversarial part,
+  `"critic": [...]`; the module gives each group its own Adam optimiser.
+- `critic_terms(batch, g)`: the critic's loss on a real batch (`None` without a critic).
+- `generator_terms(batch, g)`: the part's own weighted objective, plus the generated flows
+  `fake (B, 3, L)` (differentiable; valid flows in the forward pass) and the noise they
+  came from, on which the module adds its latent objectives.
+- `after_generator_step()`, `refit(loader)`: the EMA update after every generator step;
+  per-epoch statistics of the training flows (the cVAE-GAN's fitted noise prior).
+- `generate(labels, g, **options)`: flows `x (B, 3, L)` for sampling (`JointModule.sample`),
+  `training_flows(labels, g)`: those the classifier trains on.
+
+`JointGAN` is the cGAN of `tsda.lit.gan.GANModule` rebuilt from the same pieces (the nets of
+`tsda.nets.gan`, the loss functions of `tsda.lit.losses`, the noise prior of
+`tsda.lit.prior`, the EMA of `tsda.lit.ema`) without its frozen guide and without latent
+conditioning: in joint training the guide is the co-trained classifier, whose latent space
+moves every step, so a generator conditioned on its latents would see its own input
+distribution drift, and sampling would need latents of the final classifier.
+
+The diffusion denoiser fits the same interface and is not built: `parameter_groups` =
+`{"generator": denoiser}` (no critic), `generator_terms` = the denoising MSE of
+`tsda.lit.diffusion` with `fake` the one-step prediction `x0_hat(x_t, t)` (mapped back from
+model space) and `noise` the `x_t` noise, `generate` a few-step sampler of `tsda.sampling`
+(DPM-Solver++ 10 steps; the classifier's generated flows would then come from a per-epoch
+pool, as `GeneratorAugmentation` does, since a sampler per training step is 10 denoiser
+passes).
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import torch
+from torch import nn
+
+from tsda.data.batch import FlowBatch
+from tsda.lit import losses
+from tsda.lit.ema import ema_of
+from tsda.lit.prior import ClassNoisePrior, NoisePriorName, check_noise_prior
+from tsda.nets.gan import FlowDiscriminator, FlowEncoder, FlowGenerator
+
+#: the generators `JointModule` can train (closed choice: `model.generator`)
+GeneratorName = Literal["cgan"]
+GENERATORS: tuple[str, ...] = get_args(GeneratorName)
+
+
+@dataclass
+class GeneratorTerms:
+    """What a part's generator step hands the module.
+
+    Attributes:
+        loss: the part's own weighted objective (scalar, differentiable).
+        logged: detached terms to log (`train_<name>`).
+        fake: `(B, 3, L)` generated flows of the batch's classes, differentiable.
+        noise: `(B, Z)` the noise each was generated from.
+    """
+
+    loss: torch.Tensor
+    logged: dict[str, torch.Tensor]
+    fake: torch.Tensor
+    noise: torch.Tensor
+
+
+class JointGenerator(nn.Module, ABC):
+    """A generator that `JointModule` can train together with its classifier (see the
+    module docstring)."""
+
+    @abstractmethod
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """`{"generator": [...]}`, plus `"critic": [...]` for an adversarial part."""
+
+    def critic_terms(self, batch: FlowBatch, g: torch.Generator) -> dict[str, torch.Tensor] | None:
+        """The critic's loss `loss_d` (and detached scores) on a real batch; None = no critic."""
+        return None
+
+    @abstractmethod
+    def generator_terms(self, batch: FlowBatch, g: torch.Generator) -> GeneratorTerms:
+        """The generator's own objective on a real batch, and flows of its classes."""
+
+    def after_generator_step(self) -> None:
+        """After every generator optimiser step (e.g. the EMA update)."""
+
+    def refit(self, loader: Iterable[FlowBatch]) -> None:
+        """Refit statistics of the training flows in `loader` (once per epoch)."""
+
+    @abstractmethod
+    def generate(self, labels: torch.Tensor, g: torch.Generator, **options: Any) -> torch.Tensor:
+        """`x (B, 3, L)` flows of `labels (B,)` for sampling; unknown options raise TypeError."""
+
+    def training_flows(self, labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """`x (B, 3, L)` flows of `labels (B,)` for the classifier to train on."""
+        return self.generate(labels, g)
+
+
+class JointGAN(JointGenerator):
+    """The cVAE-GAN (`tsda.nets.gan`) as the generator of joint training.
+
+    Args:
+        num_classes: K.
+        n_packets: L.
+        class_names: the K class names (warnings name classes).
+        noise_dim: Z, the generator's noise `(B, Z)`.
+        width, depth: the generator's trunk (`FlowGenerator`).
+        disc_width: the projection discriminator's width (`FlowDiscriminator`).
+        r1_gamma: weight of the R1 penalty on real flows (0 = off).
+        w_recon: weight of the cVAE-GAN reconstruction L1 (0 = no encoder: a plain cGAN).
+        w_kl: weight of the encoder's KL divergence to N(0, I).
+        ema_decay: decay of the generator's EMA (ramped up), which samples.
+
+    Raises:
+        ValueError: naming `model.generator_kwargs.<name>`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        n_packets: int,
+        class_names: Sequence[str],
+        noise_dim: int = 64,
+        width: int = 64,
+        depth: int = 3,
+        disc_width: int = 64,
+        r1_gamma: float = 0.0,
+        w_recon: float = 0.0,
+        w_kl: float = 1.0,
+        ema_decay: float = 0.999,
+    ) -> None:
+        super().__init__()
+        for name, value in (("noise_dim", noise_dim), ("width", width), ("depth", depth),
+                            ("disc_width", disc_width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"model.generator_kwargs.{name} must be an integer >= 1, got {value!r}")
+        for name, value in (("r1_gamma", r1_gamma), ("w_recon", w_recon), ("w_kl", w_kl)):
+            if not value >= 0:
+                raise ValueError(f"model.generator_kwargs.{name} must be >= 0, got {value}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"model.generator_kwargs.ema_decay must be in [0, 1), got {ema_decay}")
+        self.class_names = list(class_names)
+        self.noise_dim, self.r1_gamma = noise_dim, float(r1_gamma)
+        self.w_recon, self.w_kl = float(w_recon), float(w_kl)
+        self.generator = FlowGenerator(num_classes, n_packets, noise_dim, width, depth)
+        self.discriminator = FlowDiscriminator(num_classes, disc_width)
+        self.generator_ema = ema_of(self.generator, ema_decay, ramp=True)
+        self.encoder = FlowEncoder(num_classes, noise_dim, disc_width) if w_recon > 0 else None
+        self.noise_prior = (ClassNoisePrior(num_classes, noise_dim, owner="JointModule")
+                            if self.encoder is not None else None)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        encoder = list(self.encoder.parameters()) if self.encoder is not None else []
+        return {"generator": [*self.generator.parameters(), *encoder],
+                "critic": list(self.discriminator.parameters())}
+
+    def _noise(self, b: int, g: torch.Generator) -> torch.Tensor:
+        return torch.randn(b, self.noise_dim, generator=g, device=g.device)  # (B, Z)
+
+    def critic_terms(self, batch: FlowBatch, g: torch.Generator) -> dict[str, torch.Tensor]:
+        """Hinge loss of the discriminator (+ `r1_gamma / 2` x R1) on real vs generated flows."""
+        with torch.no_grad():
+            fake = self.generator(self._noise(len(batch), g), batch.labels)  # (B, 3, L)
+        real = batch.x.detach().requires_grad_(self.r1_gamma > 0)
+        d_real = self.discriminator(real, batch.labels)  # (B,)
+        d_fake = self.discriminator(fake, batch.labels)  # (B,)
+        loss = losses.hinge_d_loss(d_real, d_fake)
+        if self.r1_gamma > 0:
+            loss = loss + 0.5 * self.r1_gamma * losses.r1_penalty(d_real, real)
+        return {"loss_d": loss, "d_real": d_real.mean().detach(), "d_fake": d_fake.mean().detach()}
+
+    def generator_terms(self, batch: FlowBatch, g: torch.Generator) -> GeneratorTerms:
+        """`hinge_g(D(G(n)))` [+ `w_recon` x recon + `w_kl` x kl of the encoder's posteriors]."""
+        noise = self._noise(len(batch), g)  # (B, Z)
+        fake = self.generator(noise, batch.labels)  # (B, 3, L), hard direction and mask
+        loss = losses.hinge_g_loss(self.discriminator(fake, batch.labels))
+        logged = {"loss_adv": loss.detach()}
+        if self.encoder is not None:
+            mu, logvar = self.encoder(batch.x, batch.labels)  # 2 x (B, Z)
+            eps = torch.randn(mu.shape, generator=g, device=g.device)  # (B, Z)
+            rec = self.generator(mu + torch.exp(0.5 * logvar) * eps, batch.labels, straight_through=False)
+            recon, kl = losses.reconstruction_l1(rec, batch.x), losses.gaussian_kl(mu, logvar)
+            loss = loss + self.w_recon * recon + self.w_kl * kl
+            logged.update(recon=recon.detach(), kl=kl.detach())
+        return GeneratorTerms(loss, logged, fake, noise)
+
+    def after_generator_step(self) -> None:
+        self.generator_ema.update_parameters(self.generator)
+
+    @torch.no_grad()
+    def refit(self, loader: Iterable[FlowBatch]) -> None:
+        """Refit the noise prior to the encoder's posteriors (cVAE-GAN only)."""
+        if self.noise_prior is not None:
+            self.noise_prior.fit(self.encoder, loader, self.class_names)
+
+    @property
+    def prior_fitted(self) -> bool:
+        """Whether the noise prior has been fitted (to any class) yet."""
+        return self.noise_prior is not None and bool(self.noise_prior.fitted.any())
+
+    @torch.no_grad()
+    def generate(self, labels: torch.Tensor, g: torch.Generator, *, use_ema: bool = True,
+                 prior: NoisePriorName = "fitted") -> torch.Tensor:
+        """`x (B, 3, L)` of `labels (B,)`: the EMA generator (`use_ema`) on noise from the
+        fitted class prior (`prior="fitted"`, the cVAE-GAN's; N(0, I) without an encoder)
+        or N(0, I) (`"standard"`)."""
+        check_noise_prior(prior)
+        net = self.generator_ema.module if use_ema else self.generator
+        was_training = net.training
+        net.eval()
+        eps = self._noise(len(labels), g)  # (B, Z)
+        noise = eps if prior == "standard" or self.noise_prior is None else \
+            self.noise_prior.draw(labels, eps, self.class_names)
+        x = net(noise, labels)  # (B, 3, L)
+        net.train(was_training)
+        return x
+
+    def training_flows(self, labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """As `generate`, on N(0, I) noise until the noise prior is first fitted (the end of
+        the generator's first epoch)."""
+        return self.generate(labels, g, prior="fitted" if self.prior_fitted else "standard")
+
+
+def build_joint_generator(name: GeneratorName, num_classes: int, n_packets: int, class_names: Sequence[str],
+                          **kwargs: Any) -> JointGenerator:
+    """The joint generator called `name` with its `generator_kwargs`.
+
+    Raises:
+        ValueError: an unknown name, or keyword arguments the generator does not take.
+    """
+    classes = {"cgan": JointGAN}
+    if name not in classes:
+        raise ValueError(f"model.generator must be one of {GENERATORS}, got {name!r}")
+    cls = classes[name]
+    accepted = [p for p in inspect.signature(cls.__init__).parameters
+                if p not in ("self", "num_classes", "n_packets", "class_names")]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"model.generator_kwargs: unknown key(s) {unknown} for generator {name!r}; "
+                         f"known: {accepted}")
+    return cls(num_classes, n_packets, class_names, **kwargs)

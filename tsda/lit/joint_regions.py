@@ -1,0 +1,104 @@
+"""Class regions of a latent space that moves: the targets of joint training's latent
+objectives (`tsda.lit.joint.JointModule`).
+
+A frozen guide's class regions are fitted once (`tsda.lit.gan.GANModule`); the co-trained
+classifier's latent space changes at every step, and regions refitted once per epoch were
+measured stale: by the epoch's end, real training flows themselves lay tens of class
+spreads away from their class's region (3-class toy data). `MovingClassRegions` keeps
+exponentially decayed class sums instead, with the same statistics as the guide mechanism
+(`tsda.lit.guide.ClassSums`, `class_regions`: centroids `mu (K, D)`, spreads `sigma (K, D)`,
+classes with fewer than 2 flows warned about and given the region of all flows):
+
+    first update:   n, S1, S2 = the class sums of the training split's latents
+    then per step:  n <- decay * n + n_batch,  S1 <- decay * S1 + sum z,  S2 <- ... z * z
+
+so the regions follow the classifier with a memory of about `1 / (1 - decay)` steps. Latents
+are those of the classifier in eval mode (running BatchNorm statistics), as the generator's
+flows are scored. The sums are buffers: a checkpoint resumes them exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from tsda.data.batch import FlowBatch
+from tsda.lit.guide import ClassSums, class_regions, guide_latent_sums
+from tsda.nets.classifier import FlowClassifier
+
+
+@contextmanager
+def eval_mode(net: nn.Module) -> Iterator[None]:
+    """`net` in eval mode inside the block (gradients still flow), its mode restored after."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield
+    finally:
+        net.train(was_training)
+
+
+class EvalSeam:
+    """A classifier's `encode` in eval mode: `x (B, 3, L)` -> `z (B, D)`."""
+
+    def __init__(self, net: FlowClassifier) -> None:
+        self.net = net
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        with eval_mode(self.net):
+            return self.net.encode(x)  # (B, D)
+
+
+class MovingClassRegions(nn.Module):
+    """Decayed class sums of a moving latent space and their regions (module docstring).
+
+    Args:
+        num_classes: K.
+        latent_dim: D.
+        decay: weight the sums keep at each update, in [0, 1) (0 = the last batch alone).
+        owner: how warnings name the module holding the regions.
+    """
+
+    def __init__(self, num_classes: int, latent_dim: int, decay: float = 0.9, owner: str = "JointModule") -> None:
+        super().__init__()
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"model.region_decay must be in [0, 1), got {decay}")
+        self.decay, self.owner = float(decay), owner
+        self.register_buffer("n", torch.zeros(num_classes))  # (K,) decayed flow counts
+        self.register_buffer("z", torch.zeros(num_classes, latent_dim))  # (K, D) decayed sums of z
+        self.register_buffer("z2", torch.zeros(num_classes, latent_dim))  # (K, D) ... of z * z
+        self.register_buffer("mu", torch.zeros(num_classes, latent_dim))  # (K, D) class centroids
+        self.register_buffer("sigma", torch.ones(num_classes, latent_dim))  # (K, D) class spreads
+
+    @property
+    def sums(self) -> ClassSums:
+        """The decayed class sums (the buffers themselves, not a copy)."""
+        return ClassSums(self.n, {"z": self.z, "z2": self.z2})
+
+    @property
+    def filled(self) -> bool:
+        return bool(self.n.sum() > 0)
+
+    @torch.no_grad()
+    def update(self, net: FlowClassifier, batch: FlowBatch, class_names: Sequence[str],
+               training_split: Callable[[], Iterable[FlowBatch]]) -> None:
+        """Follow `net`'s current eval-mode latents: the first update fills the sums from
+        `training_split()` (a loader of the training flows), later ones decay them and add
+        the real `batch`'s latents; then `mu`, `sigma` are refitted."""
+        sums, seam = self.sums, EvalSeam(net)
+        if not self.filled:
+            full = guide_latent_sums(seam, training_split(), int(self.n.shape[0]), self.n.device)
+            self.n.copy_(full.n)
+            self.z.copy_(full.sums["z"])
+            self.z2.copy_(full.sums["z2"])
+        else:
+            for t in (self.n, self.z, self.z2):
+                t.mul_(self.decay)
+            z = seam.encode(batch.x)  # (B, D)
+            sums.add(batch.labels, {"z": z, "z2": z * z})
+        mu, sigma = class_regions(sums, class_names, self.owner)
+        self.mu.copy_(mu)
+        self.sigma.copy_(sigma)
