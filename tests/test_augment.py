@@ -550,10 +550,11 @@ def test_cli_preview_and_enlarge(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     main(["enlarge", "--augment", str(ROOT / "configs/augment/permutation.yaml"), "--copies", "1",
           "--out", str(tmp_path / "e.parquet"), *common])
-    back = read_parquet(tmp_path / "e.parquet", meta_columns=("augmentation",))
-    train = FlowDataModule(path=str(source), min_class_size=5).split_table("train")
-    assert len(back) == 2 * len(train)
+    back = read_parquet(tmp_path / "e.parquet", meta_columns=("augmentation", "split"))
+    splits = FlowDataModule(path=str(source), min_class_size=5).splits
+    assert len(back) == 2 * len(splits["train"]) + len(splits["val"]) + len(splits["test"])
     assert set(back.meta["augmentation"]) == {"original", "Permutation(n_segments=4)"}
+    assert set(back.meta["split"][back.meta["augmentation"] != "original"]) == {"train"}
     with pytest.raises(ValueError, match="unknown augmentation"):
         main(["preview", "nope", "--out", str(tmp_path / "x.png"), *common])
 

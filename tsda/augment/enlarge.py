@@ -1,14 +1,19 @@
-"""Offline dataset enlargement: a training split plus K augmented copies of every flow.
+"""Offline dataset enlargement: a dataset's flows plus K augmented copies of every training flow.
 
-The result is a `FlowTable` in real units (decoded with `FlowCodec.decode`) with two
+The result is a `FlowTable` in real units (decoded with `FlowCodec.decode`) with three
 extra columns: `augmentation` (what made the row: "original", or the augmentation's
-repr) and `source_row` (the row of the original it came from, 0..N-1, in the same
-file). Generators train on it; the Parquet source reads it back.
+repr), `source_row` (the row, in the same file, of the original a row came from; an
+original points at itself) and the stored split (`split`: `train`, `val` or `test`).
+Validation and test rows are untouched originals; only training flows get copies, which
+are training rows. `FlowDataModule(split="column")` (`--data.split column`) reads the
+file back with that split, so copies never straddle splits; generators and classifiers
+train on it.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +22,14 @@ import torch
 from tsda.augment.base import Augmentation
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
+from tsda.data.curation import FILE_ROW, SOURCE_ROW, STORED_SPLITS
 from tsda.data.sources import write_parquet
 from tsda.data.table import FlowTable
 from tsda.seeds import seeded_generator
 
 ORIGINAL = "original"
+#: the extra column naming what made each row
+AUGMENTATION = "augmentation"
 
 
 def _decoded(batch: FlowBatch, codec: FlowCodec, source: FlowTable) -> FlowTable:
@@ -53,32 +61,55 @@ def augment_table(table: FlowTable, codec: FlowCodec, augmentation: Augmentation
 
 
 def enlarge(table: FlowTable, codec: FlowCodec, augmentation: Augmentation, copies: int,
-            seed: int = 0) -> tuple[FlowTable, dict[str, np.ndarray]]:
+            seed: int = 0, split: np.ndarray | None = None, split_column: str = "split",
+            ) -> tuple[FlowTable, dict[str, np.ndarray]]:
     """The flows of `table` (encoded and decoded, so truncated to `L` packets like the
-    copies) followed by `copies` augmented copies of each, and the extra columns.
+    copies) followed by `copies` augmented copies of each training flow, and the extra
+    columns.
+
+    Args:
+        table: the flows, `N` rows (meta columns of an earlier enlargement are dropped).
+        split: `(N,)` each flow's split, `train`, `val` or `test`; None = every flow is
+            training. Only training flows are copied.
+        split_column: the name of the stored split column.
 
     Returns:
-        the enlarged table (`(K + 1) N` rows: originals first, then copy 1 of every flow,
-        copy 2, ...), and `{"augmentation": (rows,) str, "source_row": (rows,) int64}`.
+        the enlarged table (`N + K T` rows for `T` training flows: the `N` originals in
+        their order, then copy 1 of every training flow, copy 2, ...), and
+        `{"augmentation": (rows,) str, "source_row": (rows,) int64, split_column: (rows,) str}`.
+
+    Raises:
+        ValueError: `copies < 0`, an empty table, a bad `split`, or copies of no training flow.
     """
     if copies < 0:
         raise ValueError(f"copies must be >= 0, got {copies}")
     if len(table) == 0:
         raise ValueError("enlarge: the table has no flow")
+    n = len(table)
+    split = np.full(n, "train", dtype=object) if split is None else np.asarray(split, dtype=object)
+    if split.shape != (n,) or not np.isin(split.astype(str), STORED_SPLITS).all():
+        raise ValueError(f"enlarge: split must be ({n},) values of {STORED_SPLITS}")
+    train_rows = np.flatnonzero(split == "train")
+    if copies and len(train_rows) == 0:
+        raise ValueError("enlarge: no training flow to copy")
+    dropped = (AUGMENTATION, SOURCE_ROW, FILE_ROW, split_column)
+    table = replace(table, meta={k: v for k, v in table.meta.items() if k not in dropped})
     generator = seeded_generator(seed)
     originals = _decoded(codec.encode(table), codec, table)
-    tables = [originals] + [augment_table(table, codec, augmentation, generator) for _ in range(copies)]
-    n = len(table)
-    names = np.array([ORIGINAL] + [repr(augmentation)] * copies, dtype=object)
+    train = table.take(train_rows)
+    tables = [originals] + [augment_table(train, codec, augmentation, generator) for _ in range(copies)]
+    t = len(train_rows)
     extra = {
-        "augmentation": np.repeat(names, n),
-        "source_row": np.tile(np.arange(n, dtype=np.int64), copies + 1),
+        AUGMENTATION: np.array([ORIGINAL] * n + [repr(augmentation)] * (copies * t), dtype=object),
+        SOURCE_ROW: np.concatenate([np.arange(n), np.tile(train_rows, copies)]).astype(np.int64),
+        split_column: np.concatenate([split, np.full(copies * t, "train", dtype=object)]),
     }
     return FlowTable.concat(tables), extra
 
 
 def enlarge_to_parquet(table: FlowTable, codec: FlowCodec, augmentation: Augmentation, copies: int,
-                       out: str | os.PathLike[str], seed: int = 0) -> Path:
+                       out: str | os.PathLike[str], seed: int = 0, split: np.ndarray | None = None,
+                       split_column: str = "split") -> Path:
     """`enlarge` and write the result atomically in the tcbench Parquet schema."""
-    enlarged, extra = enlarge(table, codec, augmentation, copies, seed)
+    enlarged, extra = enlarge(table, codec, augmentation, copies, seed, split, split_column)
     return write_parquet(enlarged, out, extra=extra)

@@ -4,9 +4,15 @@
     tsda augment preview translation --out preview.png [--data.path FILE.parquet]
     tsda augment enlarge --augment configs/augment/translation.yaml --copies 4 \\
         --out enlarged.parquet --data.path FILE.parquet [--seed 0]
+    tsda fit ... --data.path enlarged.parquet --data.split column
 
-The flows used are the curated TRAINING split as `FlowDataModule` makes it from the
-`--data.*` options (`tsda fit`'s; without `--data.path`, the embedded synthetic dataset).
+The flows used are the curated splits as `FlowDataModule` makes them from the `--data.*`
+options (`tsda fit`'s; without `--data.path`, the embedded synthetic dataset): preview
+shows training flows; enlarge writes every flow of the three splits with a stored split
+column (`--data.split_column`, default `split`): validation and test flows untouched,
+training flows plus `--copies` augmented copies each (columns `augmentation`,
+`source_row`: the row of a copy's original in the written file). `tsda fit --data.split
+column` trains on it with that split (no copy of a training flow in validation or test).
 `--augment` (and preview's NAME) is an augmentation name (defaults) or a YAML
 `class_path`/`init_args` file (combinators too); a `generator` augmentation loads its
 checkpoint as in training. `--seed` seeds the augmentation draws (the split follows
@@ -27,7 +33,9 @@ from tsda.augment.catalog import AUGMENTATIONS, augmentation_class, build_augmen
 from tsda.augment.enlarge import enlarge_to_parquet
 from tsda.commands.options import add_data_arguments, build_datamodule, command_parser
 from tsda.data.batch import FlowBatch
+from tsda.data.curation import STORED_SPLITS, holds_copies
 from tsda.data.datamodule import FlowDataModule
+from tsda.errors import TsdaError
 from tsda.lit.generative import prepare_augmentation
 from tsda.figures import pyplot, save_figure
 from tsda.seeds import seeded_generator
@@ -93,14 +101,26 @@ def preview(cfg: Namespace) -> Path:
 
 
 def enlarge(cfg: Namespace) -> Path:
-    """The training split plus `--copies` augmented copies of each flow, as Parquet."""
+    """Every curated flow with its split, plus `--copies` augmented copies of each training
+    flow, as Parquet (see the module docstring)."""
     if cfg.copies < 1:
         raise ValueError(f"--copies must be >= 1 (augmented copies per training flow), got {cfg.copies}")
     augmentation, dm, _ = _prepared(cfg.augment, cfg)
-    train = dm.split_table("train")
-    out = enlarge_to_parquet(train, dm.codec, augmentation, cfg.copies, cfg.out, seed=cfg.seed)
-    print(f"wrote {out}: {len(train)} training flows + {cfg.copies} copies each "
-          f"({len(train) * (cfg.copies + 1)} rows) with {augmentation!r}")
+    h, splits = dm.hparams, dm.splits
+    if holds_copies(dm.table):
+        raise TsdaError(f"--data.path {h.path}: already enlarged (it holds augmented copies); enlarge its source")
+    if len(splits["train"]) == 0:
+        raise TsdaError(f"--data.split {h.split} leaves no training flow to enlarge")
+    rows = np.sort(np.concatenate([splits[k] for k in STORED_SPLITS]))  # flows not in a split are left out
+    names = np.empty(len(dm.table), dtype=object)
+    for k in STORED_SPLITS:
+        names[splits[k]] = k
+    out = enlarge_to_parquet(dm.table.take(rows), dm.codec, augmentation, cfg.copies, cfg.out, seed=cfg.seed,
+                             split=names[rows], split_column=h.split_column)
+    n = {k: len(splits[k]) for k in STORED_SPLITS}
+    print(f"wrote {out}: {n['train']} training flows + {cfg.copies} copies each, {n['val']} validation and "
+          f"{n['test']} test flows untouched ({len(rows) + cfg.copies * n['train']} rows) with {augmentation!r}; "
+          f"train on it with --data.path {out} --data.split column")
     return out
 
 
@@ -112,7 +132,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("name", help=f"one of {', '.join(AUGMENTATIONS)}, or a YAML file")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--flows", type=int, default=4, help="flows to show")
-    e = command_parser("tsda augment enlarge", "training split + K augmented copies as Parquet")
+    e = command_parser("tsda augment enlarge", "every flow with a stored split column + K augmented copies "
+                       "of each training flow, as Parquet")
     e.add_argument("--augment", required=True, help="augmentation name or YAML config")
     e.add_argument("--copies", type=int, required=True, help="augmented copies per flow (K)")
     e.add_argument("--out", required=True, help="Parquet file to write")

@@ -12,8 +12,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
-from tsda.data.curation import SplitKind, curate, split_indices, stratified_fraction
-from tsda.data.sources import ParquetColumns, read_parquet
+from tsda.data.curation import (FILE_ROW, SOURCE_ROW, SPLIT_KINDS, SplitKind, check_stored_split, curate,
+                                 curate_stored, group_fraction, holds_copies, source_rows, split_indices,
+                                 stored_split_indices, stratified_fraction)
+from tsda.data.sources import FlowDataError, ParquetColumns, parquet_rows, read_parquet
 from tsda.data.table import FlowTable
 from tsda.seeds import seeded_generator
 
@@ -110,14 +112,24 @@ class FlowDataModule(L.LightningDataModule):
         label_column, sizes_column, directions_column, times_column, packets_column:
             Parquet column names (tcbench defaults).
         group_column: metadata column for `split='group'` (flows of one capture stay together).
+        split_column: the column of a stored split (`split='column'`), default `split`.
         invalid_rows: `error` (default) stops at the first malformed row naming it;
             `drop` leaves such rows out with a warning (real captures have a few).
         min_packets: keep flows with more than this many packets.
         min_class_size: keep classes with more than this many flows (after `min_packets`).
         n_packets: `L`, packets per flow given to models.
-        split: `stratified` 80/10/10 (by default), `group`, or `none` (every flow is test).
-        val_fraction, test_fraction: split sizes.
-        train_fraction: class-stratified fraction of the training split to keep (quick studies).
+        split: `stratified` 80/10/10 (by default), `group`, `none` (every flow is test), or
+            `column`: the split stored in the file's `split_column` (`train`, `val`, `test`;
+            an enlarged file of `tsda augment enlarge`, see `tsda.data.curation`). A stored
+            split is checked (other values, a `source_row` outside the file or a copy in
+            validation/test are refused) and curated by original: a copy is kept or dropped
+            with its original (`source_row`), `min_packets` is the original's packet count
+            and `min_class_size` counts original flows. A file holding augmented copies is
+            refused with `stratified` or `group` (copies of one flow would straddle splits).
+        val_fraction, test_fraction: split sizes (not used by `column`).
+        train_fraction: class-stratified fraction of the training split to keep (quick studies);
+            with `column` a fraction of the training originals, each kept with all its
+            copies (grouped by `source_row`), so the subsample stays leak-free.
         split_seed: seeds the split and the synthetic data (fixed across a campaign's seeds;
             named apart from the modules' `seed`, which `seed_everything` sets).
         sampler_seed: seeds the batch order (the CLI links `seed_everything` here);
@@ -142,6 +154,7 @@ class FlowDataModule(L.LightningDataModule):
         times_column: str = "timetofirst",
         packets_column: str | None = "packets",
         group_column: str = "capture",
+        split_column: str = "split",
         invalid_rows: Literal["error", "drop"] = "error",
         min_packets: int = 10,
         min_class_size: int = 100,
@@ -163,8 +176,11 @@ class FlowDataModule(L.LightningDataModule):
         super().__init__()
         if sampler not in ("none", "class_weighted"):
             raise ValueError(f"data.sampler must be 'none' or 'class_weighted', got {sampler!r}")
-        if split not in ("stratified", "group", "none"):
-            raise ValueError(f"data.split must be stratified, group or none, got {split!r}")
+        if split not in SPLIT_KINDS:
+            raise ValueError(f"data.split must be one of {', '.join(SPLIT_KINDS)}, got {split!r}")
+        if split == "column" and path is None:
+            raise ValueError("data.split column reads a split stored in a file: set data.path "
+                             "(e.g. a file written by tsda augment enlarge)")
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError("data.batch_size and data.eval_batch_size must be >= 1")
         # class_names is the model's business in the hparams a run logs; kept apart here
@@ -206,13 +222,23 @@ class FlowDataModule(L.LightningDataModule):
         max_packets = max(h.n_packets if max_packets is None else max_packets, 1)
         cols = ParquetColumns(h.label_column, h.sizes_column, h.directions_column,
                               h.times_column, h.packets_column)
-        meta = (h.group_column,) if h.group_column else ()
+        meta = tuple(c for c in (h.group_column, SOURCE_ROW, h.split_column if h.split == "column" else None) if c)
         return read_parquet(h.path, cols, max_packets=max_packets, meta_columns=meta,
-                            invalid_rows=h.invalid_rows)
+                            invalid_rows=h.invalid_rows, row_index=FILE_ROW)
 
     def _load(self) -> FlowTable:
         h = self.hparams
-        table = curate(self.raw_table(), h.min_packets, h.min_class_size, h.n_packets)
+        raw = self.raw_table()
+        if h.split == "column":
+            n_rows = parquet_rows(h.path)
+            check_stored_split(raw, h.split_column, str(h.path), n_rows)
+            table = curate_stored(raw, h.min_packets, h.min_class_size, h.n_packets, n_rows)
+        else:
+            if h.split in ("stratified", "group") and holds_copies(raw):
+                raise FlowDataError(
+                    f"{h.path}: holds augmented copies (column {SOURCE_ROW!r}); --data.split {h.split} would "
+                    "put copies of one flow in several splits: use --data.split column")
+            table = curate(raw, h.min_packets, h.min_class_size, h.n_packets)
         if self.known_classes is not None:
             table, self.dropped_classes = table.relabel(self.known_classes)
         return table
@@ -237,9 +263,14 @@ class FlowDataModule(L.LightningDataModule):
         """Row indices of each split into `table`."""
         if self._splits is None:
             h = self.hparams
-            s = split_indices(self.table, h.split, h.split_seed, h.val_fraction, h.test_fraction, h.group_column)
+            if h.split == "column":
+                s = stored_split_indices(self.table, h.split_column)
+            else:
+                s = split_indices(self.table, h.split, h.split_seed, h.val_fraction, h.test_fraction, h.group_column)
             if h.train_fraction < 1 and len(s["train"]):
-                keep = stratified_fraction(self.table.labels[s["train"]], h.train_fraction, h.split_seed)
+                labels = self.table.labels[s["train"]]
+                keep = (group_fraction(labels, source_rows(self.table)[s["train"]], h.train_fraction, h.split_seed)
+                        if h.split == "column" else stratified_fraction(labels, h.train_fraction, h.split_seed))
                 s["train"] = s["train"][keep]
             self._splits = s
         return self._splits

@@ -113,8 +113,13 @@ def read_parquet(
     max_packets: int = 64,
     meta_columns: tuple[str, ...] = (),
     invalid_rows: Literal["error", "drop"] = "error",
+    row_index: str | None = None,
 ) -> FlowTable:
     """Read a tcbench-style Parquet file into a `FlowTable` padded to `max_packets`.
+
+    Meta columns the file lacks are left out. With `row_index`, `meta[row_index]` holds
+    each row's position in the file (int64), which rows left out by `invalid_rows="drop"`
+    would otherwise hide (an enlarged file's `source_row` refers to file rows).
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -182,6 +187,8 @@ def read_parquet(
         c: np.asarray(table.column(c).to_numpy(zero_copy_only=False))
         for c in meta_columns if c in table.column_names
     }
+    if row_index:
+        meta[row_index] = np.arange(n, dtype=np.int64)
     out = FlowTable(
         labels=labels,
         class_names=class_names,
@@ -193,6 +200,11 @@ def read_parquet(
         meta=meta,
     )
     return out.take(~invalid) if invalid.any() else out
+
+
+def parquet_rows(path: str | os.PathLike[str]) -> int:
+    """Rows of a Parquet file (from its footer; nothing else is read)."""
+    return int(pq.read_metadata(path).num_rows)
 
 
 def _ragged(values: np.ndarray, lengths: np.ndarray, type_: pa.DataType) -> pa.Array:
