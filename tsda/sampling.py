@@ -131,6 +131,8 @@ class LatentGuidance:
         latent_weight: weight of the `-mean_d (encode(x0) - target)^2` term.
         targets: `(B, D)` target latents (e.g. the class centroids of the labels);
             needed when `latent_weight > 0`.
+        labels: `(B,)` classes to guide toward; None = the labels the denoiser is given
+            (an unconditional model is given the null label and guided toward these).
     """
 
     classifier: LatentClassifier
@@ -138,6 +140,7 @@ class LatentGuidance:
     class_weight: float = 1.0
     latent_weight: float = 0.0
     targets: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.scale < 0 or self.class_weight < 0 or self.latent_weight < 0:
@@ -147,7 +150,9 @@ class LatentGuidance:
 
 
 def guidance_gradient(x0: torch.Tensor, labels: torch.Tensor, guidance: LatentGuidance) -> torch.Tensor:
-    """`(B, 3, L)` gradient, w.r.t. the model-space `x0`, of the guidance objective."""
+    """`(B, 3, L)` gradient, w.r.t. the model-space `x0`, of the guidance objective (toward
+    `guidance.labels` when set, else `labels (B,)`)."""
+    labels = guidance.labels if guidance.labels is not None else labels
     with torch.enable_grad():
         x = x0.detach().requires_grad_(True)
         z = guidance.classifier.encode(from_model_space(x))  # (B, D)

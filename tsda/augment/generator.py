@@ -43,7 +43,10 @@ MAX_POOL_PER_CLASS = 100_000
 
 
 class FlowSampler(Protocol):
-    """What the augmentation needs of a generator (every `GenerativeModule` has it)."""
+    """What the augmentation needs of a generator (every `GenerativeModule` has it).
+
+    `conditional` (optional; absent = True): False for a generator trained without labels,
+    which cannot draw flows of a class, so the augmentation refuses it."""
 
     @property
     def class_names(self) -> list[str]: ...
@@ -120,12 +123,17 @@ class GeneratorAugmentation(Augmentation):
         """Load the generator on `context.device`, check it against the data, fill the pool.
 
         Raises:
-            TsdaError: the checkpoint knows other classes or another codec than the data.
+            TsdaError: the checkpoint is an unconditional generator, or knows other classes
+                or another codec than the data.
         """
         if context.load_sampler is None:
             raise ValueError("GeneratorAugmentation.setup needs a context with load_sampler "
                              "(tsda.lit.generative.prepare_augmentation supplies it)")
         sampler = context.load_sampler(self.ckpt, context.device)
+        if not getattr(sampler, "conditional", True):
+            raise TsdaError(f"augmentation checkpoint {self.ckpt}: an unconditional generator (trained with "
+                            "conditional: false) cannot draw flows of a class; label its samples with "
+                            "tsda sample --label-with CLASSIFIER and train on that file (--data.path)")
         names = list(sampler.class_names)
         if names != list(context.class_names):
             raise TsdaError(f"augmentation checkpoint {self.ckpt}: its generator knows the classes "

@@ -18,6 +18,12 @@ added up over DDP ranks at each epoch's last batch; `latent_centroids (K, D)` is
 mean. Sampling a class never seen in training uses its zero centroid, with a warning
 naming it. The classifier's hparams and weights travel in the diffusion checkpoint, so
 sampling (guided included) needs no classifier file.
+
+Unconditional (`conditional=False`): every training step uses the null label, so the
+model learns the distribution of all flows, without labels; sampling feeds the denoiser
+the null label. Latent guidance still steers it toward a requested class: with the stored
+guide (`classifier_ckpt`), or with any classifier passed as `guide` to `sample` (e.g. the
+labeller of `tsda sample --label-with`, `tsda.labelling`).
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ from tsda.lit.generative import GenerativeModule
 from tsda.lit.guide import ClassSums, load_guide, warn_sparse_classes
 from tsda.lit.rng import RunGenerator
 from tsda.nets.denoiser import FlowDenoiser
-from tsda.sampling import MODEL_CHANNELS, LatentGuidance, SamplerName, denoise, snap_model_space, to_model_space
+from tsda.sampling import (MODEL_CHANNELS, LatentClassifier, LatentGuidance, SamplerName, denoise,
+                           snap_model_space, to_model_space)
 
 #: DDPMScheduler settings tsda uses unless `scheduler_kwargs` overrides them
 DEFAULT_SCHEDULER: dict[str, Any] = {
@@ -73,6 +80,9 @@ class DiffusionModule(GenerativeModule):
         classifier_hparams: filled in from `classifier_ckpt` (leave unset): with it a
             checkpoint rebuilds the classifier without the classifier file, whose weights
             it holds.
+        conditional: False = train without labels (every step on the null label;
+            `label_dropout` does not apply; no `latent_conditioning`); `class_names` are
+            still kept, and `sample` guides toward its labels only with latent guidance.
         seed: seeds the training noise generator (the CLI links `seed_everything`).
     """
 
@@ -96,6 +106,7 @@ class DiffusionModule(GenerativeModule):
         classifier_ckpt: str | None = None,
         latent_conditioning: bool = False,
         classifier_hparams: dict[str, Any] | None = None,
+        conditional: bool = True,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -109,6 +120,8 @@ class DiffusionModule(GenerativeModule):
         check_class_names(class_names, num_classes)
         if latent_conditioning and classifier_ckpt is None and classifier_hparams is None:
             raise ValueError("model.latent_conditioning needs model.classifier_ckpt")
+        if latent_conditioning and not conditional:
+            raise ValueError("model.latent_conditioning needs labels (class centroids): not with model.conditional false")
         self.save_hyperparameters()
         self.scheduler = DDPMScheduler(**{**DEFAULT_SCHEDULER, **(scheduler_kwargs or {}),
                                           "prediction_type": prediction_type})
@@ -181,6 +194,8 @@ class DiffusionModule(GenerativeModule):
         x_t = self.scheduler.add_noise(x0, noise, t)
         # 2. label (and latent) dropout for classifier-free guidance
         drop = torch.rand(b, generator=g, device=self.device) < self.hparams.label_dropout  # (B,)
+        if not self.conditional:
+            drop = torch.ones_like(drop)  # unconditional: the null label on every step
         labels = torch.where(drop, self.denoiser.null_label, batch.labels)
         if self.hparams.latent_conditioning:
             latents = latents * (~drop)[:, None].to(latents.dtype)
@@ -224,17 +239,24 @@ class DiffusionModule(GenerativeModule):
         return self.ema.module if use_ema and self.hparams.ema_decay > 0 else self.denoiser
 
     def _guidance(
-        self, labels: torch.Tensor, scale: float, class_weight: float, latent_weight: float,
-        target_latents: torch.Tensor | None,
+        self, labels: torch.Tensor, scale: float, class_weight: float, latent_weight: float | None,
+        target_latents: torch.Tensor | None, guide: LatentClassifier | None,
     ) -> LatentGuidance | None:
         if scale == 0:
             return None
-        if self.classifier is None:
-            raise ValueError("latent_guidance_scale > 0 needs a model trained with classifier_ckpt")
+        classifier = guide if guide is not None else self.classifier
+        if classifier is None:
+            raise ValueError("latent_guidance_scale > 0 needs a model trained with classifier_ckpt, or a guide "
+                             "classifier (`guide`; tsda sample --label-with CLASSIFIER serves as one)")
+        if latent_weight is None:  # the stored guide has class centroids, an outside one has none
+            latent_weight = 1.0 if guide is None or target_latents is not None else 0.0
         targets = target_latents
         if targets is None and latent_weight > 0:
+            if guide is not None:
+                raise ValueError("latent_weight > 0 with an outside guide needs target_latents (B, D): "
+                                 "the model holds no class centroids of that guide's latent space")
             targets = self._centroids_of(labels)  # (B, D)
-        return LatentGuidance(self.classifier, scale, class_weight, latent_weight, targets)
+        return LatentGuidance(classifier, scale, class_weight, latent_weight, targets, labels=labels)
 
     @torch.no_grad()
     def sample(
@@ -246,10 +268,11 @@ class DiffusionModule(GenerativeModule):
         cfg_scale: float = 1.0,
         latent_guidance_scale: float = 0.0,
         class_weight: float = 1.0,
-        latent_weight: float = 1.0,
+        latent_weight: float | None = None,
         target_latents: torch.Tensor | None = None,
         eta: float = 0.0,
         use_ema: bool = True,
+        guide: LatentClassifier | None = None,
     ) -> FlowBatch:
         """Valid flows of the classes `labels (B,)` (see `GenerativeModule.sample`).
 
@@ -257,19 +280,32 @@ class DiffusionModule(GenerativeModule):
             steps, sampler, cfg_scale, eta: see `tsda.sampling.denoise`.
             latent_guidance_scale: step size of classifier-latent guidance (0 = off).
             class_weight: weight of the `log p(y | x0)` guidance term.
-            latent_weight: weight of the pull of `encode(x0)` to `target_latents`.
+            latent_weight: weight of the pull of `encode(x0)` to `target_latents`; default
+                1 with the stored guide, 0 with an outside `guide` without targets.
             target_latents: `(B, D)` guidance / conditioning targets; default: the class
-                centroids of the labels.
+                centroids of the labels (stored guide only).
             use_ema: sample with the EMA weights (default) or the trained ones.
+            guide: a classifier (`encode`, `head`, same classes, eval mode) that guides
+                instead of the stored one; what lets a model trained without a guide
+                (e.g. an unconditional one) be guided toward `labels`.
+
+        Raises:
+            ValueError: `cfg_scale` other than 1 on an unconditional model (it has no
+                conditional output); guidance without any guide.
         """
         labels = labels.to(self.device)
+        if not self.conditional and cfg_scale != 1.0:
+            raise ValueError(f"cfg_scale={cfg_scale}: classifier-free guidance needs a conditional model "
+                             "(this one was trained with conditional: false)")
         was_training = self.training
         self.eval()
         latents = None
         if self.hparams.latent_conditioning:
             latents = target_latents if target_latents is not None else self._centroids_of(labels)  # (B, D)
-        guidance = self._guidance(labels, float(latent_guidance_scale), class_weight, latent_weight, target_latents)
-        x = denoise(self.sampling_denoiser(use_ema), self.scheduler_config, labels, generator,
+        guidance = self._guidance(labels, float(latent_guidance_scale), class_weight, latent_weight, target_latents,
+                                  guide)
+        fed = labels if self.conditional else torch.full_like(labels, self.denoiser.null_label)  # (B,)
+        x = denoise(self.sampling_denoiser(use_ema), self.scheduler_config, fed, generator,
                     int(self.hparams.n_packets), self.denoiser.null_label, steps=steps, sampler=sampler,
                     cfg_scale=float(cfg_scale), latents=latents, guidance=guidance, eta=eta)
         self.train(was_training)

@@ -1,4 +1,5 @@
-"""`GANModule`: a class-conditional GAN for flows, optionally guided by a frozen classifier.
+"""`GANModule`: a class-conditional GAN for flows, optionally guided by a frozen classifier,
+or an unconditional one (`conditional=False`: trained without labels, `tsda.lit.conditioning`).
 
 Training follows Lightning's GAN example (manual optimisation: `toggle_optimizer`,
 `manual_backward`), with the hinge loss, a projection discriminator with spectral norm
@@ -41,6 +42,8 @@ import torch
 
 from tsda.data.batch import FlowBatch
 from tsda.lit import check_class_names, losses
+from tsda.lit.conditioning import (LATENT_BANK, bank_latent, check_unconditional, fill_bank, pooled,
+                                   prior_classes, prior_labels)
 from tsda.lit.ema import check_ema_decay, ema_of
 from tsda.lit.generative import GenerativeModule
 from tsda.lit.guide import FrozenGuide, LatentGuide, class_regions, guide_latent_sums, load_guide, warn_sparse_classes
@@ -48,9 +51,6 @@ from tsda.lit.prior import ClassNoisePrior, NoisePriorName, check_noise_prior
 from tsda.lit.rng import RunGenerator
 from tsda.nets.gan import FlowDiscriminator, FlowEncoder, FlowGenerator
 from tsda.seeds import seeded_generator
-
-#: real training latents kept per class for latent-conditioned sampling
-LATENT_BANK = 128
 
 #: state-dict keys of checkpoints saved before the noise prior was the submodule `noise_prior`
 LEGACY_PRIOR_KEYS = {"noise_mean": "noise_prior.mean", "noise_chol": "noise_prior.chol",
@@ -78,6 +78,9 @@ class GANModule(GenerativeModule):
         latent_dim: D of the classifier's latent; set from `classifier_ckpt` (0 = none).
         w_recon: weight of the cVAE-GAN reconstruction loss (0 = no encoder: a plain cGAN).
         w_kl: weight of the encoder's KL divergence to the N(0, I) noise prior.
+        conditional: False = train without labels (no class embedding, no projection term,
+            one noise prior over all flows; no guide); `class_names` are still kept, and
+            `sample` ignores its labels (label the flows with `tsda sample --label-with`).
         seed: seeds the training noise generator (the CLI links `seed_everything`).
     """
 
@@ -106,10 +109,13 @@ class GANModule(GenerativeModule):
         latent_dim: int = 0,
         w_recon: float = 0.0,
         w_kl: float = 1.0,
+        conditional: bool = True,
         seed: int = 0,
     ) -> None:
         super().__init__()
         check_class_names(class_names, num_classes)
+        check_unconditional(conditional, classifier_ckpt=classifier_ckpt, w_class=w_class, w_latent=w_latent,
+                            latent_conditioning=latent_conditioning)
         for name, value in (("w_class", w_class), ("w_latent", w_latent), ("r1_gamma", r1_gamma),
                             ("w_recon", w_recon), ("w_kl", w_kl)):
             if value < 0:
@@ -130,12 +136,13 @@ class GANModule(GenerativeModule):
         self.hparams["latent_dim"] = latent_dim
         object.__setattr__(self, "_guide", guide)  # frozen, not a submodule: not in the checkpoint
         cond_dim = latent_dim if latent_conditioning else 0
-        self.generator = FlowGenerator(num_classes, n_packets, noise_dim, width, depth, latent_dim=cond_dim)
-        self.discriminator = FlowDiscriminator(num_classes, disc_width, latent_dim=cond_dim)
+        self.generator = FlowGenerator(num_classes, n_packets, noise_dim, width, depth, latent_dim=cond_dim,
+                                       conditional=conditional)
+        self.discriminator = FlowDiscriminator(num_classes, disc_width, latent_dim=cond_dim, conditional=conditional)
         self.generator_ema = ema_of(self.generator, ema_decay, ramp=True)
-        self.encoder = FlowEncoder(num_classes, noise_dim, disc_width) if w_recon > 0 else None
-        self.noise_prior = (ClassNoisePrior(num_classes, noise_dim, owner=type(self).__name__)
-                            if self.encoder is not None else None)
+        self.encoder = FlowEncoder(num_classes, noise_dim, disc_width, conditional) if w_recon > 0 else None
+        self.noise_prior = (ClassNoisePrior(prior_classes(conditional, num_classes)[0], noise_dim,
+                                            owner=type(self).__name__) if self.encoder is not None else None)
         self._prior_step = -1
         if latent_dim:
             self.register_buffer("class_mu", torch.zeros(num_classes, latent_dim))  # (K, D)
@@ -190,8 +197,9 @@ class GANModule(GenerativeModule):
     @torch.no_grad()
     def fit_noise_prior(self, loader: Iterable[FlowBatch]) -> None:
         """Refit the noise prior (`ClassNoisePrior.fit`) to the encoder's posteriors of the
-        flows in `loader`."""
-        self.noise_prior.fit(self.encoder, loader, self.class_names)
+        flows in `loader` (unconditional: one Gaussian over all of them)."""
+        names = prior_classes(self.conditional, self.hparams.num_classes)[1] or self.class_names
+        self.noise_prior.fit(self.encoder, loader if self.conditional else pooled(loader), names)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
@@ -218,20 +226,11 @@ class GANModule(GenerativeModule):
         if bank is not None:
             self.class_bank_n.zero_()
         sums = guide_latent_sums(self.guide, loader, self.hparams.num_classes, self.device,
-                                 on_latents=self._fill_bank if bank is not None else None)
+                                 on_latents=(lambda z, y: fill_bank(bank, self.class_bank_n, z, y))
+                                 if bank is not None else None)
         mu, sigma = class_regions(sums, self.class_names, type(self).__name__)
         self.class_mu.copy_(mu)
         self.class_sigma.copy_(sigma)
-
-    @torch.no_grad()
-    def _fill_bank(self, z: torch.Tensor, labels: torch.Tensor) -> None:
-        """Append latents `z (B, D)` of `labels (B,)` to their classes' banks while room is left."""
-        for k in labels.unique().tolist():
-            free = LATENT_BANK - int(self.class_bank_n[k])
-            rows = z[labels == k][:free]  # (<= free, D)
-            n = int(self.class_bank_n[k])
-            self.class_bank[k, n : n + len(rows)] = rows
-            self.class_bank_n[k] += len(rows)
 
     # -- generation -----------------------------------------------------------------------
     def _noise(self, b: int, generator: torch.Generator) -> torch.Tensor:
@@ -244,25 +243,22 @@ class GANModule(GenerativeModule):
         eps = self._noise(len(labels), generator)  # (B, Z)
         if prior == "standard" or self.noise_prior is None:
             return eps
-        return self.noise_prior.draw(labels, eps, self.class_names)
+        names = prior_classes(self.conditional, self.hparams.num_classes)[1] or self.class_names
+        return self.noise_prior.draw(prior_labels(labels, self.conditional), eps, names)
 
     def _class_latent(self, labels: torch.Tensor, generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:
         """A conditioning latent per label in the guide's latent space: `(B, D)`.
 
         A stored real latent of the class (`mu + scale * (z - mu)`), or, for a class without
         stored latents (never seen in training: warned), a draw from the class's diagonal
-        Gaussian `mu + scale * sigma * eps`, which is that of all training flows.
+        Gaussian `mu + scale * sigma * eps`, which is that of all training flows
+        (`tsda.lit.conditioning.bank_latent`).
         """
         n = self.class_bank_n[labels]  # (B,)
         warn_sparse_classes(f"{type(self).__name__}.sample", sorted(set(labels[n == 0].tolist())), self.class_names,
                             "their conditioning latents are drawn from the Gaussian of all training flows' latents")
-        mu = self.class_mu[labels]  # (B, D)
-        eps = torch.randn(len(labels), self.hparams.latent_dim, generator=generator, device=self.device)
-        gauss = mu + scale * self.class_sigma[labels] * eps  # (B, D)
-        u = torch.rand(len(labels), generator=generator, device=self.device)  # (B,)
-        idx = (u * n).long().clamp_max(LATENT_BANK - 1)  # (B,) uniform in [0, n_k)
-        stored = mu + scale * (self.class_bank[labels, idx] - mu)  # (B, D)
-        return torch.where((n > 0)[:, None], stored, gauss)
+        return bank_latent(labels, self.class_mu, self.class_sigma, self.class_bank, self.class_bank_n, generator,
+                           scale)
 
     @torch.no_grad()
     def sample(
@@ -274,7 +270,8 @@ class GANModule(GenerativeModule):
         Options: `latent_scale` scales the spread of the conditioning latent draws
         (latent-conditioned models only); `use_ema=False` samples the raw generator;
         `prior` = `fitted` (cVAE-GAN: the class's fitted noise Gaussian, see the module
-        docstring) or `standard` (N(0, I); what a plain cGAN always uses).
+        docstring) or `standard` (N(0, I); what a plain cGAN always uses). An unconditional
+        model ignores `labels` (returned as given: requests, not what the flows are).
 
         Raises:
             ValueError: `prior` is not one of `tsda.lit.prior.NOISE_PRIORS`.

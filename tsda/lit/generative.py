@@ -53,6 +53,15 @@ class GenerativeModule(L.LightningModule):
         return class_names_from(self.hparams)
 
     @property
+    def conditional(self) -> bool:
+        """Whether the generator draws flows of a requested class (the `conditional` hparam;
+        checkpoints from before it existed are conditional). An unconditional generator was
+        trained without labels: it still knows the data's `class_names`, but its `sample`
+        ignores the labels, so its flows must be labelled by a classifier (`tsda.labelling`,
+        `tsda sample --label-with`) before anything uses them as flows of a class."""
+        return bool(self.hparams.get("conditional", True))
+
+    @property
     def codec(self) -> FlowCodec:
         h = self.hparams
         return FlowCodec(n_packets=h.get("n_packets", 20), mtu=h.get("mtu", 1460.0),
@@ -71,14 +80,16 @@ class GenerativeModule(L.LightningModule):
         """Valid encoded flows of the given classes.
 
         Args:
-            labels: `(B,)` int64 classes to generate, on the module's device.
+            labels: `(B,)` int64 classes to generate, on the module's device (an
+                unconditional generator, `conditional` False, ignores them except as targets
+                of sampling-time guidance).
             generator: the only source of randomness (same seed -> same flows).
             options: sampler-specific settings (e.g. diffusion `steps`, `sampler`,
                 `cfg_scale`, `latent_guidance_scale`); unknown options raise `TypeError`.
 
         Returns:
             `FlowBatch` with `x (B, 3, L)` snapped by `FlowCodec.snap` (valid flows),
-            `labels` = the requested labels.
+            `labels` = the requested labels (unconditional: requests, not the flows' classes).
         """
 
 

@@ -27,7 +27,10 @@ Conditioning: the generator concatenates its class embedding (and, optionally, a
 of a classifier latent vector `z (B, D)`) to the noise at its input *and* modulates every
 residual block's GroupNorm with it (FiLM), so the class cannot be washed out by the noise
 in the trunk. With latent conditioning, the discriminator adds a second
-projection term `<W z, h>`.
+projection term `<W z, h>`. Unconditional nets (`conditional=False`, a generator trained
+without labels) have no class embedding at all (generator, discriminator, encoder): the
+generator's blocks are then modulated by the latent only, or not at all, the
+discriminator is `psi(h)` (no projection term), and the `labels` they are given are ignored.
 
 Coverage: GANs drop modes, and a generator that draws only part of each class is of little
 use to a classifier trained on its flows. `FlowEncoder` turns the cGAN into a cVAE-GAN
@@ -76,12 +79,14 @@ class _GenBlock(nn.Module):
         self.conv1 = nn.Conv1d(channels, channels, 3, padding=1)
         self.norm2 = nn.GroupNorm(groups, channels, affine=False)
         self.conv2 = nn.Conv1d(channels, channels, 3, padding=1)
-        self.film = nn.Linear(cond_dim, 4 * channels)
-        nn.init.zeros_(self.film.weight)
-        nn.init.zeros_(self.film.bias)
+        self.film = nn.Linear(cond_dim, 4 * channels) if cond_dim else None  # None: nothing to condition on
+        if self.film is not None:
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        g1, b1, g2, b2 = self.film(cond)[:, :, None].chunk(4, dim=1)  # 4 x (B, C, 1)
+        film = self.film(cond) if self.film is not None else h.new_zeros(h.shape[0], 4 * h.shape[1])  # (B, 4C)
+        g1, b1, g2, b2 = film[:, :, None].chunk(4, dim=1)  # 4 x (B, C, 1)
         y = self.conv1(nn.functional.silu(self.norm1(h) * (1 + g1) + b1))  # (B, C, L)
         y = self.conv2(nn.functional.silu(self.norm2(y) * (1 + g2) + b2))  # (B, C, L)
         return h + y
@@ -98,11 +103,12 @@ class FlowGenerator(nn.Module):
         depth: residual blocks.
         embed_dim: class embedding size.
         latent_dim: D of the conditioning classifier latent `(B, D)`; 0 = no latent input.
+        conditional: False = no class embedding (the labels are ignored).
     """
 
     def __init__(
         self, num_classes: int, n_packets: int = 20, noise_dim: int = 64, width: int = 64,
-        depth: int = 3, embed_dim: int = 32, latent_dim: int = 0,
+        depth: int = 3, embed_dim: int = 32, latent_dim: int = 0, conditional: bool = True,
     ) -> None:
         super().__init__()
         _check_positive(num_classes=num_classes, n_packets=n_packets, noise_dim=noise_dim,
@@ -111,9 +117,9 @@ class FlowGenerator(nn.Module):
             raise ValueError(f"latent_dim must be >= 0, got {latent_dim}")
         self.num_classes, self.n_packets, self.noise_dim = num_classes, n_packets, noise_dim
         self.width, self.latent_dim = width, latent_dim
-        self.embed = nn.Embedding(num_classes, embed_dim)
+        self.embed = nn.Embedding(num_classes, embed_dim) if conditional else None
         self.latent_proj = nn.Linear(latent_dim, embed_dim) if latent_dim else None
-        in_dim = noise_dim + embed_dim * (2 if latent_dim else 1)
+        in_dim = noise_dim + embed_dim * (int(conditional) + int(latent_dim > 0))
         self.stem = nn.Linear(in_dim, width * n_packets)
         self.blocks = nn.ModuleList([_GenBlock(width, in_dim - noise_dim) for _ in range(depth)])
         self.out = nn.Sequential(nn.GroupNorm(1, width), nn.SiLU(), nn.Conv1d(width, 4, 3, padding=1))
@@ -132,12 +138,12 @@ class FlowGenerator(nn.Module):
         """
         b = noise.shape[0]
         # 1. conditioning vector
-        parts = [self.embed(labels)]  # (B, E)
+        parts = [self.embed(labels)] if self.embed is not None else []  # (B, E)
         if self.latent_proj is not None:
             if latent is None:
                 raise ValueError("this generator is latent-conditioned: pass latent (B, D)")
             parts.append(self.latent_proj(latent))  # (B, E)
-        cond = torch.cat(parts, dim=1)  # (B, E or 2E)
+        cond = torch.cat(parts, dim=1) if parts else noise[:, :0]  # (B, 0, E or 2E): 0 = unconditional
         h = self.stem(torch.cat([noise, cond], dim=1)).view(b, self.width, self.n_packets)  # (B, C, L)
         # 2. conv trunk (conditioned per block) and the four raw channels
         for block in self.blocks:
@@ -169,9 +175,10 @@ class FlowDiscriminator(nn.Module):
         num_classes: K.
         width: channels of the first conv layer (doubled once).
         latent_dim: D of an optional classifier latent `(B, D)` to project on; 0 = none.
+        conditional: False = no class projection (`score = psi(h)`; labels ignored).
     """
 
-    def __init__(self, num_classes: int, width: int = 64, latent_dim: int = 0) -> None:
+    def __init__(self, num_classes: int, width: int = 64, latent_dim: int = 0, conditional: bool = True) -> None:
         super().__init__()
         _check_positive(num_classes=num_classes, width=width)
         if latent_dim < 0:
@@ -185,7 +192,7 @@ class FlowDiscriminator(nn.Module):
             spectral_norm(nn.Conv1d(c, c, 3, padding=1)), act,
         )
         self.psi = spectral_norm(nn.Linear(c, 1))
-        self.embed = spectral_norm(nn.Embedding(num_classes, c))
+        self.embed = spectral_norm(nn.Embedding(num_classes, c)) if conditional else None
         self.latent_proj = spectral_norm(nn.Linear(latent_dim, c)) if latent_dim else None
 
     def forward(
@@ -194,7 +201,9 @@ class FlowDiscriminator(nn.Module):
         # 1. conv features of the flow and its presence channel
         h = self.features(_with_presence(x)).sum(dim=2)  # (B, C)
         # 2. unconditional score plus class (and latent) projections
-        score = self.psi(h).squeeze(1) + (self.embed(labels) * h).sum(dim=1)  # (B,)
+        score = self.psi(h).squeeze(1)  # (B,)
+        if self.embed is not None:
+            score = score + (self.embed(labels) * h).sum(dim=1)
         if self.latent_proj is not None and latent is not None:
             score = score + (self.latent_proj(latent) * h).sum(dim=1)
         return score
@@ -208,9 +217,10 @@ class FlowEncoder(nn.Module):
         num_classes: K.
         noise_dim: dimension of the generator's noise.
         width: channels of the conv trunk (doubled once).
+        conditional: False = no class embedding (labels ignored).
     """
 
-    def __init__(self, num_classes: int, noise_dim: int = 64, width: int = 64) -> None:
+    def __init__(self, num_classes: int, noise_dim: int = 64, width: int = 64, conditional: bool = True) -> None:
         super().__init__()
         _check_positive(num_classes=num_classes, noise_dim=noise_dim, width=width)
         c = 2 * width
@@ -220,10 +230,12 @@ class FlowEncoder(nn.Module):
             nn.Conv1d(width, c, 4, stride=2, padding=1), act,
             nn.Conv1d(c, c, 3, padding=1), act,
         )
-        self.embed = nn.Embedding(num_classes, c)
+        self.embed = nn.Embedding(num_classes, c) if conditional else None
         self.out = nn.Linear(c, 2 * noise_dim)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.features(_with_presence(x)).mean(dim=2)  # (B, C)
-        mu, logvar = self.out(nn.functional.silu(h + self.embed(labels))).chunk(2, dim=1)  # 2 x (B, Z)
+        if self.embed is not None:
+            h = h + self.embed(labels)  # (B, C)
+        mu, logvar = self.out(nn.functional.silu(h)).chunk(2, dim=1)  # 2 x (B, Z)
         return mu, logvar.clamp(-10.0, 5.0)
