@@ -1,6 +1,8 @@
 """Sampling a trained generator into flows: which labels to draw (`plan_labels`), seeded
-batched sampling (`sample_flows`) and decoding to a `FlowTable` (`to_table`); `tsda sample`
-(`tsda/commands/sample.py`) writes them as Parquet."""
+batched sampling (`sample_flows`) and decoding to a `FlowTable` (`to_table`;
+`unlabelled_table` for an unconditional generator's unlabelled flows); `tsda sample`
+(`tsda/commands/sample.py`) writes them as Parquet. Labelling an unconditional generator's
+flows with a classifier: `tsda.labelling`."""
 
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ from tsda.data.batch import FlowBatch
 from tsda.data.table import FlowTable
 from tsda.lit.generative import GenerativeModule
 from tsda.seeds import seeded_generator
+
+#: the class of flows an unconditional generator drew without a labeller
+UNLABELLED = "unlabelled"
 
 
 def plan_labels(
@@ -78,3 +83,9 @@ def sample_flows(
 def to_table(model: GenerativeModule, batch: FlowBatch) -> FlowTable:
     """Decode a sampled batch to real units with the model's codec and class names."""
     return model.codec.decode(batch, tuple(model.class_names))
+
+
+def unlabelled_table(model: GenerativeModule, batch: FlowBatch) -> FlowTable:
+    """Decode flows of an unconditional generator drawn without a labeller: one class,
+    `UNLABELLED` (the tcbench schema needs a label; the requested labels mean nothing)."""
+    return model.codec.decode(batch.replace(labels=torch.zeros_like(batch.labels)), (UNLABELLED,))

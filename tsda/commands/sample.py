@@ -5,12 +5,26 @@
     tsda sample --ckpt CKPT --n 10000 --seed 1 --out FILE.parquet      # spread evenly over classes
     tsda sample --ckpt CKPT --n 2000 --labels com.whatsapp,com.spotify.music --out FILE.parquet
     tsda sample --ckpt DIFFUSION.ckpt --per-class 100 --steps 50 --sampler ddim --cfg-scale 2 ...
+    tsda sample --ckpt UNCONDITIONAL.ckpt --label-with CLASSIFIER.ckpt --per-class 100 \
+        --min-confidence 0.9 [--max-draws 50000] [--latent-guidance-scale 2 --guide labeller] --out FILE.parquet
 
 Flows are decoded to real units with the checkpoint's `FlowCodec` settings and written in
 the tcbench schema (`tsda.data.sources.write_parquet`, atomic) plus a `generator` column
 (`<class name>:<checkpoint path>`). Generator options (`--steps`, `--sampler`,
 `--cfg-scale`, `--latent-guidance-scale`, `--option key=value`) go to the module's
 `sample` only when given; a generator that does not know one raises `TypeError`.
+
+Labelling (`--label-with CLASSIFIER_CKPT`, `tsda.labelling`): flows are drawn, labelled
+with the classifier's prediction and kept at `--min-confidence` or above until the
+per-class quotas (`--per-class`, `--n`, `--labels`) are filled or `--max-draws` flows were
+drawn (default 20 per flow asked for); the file gets `label_confidence` and `labeller`
+columns, the per-class acceptance rates are printed and written to `OUT` with suffix
+`.labelling.json` (classes not filled are named there). The classifier must know the
+generator's classes (same order) and codec. An unconditional generator (trained with
+`conditional: false`) draws classes only this way: without `--label-with` it accepts only
+`--n` and writes flows of one class, `unlabelled`. With a diffusion model,
+`--latent-guidance-scale > 0` guides each draw toward a class still short (`--guide`:
+`model` = its stored guide, `labeller` = the classifier; `auto` = the stored one if any).
 """
 
 from __future__ import annotations
@@ -24,8 +38,10 @@ import numpy as np
 import torch
 
 from tsda.data.sources import write_parquet
-from tsda.generate import plan_labels, sample_flows, to_table
-from tsda.lit.generative import load_generative
+from tsda.errors import TsdaError
+from tsda.generate import plan_labels, sample_flows, to_table, unlabelled_table
+from tsda.lit.generative import GenerativeModule, load_generative
+from tsda.runs import write_json_atomic
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
@@ -55,14 +71,52 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-guidance-scale", type=float, help="generator option: latent guidance scale")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="any other generator option (JSON value), e.g. --option latent_scale=0.8")
+    p.add_argument("--label-with", metavar="CLASSIFIER_CKPT",
+                   help="label the drawn flows with this classifier's predictions (rejection sampling of quotas)")
+    p.add_argument("--min-confidence", type=float, help="--label-with: least confidence of a kept flow (default 0)")
+    p.add_argument("--max-draws", type=int, help="--label-with: flows drawn at most (default 20 per flow asked for)")
+    p.add_argument("--guide", choices=("auto", "model", "labeller"),
+                   help="--label-with and --latent-guidance-scale: the guide (default auto: the model's, else the labeller)")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def _labelled(model: GenerativeModule, args: argparse.Namespace, labels: np.ndarray, options: dict[str, Any]
+              ) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
+    """`--label-with`: the labelled table, its extra columns and the report."""
+    from tsda.labelling import format_report, label_samples, load_labeller
+
+    labeller = load_labeller(args.label_with, model)
+    quotas = np.bincount(labels, minlength=len(model.class_names))
+    batch, confidence, report = label_samples(
+        model, labeller, quotas, seed=args.seed, batch_size=args.batch_size,
+        min_confidence=0.0 if args.min_confidence is None else args.min_confidence, max_draws=args.max_draws,
+        options=options, guide=args.guide or "auto", progress=not args.no_progress)
+    print(format_report(report), flush=True)
+    if report["kept"] == 0:
+        raise TsdaError(f"--label-with {args.label_with}: no drawn flow reached --min-confidence "
+                        f"{report['min_confidence']:g} within --max-draws {report['max_draws']}; nothing written")
+    extra = {"label_confidence": confidence.astype(np.float64),
+             "labeller": np.full(len(batch), str(args.label_with), dtype=object)}
+    return to_table(model, batch), extra, report
 
 
 def main(argv: list[str]) -> None:
     args = _parser().parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if args.label_with is None:
+        for flag, value in (("--min-confidence", args.min_confidence), ("--max-draws", args.max_draws),
+                            ("--guide", args.guide)):
+            if value is not None:
+                raise TsdaError(f"{flag} needs --label-with CLASSIFIER_CKPT")
     model = load_generative(args.ckpt, map_location=device)
+    if not model.conditional and args.label_with is None and (args.per_class or args.labels):
+        raise TsdaError(f"--ckpt {args.ckpt}: an unconditional generator (trained with conditional: false) cannot "
+                        "draw flows of a class (--per-class, --labels): label its flows with --label-with "
+                        "CLASSIFIER_CKPT, or draw unlabelled flows with --n")
+    if not model.conditional and args.label_with is None and args.latent_guidance_scale:
+        raise TsdaError("--latent-guidance-scale on an unconditional generator guides toward classes: "
+                        "add --label-with CLASSIFIER_CKPT (which checks the flows' classes)")
     labels = plan_labels(
         model.class_names, n=args.n, per_class=args.per_class,
         labels=[s.strip() for s in args.labels.split(",") if s.strip()] if args.labels else None,
@@ -74,10 +128,17 @@ def main(argv: list[str]) -> None:
         if value is not None
     }
     options.update(dict(_parse_option(o) for o in args.option))
-    batch = sample_flows(model, labels, seed=args.seed, batch_size=args.batch_size,
-                         progress=not args.no_progress, **options)
-    table = to_table(model, batch)
+    extra: dict[str, np.ndarray] = {}
+    report = None
+    if args.label_with is not None:
+        table, extra, report = _labelled(model, args, labels, options)
+    else:
+        batch = sample_flows(model, labels, seed=args.seed, batch_size=args.batch_size,
+                             progress=not args.no_progress, **options)
+        table = to_table(model, batch) if model.conditional else unlabelled_table(model, batch)
     tag = f"{type(model).__name__}:{args.ckpt}"
-    out = write_parquet(table, args.out, extra={"generator": np.full(len(table), tag, dtype=object)})
-    counts = np.bincount(labels, minlength=len(model.class_names))
+    out = write_parquet(table, args.out, extra={"generator": np.full(len(table), tag, dtype=object), **extra})
+    if report is not None:
+        write_json_atomic(Path(out).with_suffix(".labelling.json"), report)
+    counts = table.class_counts()
     print(f"wrote {len(table)} flows of {int((counts > 0).sum())} classes to {Path(out)}", flush=True)
