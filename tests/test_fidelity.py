@@ -146,9 +146,11 @@ def test_evaluate_compares_several_generators_against_one_trtr(tmp_path: Path) -
     out = tmp_path / "cmp"
     main(["--data.path", str(real), "--synthetic", str(near), str(far), "--names", "near", "far", "--out", str(out),
           "--tstr_seeds", "1", "--tstr_max_epochs", "2", "--tstr_patience", "1", "--accelerator", "cpu",
-          "--tstr_model", "{backbone_kwargs: {width: 8}}", "--gru", "false", *REAL_OPTIONS])
+          "--tstr_model", "{backbone_kwargs: {width: 8}}", "--gru", "false", "--real_plus_synthetic", "false",
+          *REAL_OPTIONS])
     results = {n: json.loads((out / n / "fidelity.json").read_text()) for n in ("near", "far")}
     assert results["near"]["tstr"]["trtr"] == results["far"]["tstr"]["trtr"]  # trained once, shared
+    assert "real_plus_synthetic" not in results["near"]["tstr"] and "discriminative_gru" not in results["near"]
     rows = {r["generator"]: r for r in json.loads((out / "comparison.json").read_text())["rows"]}
     assert rows["far"]["discriminative"] > rows["near"]["discriminative"]
     assert "| near |" in (out / "comparison.md").read_text()

@@ -118,7 +118,8 @@ def summary_line(result: dict[str, Any]) -> str:
         parts.append(f"TSTR wF1 {t['tstr']['mean']['weighted_f1']:.4f} vs TRTR "
                      f"{t['trtr']['mean']['weighted_f1']:.4f}"
                      + (f" (ratio {t['ratio']:.3f})" if t["ratio"] is not None else "")
-                     + f", real + synthetic {t['real_plus_synthetic']['mean']['weighted_f1']:.4f}")
+                     + (f", real + synthetic {t['real_plus_synthetic']['mean']['weighted_f1']:.4f}"
+                        if "real_plus_synthetic" in t else ""))
     if "latent" in result:
         parts.append(f"latent FD {result['latent']['frechet']:.3f}, coverage {result['latent']['coverage']:.3f}")
     return "; ".join(parts)
@@ -148,8 +149,9 @@ def comparison_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if "tstr" in r:
             t = r["tstr"]
             row.update(tstr=t["tstr"]["mean"]["weighted_f1"], tstr_std=t["tstr"]["std"]["weighted_f1"],
-                       trtr=t["trtr"]["mean"]["weighted_f1"], ratio=t["ratio"],
-                       real_plus_synthetic=t["real_plus_synthetic"]["mean"]["weighted_f1"])
+                       trtr=t["trtr"]["mean"]["weighted_f1"], ratio=t["ratio"])
+            if "real_plus_synthetic" in t:
+                row["real_plus_synthetic"] = t["real_plus_synthetic"]["mean"]["weighted_f1"]
         if "latent" in r:
             row.update(latent_frechet=r["latent"]["frechet"], latent_precision=r["latent"]["precision"],
                        latent_recall=r["latent"]["recall"])
@@ -193,7 +195,7 @@ def result_tables(result: dict[str, Any]) -> dict[str, Any]:
         {c: giveaways[c] for c in ("size", "direction", "iat")}).rename_axis("position")
     if "tstr" in result:
         t = result["tstr"]
-        rows = [{"set": k, **run} for k in ("tstr", "trtr", "real_plus_synthetic") for run in t[k]["seeds"]]
+        rows = [{"set": k, **run} for k in ("tstr", "trtr", "real_plus_synthetic") if k in t for run in t[k]["seeds"]]
         tables["tstr_seeds"] = pd.DataFrame(rows).set_index("set")
     return tables
 
@@ -235,6 +237,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--tstr_max_epochs", type=int, default=100, help="TSTR/TRTR: at most this many epochs")
     parser.add_argument("--tstr_patience", type=int, default=5, help="TSTR/TRTR: early-stopping patience")
     parser.add_argument("--tstr_batch_size", type=int, default=256, help="TSTR/TRTR: training batch size")
+    parser.add_argument("--real_plus_synthetic", type=bool, default=True,
+                        help="also train on real + synthetic flows (per generator, as many seeds as TSTR)")
     parser.add_argument("--tstr_model", type=dict, default={},
                         help="TSTR/TRTR: further ClassifierModule arguments, e.g. '{backbone_kwargs: {width: 8}}'")
     parser.add_argument("--accelerator", type=str, default="auto", help="TSTR/TRTR/GRU training device (Lightning)")
@@ -286,7 +290,8 @@ def main(argv: list[str] | None = None) -> None:
             result["discriminative_gru"] = gru_discriminative_score(real_test, synthetic, dm.codec, settings,
                                                                     cfg.seed, cfg.max_flows)
         if reference is not None:
-            result["tstr"] = tstr(synthetic, real_train, real_val, real_test, dm.codec, settings, reference)
+            result["tstr"] = tstr(synthetic, real_train, real_val, real_test, dm.codec, settings, reference,
+                                  cfg.real_plus_synthetic)
         path = cfg.synthetic[names.index(name)]
         result.update(synthetic=str(path), name=name, generator=generator_tag(path),
                       real={"source": dm.hparams.path or "synthetic", "train_fraction": dm.hparams.train_fraction,

@@ -152,18 +152,20 @@ def trtr(real_train: FlowTable, val: FlowTable, test: FlowTable, codec: FlowCode
 
 
 def tstr(synthetic: FlowTable, real_train: FlowTable, val: FlowTable, test: FlowTable, codec: FlowCodec,
-         settings: TstrSettings, reference: dict[str, Any]) -> dict[str, Any]:
-    """TSTR and real + synthetic of one generator against the TRTR `reference` (from `trtr`)."""
+         settings: TstrSettings, reference: dict[str, Any], real_plus_synthetic: bool = True) -> dict[str, Any]:
+    """TSTR (and real + synthetic, unless switched off) of one generator against the TRTR
+    `reference` (from `trtr`)."""
     on_synthetic = repeated(synthetic, val, test, codec, settings, "TSTR")
-    both = repeated(FlowTable.concat([real_train, synthetic.truncate(codec.n_packets)]), val, test, codec,
-                    settings, "real + synthetic")
     ref = reference["mean"]["weighted_f1"]
+    out: dict[str, Any] = {"tstr": {**on_synthetic, "n_train": len(synthetic)}, "trtr": reference,
+                           "ratio": on_synthetic["mean"]["weighted_f1"] / ref if ref > 0 else None}
+    if real_plus_synthetic:
+        both = repeated(FlowTable.concat([real_train, synthetic.truncate(codec.n_packets)]), val, test, codec,
+                        settings, "real + synthetic")
+        out["real_plus_synthetic"] = {**both, "n_train": len(real_train) + len(synthetic)}
+        out["real_plus_synthetic_gain"] = both["mean"]["weighted_f1"] - ref
     return {
-        "tstr": {**on_synthetic, "n_train": len(synthetic)},
-        "real_plus_synthetic": {**both, "n_train": len(real_train) + len(synthetic)},
-        "trtr": reference,
-        "ratio": on_synthetic["mean"]["weighted_f1"] / ref if ref > 0 else None,
-        "real_plus_synthetic_gain": both["mean"]["weighted_f1"] - ref,
+        **out,
         "protocol": {"seeds": settings.seeds, "max_epochs": settings.max_epochs, "patience": settings.patience,
                      "batch_size": settings.batch_size, "validation": "real val split", "test": "real test split"},
     }
