@@ -132,6 +132,19 @@ def test_the_checkpoint_is_a_generator(fitted: tuple[Path, dict]) -> None:
     assert_valid(aug(batch, torch.Generator().manual_seed(0)), like=batch)
 
 
+def test_the_joint_classifier_guides_and_scores_like_a_classifier(fitted: tuple[Path, dict]) -> None:
+    """`ClassifierModule.load_frozen` (a generator's guide, `tsda evaluate --classifier`)
+    takes a joint checkpoint: the classifier part, frozen, with the same latents."""
+    from tsda.lit.classifier import ClassifierModule
+
+    best = fitted[1]["best_checkpoint"]
+    guide = ClassifierModule.load_frozen(best, num_classes=3)
+    assert not guide.training and not any(p.requires_grad for p in guide.parameters())
+    x = FlowCodec(n_packets=N_PACKETS).encode(class_table(4, seed=5)).x
+    again = load_generative(best)
+    assert torch.allclose(guide.encode(x), again.eval().encode(x))
+
+
 def test_same_seed_same_metrics(fitted: tuple[Path, dict], data: Path, tmp_path: Path,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)

@@ -21,7 +21,6 @@ into `--out` (default `runs/test-<time>`), with the same test keys as `tsda fit`
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import sys
 import time
@@ -37,7 +36,7 @@ from tsda.commands.fit import run_test, write_run_metrics
 from tsda.commands.options import add_data_arguments
 from tsda.data.datamodule import FlowDataModule
 from tsda.errors import TsdaError
-from tsda.lit.checkpoint import load_module, read_checkpoint
+from tsda.lit.checkpoint import read_checkpoint
 from tsda.lit.classifier import ClassifierModule
 from tsda.logging import WandbSettings, run_loggers
 from tsda.runs import default_run_dir
@@ -86,32 +85,6 @@ def checkpoint_data_defaults(ckpt: dict[str, Any]) -> dict[str, Any]:
     return {f"data.{k}": v for k, v in dict(stored).items() if k in _DATA_ARGS and k not in _NOT_INHERITED}
 
 
-def load_classifier(path: str | Path, ckpt: dict[str, Any]) -> ClassifierModule:
-    """The `ClassifierModule` of checkpoint `path` (weights on CPU).
-
-    The checkpoint of a `ClassifierModule` subclass (`tsda.lit.joint.JointModule`: the
-    classifier trained together with a generator) loads as the classifier it is: a
-    `ClassifierModule` from its classifier hparams and `net.*` weights. Lightning accepts
-    the class a `tsda fit` checkpoint names only once it is imported, so the checkpoint's
-    class is imported first when it is tsda's own (no code from elsewhere is imported);
-    Lightning then refuses it unless it is a ClassifierModule. Weights stored beside the
-    classifier (a trained augmentation, a joint generator) are ignored (testing does not
-    augment); a missing classifier weight is an error.
-    """
-    class_path = str((ckpt.get("hyper_parameters") or {}).get("_class_path") or "")
-    module_name = class_path.rpartition(".")[0]
-    if module_name.startswith("tsda."):
-        try:
-            importlib.import_module(module_name)
-        except ImportError as exc:
-            raise TsdaError(f"{path}: its class {class_path} cannot be imported ({exc})") from exc
-    model = load_module(ClassifierModule, path, map_location="cpu", strict=False)
-    missing = sorted(set(model.state_dict()) - set(ckpt["state_dict"]))
-    if missing:
-        raise ValueError(f"{path}: checkpoint lacks classifier weights {missing[:5]}")
-    return model
-
-
 def unknown_classes_line(unknown: dict[str, int]) -> str:
     """One human line about the flows left out because the model never saw their class."""
     if not unknown:
@@ -139,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
     cfg, parser, ckpt = parse(argv)
-    model = load_classifier(cfg.ckpt, ckpt)
+    model = ClassifierModule.load_classifier(cfg.ckpt)
 
     # 1. the data, matched to the model's classes by name; bad input fails here, before
     #    anything is written

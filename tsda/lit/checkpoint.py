@@ -8,6 +8,7 @@ would need unpickling arbitrary objects (and could run code) is refused with a c
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any, TypeVar
 
@@ -39,8 +40,23 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return ckpt
 
 
+def import_checkpoint_class(ckpt: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Import the module of the class a `tsda fit` checkpoint names (`_class_path` in its
+    hyper-parameters) when it is tsda's own: Lightning loads a checkpoint of a subclass of
+    the requested class (a `JointModule` asked for as a `ClassifierModule`) only once that
+    subclass is imported. Nothing outside `tsda.` is ever imported."""
+    class_path = str((ckpt.get("hyper_parameters") or {}).get("_class_path") or "")
+    module_name = class_path.rpartition(".")[0]
+    if module_name.startswith("tsda."):
+        try:
+            importlib.import_module(module_name)
+        except ImportError as exc:
+            raise TsdaError(f"{path}: its class {class_path} cannot be imported ({exc})") from exc
+
+
 def load_module(cls: type[M], path: str | os.PathLike[str], **kwargs: Any) -> M:
     """`cls.load_from_checkpoint(path, **kwargs)` with `weights_only=True`, after
-    `read_checkpoint` has checked the file (same errors)."""
-    read_checkpoint(path)
+    `read_checkpoint` has checked the file (same errors); a checkpoint of a tsda subclass of
+    `cls` loads as that subclass (`import_checkpoint_class`)."""
+    import_checkpoint_class(read_checkpoint(path), path)
     return cls.load_from_checkpoint(path, weights_only=True, **kwargs)

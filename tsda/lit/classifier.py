@@ -84,19 +84,37 @@ class ClassifierModule(L.LightningModule):
         self.latent_scores: dict[str, float] = {}
 
     @classmethod
+    def load_classifier(cls, path: str | Path, map_location: str = "cpu") -> ClassifierModule:
+        """The classifier of checkpoint `path`: a `ClassifierModule`'s, or the classifier part
+        of a subclass's (`tsda.lit.joint.JointModule`); weights stored beside the classifier
+        (a trained augmentation, a joint generator) are left out.
+
+        Raises:
+            FileNotFoundError: no checkpoint at `path`.
+            TsdaError: not a readable checkpoint, or one that lacks classifier weights.
+        """
+        from tsda.errors import TsdaError
+        from tsda.lit.checkpoint import load_module, read_checkpoint
+
+        stored = set(read_checkpoint(path)["state_dict"])
+        model = load_module(cls, path, map_location=map_location, strict=False)
+        missing = sorted(set(model.state_dict()) - stored)
+        if missing:
+            raise TsdaError(f"{path}: checkpoint lacks classifier weights {missing[:5]}")
+        return model
+
+    @classmethod
     def load_frozen(cls, path: str, num_classes: int | None = None) -> ClassifierModule:
-        """A trained classifier checkpoint in eval mode with gradients off: a generator's
-        guide (`model.classifier_ckpt`).
+        """A trained classifier checkpoint (`load_classifier`) in eval mode with gradients
+        off: a generator's guide (`model.classifier_ckpt`), `tsda evaluate --classifier`.
 
         Raises:
             FileNotFoundError: no checkpoint at `path`.
             ValueError: the classifier's class count differs from `num_classes`.
         """
-        from tsda.lit.checkpoint import load_module
-
         if not Path(path).is_file():
             raise FileNotFoundError(f"model.classifier_ckpt not found: {path}")
-        guide = load_module(cls, path, map_location="cpu")
+        guide = cls.load_classifier(path)
         if num_classes is not None and guide.hparams.num_classes != num_classes:
             raise ValueError(f"model.classifier_ckpt has {guide.hparams.num_classes} classes, "
                              f"the data {num_classes}")
