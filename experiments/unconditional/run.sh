@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Unconditional diffusion on the 10 % D1 protocol, trained on (a) the raw 10 % slice and (b) the
+# same slice enlarged with Translation (K = 4 copies per flow, stored split: validation and
+# test stay real originals), then labelled by the guide classifier (rejection sampling), and
+# compared by converged TSTR with the class-conditional diffusion model of the generative
+# campaign (runs/gen/diffusion, same slice, same wall time).
+# Usage (repository root): bash experiments/unconditional/run.sh [TRAIN_SECONDS=900] [OUT=runs/unconditional]
+set -euo pipefail
+T=${1:-900}
+OUT=${2:-runs/unconditional}
+GEN=${GEN:-runs/gen}
+DATA=${DATA:-../shared/data/fgnet/d1.parquet}
+export WANDB_MODE=${WANDB_MODE:-offline} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+HMS=$(printf '00:%02d:%02d:%02d' $((T / 3600)) $((T % 3600 / 60)) $((T % 60)))
+GUIDE=$GEN/guide/checkpoints/best.ckpt
+mkdir -p "$OUT"
+ENLARGED=$OUT/d1_10pct_translation_x4.parquet
+[ -f "$ENLARGED" ] || tsda augment enlarge --data.path "$DATA" --data.invalid_rows drop --data.train_fraction 0.1 \
+  --augment translation --copies 4 --seed 0 --out "$ENLARGED"
+train() {  # name, data args...
+  local name=$1; shift
+  [ -f "$OUT/$name/.done" ] && return 0
+  tsda fit -c configs/experiment/fgnet_diffusion.yaml "$@" --model.init_args.conditional false \
+    --data.sampler none --trainer.max_epochs 100000 --trainer.max_time "$HMS" \
+    --trainer.check_val_every_n_epoch 10 --trainer.enable_progress_bar false --run_dir "$OUT/$name" \
+    > "$OUT/$name.log" 2>&1
+  touch "$OUT/$name/.done"
+}
+train raw --data.path "$DATA" --data.invalid_rows drop --data.train_fraction 0.1 &
+train enlarged --data.path "$ENLARGED" --data.split column &
+wait
+for name in raw enlarged; do
+  [ -f "$OUT/$name.parquet" ] || tsda sample --ckpt "$OUT/$name/checkpoints/last.ckpt" --label-with "$GUIDE" \
+    --per-class "${PER_CLASS:-100}" --min-confidence "${MIN_CONFIDENCE:-0.5}" --max-draws "${MAX_DRAWS:-60000}" \
+    --sampler dpmpp --steps 10 --seed 0 --no-progress --out "$OUT/$name.parquet" > "$OUT/sample_$name.log" 2>&1
+done
+tsda evaluate --data.path "$DATA" --data.invalid_rows drop --data.train_fraction 0.1 --classifier "$GUIDE" \
+  --tstr_seeds "${SEEDS:-3}" --tstr_patience 5 --tstr_max_epochs 200 --real_plus_synthetic false \
+  --synthetic "$OUT/raw.parquet" "$OUT/enlarged.parquet" --names unconditional_raw unconditional_enlarged \
+  --wandb.group unconditional --out "$OUT/evaluate"
