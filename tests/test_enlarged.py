@@ -235,3 +235,17 @@ def test_sample_label_with_writes_a_labelled_parquet(runs: dict[str, Path], tmp_
     assert all(kept.get(k, 0) == c["kept"] for k, c in report["classes"].items())
     assert report["unfilled"] == [k for k, c in report["classes"].items() if c["kept"] < 4]
     assert ((table.meta["label_confidence"] > 0) & (table.meta["label_confidence"] <= 1)).all()
+
+
+def test_an_enlarged_fraction_keeps_every_class_of_its_source(tmp_path: Path) -> None:
+    """Enlarging 10 % of the training split leaves fewer originals per class than
+    `min_class_size`; the stored split keeps every class anyway (it was curated when made)."""
+    from tsda.commands.augment import main
+
+    source = write_parquet(class_table(40), tmp_path / "source.parquet")  # 40 flows a class
+    out = tmp_path / "slice.parquet"
+    main(["enlarge", "--augment", "translation", "--copies", "1", "--out", str(out), "--data.path", str(source),
+          "--data.train_fraction", "0.25", *DATA[:2], "--data.min_class_size", "20", *DATA[4:]])
+    dm = enlarged_dm(out, min_class_size=20)  # each class has about 8 + 4 + 4 originals in the file
+    assert dm.class_names == FlowDataModule(path=str(source), **{**KW, "min_class_size": 20}).class_names
+    assert len(dm.splits["val"]) == len(FlowDataModule(path=str(source), **{**KW, "min_class_size": 20}).splits["val"])

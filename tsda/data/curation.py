@@ -189,24 +189,23 @@ def check_stored_split(table: FlowTable, split_column: str, source: str, n_rows:
            f"a copy in another {split_column!r} than its original (copies must not straddle splits)")
 
 
-def curate_stored(table: FlowTable, min_packets: int = 10, min_class_size: int = 100, n_packets: int = 20,
+def curate_stored(table: FlowTable, min_packets: int = 10, n_packets: int = 20,
                   n_rows: int | None = None) -> FlowTable:
     """`curate` for a file with a stored split, by original: a row is kept when its original
-    (`source_row`) was read and has more than `min_packets` packets; classes are counted by
-    their originals (real flows, all splits), kept with more than `min_class_size` of them.
-    Rows keep their file order, so the stored split survives unchanged."""
-    if min_packets < 0 or min_class_size < 0:
-        raise ValueError("min_packets and min_class_size must be >= 0")
+    (`source_row`) was read and has more than `min_packets` packets. Classes are not dropped
+    (`min_class_size` does not apply): a stored split was curated when it was made, and an
+    enlarged slice of the training split (`tsda augment enlarge --data.train_fraction 0.1`)
+    holds fewer flows per class than the source did, so counting again would drop classes,
+    with their validation and test flows, that the protocol keeps. Rows keep their file
+    order, so the stored split survives unchanged."""
+    if min_packets < 0:
+        raise ValueError("min_packets must be >= 0")
     original = _original_positions(table, len(table) if n_rows is None else n_rows)  # (N,)
     ok = original >= 0
     ok[ok] = table.packets[original[ok]] > min_packets
-    is_original = ok & (source_rows(table) == file_rows(table))
     kept = table.take(ok)
-    counts = np.bincount(table.labels[is_original], minlength=len(table.class_names))  # (K,)
-    kept = kept.with_classes(counts > min_class_size)
     if kept.n_flows == 0:
-        raise ValueError(f"curation left no flow (min_packets={min_packets}, min_class_size={min_class_size}; "
-                         "classes counted by original flows)")
+        raise ValueError(f"curation left no flow (min_packets={min_packets}; judged by original flows)")
     return kept.truncate(n_packets)
 
 

@@ -123,8 +123,10 @@ class FlowDataModule(L.LightningDataModule):
             an enlarged file of `tsda augment enlarge`, see `tsda.data.curation`). A stored
             split is checked (other values, a `source_row` outside the file or a copy in
             validation/test are refused) and curated by original: a copy is kept or dropped
-            with its original (`source_row`), `min_packets` is the original's packet count
-            and `min_class_size` counts original flows. A file holding augmented copies is
+            with its original (`source_row`), `min_packets` is the original's packet count,
+            and no class is dropped (`min_class_size` does not apply: the file was curated
+            when it was made, and an enlarged 10 % slice holds fewer flows per class than
+            its source did). A file holding augmented copies is
             refused with `stratified` or `group` (copies of one flow would straddle splits).
         val_fraction, test_fraction: split sizes (not used by `column`).
         train_fraction: class-stratified fraction of the training split to keep (quick studies);
@@ -232,7 +234,7 @@ class FlowDataModule(L.LightningDataModule):
         if h.split == "column":
             n_rows = parquet_rows(h.path)
             check_stored_split(raw, h.split_column, str(h.path), n_rows)
-            table = curate_stored(raw, h.min_packets, h.min_class_size, h.n_packets, n_rows)
+            table = curate_stored(raw, h.min_packets, h.n_packets, n_rows)
         else:
             if h.split in ("stratified", "group") and holds_copies(raw):
                 raise FlowDataError(
