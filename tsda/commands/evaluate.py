@@ -263,6 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     cfg = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     names = _names(cfg)
+    if cfg.tstr_seeds < 0:
+        raise ValueError(f"--tstr_seeds must be >= 0 (0 = no TSTR), got {cfg.tstr_seeds}")
     for path in cfg.synthetic:
         if not Path(path).is_file():
             raise FileNotFoundError(f"--synthetic {path!r}: no such file")
@@ -297,24 +299,29 @@ def main(argv: list[str] | None = None) -> None:
                       real={"source": dm.hparams.path or "synthetic", "train_fraction": dm.hparams.train_fraction,
                             "split_seed": dm.hparams.split_seed, "n_train": len(real_train),
                             "n_val": len(real_val), "n_test": len(real_test)},
-                      seconds=time.perf_counter() - started)
+                      seconds=time.perf_counter() - started)  # since the command started (TRTR included)
         write_json_atomic(where / "fidelity.json", result)
         log_to_wandb(WandbSettings(**dict(cfg.wandb)), name, where, result)
         results[name] = result
         print(f"{name}: {summary_line(result)}", flush=True)
         print(f"fidelity: {where / 'fidelity.json'}", flush=True)
     if len(tables) > 1:
-        rows = comparison_rows(results)
-        write_json_atomic(out / "comparison.json", {"rows": rows})
-        with atomic_path(out / "comparison.md") as tmp:
-            tmp.write_text(markdown(rows))
-        if cfg.plots:
-            plot_comparison(rows, out / "comparison.png")
-        import pandas as pd
+        write_comparison(out, dict(zip(names, cfg.synthetic)), results, WandbSettings(**dict(cfg.wandb)), cfg.plots)
 
-        w = WandbSettings(**dict(cfg.wandb))
-        log_summary_run(w.mode, w.project, w.name or f"compare-{out.name}", out, group=w.group or "evaluate",
-                        job_type="compare", tags=w.tags, config={"synthetic": dict(zip(names, cfg.synthetic))},
-                        tables={"comparison": pd.DataFrame(rows).set_index("generator")},
-                        images={"comparison": out / "comparison.png"} if cfg.plots else None)
-        print(f"comparison: {out / 'comparison.md'}", flush=True)
+
+def write_comparison(out: Path, files: dict[str, str], results: dict[str, dict[str, Any]], wandb: WandbSettings,
+                     plots: bool) -> None:
+    """`out/comparison.{json,md,png}` and one W&B table of the generators `results` side by side."""
+    import pandas as pd
+
+    rows = comparison_rows(results)
+    write_json_atomic(out / "comparison.json", {"rows": rows})
+    with atomic_path(out / "comparison.md") as tmp:
+        tmp.write_text(markdown(rows))
+    if plots:
+        plot_comparison(rows, out / "comparison.png")
+    log_summary_run(wandb.mode, wandb.project, wandb.name or f"compare-{out.name}", out,
+                    group=wandb.group or "evaluate", job_type="compare", tags=wandb.tags, config={"synthetic": files},
+                    tables={"comparison": pd.DataFrame(rows).set_index("generator")},
+                    images={"comparison": out / "comparison.png"} if plots else None)
+    print(f"comparison: {out / 'comparison.md'}", flush=True)
