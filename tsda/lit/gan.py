@@ -143,7 +143,6 @@ class GANModule(GenerativeModule):
         self.encoder = FlowEncoder(num_classes, noise_dim, disc_width, conditional) if w_recon > 0 else None
         self.noise_prior = (ClassNoisePrior(prior_classes(conditional, num_classes)[0], noise_dim,
                                             owner=type(self).__name__) if self.encoder is not None else None)
-        self._prior_step = -1
         if latent_dim:
             self.register_buffer("class_mu", torch.zeros(num_classes, latent_dim))  # (K, D)
             self.register_buffer("class_sigma", torch.ones(num_classes, latent_dim))  # (K, D)
@@ -179,20 +178,12 @@ class GANModule(GenerativeModule):
         if self.guide is not None and self.hparams.latent_dim:
             self._fit_class_regions(dm.train_eval_dataloader())
 
-    def on_train_epoch_end(self) -> None:
-        self._refresh_noise_prior()
+    def refit_due(self) -> bool:
+        """The noise prior is refitted every epoch when there is an encoder."""
+        return self.encoder is not None
 
-    def on_validation_epoch_start(self) -> None:
-        if not self.trainer.sanity_checking:
-            self._refresh_noise_prior()
-
-    def _refresh_noise_prior(self) -> None:
-        """Refit the noise prior on the training split, once per training step count."""
-        dm = getattr(self.trainer, "datamodule", None)
-        if self.encoder is None or dm is None or self._prior_step == self.global_step:
-            return
-        self.fit_noise_prior(dm.train_eval_dataloader())
-        self._prior_step = self.global_step
+    def refit_statistics(self, loader: Iterable[FlowBatch]) -> None:
+        self.fit_noise_prior(loader)
 
     @torch.no_grad()
     def fit_noise_prior(self, loader: Iterable[FlowBatch]) -> None:

@@ -8,6 +8,8 @@ gives every augmentation its run context, with `load_generative` as the checkpoi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import importlib
 import os
 from abc import abstractmethod
@@ -73,6 +75,31 @@ class GenerativeModule(L.LightningModule):
         if codec is not None and codec != self.codec:
             raise ValueError(f"the model's codec settings {self.codec} differ from the data's {codec}: "
                              "set model.init_args.n_packets/mtu/iat_unit/iat_max like data.*")
+
+    # -- statistics of the training split refitted every epoch (e.g. a fitted noise prior) --
+    def refit_due(self) -> bool:
+        """Whether the module has per-epoch statistics of the training split to refit now."""
+        return False
+
+    def refit_statistics(self, loader: Iterable[FlowBatch]) -> None:
+        """Refit those statistics from the training split's batches (`refit_due` says when)."""
+
+    def on_train_epoch_end(self) -> None:
+        self._refit_once()
+
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._refit_once()
+
+    def _refit_once(self) -> None:
+        """`refit_statistics` on the training split after each training epoch and before
+        validation, at most once per training step count (validation and checkpoints see
+        statistics of the current weights)."""
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None or not self.refit_due() or getattr(self, "_refit_step", -1) == self.global_step:
+            return
+        self.refit_statistics(dm.train_eval_dataloader())
+        self._refit_step = self.global_step
 
     @abstractmethod
     @torch.no_grad()

@@ -58,6 +58,8 @@ run's seeded generator (`augmentation_generator`, checkpointed): resume is exact
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import warnings
 from typing import Any, ClassVar
 
@@ -193,7 +195,6 @@ class JointModule(ClassifierModule, GenerativeModule):
         #: class regions `mu, sigma (K, D)` of the classifier's current latent space
         self.regions = MovingClassRegions(num_classes, self.net.latent_dim, region_decay)
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
-        self._refit_step = -1
         self._warned_untrained = False
 
     # -- the schedule ------------------------------------------------------------------------
@@ -230,20 +231,12 @@ class JointModule(ClassifierModule, GenerativeModule):
         the first update passes over the datamodule's training split)."""
         self.regions.update(self.net, batch, self.class_names, self.trainer.datamodule.train_eval_dataloader)
 
-    def on_train_epoch_end(self) -> None:
-        self._refit_generator()
+    def refit_due(self) -> bool:
+        """The generator's per-epoch statistics (noise prior) once it has trained."""
+        return int(self.generator_steps) > 0
 
-    def on_validation_epoch_start(self) -> None:
-        if not self.trainer.sanity_checking:
-            self._refit_generator()
-
-    def _refit_generator(self) -> None:
-        """The generator's per-epoch statistics (noise prior), once per training step count."""
-        dm = getattr(self.trainer, "datamodule", None)
-        if int(self.generator_steps) == 0 or dm is None or self._refit_step == self.global_step:
-            return
-        self.part.refit(dm.train_eval_dataloader())
-        self._refit_step = self.global_step
+    def refit_statistics(self, loader: Iterable[FlowBatch]) -> None:
+        self.part.refit(loader)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         ClassifierModule.on_save_checkpoint(self, checkpoint)  # the run generator's state
