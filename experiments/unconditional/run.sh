@@ -3,15 +3,15 @@
 # same slice enlarged with Translation (K = 4 copies per flow, stored split: validation and
 # test stay real originals), then labelled by the guide classifier (rejection sampling), and
 # compared by converged TSTR with the class-conditional diffusion model of the generative
-# campaign (runs/gen/diffusion, same slice, same wall time).
-# Usage (repository root): bash experiments/unconditional/run.sh [TRAIN_SECONDS=900] [OUT=runs/unconditional]
+# campaign (runs/gen/diffusion: same slice, same config, same number of optimiser steps).
+# Usage (repository root): bash experiments/unconditional/run.sh [STEPS=4711] [OUT=runs/unconditional]
+# 4,711 steps = what runs/gen/diffusion trained (57 epochs of the raw slice at batch 128).
 set -euo pipefail
-T=${1:-900}
+STEPS=${1:-4711}
 OUT=${2:-runs/unconditional}
 GEN=${GEN:-runs/gen}
 DATA=${DATA:-../shared/data/fgnet/d1.parquet}
 export WANDB_MODE=${WANDB_MODE:-offline} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-HMS=$(printf '00:%02d:%02d:%02d' $((T / 3600)) $((T % 3600 / 60)) $((T % 60)))
 GUIDE=$GEN/guide/checkpoints/best.ckpt
 mkdir -p "$OUT"
 ENLARGED=$OUT/d1_10pct_translation_x4.parquet
@@ -21,7 +21,7 @@ train() {  # name, data args...
   local name=$1; shift
   [ -f "$OUT/$name/.done" ] && return 0
   tsda fit -c configs/experiment/fgnet_diffusion.yaml "$@" --model.init_args.conditional false \
-    --data.sampler none --trainer.max_epochs 100000 --trainer.max_time "$HMS" \
+    --data.sampler none --trainer.max_epochs 100000 --trainer.max_steps "$STEPS" \
     --trainer.check_val_every_n_epoch 10 --trainer.enable_progress_bar false --run_dir "$OUT/$name" \
     > "$OUT/$name.log" 2>&1
   touch "$OUT/$name/.done"
