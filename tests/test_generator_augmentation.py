@@ -309,3 +309,80 @@ def test_augment_room_imports_neither_lightning_nor_lit() -> None:
             "or m.startswith('tsda.lit')); print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# -- a pool from a file of labelled flows ---------------------------------------------------------
+def _labelled_file(world: dict[str, Path], path: Path, keep_classes: tuple[int, ...]) -> tuple[Path, FlowTable]:
+    """Flows of the classes `keep_classes` only (5 of class 0, 3 of the others), as a Parquet file."""
+    import numpy as np
+
+    table = FlowDataModule(path=str(world["data"]), n_packets=N_PACKETS, min_packets=3, min_class_size=5).table
+    rows = np.concatenate([np.flatnonzero(table.labels == k)[: 5 if k == 0 else 3] for k in keep_classes])
+    part = table.take(rows)
+    return write_parquet(part, path), part
+
+
+def _pool_prepared(world: dict[str, Path], path: Path, **kwargs) -> tuple[GeneratorAugmentation, FlowDataModule]:
+    dm = _datamodule(world)
+    aug = GeneratorAugmentation(pool_file=str(path), **kwargs)
+    prepare_augmentation(aug, device=torch.device("cpu"), class_names=dm.class_names,
+                         generator=torch.Generator().manual_seed(0), codec=dm.codec)
+    return aug, dm
+
+
+def test_pool_file_tiles_each_class_and_absent_classes_keep_their_flows(world: dict[str, Path],
+                                                                        tmp_path: Path) -> None:
+    path, part = _labelled_file(world, tmp_path / "labelled.parquet", keep_classes=(0, 2))
+    aug, dm = _pool_prepared(world, path)
+    pool = aug.pool
+    assert pool is not None and len(pool) == 15  # 3 classes x 5 slots (the largest class count)
+    assert torch.equal(pool.labels, torch.arange(3).repeat_interleave(5))
+    file_rows = dm.codec.encode(part)
+    for k in (0, 2):
+        own = {tuple(r.flatten().tolist()) for r in file_rows.x[file_rows.labels == k]}
+        slots = {tuple(r.flatten().tolist()) for r in pool.x[pool.labels == k]}
+        assert slots == own  # every file flow of the class has a slot, and only those
+    assert aug.stats()["pool_missing_classes"] == 1.0
+    batch = dm.codec.encode(dm.split_table("train"))  # every class
+    out = aug(batch, torch.Generator().manual_seed(1))
+    assert_valid(out, like=batch)
+    absent = batch.labels == 1
+    assert absent.any() and torch.equal(out.x[absent], batch.x[absent])
+    own0 = {tuple(r.flatten().tolist()) for r in file_rows.x[file_rows.labels == 0]}
+    assert all(tuple(r.flatten().tolist()) in own0 for r in out.x[batch.labels == 0])
+    again = aug(batch, torch.Generator().manual_seed(1))
+    assert torch.equal(again.x, out.x)
+
+
+def test_pool_file_errors_name_the_file(world: dict[str, Path], tmp_path: Path) -> None:
+    two = write_parquet(_two_classes(class_table(20, seed=3)), tmp_path / "two.parquet")
+    other = FlowTable(**{**{f: getattr(class_table(4, seed=1), f) for f in
+                            ("labels", "sizes", "directions", "times", "lengths", "packets")},
+                         "class_names": ("zz", "yy", "xx")})
+    foreign = write_parquet(other, tmp_path / "foreign.parquet")
+    with pytest.raises(TsdaError, match="foreign.parquet.*classes the data lacks"):
+        _pool_prepared(world, foreign)
+    _pool_prepared(world, two)  # a subset of the data's classes is fine
+    for kwargs in ({}, {"ckpt": "x.ckpt", "pool_file": str(two)}, {"pool_file": str(two), "refresh_every_n_epochs": 1}):
+        with pytest.raises(ValueError, match="ckpt|pool_file"):
+            GeneratorAugmentation(**kwargs)
+
+
+def test_fit_with_a_pool_file_from_yaml(world: dict[str, Path], tmp_path: Path, recorded: list) -> None:
+    from tsda.cli import main
+
+    path, part = _labelled_file(world, tmp_path / "labelled.parquet", keep_classes=(0, 1, 2))
+    run_dir = tmp_path / "run"
+    main(["fit", "-c", str(ROOT / "configs/experiment/synthetic_baseline.yaml"), "--data.path", str(world["data"]),
+          *DATA_ARGS, "--model.init_args.backbone_kwargs", "{width: 8}", "--model.init_args.latent_points", "0",
+          "--model.init_args.augmentation", str(ROOT / "configs/augment/generator_pool.yaml"),
+          "--model.init_args.augmentation.init_args.pool_file", str(path),
+          "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--latent_plot", "false",
+          "--run_dir", str(run_dir)])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["augment_pool_flows"] == 15 and metrics["augment_pool_missing_classes"] == 0
+    codec = _datamodule(world).codec
+    file_flows = {tuple(r.flatten().tolist()) for r in codec.encode(part).x}
+    for batch, train, _ in recorded:
+        generated = train.x[len(batch):]
+        assert all(tuple(r.flatten().tolist()) in file_flows for r in generated)

@@ -19,6 +19,12 @@ Two ways to get flows:
 Labels: `same` (each flow gets a generated flow of its own class) or `balanced` (classes
 drawn uniformly: the generator as an oversampler of small classes).
 
+A pool can also come from a file (`pool_file`, instead of `ckpt`): labelled generated
+flows in tcbench's schema, e.g. an unconditional generator's samples labelled by a
+classifier (`tsda sample --label-with`). Each class's flows are tiled to `pool_per_class`
+slots (default: the largest class count of the file); flows of a class the file lacks are
+left as they are (the original flow), and `stats()` counts those classes (`pool_missing_classes`).
+
 Layering: this module knows generators only through the `FlowSampler` protocol below. The
 checkpoint is loaded by the `load_sampler` of the `AugmentContext` that `setup` receives;
 the training module supplies it (`tsda.lit.generative.prepare_augmentation`), so
@@ -32,7 +38,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 
-from tsda.augment.base import AugmentContext, Augmentation, Family
+from tsda.augment.base import AugmentContext, Augmentation, Family, select
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
 from tsda.errors import TsdaError
@@ -64,6 +70,8 @@ class GeneratorAugmentation(Augmentation):
 
     Args:
         ckpt: a generator checkpoint (any `GenerativeModule`).
+        pool_file: instead of `ckpt`, a Parquet file of labelled generated flows to use as
+            the pool (its labels must be classes of the data).
         pool_per_class: flows per class sampled once at fit start (0 = sample fresh flows
             for every batch).
         refresh_every_n_epochs: re-sample the pool before every n-th epoch (0 = never;
@@ -84,7 +92,8 @@ class GeneratorAugmentation(Augmentation):
 
     def __init__(
         self,
-        ckpt: str,
+        ckpt: str = "",
+        pool_file: str = "",
         pool_per_class: int = 0,
         refresh_every_n_epochs: int = 0,
         labels: LabelPolicy = "same",
@@ -92,20 +101,23 @@ class GeneratorAugmentation(Augmentation):
         sample_batch_size: int = 1024,
         progress: bool = True,
     ) -> None:
-        if not ckpt:
-            raise ValueError("GeneratorAugmentation.ckpt must name a checkpoint")
+        if bool(ckpt) == bool(pool_file):
+            raise ValueError("GeneratorAugmentation needs exactly one of ckpt (a generator checkpoint) "
+                             "and pool_file (a Parquet file of labelled generated flows)")
+        if pool_file and refresh_every_n_epochs:
+            raise ValueError("GeneratorAugmentation.refresh_every_n_epochs needs a generator (ckpt), not a pool_file")
         if not 0 <= pool_per_class <= MAX_POOL_PER_CLASS:
             raise ValueError(f"GeneratorAugmentation.pool_per_class must be in [0, {MAX_POOL_PER_CLASS}], "
                              f"got {pool_per_class}")
         if refresh_every_n_epochs < 0:
             raise ValueError(f"GeneratorAugmentation.refresh_every_n_epochs must be >= 0, got {refresh_every_n_epochs}")
-        if refresh_every_n_epochs and not pool_per_class:
+        if refresh_every_n_epochs and not pool_per_class and not pool_file:
             raise ValueError("GeneratorAugmentation.refresh_every_n_epochs needs pool_per_class > 0")
         if labels not in ("same", "balanced"):
             raise ValueError(f"GeneratorAugmentation.labels must be 'same' or 'balanced', got {labels!r}")
         if sample_batch_size < 1:
             raise ValueError(f"GeneratorAugmentation.sample_batch_size must be >= 1, got {sample_batch_size}")
-        self.ckpt = ckpt
+        self.ckpt, self.pool_file = ckpt, pool_file
         self.pool_per_class = pool_per_class
         self.refresh_every_n_epochs = refresh_every_n_epochs
         self.labels = labels
@@ -115,6 +127,8 @@ class GeneratorAugmentation(Augmentation):
         self._sampler: FlowSampler | None = None
         self._num_classes = 0
         self._pool: FlowBatch | None = None
+        self._per_class = pool_per_class
+        self._missing: torch.Tensor | None = None  # (K,) bool: classes the pool file lacks
         self._pool_seconds = 0.0
         self._pool_builds = 0
 
@@ -126,6 +140,9 @@ class GeneratorAugmentation(Augmentation):
             TsdaError: the checkpoint is an unconditional generator, or knows other classes
                 or another codec than the data.
         """
+        if self.pool_file:
+            self._pool_from_file(context)
+            return
         if context.load_sampler is None:
             raise ValueError("GeneratorAugmentation.setup needs a context with load_sampler "
                              "(tsda.lit.generative.prepare_augmentation supplies it)")
@@ -144,6 +161,7 @@ class GeneratorAugmentation(Augmentation):
                             f"from the data's {context.codec}")
         self._sampler, self._num_classes = sampler, len(names)
         self._pool, self._pool_seconds, self._pool_builds = None, 0.0, 0
+        self._per_class, self._missing = self.pool_per_class, None
         if self.pool_per_class:
             self._fill_pool(context.device, context.generator)
 
@@ -154,8 +172,48 @@ class GeneratorAugmentation(Augmentation):
 
     def stats(self) -> dict[str, float]:
         flows = 0 if self._pool is None else len(self._pool)
-        return {"pool_seconds": self._pool_seconds, "pool_builds": float(self._pool_builds),
-                "pool_flows": float(flows)}
+        stats = {"pool_seconds": self._pool_seconds, "pool_builds": float(self._pool_builds),
+                 "pool_flows": float(flows)}
+        if self._missing is not None:
+            stats["pool_missing_classes"] = float(self._missing.sum())
+        return stats
+
+    def _pool_from_file(self, context: AugmentContext) -> None:
+        """The pool of `pool_file`: class-major, each class's flows tiled to `_per_class` slots.
+
+        Raises:
+            TsdaError: no codec in the context, or flows of classes the data lacks.
+        """
+        from tsda.data.sources import read_parquet
+
+        if context.codec is None:
+            raise TsdaError(f"augmentation pool_file {self.pool_file}: needs the data's codec (train through tsda fit)")
+        start = time.perf_counter()
+        table, unknown = read_parquet(self.pool_file, max_packets=context.codec.n_packets).relabel(
+            list(context.class_names))
+        if unknown:
+            raise TsdaError(f"augmentation pool_file {self.pool_file}: flows of classes the data lacks: "
+                            f"{_short(sorted(unknown))}")
+        if len(table) == 0:
+            raise TsdaError(f"augmentation pool_file {self.pool_file}: holds no flow")
+        flows = context.codec.encode(table.truncate(context.codec.n_packets))
+        k = len(context.class_names)
+        counts = torch.bincount(flows.labels, minlength=k)  # (K,)
+        per_class = self.pool_per_class or int(counts.max())
+        order = torch.argsort(flows.labels, stable=True)  # class-major rows of the file
+        starts = torch.cumsum(counts, 0) - counts  # (K,)
+        slot = torch.arange(per_class)
+        rows = starts[:, None] + slot[None, :] % counts.clamp_min(1)[:, None]  # (K, P) tiled per class
+        index = order[rows.clamp_max(max(len(order) - 1, 0)).reshape(-1)]
+        pool = flows.index(index).replace(labels=torch.arange(k).repeat_interleave(per_class))
+        self._sampler, self._num_classes, self._per_class = None, k, per_class
+        self._missing = (counts == 0).to(context.device)
+        self._pool = pool.to(context.device)
+        self._pool_seconds, self._pool_builds = time.perf_counter() - start, 1
+        missing = [n for n, m in zip(context.class_names, self._missing.tolist()) if m]
+        print(f"generator pool: {len(flows)} flows of {k - len(missing)} classes from {self.pool_file}, "
+              f"{per_class} slots per class" + (f"; {len(missing)} classes absent keep their flows: "
+                                                 f"{_short(missing)}" if missing else ""), flush=True)
 
     @property
     def pool(self) -> FlowBatch | None:
@@ -190,19 +248,22 @@ class GeneratorAugmentation(Augmentation):
         return torch.randint(0, self._num_classes, (len(batch),), generator=generator, device=batch.device)
 
     def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
-        if self._sampler is None:
+        if self._sampler is None and self._pool is None:
             raise RuntimeError("GeneratorAugmentation is used before setup(); train it through "
                                "ClassifierModule or call tsda.lit.generative.prepare_augmentation")
-        if batch.n_packets != self._sampler.codec.n_packets:
-            raise ValueError(f"the generator makes {self._sampler.codec.n_packets} packets, the batch has "
-                             f"{batch.n_packets}")
+        n_packets = self._pool.n_packets if self._pool is not None else self._sampler.codec.n_packets
+        if batch.n_packets != n_packets:
+            raise ValueError(f"the generator makes {n_packets} packets, the batch has {batch.n_packets}")
         if len(batch) == 0:
             return batch
         labels = self.target_labels(batch, generator)  # (B,)
         if self._pool is None:
             return self._sampler.sample(labels, generator, **self.options)
-        offset = torch.randint(0, self.pool_per_class, (len(batch),), generator=generator, device=batch.device)
-        return self._pool.index(labels * self.pool_per_class + offset)
+        offset = torch.randint(0, self._per_class, (len(batch),), generator=generator, device=batch.device)
+        drawn = self._pool.index(labels * self._per_class + offset)
+        if self._missing is None or not bool(self._missing.any()):
+            return drawn
+        return select(~self._missing[labels], drawn, batch)  # absent classes keep the original flow
 
 
 def _short(names: list[str], k: int = 4) -> str:
