@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import lightning as L
+import pandas as pd
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 
 from tsda.data.batch import FlowBatch
+from tsda.data.datamodule import FlowDataModule
 from tsda.lit.classifier import ClassifierModule
 from tsda.nets.classifier import CNNResBlockClassifier, GRUClassifier, build_classifier
+
+from flow_fixtures import random_table
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -108,3 +114,86 @@ def test_load_frozen_gives_an_eval_guide_without_gradients(tmp_path) -> None:
         ClassifierModule.load_frozen(str(path), num_classes=5)
     with pytest.raises(FileNotFoundError, match="model.classifier_ckpt not found"):
         ClassifierModule.load_frozen(str(tmp_path / "missing.ckpt"))
+
+
+class StepLosses(L.Callback):
+    """Each step's loss and batch size, and `train_loss` as callbacks see it at epoch end."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[torch.Tensor, int]] = []
+        self.epochs: list[list[tuple[torch.Tensor, int]]] = []
+        self.seen: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps.append((outputs["loss"].detach(), len(batch)))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # before the module's hook
+        self.epochs.append(self.steps)
+        self.steps = []
+        self.seen.append(trainer.callback_metrics["train_loss"].clone())
+
+
+def flow_weighted_mean(steps: list[tuple[torch.Tensor, int]]) -> torch.Tensor:
+    """Lightning's `on_epoch` mean of a value logged every step with `batch_size=n`."""
+    total, count = torch.tensor(0.0), torch.tensor(0)
+    for loss, n in steps:
+        total, count = total + loss * n, count + n
+    return total / count
+
+
+@pytest.mark.parametrize("max_steps", [-1, 10])
+def test_train_loss_is_logged_once_per_epoch_as_the_flow_weighted_mean(tmp_path, monkeypatch,
+                                                                      max_steps: int) -> None:
+    """The lean step accumulates the loss on the device and logs it once per epoch: the same
+    value, to the bit, as logging every step (batches of 16, 16, 16 and 12 flows); an epoch
+    cut short by max_steps (10 = 2 epochs and 2 steps) still logs its part."""
+    splits = [random_table(counts, max_packets=20, seed=s) for s, counts in
+              enumerate([(30, 20, 10), (6, 6, 6), (6, 6, 6)])]
+    dm = FlowDataModule.from_tables(*splits, n_packets=20, batch_size=16, eval_batch_size=64)
+    torch.manual_seed(0)
+    model = ClassifierModule(num_classes=3, backbone_kwargs={"width": 8}, latent_points=0)
+    logged: list[str] = []
+    log = model.log
+    monkeypatch.setattr(model, "log", lambda name, *a, **k: (logged.append(name), log(name, *a, **k))[1])
+    steps = StepLosses()
+    trainer = L.Trainer(max_epochs=3, max_steps=max_steps, accelerator="cpu", devices=1, deterministic="warn",
+                        logger=CSVLogger(tmp_path, name="", version=""), callbacks=[steps],
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=dm)
+
+    assert [len(e) for e in steps.epochs] == ([4, 4, 4] if max_steps < 0 else [4, 4, 2])
+    expected = [flow_weighted_mean(e) for e in steps.epochs]
+    assert logged.count("train_loss") == 3  # once per epoch, not once per step
+    full = 3 if max_steps < 0 else 2  # epochs whose last batch logged before callbacks ran
+    assert all(torch.equal(a, b) for a, b in zip(steps.seen[:full], expected[:full]))
+    csv = pd.read_csv(tmp_path / "metrics.csv")
+    rows = csv.dropna(subset=["train_loss"])
+    assert rows["epoch"].tolist() == [0, 1, 2]
+    assert rows["train_loss"].tolist() == [float(e) for e in expected]
+
+
+def test_native_bincount_keeps_metric_values_and_the_deterministic_setting() -> None:
+    """torchmetrics' deterministic-mode counting is replaced by torch.bincount inside the
+    block: the same F1, and deterministic algorithms (with warn_only) back on after it."""
+    from torchmetrics.classification import MulticlassF1Score
+
+    from tsda.lit.classifier import native_bincount
+
+    g = torch.Generator().manual_seed(0)
+    preds, target = torch.randint(0, 7, (500,), generator=g), torch.randint(0, 7, (500,), generator=g)
+    try:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        slow, fast = MulticlassF1Score(7, average="weighted"), MulticlassF1Score(7, average="weighted")
+        slow.update(preds, target)
+        with native_bincount():
+            assert not torch.are_deterministic_algorithms_enabled()
+            fast.update(preds, target)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.equal(slow.compute(), fast.compute())
+    finally:
+        torch.use_deterministic_algorithms(False)
+    with native_bincount():  # off stays off
+        assert not torch.are_deterministic_algorithms_enabled()
+    assert not torch.are_deterministic_algorithms_enabled()
