@@ -115,8 +115,9 @@ def test_report_from_results(tmp_path) -> None:
     assert "latent_silhouette" in report and "Friedman chi2 = 6.000" in report
 
 
-def runner(spec: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tsda.cli", "campaign", "run", str(spec), "--out", str(out)],
+def runner(spec: Path, out: Path, *options: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tsda.cli", "campaign", "run", str(spec), "--out", str(out),
+                             *options],
                             cwd=spec.parent, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env={**os.environ, "WANDB_MODE": "disabled"})
 
@@ -178,7 +179,7 @@ def test_ray_executor_runs_a_tiny_campaign(tmp_path) -> None:
 
 def test_every_executor_name_has_an_executor() -> None:
     assert set(EXECUTORS) == set(get_args(Executor))
-    with pytest.raises(ValueError, match="--executor must be local or ray, got 'slurm'"):
+    with pytest.raises(ValueError, match="--executor must be one of local, ray, ensemble, got 'slurm'"):
         executor_for("slurm")
 
 

@@ -5,6 +5,7 @@
     tsda data describe [--data.path FILE]
     tsda augment list | preview | enlarge
     tsda campaign run | report
+    tsda ensemble JOBS.json    (many fit runs as batched ensembles; what --executor ensemble runs)
     tsda sample --ckpt CKPT --per-class N --out FILE.parquet
     tsda evaluate --data.path REAL --synthetic FILE.parquet [...] --out DIR
 
@@ -26,7 +27,7 @@ USAGE = __doc__
 
 #: every command and the module whose `main(argv)` serves it (imported on use)
 COMMANDS: dict[str, str] = {
-    name: f"tsda.commands.{name}" for name in ("fit", "test", "data", "augment", "campaign", "sample", "evaluate")
+    name: f"tsda.commands.{name}" for name in ("fit", "test", "data", "augment", "campaign", "sample", "evaluate", "ensemble")
 }
 
 

@@ -8,11 +8,14 @@ isolated). The parent process alone records one row per run in `DIR/results.parq
 (rewritten atomically after every run), so killing the campaign at any moment loses only
 the runs in flight: a restart skips the runs recorded `ok` with the same arguments, adopts
 runs that finished (their `metrics.json` exists) but were not recorded yet, and retries the
-rest. Executors: `local` (sequential, or `workers` concurrent run processes) and `ray`
-(each run a Ray task with its CPU/GPU request).
+rest. Executors: `local` (sequential, or `workers` concurrent run processes), `ray`
+(each run a Ray task with its CPU/GPU request) and `ensemble` (up to `members_per_job` runs
+per `tsda ensemble` process, trained as batched ensembles where they stack; each run still
+writes its own run directory and `metrics.json`, so results, resume and report are the same).
 
     spec.py       CampaignSpec, RunJob, plan, parse_seeds, override_args, validate_conditions
-    executors.py  run_job (one run as a process), execute_local, execute_ray, EXECUTORS
+    executors.py  run_job (one run as a process), execute_local, execute_ray, execute_ensemble,
+                  EXECUTORS
     store.py      ResultStore (results.parquet), result_row, finished_metrics, ROW_KEYS
     run.py        run_campaign
     report.py     write_report (report.md, charts, the W&B summary run)
@@ -25,6 +28,7 @@ from tsda.campaign.executors import (
     Executor,
     ExecutorOptions,
     OnResult,
+    execute_ensemble,
     execute_local,
     execute_ray,
     executor_for,
@@ -37,6 +41,6 @@ from tsda.campaign.store import ROW_KEYS, ResultStore, finished_metrics, result_
 
 __all__ = [
     "EXECUTORS", "ROW_KEYS", "CampaignSpec", "Executor", "ExecutorOptions", "OnResult", "ResultStore", "RunJob",
-    "execute_local", "execute_ray", "executor_for", "finished_metrics", "override_args", "parse_seeds",
+    "execute_ensemble", "execute_local", "execute_ray", "executor_for", "finished_metrics", "override_args", "parse_seeds",
     "pending_jobs", "plan", "result_row", "run_campaign", "run_job", "validate_conditions", "write_report",
 ]

@@ -1,8 +1,11 @@
 """Executors: how a campaign's runs are run. Each takes the jobs to run and `on_result`,
 called in this process with every finished run's results row (see `tsda.campaign.store`).
 
-    local   each run a process (`run_job`), `workers` at a time
-    ray     each run a Ray task with its CPU/GPU request
+    local     each run a process (`run_job`), `workers` at a time
+    ray       each run a Ray task with its CPU/GPU request
+    ensemble  up to `members_per_job` runs per process (`tsda ensemble`), `workers` processes
+              at a time: runs that stack train as one batched model (`tsda.lit.ensemble`),
+              the others (the joint module, Trainer options it lacks) one after another
 
 A new executor is one more `Executor` value, one function `(jobs, on_result, options)` and
 its entry in `EXECUTORS`; `run_campaign` and the command find it there.
@@ -26,17 +29,19 @@ from tsda.campaign.spec import RunJob
 from tsda.campaign.store import finished_metrics, result_row
 from tsda.runs import write_json_atomic
 
-Executor = Literal["local", "ray"]
+Executor = Literal["local", "ray", "ensemble"]
 #: receives each finished run's results row, in the campaign's process
 OnResult = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
 class ExecutorOptions:
-    """Executor settings: `workers` (local: concurrent run processes); `address`, `num_cpus`,
+    """Executor settings: `workers` (local, ensemble: concurrent processes);
+    `members_per_job` (ensemble: runs per process, 0 = all); `address`, `num_cpus`,
     `num_gpus` (ray: the cluster and each run's request)."""
 
     workers: int = 1
+    members_per_job: int = 0
     address: str | None = None
     num_cpus: float = 1.0
     num_gpus: float = 0.0
@@ -61,48 +66,109 @@ def _log_tail(path: Path, chars: int = 2000) -> str:
     return text.strip()
 
 
+def _fresh_run_dir(job: RunJob) -> Path:
+    """Wipe the job's run directory (a retry starts clean) and write its `run_spec.json`."""
+    run_dir = Path(job.run_dir)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    write_json_atomic(run_dir / "run_spec.json", {"condition": job.condition, "seed": job.seed,
+                                                  "args": list(job.args), "cwd": job.cwd})
+    return run_dir
+
+
+def _tsda(arguments: list[str], cwd: str, log_path: Path, env: dict[str, str] | None) -> int:
+    """Run `python -m tsda.cli ARGUMENTS` in `cwd` (when it exists), output into `log_path`."""
+    with open(log_path, "w") as log:
+        proc = subprocess.run([sys.executable, "-m", "tsda.cli", *arguments], cwd=cwd if Path(cwd).is_dir() else None,
+                              stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                              preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+    return proc.returncode
+
+
 def run_job(job: RunJob, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one job as `python -m tsda.cli fit ARGS` in a fresh run directory; its results row.
 
     The run directory is wiped first (a retry starts clean), then holds `run_spec.json`,
     the run's outputs and `run.log` (its stdout and stderr).
     """
-    run_dir = Path(job.run_dir)
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    write_json_atomic(run_dir / "run_spec.json", {"condition": job.condition, "seed": job.seed,
-                                                  "args": list(job.args), "cwd": job.cwd})
-    cwd = job.cwd if Path(job.cwd).is_dir() else None
-    command = [sys.executable, "-m", "tsda.cli", "fit", *job.args]
+    run_dir = _fresh_run_dir(job)
     started = time.perf_counter()
-    with open(run_dir / "run.log", "w") as log:
-        proc = subprocess.run(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                              env={**os.environ, **(env or {})},
-                              preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+    returncode = _tsda(["fit", *job.args], job.cwd, run_dir / "run.log", env)
     seconds = time.perf_counter() - started
-    metrics = finished_metrics(job) if proc.returncode == 0 else None
+    metrics = finished_metrics(job) if returncode == 0 else None
     error = None
     if metrics is None:
-        error = f"exit code {proc.returncode}: {_log_tail(run_dir / 'run.log')}"
-    return result_row(job, metrics, seconds, proc.returncode, error)
+        error = f"exit code {returncode}: {_log_tail(run_dir / 'run.log')}"
+    return result_row(job, metrics, seconds, returncode, error)
+
+
+def run_ensemble_job(jobs: Sequence[RunJob], env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Run `jobs` in one `tsda ensemble` process; their results rows. The jobs file and the
+    process's log are `ensemble-<first run>.json|log` beside the run directories' parent
+    (`OUT/runs/`); each run directory gets `run_spec.json` and, as it ends, a `tsda fit`
+    run's outputs."""
+    dirs = [_fresh_run_dir(job) for job in jobs]
+    base = dirs[0].parent.parent / f"ensemble-{dirs[0].parent.name}-{dirs[0].name}"
+    write_json_atomic(base.with_suffix(".json"), {"runs": [list(job.args) for job in jobs]})
+    started = time.perf_counter()
+    returncode = _tsda(["ensemble", str(base.with_suffix(".json"))], jobs[0].cwd, base.with_suffix(".log"), env)
+    elapsed = time.perf_counter() - started
+    rows = []
+    for job in jobs:
+        metrics = finished_metrics(job)
+        if metrics is None:
+            error = f"exit code {returncode}, no metrics.json: {_log_tail(base.with_suffix('.log'))}"
+            rows.append(result_row(job, None, elapsed, returncode, error))
+        else:
+            rows.append(result_row(job, metrics, float(metrics.get("seconds", elapsed)), returncode, None))
+    return rows
 
 
 # -- executors --------------------------------------------------------------------------------
-def execute_local(jobs: Sequence[RunJob], on_result: OnResult, workers: int = 1) -> None:
-    """Run `jobs` as processes, `workers` at a time; `on_result(row)` in this process."""
+def _thread_env(workers: int) -> dict[str, str]:
+    """`OMP_NUM_THREADS` sharing the cores between `workers` concurrent processes (unless set)."""
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
-    env = {}
-    if "OMP_NUM_THREADS" not in os.environ:  # share the cores between concurrent runs
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    if "OMP_NUM_THREADS" in os.environ:
+        return {}
+    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
+
+
+def _in_threads(tasks: Sequence[Callable[[], list[dict[str, Any]]]], on_result: OnResult, workers: int) -> None:
+    """Run `tasks` (each returning rows), `workers` at a time; `on_result(row)` in this thread."""
     if workers == 1:
-        for job in jobs:
-            on_result(run_job(job, env))
+        for task in tasks:
+            for row in task():
+                on_result(row)
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(run_job, job, env) for job in jobs]
-        for future in as_completed(futures):
-            on_result(future.result())
+        for future in as_completed([pool.submit(task) for task in tasks]):
+            for row in future.result():
+                on_result(row)
+
+
+def execute_local(jobs: Sequence[RunJob], on_result: OnResult, workers: int = 1) -> None:
+    """Run `jobs` as processes, `workers` at a time; `on_result(row)` in this process."""
+    env = _thread_env(workers)
+    _in_threads([lambda job=job: [run_job(job, env)] for job in jobs], on_result, workers)
+
+
+def ensemble_chunks(jobs: Sequence[RunJob], members_per_job: int) -> list[list[RunJob]]:
+    """`jobs` ordered by condition (then seed), cut into processes of `members_per_job`
+    runs (0 = one process for all): a condition's seeds stack, so they share a process."""
+    if members_per_job < 0:
+        raise ValueError(f"--members_per_job must be >= 0, got {members_per_job}")
+    ordered = sorted(jobs, key=lambda job: (job.condition, job.seed))
+    size = members_per_job or max(len(ordered), 1)
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
+def execute_ensemble(jobs: Sequence[RunJob], on_result: OnResult, members_per_job: int = 0,
+                     workers: int = 1) -> None:
+    """Run `jobs` as `tsda ensemble` processes of `members_per_job` runs, `workers` at a time."""
+    env = _thread_env(workers)
+    chunks = ensemble_chunks(jobs, members_per_job)
+    _in_threads([lambda chunk=chunk: run_ensemble_job(chunk, env) for chunk in chunks], on_result, workers)
 
 
 def execute_ray(jobs: Sequence[RunJob], on_result: OnResult,
@@ -144,15 +210,20 @@ def _ray(jobs: Sequence[RunJob], on_result: OnResult, options: ExecutorOptions) 
     execute_ray(jobs, on_result, options.address, options.num_cpus, options.num_gpus)
 
 
+def _ensemble(jobs: Sequence[RunJob], on_result: OnResult, options: ExecutorOptions) -> None:
+    execute_ensemble(jobs, on_result, options.members_per_job, options.workers)
+
+
 #: every executor by name: runs `jobs`, calling `on_result(row)` once per job
 EXECUTORS: dict[Executor, Callable[[Sequence[RunJob], OnResult, ExecutorOptions], None]] = {
     "local": _local,
     "ray": _ray,
+    "ensemble": _ensemble,
 }
 
 
 def executor_for(name: str) -> Callable[[Sequence[RunJob], OnResult, ExecutorOptions], None]:
     """The executor called `name` (an `Executor` value); ValueError for any other name."""
     if name not in EXECUTORS:
-        raise ValueError(f"--executor must be {' or '.join(EXECUTORS)}, got {name!r}")
+        raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
     return EXECUTORS[name]  # type: ignore[index]

@@ -49,10 +49,12 @@ def run_campaign(
     num_cpus: float | None = None,
     num_gpus: float | None = None,
     check: Callable[[list[str]], None] | None = None,
+    members_per_job: int = 0,
 ) -> pd.DataFrame:
     """Run every missing (condition, seed) of `spec` into `out`; the results table (see
     `tsda.campaign.store`). `check`, when given, parses each condition's `tsda fit`
-    arguments (of the first seed) before any run starts (`validate_conditions`); the
+    arguments (of the first seed) before any run starts (`validate_conditions`);
+    `members_per_job`: runs per process of the ensemble executor (0 = all); the
     `tsda campaign` command passes `check_fit_args`."""
     execute = executor_for(executor)
     if check is not None:
@@ -69,7 +71,7 @@ def run_campaign(
         _print_row(row)
 
     options = ExecutorOptions(
-        workers=workers, address=address,
+        workers=workers, members_per_job=members_per_job, address=address,
         num_cpus=spec.resources["num_cpus"] if num_cpus is None else num_cpus,
         num_gpus=spec.resources["num_gpus"] if num_gpus is None else num_gpus,
     )

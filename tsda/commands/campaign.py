@@ -1,6 +1,7 @@
 """Campaigns: every (condition, seed) of a study as an ordinary `tsda fit` run.
 
-    tsda campaign run SPEC --out DIR [--executor local|ray] [--workers N] [--address auto]
+    tsda campaign run SPEC --out DIR [--executor local|ray|ensemble] [--workers N]
+                      [--members_per_job M] [--address auto]
                       [--num_cpus C] [--num_gpus G] [--conditions a,b] [--seeds 0-4]
                       [--dry_run] [extra fit overrides for every run, e.g. --data.train_fraction 0.2]
     tsda campaign report DIR [--metric test_weighted_f1] [--alpha 0.05]
@@ -27,7 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("spec", help="campaign YAML (experiments/<study>/campaign.yaml)")
     run.add_argument("--out", required=True, help="campaign directory (results.parquet, runs/)")
     run.add_argument("--executor", choices=list(EXECUTORS), default="local")
-    run.add_argument("--workers", type=int, default=1, help="local: concurrent run processes")
+    run.add_argument("--workers", type=int, default=1, help="local, ensemble: concurrent processes")
+    run.add_argument("--members_per_job", type=int, default=0,
+                     help="ensemble: runs per process (0 = all); runs that stack train as one batched model")
     run.add_argument("--address", default=None, help="ray: cluster address (auto, ray://host:10001)")
     run.add_argument("--num_cpus", type=float, default=None, help="ray: CPUs per run (default: spec)")
     run.add_argument("--num_gpus", type=float, default=None, help="ray: GPUs per run (default: spec)")
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     from tsda.commands.fit import check_fit_args  # Lightning: imported only to run
 
     frame = run_campaign(spec, args.out, args.executor, args.workers, extra, conditions, seeds,
-                         args.address, args.num_cpus, args.num_gpus, check=check_fit_args)
+                         args.address, args.num_cpus, args.num_gpus, check=check_fit_args,
+                         members_per_job=args.members_per_job)
     failed = int((frame["status"] != "ok").sum())
     print(f"campaign {spec.name}: {len(frame) - failed} ok, {failed} failed; results: "
           f"{Path(args.out) / 'results.parquet'}", flush=True)

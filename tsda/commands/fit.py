@@ -60,7 +60,9 @@ class TsdaCLI(LightningCLI):
             metric, mode = monitor
             callbacks.append(ModelCheckpoint(dirpath=self.run_dir / "checkpoints", monitor=metric,
                                              mode=mode, save_top_k=1, filename="best"))
-            callbacks.append(EarlyStopping(monitor=metric, mode=mode, patience=cfg.patience))
+            callbacks.append(EarlyStopping(monitor=metric, mode=mode, patience=cfg.patience,
+                                           check_on_train_epoch_end=False))  # at validation end: a run
+            # that max_steps stops mid-epoch (no validation yet) ends instead of failing
         # every run keeps last.ckpt, the state to resume from with --ckpt_path, written at the end
         # of every training epoch (after that epoch's validation, so early stopping and the best
         # score travel with it; also when validation runs less often), so a run stopped by
@@ -189,3 +191,24 @@ def check_fit_args(args: list[str]) -> None:
 def main(argv: list[str]) -> None:
     """`tsda fit ARGS`."""
     run_fit(argv)
+
+
+class _BuildOnlyCLI(TsdaCLI):
+    """Parses `tsda fit` arguments, seeds, and builds the datamodule and the model as
+    `run_fit` does (same seed, same initial weights), without a Trainer or a run directory."""
+
+    def instantiate_classes(self) -> None:
+        self.config_init = self.parser.instantiate_classes(self.config)
+        self.datamodule = self._get(self.config_init, "data")
+        self.model = self._get(self.config_init, "model")
+
+
+def build_fit(args: list[str]) -> tuple[L.LightningModule, FlowDataModule, Any, str]:
+    """`(model, datamodule, config, config YAML)` of `tsda fit ARGS`, built as `run_fit` builds
+    them (the global seed is set from `seed_everything` first, so the model's initial weights
+    are those of the `tsda fit` run; the caller forks the global RNG if it must be kept)."""
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+    cli = _BuildOnlyCLI(L.LightningModule, FlowDataModule, subclass_mode_model=True, seed_everything_default=0,
+                        trainer_defaults={"use_distributed_sampler": False, "max_epochs": 20},
+                        args=list(args), run=False, auto_configure_optimizers=False)
+    return cli.model, cli.datamodule, cli.config, cli.parser.dump(cli.config, skip_none=False)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -18,6 +20,14 @@ from tsda.data.curation import (FILE_ROW, SOURCE_ROW, SPLIT_KINDS, SplitKind, ch
 from tsda.data.sources import FlowDataError, ParquetColumns, parquet_rows, read_parquet
 from tsda.data.table import FlowTable
 from tsda.seeds import seeded_generator
+
+
+#: hyper-parameters that do not change the curated table (left out of its cache key)
+_NOT_TABLE = ("batch_size", "eval_batch_size", "sampler", "sampler_seed", "split_seed", "train_fraction")
+#: curated tables of the last sources read in this process (a campaign's ensemble job builds
+#: one datamodule per member from the same file: it is read and curated once)
+_TABLES: OrderedDict[tuple[Any, ...], tuple[FlowTable, dict[str, int]]] = OrderedDict()
+_TABLES_KEPT = 2
 
 
 class IndexBatchSampler(Sampler[torch.Tensor]):
@@ -247,10 +257,31 @@ class FlowDataModule(L.LightningDataModule):
 
     @property
     def table(self) -> FlowTable:
-        """The curated table (every split)."""
+        """The curated table (every split); a source already read and curated the same way in
+        this process (same file, size and modification time) is not read again."""
         if self._table is None:
-            self._table = self._load()
+            key = self._table_key()
+            if key is not None and key in _TABLES:
+                _TABLES.move_to_end(key)
+                self._table, dropped = _TABLES[key]
+                self.dropped_classes = dict(dropped)
+            else:
+                self._table = self._load()
+                if key is not None:
+                    _TABLES[key] = (self._table, dict(self.dropped_classes))
+                    while len(_TABLES) > _TABLES_KEPT:
+                        _TABLES.popitem(last=False)
         return self._table
+
+    def _table_key(self) -> tuple[Any, ...] | None:
+        """What the curated table depends on: the file's identity and the curation settings
+        (None for the simulator, which is cheap to rebuild)."""
+        h = self.hparams
+        if h.path is None or not os.path.isfile(h.path):
+            return None
+        stat = os.stat(h.path)
+        settings = tuple(sorted((k, repr(v)) for k, v in h.items() if k not in _NOT_TABLE))
+        return (os.path.realpath(h.path), stat.st_size, stat.st_mtime_ns, settings, repr(self.known_classes))
 
     @property
     def class_names(self) -> list[str]:
@@ -304,16 +335,26 @@ class FlowDataModule(L.LightningDataModule):
         batch = self.tensors[name]
         h = self.hparams
         rank, world = self._rank() if shard else (0, 1)
-        weights = None
-        if train and h.sampler == "class_weighted":
-            counts = torch.bincount(batch.labels.cpu(), minlength=self.num_classes).double()
-            weights = (1.0 / counts.clamp_min(1))[batch.labels.cpu()]
-        sampler = IndexBatchSampler(
-            len(batch), h.batch_size if train else h.eval_batch_size, shuffle=train,
-            weights=weights, seed=h.split_seed if h.sampler_seed is None else h.sampler_seed,
-            rank=rank, world_size=world, pad=train,
-        )
+        if train:
+            sampler = self.train_sampler(h.split_seed if h.sampler_seed is None else h.sampler_seed, rank, world)
+        else:
+            sampler = IndexBatchSampler(len(batch), h.eval_batch_size, shuffle=False, rank=rank,
+                                        world_size=world, pad=False)
         return DataLoader(_BatchDataset(batch), sampler=sampler, batch_size=None, collate_fn=_identity)
+
+    def train_sampler(self, seed: int, rank: int = 0, world_size: int = 1) -> IndexBatchSampler:
+        """The training split's batch sampler drawing from `seed` (shuffled, or class-weighted
+        with `sampler: class_weighted`): what `train_dataloader` iterates, and what each
+        member of an ensemble (`tsda.lit.ensemble`) draws its own batch order from."""
+        if "train" not in self.tensors:
+            self.setup()
+        labels = self.tensors["train"].labels.cpu()
+        weights = None
+        if self.hparams.sampler == "class_weighted":
+            counts = torch.bincount(labels, minlength=self.num_classes).double()
+            weights = (1.0 / counts.clamp_min(1))[labels]
+        return IndexBatchSampler(len(labels), self.hparams.batch_size, shuffle=True, weights=weights, seed=seed,
+                                 rank=rank, world_size=world_size, pad=True)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
