@@ -1,4 +1,4 @@
-"""The contract every generator module (cGAN, diffusion, joint) fulfils.
+"""The contract every generator module (cGAN, diffusion, transformer, joint) fulfils.
 
 `tsda sample`, `tsda evaluate`, the fidelity callback and `GeneratorAugmentation` talk
 to generators only through this contract, so each works for every generator.
