@@ -24,7 +24,7 @@ from tsda.commands.ensemble import main as ensemble_main
 from tsda.commands.fit import run_fit
 from tsda.lit.checkpoint import read_checkpoint
 from tsda.lit.classifier import ClassifierModule
-from tsda.lit.ensemble import EnsembleSettings, StackedClassifier, train_ensemble
+from tsda.lit.ensemble import EnsembleSettings, StackedClassifier, fit_ensemble
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_ARGS = ["-c", str(BASE), "--data.synthetic_scale", "0.03", "--data.synthetic_apps", "4",
@@ -42,9 +42,9 @@ def _no_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
 def _weights_after(args: list[str], seeds: list[int], tmp_path: Path) -> tuple[dict, dict]:
     """Member weights of one ensemble and of separate `tsda fit` runs, after `args`' steps."""
     runs = [Run([*args, "--seed_everything", str(s), "--run_dir", str(tmp_path / f"m{s}")]) for s in seeds]
-    outcomes: dict[int, dict[str, torch.Tensor]] = {}
-    train_ensemble([r.model for r in runs], runs[0].datamodule, EnsembleSettings(max_epochs=1, max_steps=5),
-                   lambda o: outcomes.__setitem__(seeds[o.index], o.best_state))
+    done = fit_ensemble([r.model for r in runs], runs[0].datamodule, EnsembleSettings(max_epochs=1, max_steps=5))
+    outcomes = {seeds[o.index]: o.best_state for o in done}
+    assert all(o.steps == 5 and o.best_score is None for o in done)  # stopped by max_steps before validating
     separate = {}
     for s in seeds:
         run_fit([*args, "--seed_everything", str(s), "--run_dir", str(tmp_path / f"fit{s}")])
@@ -73,6 +73,24 @@ def test_stacked_forward_equals_each_net(tmp_path: Path) -> None:
     out = stack(x, train=False)  # (2, 32, K)
     for k, r in enumerate(runs):
         torch.testing.assert_close(out[k], r.model.net.eval()(x), rtol=1e-5, atol=1e-6)
+
+
+def test_stopped_members_leave_the_stack_with_their_optimiser_state() -> None:
+    runs = [Run([*TINY_ARGS, "--seed_everything", str(s)]) for s in (0, 1, 2)]
+    stack = StackedClassifier([r.model.net for r in runs])
+    optimizer = torch.optim.Adam(stack.params.values(), lr=1e-3)
+    runs[0].datamodule.setup()
+    x = runs[0].datamodule.tensors["train"].x[:16]
+    stack(x, train=True).square().mean().backward()
+    optimizer.step()
+    before = {k: v.detach().clone() for k, v in stack.params.items()}
+    moments = {k: optimizer.state[v]["exp_avg"].clone() for k, v in stack.params.items()}
+    new = stack.keep(torch.tensor([0, 2]), optimizer)
+    assert len(stack) == 2
+    for name, value in stack.params.items():
+        assert torch.equal(value, before[name][[0, 2]])
+        assert torch.equal(new.state[value]["exp_avg"], moments[name][[0, 2]])
+    assert stack.member_state(1)["classifier.weight"].equal(before["classifier.weight"][2])
 
 
 def test_members_stop_on_their_own_and_write_fit_run_directories(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ import torch
 from tsda.commands.fit import build_fit, run_fit, run_test, write_run_metrics
 from tsda.data.datamodule import FlowDataModule
 from tsda.lit.classifier import ClassifierModule
-from tsda.lit.ensemble import EnsembleSettings, MemberOutcome, train_ensemble
+from tsda.lit.ensemble import EnsembleSettings, MemberOutcome, fit_ensemble
 from tsda.logging import log_summary_run
 from tsda.runs import atomic_path
 
@@ -155,8 +155,8 @@ def _log_member(run: Run, metrics: dict[str, Any], history: list[dict[str, float
 
 
 def train_group(group: Sequence[Run], device: str) -> None:
-    """Train one group of batchable runs as an ensemble; each member's run directory is
-    written as it stops."""
+    """Train one group of batchable runs as an ensemble, then test each member's best
+    weights and write its run directory."""
     first = group[0]
     trainer = first.config.trainer
     settings = EnsembleSettings(max_epochs=int(trainer.max_epochs if trainer.max_epochs is not None else 1000),
@@ -167,9 +167,8 @@ def train_group(group: Sequence[Run], device: str) -> None:
     datamodule = first.datamodule
     print(f"ensemble: {len(group)} member(s) on {settings.device}: "
           + ", ".join(str(r.run_dir) for r in group), flush=True)
-    train_ensemble([r.model for r in group], datamodule, settings,  # type: ignore[misc]
-                   lambda outcome: finish_member(group[outcome.index], outcome, datamodule, settings.device,
-                                                 len(group)))
+    for outcome in fit_ensemble([r.model for r in group], datamodule, settings):  # type: ignore[misc]
+        finish_member(group[outcome.index], outcome, datamodule, settings.device, len(group))
 
 
 def run_jobs(runs_args: Sequence[Sequence[str]], device: str = "auto") -> None:

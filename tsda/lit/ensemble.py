@@ -2,9 +2,10 @@
 
 A campaign's runs are small models (a ~116k-parameter CNN) trained one process each, so a
 campaign pays N times the process start, the data load and a launch-bound training loop.
-`train_ensemble` trains the N members of a group in one loop instead:
+`fit_ensemble` trains the N members of a group as one run instead:
 
-- one batched model: the members' weights are stacked (`torch.func.stack_module_state`) and
+- one LightningModule (`EnsembleModule`) run by Lightning's Trainer over a batched model:
+  the members' weights are stacked (`torch.func.stack_module_state`) and
   the forward pass is `vmap(functional_call)` over the member axis. Chosen over grouped
   convolutions because it batches any `FlowClassifier` (CNN or GRU) without a second
   implementation of each backbone, and its BatchNorm running statistics stay per member
@@ -18,7 +19,13 @@ campaign pays N times the process start, the data load and a launch-bound traini
 - per-member validation and early stopping with Lightning's rules (strict improvement of
   the monitor, `patience` validations without one); a member that stops keeps its best
   weights and leaves the stack (the weights, buffers and Adam moments of the others are
-  sliced out), so the others go on at the speed of a smaller ensemble.
+  sliced out, the Trainer gets the sliced optimiser), so the others go on at the speed of a
+  smaller ensemble; the Trainer stops when no member is left.
+
+Each step is one optimiser step of every active member (manual optimisation: one Adam over
+the stacked tensors, one backward of the members' summed losses, which keeps their
+gradients apart because no tensor is shared). The training loader yields `(N, B)` index
+tensors, row r drawn by member r's sampler.
 
 Members must share what makes their tensors stack: backbone and its arguments, optimiser
 settings, label smoothing, and the training batch (batch size, policy, whether an
@@ -30,17 +37,18 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from tsda.data.batch import FlowBatch
-from tsda.data.datamodule import FlowDataModule
+from tsda.data.datamodule import FlowDataModule, IndexBatchSampler
 from tsda.lit.classifier import ClassifierModule
 from tsda.nets.classifier import FlowClassifier
 
@@ -64,8 +72,9 @@ class EnsembleSettings:
 class MemberOutcome:
     """What a member's training left: `best_state` (its `net.state_dict()` at the best
     validation, CPU), `best_score`/`best_epoch` (None without validation), `epochs`
-    trained, `steps`, `history` (one row per epoch: epoch, step, train_loss and the val_*
-    metrics when validated) and `fit_seconds` (wall time from the ensemble's start)."""
+    trained, `steps` (the ensemble's optimiser steps when it ended), `history` (one row per
+    validation: epoch, step, train_loss, val_*) and `fit_seconds` (wall time from the
+    ensemble's start to the member's end)."""
 
     index: int
     best_state: dict[str, torch.Tensor]
@@ -102,6 +111,11 @@ class StackedClassifier:
         shared = x.ndim == 3
         return vmap(self._one, in_dims=(0, 0, None if shared else 0))(self.params, self.buffers, x)
 
+    def to(self, device: torch.device) -> None:
+        """Move the stacks to `device` (before an optimiser is built over them)."""
+        self.params = {k: v.detach().to(device).requires_grad_(True) for k, v in self.params.items()}
+        self.buffers = {k: v.to(device) for k, v in self.buffers.items()}
+
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         """Member `k`'s weights and buffers as a `net.state_dict()` (detached CPU copies)."""
         return {name: t[k].detach().cpu().clone() for name, t in (*self.params.items(), *self.buffers.items())}
@@ -134,53 +148,54 @@ def member_loss(logits: torch.Tensor, batches: Sequence[FlowBatch], num_classes:
     return F.cross_entropy(flat, target, reduction="none", label_smoothing=label_smoothing).view(n, b).mean(1)
 
 
-def evaluate_members(stack: StackedClassifier, split: FlowBatch, num_classes: int,
-                     batch_size: int) -> list[dict[str, float]]:
-    """Per member `{loss, weighted_f1, macro_f1, accuracy}` on `split` (one pass of all members)."""
-    preds, losses = [], []
-    with torch.no_grad():
-        for start in range(0, len(split), batch_size):
-            part = split.index(torch.arange(start, min(start + batch_size, len(split)), device=split.device))
-            logits = stack(part.x, train=False)  # (N, b, K)
-            preds.append(logits.argmax(2))
-            n, b, k = logits.shape
-            ce = F.cross_entropy(logits.reshape(n * b, k), part.labels.repeat(n), reduction="none").view(n, b)
-            losses.append(ce.sum(1))
-    pred = torch.cat(preds, 1)  # (N, M)
-    loss = torch.stack(losses).sum(0) / len(split)  # (N,)
+def member_scores(pred: torch.Tensor, loss_sum: torch.Tensor, labels: torch.Tensor,
+                  num_classes: int) -> list[dict[str, float]]:
+    """Per member `{loss, weighted_f1, macro_f1, accuracy}` from `pred (N, M)` predictions of
+    the `M` flows of `labels (M,)` and `loss_sum (N,)` summed cross-entropies."""
     rows = []
-    for k in range(len(stack)):
-        p, y = pred[k], split.labels
+    for k in range(pred.shape[0]):
+        p = pred[k]
         rows.append({
-            "loss": float(loss[k]),
-            "weighted_f1": float(multiclass_f1_score(p, y, num_classes, average="weighted")),
-            "macro_f1": float(multiclass_f1_score(p, y, num_classes, average="macro")),
-            "accuracy": float(multiclass_accuracy(p, y, num_classes, average="micro")),
+            "loss": float(loss_sum[k]) / len(labels),
+            "weighted_f1": float(multiclass_f1_score(p, labels, num_classes, average="weighted")),
+            "macro_f1": float(multiclass_f1_score(p, labels, num_classes, average="macro")),
+            "accuracy": float(multiclass_accuracy(p, labels, num_classes, average="micro")),
         })
     return rows
 
 
-def prepare_members(members: Sequence[ClassifierModule], datamodule: FlowDataModule, device: torch.device) -> None:
-    """Move the members to `device` and give each augmentation its run context (as
-    `ClassifierModule.on_fit_start` does inside a Trainer)."""
-    from tsda.lit.generative import prepare_augmentation
+class StackedIndices(Sampler[torch.Tensor]):
+    """Yields `(N, b)` int64 index tensors: row r is the next batch of the r-th active
+    member's own `IndexBatchSampler` (its seed, epoch and class weighting). `active` is
+    shared with the module, so members that stop leave the draws from the next epoch on."""
 
-    for m in members:
-        m.to(device)
-        if m.augmentation is not None:
-            prepare_augmentation(m.augmentation, device=device, class_names=m.class_names,
-                                 generator=m.augmentation_generator(), codec=datamodule.codec)
+    def __init__(self, samplers: Sequence[IndexBatchSampler], active: list[int]) -> None:
+        self.samplers, self.active = list(samplers), active
+
+    def set_epoch(self, epoch: int) -> None:
+        for sampler in self.samplers:
+            sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for rows in zip(*(iter(self.samplers[i]) for i in list(self.active))):
+            yield torch.stack(rows)
+
+    def __len__(self) -> int:
+        return len(self.samplers[0])
 
 
-def start_epoch(members: Sequence[ClassifierModule], epoch: int) -> None:
-    """The augmentations' epoch hooks (pool refreshes), as `on_train_epoch_start` calls them."""
-    for m in members:
-        if m.augmentation is not None:
-            for aug in m.augmentation.walk():
-                aug.on_epoch_start(epoch, m.augmentation_generator())
+class _Indices(Dataset):
+    """`dataset[idx] = idx`: the training loader hands the `(N, B)` index tensors through."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        return idx
 
 
-OnDone = Callable[[MemberOutcome], None]
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 @dataclass
@@ -202,76 +217,153 @@ class _Tracker:
         return self.wait >= patience
 
 
-def train_ensemble(members: Sequence[ClassifierModule], datamodule: FlowDataModule, settings: EnsembleSettings,
-                   on_done: OnDone) -> None:
-    """Train `members` (ClassifierModules of one group) on `datamodule`'s splits as one
-    batched model; `on_done(outcome)` as each member stops (early stopping, `max_epochs`,
-    `max_steps`), in the order they stop."""
-    device = torch.device(settings.device)
-    datamodule.setup()
-    for name in ("train", "val"):
-        datamodule.tensors[name] = datamodule.tensors[name].to(device)
-    train, val = datamodule.tensors["train"], datamodule.tensors["val"]
-    prepare_members(members, datamodule, device)
-    first = members[0].hparams
-    stack = StackedClassifier([m.net for m in members])
-    optimizer: torch.optim.Optimizer = torch.optim.Adam(stack.params.values(), lr=first.lr,
-                                                        weight_decay=first.weight_decay)
-    samplers = [datamodule.train_sampler(int(m.hparams.seed)) for m in members]
-    active = list(range(len(members)))  # member index of each stack row
-    trackers = [_Tracker() for _ in members]
-    started, step = time.perf_counter(), 0
-    k = int(first.num_classes)
+class EnsembleModule(L.LightningModule):
+    """`members` (ClassifierModules of one group, see the module docstring) as one module.
 
-    def finish(i: int, epochs: int) -> None:
-        t = trackers[i]
-        state = t.best_state if t.best_state is not None else stack.member_state(active.index(i))
-        on_done(MemberOutcome(i, state, t.best_score, t.best_epoch, epochs, step,
-                              time.perf_counter() - started, t.history))
+    Args:
+        members: the runs; their nets' weights become the stack (the members keep their
+            hparams, augmentations and augmentation generators).
+        datamodule: the shared data (its tensors are the training and validation flows).
+        patience: validations without a strict improvement of `val_weighted_f1` after
+            which a member stops.
 
-    for epoch in range(settings.max_epochs):
-        live = [members[i] for i in active]
-        start_epoch(live, epoch)
-        orders = []
-        for i in active:
-            samplers[i].set_epoch(epoch)
-            orders.append(list(iter(samplers[i])))
-        loss_sum = torch.zeros(len(active), device=device)
-        flows = 0
-        stopped_by_steps = False
-        for b in range(len(orders[0])):
-            batches = [m.training_batch(train.index(order[b].to(device))) for m, order in zip(live, orders)]
-            x = torch.stack([batch.x for batch in batches])  # (N, B', C, L)
-            losses = member_loss(stack(x, train=True), batches, k, float(first.label_smoothing))  # (N,)
-            optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            optimizer.step()
-            loss_sum += losses.detach() * len(batches[0])
-            flows += len(batches[0])
-            step += 1
-            if 0 <= settings.max_steps <= step:
-                stopped_by_steps = True
-                break
-        train_loss = (loss_sum / max(flows, 1)).tolist()
-        validate = settings.validate and (epoch + 1) % settings.check_val_every_n_epoch == 0
-        scores = evaluate_members(stack, val, k, datamodule.hparams.eval_batch_size) if validate else None
-        stopping = []
-        for row, i in enumerate(active):
-            entry: dict[str, float] = {"epoch": epoch, "step": step, "train_loss": train_loss[row]}
-            if scores is not None:
-                entry.update({f"val_{name}": v for name, v in scores[row].items()})
-                if trackers[i].update(scores[row]["weighted_f1"], epoch,
-                                      lambda r=row: stack.member_state(r), settings.patience):
-                    stopping.append(i)
-            trackers[i].history.append(entry)
-        last = stopped_by_steps or epoch + 1 == settings.max_epochs
-        for i in (list(active) if last else stopping):
-            finish(i, epoch + 1)
-        if last:
+    After `Trainer.fit`, `outcomes` holds one `MemberOutcome` per member, in member order.
+    """
+
+    def __init__(self, members: Sequence[ClassifierModule], datamodule: FlowDataModule, patience: int) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self._members = tuple(members)  # a tuple: not registered as submodules (no weights of theirs here)
+        self._data = datamodule
+        self.patience = patience
+        self.stack = StackedClassifier([m.net for m in members])
+        self.active = list(range(len(members)))  # member index of each stack row
+        self.trackers = [_Tracker() for _ in members]
+        self.outcomes: list[MemberOutcome | None] = [None] * len(members)
+        self.num_classes = int(members[0].hparams.num_classes)
+        self.smoothing = float(members[0].hparams.label_smoothing)
+        self._started = time.perf_counter()
+        self._loss_sum: torch.Tensor | None = None
+        self._flows = 0
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    # -- data: each member's own batch order, one shared copy of the flows ------------------
+    def train_dataloader(self) -> DataLoader:
+        samplers = [self._data.train_sampler(int(m.hparams.seed)) for m in self._members]
+        return DataLoader(_Indices(), sampler=StackedIndices(samplers, self.active), batch_size=None,
+                          collate_fn=_identity)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._data.val_dataloader()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        self.stack.to(self.device)
+        h = self._members[0].hparams
+        return torch.optim.Adam(self.stack.params.values(), lr=h.lr, weight_decay=h.weight_decay)
+
+    def on_fit_start(self) -> None:
+        """Members on the device, each augmentation given its run context (as
+        `ClassifierModule.on_fit_start`), the flows on the device once."""
+        from tsda.lit.generative import prepare_augmentation
+
+        self._data.setup()
+        for m in self._members:
+            m.to(self.device)
+            if m.augmentation is not None:
+                prepare_augmentation(m.augmentation, device=self.device, class_names=m.class_names,
+                                     generator=m.augmentation_generator(), codec=self._data.codec)
+        self._started = time.perf_counter()
+
+    def on_train_epoch_start(self) -> None:
+        for i in self.active:
+            m = self._members[i]
+            if m.augmentation is not None:
+                for aug in m.augmentation.walk():
+                    aug.on_epoch_start(self.current_epoch, m.augmentation_generator())
+        self._loss_sum, self._flows = None, 0
+
+    def training_step(self, idx: torch.Tensor, batch_idx: int) -> None:
+        """`idx (N, B)`: one optimiser step of every active member on its own batch."""
+        train = self._data.tensors["train"]
+        batches = [self._members[i].training_batch(train.index(idx[r].to(train.device)))
+                   for r, i in enumerate(self.active)]
+        losses = member_loss(self.stack(torch.stack([b.x for b in batches]), train=True), batches,
+                             self.num_classes, self.smoothing)  # (N,)
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(losses.sum())
+        optimizer.step()
+        weighted = losses.detach() * len(batches[0])
+        self._loss_sum = weighted if self._loss_sum is None else self._loss_sum + weighted
+        self._flows += len(batches[0])
+
+    # -- validation, early stopping and best weights per member -----------------------------
+    def validation_step(self, batch: FlowBatch, batch_idx: int) -> None:
+        logits = self.stack(batch.x, train=False)  # (N, b, K)
+        n, b, k = logits.shape
+        ce = F.cross_entropy(logits.reshape(n * b, k), batch.labels.repeat(n), reduction="none").view(n, b)
+        self._val.append((logits.argmax(2), ce.sum(1)))
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or not self._val:
+            self._val = []
             return
-        if stopping:
-            active_rows = [r for r, i in enumerate(active) if i not in stopping]
-            if not active_rows:
-                return
-            optimizer = stack.keep(torch.tensor(active_rows, device=device), optimizer)
-            active = [active[r] for r in active_rows]
+        pred = torch.cat([p for p, _ in self._val], 1)  # (N, M)
+        loss = torch.stack([s for _, s in self._val]).sum(0)  # (N,)
+        self._val = []
+        scores = member_scores(pred, loss, self._data.tensors["val"].labels.to(pred.device), self.num_classes)
+        train_loss = (self._loss_sum / max(self._flows, 1)).tolist() if self._loss_sum is not None else None
+        stopping = []
+        for r, i in enumerate(self.active):
+            entry = {"epoch": self.current_epoch, "step": self.global_step,
+                     **({"train_loss": train_loss[r]} if train_loss else {}),
+                     **{f"val_{name}": v for name, v in scores[r].items()}}
+            self.trackers[i].history.append(entry)
+            if self.trackers[i].update(scores[r]["weighted_f1"], self.current_epoch,
+                                       lambda r=r: self.stack.member_state(r), self.patience):
+                stopping.append(i)
+        for i in stopping:
+            self._finish(i, self.current_epoch + 1)
+        self._drop(stopping)
+
+    def _finish(self, i: int, epochs: int) -> None:
+        t = self.trackers[i]
+        state = t.best_state if t.best_state is not None else self.stack.member_state(self.active.index(i))
+        self.outcomes[i] = MemberOutcome(i, state, t.best_score, t.best_epoch, epochs, self.global_step,
+                                         time.perf_counter() - self._started, t.history)
+
+    def _drop(self, stopping: list[int]) -> None:
+        """Slice the stopped members out of the stack and the Trainer's optimiser; stop the
+        Trainer when none is left."""
+        if not stopping:
+            return
+        rows = [r for r, i in enumerate(self.active) if i not in stopping]
+        if not rows:
+            self.trainer.should_stop = True
+            return
+        self.trainer.strategy.optimizers = [self.stack.keep(torch.tensor(rows, device=self.device),
+                                                            self.trainer.optimizers[0])]
+        self.active[:] = [self.active[r] for r in rows]
+
+    def on_fit_end(self) -> None:
+        """Members still training at the end (max_epochs, max_steps) end with their best
+        weights (the last ones when they were never validated); `epochs` is the Trainer's
+        epoch count, as `tsda fit` records it."""
+        for i in list(self.active):
+            if self.outcomes[i] is None:
+                self._finish(i, max(self.current_epoch, 1))
+
+
+def fit_ensemble(members: Sequence[ClassifierModule], datamodule: FlowDataModule,
+                 settings: EnsembleSettings) -> list[MemberOutcome]:
+    """Train `members` on `datamodule` as one `EnsembleModule` with Lightning's Trainer; one
+    `MemberOutcome` per member (member order)."""
+    module = EnsembleModule(members, datamodule, settings.patience)
+    trainer = L.Trainer(accelerator="gpu" if settings.device == "cuda" else "cpu", devices=1,
+                        max_epochs=settings.max_epochs, max_steps=settings.max_steps,
+                        check_val_every_n_epoch=settings.check_val_every_n_epoch,
+                        limit_val_batches=1.0 if settings.validate else 0, num_sanity_val_steps=0,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, use_distributed_sampler=False)
+    trainer.fit(module)
+    return [o for o in module.outcomes if o is not None]
