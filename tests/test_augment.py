@@ -536,7 +536,7 @@ def test_cli_list_shows_every_augmentation(capsys: pytest.CaptureFixture) -> Non
     for name, cls in AUGMENTATIONS.items():
         assert any(line.split()[:2] == [name, cls.family] for line in text.splitlines()), name
     assert "max_shift=4" in text
-    assert "ckpt=<required>" in text
+    assert "ckpt='', pool_file=''" in text  # the generator: a checkpoint or a pool file
 
 
 def test_cli_preview_and_enlarge(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
