@@ -30,12 +30,20 @@ def wandb_records(path: Path) -> list:
     return records
 
 
-def offline_summary(wandb_dir: Path) -> tuple[Path, dict[str, Any]]:
-    """The one offline run under `wandb_dir` (a `wandb/` folder) and its summary keys."""
+def offline_summary(wandb_dir: Path, wait: float = 30.0) -> tuple[Path, dict[str, Any]]:
+    """The one offline run under `wandb_dir` (a `wandb/` folder) and its summary keys. The
+    log is re-read for up to `wait` seconds until it holds a summary record: on a loaded
+    machine wandb's writer process may still be flushing when `finish()` has returned."""
+    import time
+
     (run_dir,) = wandb_dir.glob("offline-run-*")
-    summary: dict[str, Any] = {}
-    for record in wandb_records(next(run_dir.glob("run-*.wandb"))):
-        if record.WhichOneof("record_type") == "summary":
-            summary.update({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                            for item in record.summary.update})
-    return run_dir, summary
+    deadline = time.monotonic() + wait
+    while True:
+        summary: dict[str, Any] = {}
+        for record in wandb_records(next(run_dir.glob("run-*.wandb"))):
+            if record.WhichOneof("record_type") == "summary":
+                summary.update({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                                for item in record.summary.update})
+        if summary or time.monotonic() > deadline:
+            return run_dir, summary
+        time.sleep(0.5)
