@@ -187,21 +187,30 @@ class ClassifierModule(L.LightningModule):
         self._rng.load_from(checkpoint)
 
     def on_fit_start(self) -> None:
-        """Give the augmentation tree its run context (generator checkpoints load here, on
-        the training device, and are checked against the data before training starts)."""
+        self.prepare_augmentation(getattr(getattr(self.trainer, "datamodule", None), "codec", None))
+
+    def prepare_augmentation(self, codec: Any = None) -> None:
+        """Give the augmentation tree its run context on this module's device (generator
+        checkpoints load here and are checked against the data's classes and `codec`
+        before training starts); an ensemble calls it for each member."""
         if self.augmentation is None:
             return
         from tsda.lit.generative import prepare_augmentation
 
-        codec = getattr(getattr(self.trainer, "datamodule", None), "codec", None)
         prepare_augmentation(self.augmentation, device=self.device, class_names=self.class_names,
                              generator=self.augmentation_generator(), codec=codec)
+
+    def start_augmentation_epoch(self, epoch: int) -> None:
+        """The augmentations' epoch hooks (pool refreshes) with this run's generator."""
+        if self.augmentation is None:
+            return
+        for aug in self.augmentation.walk():
+            aug.on_epoch_start(epoch, self.augmentation_generator())
 
     def on_train_epoch_start(self) -> None:
         if self.augmentation is None:
             return
-        for aug in self.augmentation.walk():
-            aug.on_epoch_start(self.current_epoch, self.augmentation_generator())
+        self.start_augmentation_epoch(self.current_epoch)
         stats = self.augmentation_stats()
         if stats:
             self.log_dict(stats, on_step=False, on_epoch=True)

@@ -264,22 +264,15 @@ class EnsembleModule(L.LightningModule):
     def on_fit_start(self) -> None:
         """Members on the device, each augmentation given its run context (as
         `ClassifierModule.on_fit_start`), the flows on the device once."""
-        from tsda.lit.generative import prepare_augmentation
-
         self._data.setup()
         for m in self._members:
             m.to(self.device)
-            if m.augmentation is not None:
-                prepare_augmentation(m.augmentation, device=self.device, class_names=m.class_names,
-                                     generator=m.augmentation_generator(), codec=self._data.codec)
+            m.prepare_augmentation(self._data.codec)
         self._started = time.perf_counter()
 
     def on_train_epoch_start(self) -> None:
         for i in self.active:
-            m = self._members[i]
-            if m.augmentation is not None:
-                for aug in m.augmentation.walk():
-                    aug.on_epoch_start(self.current_epoch, m.augmentation_generator())
+            self._members[i].start_augmentation_epoch(self.current_epoch)
         self._loss_sum, self._flows = None, 0
 
     def training_step(self, idx: torch.Tensor, batch_idx: int) -> None:
