@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Does the transformer's validation NLL pick the checkpoint that samples best? Train the dropout
+# 0.1 variant of run.sh for a fixed 40 epochs (no early stopping), keep the checkpoints of epochs
+# 20, 30 and 40 (experiments/generators/epochs.yaml), sample 200 flows per app from each and
+# measure them in one `tsda evaluate` (TSTR/TRTR 3 seeds, patience 5; GB and GRU scores; latent
+# metrics in the guide's space), as run.sh does.
+# Usage (repository root): bash experiments/generators/run_epochs.sh [GEN=runs/gen] [OUT=runs/generators-epochs]
+set -euo pipefail
+GEN=${1:-runs/gen}
+OUT=${2:-runs/generators-epochs}
+DATA=${DATA:-../shared/data/fgnet/d1.parquet}
+export WANDB_MODE=${WANDB_MODE:-offline} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+RUN=$GEN/transformer_long  # the checkpoint folder of epochs.yaml
+mkdir -p "$OUT"
+if [ ! -f "$RUN/.done" ]; then
+  tsda fit -c configs/experiment/fgnet_transformer.yaml -c experiments/generators/epochs.yaml \
+    --data.train_fraction 0.1 --trainer.max_epochs 40 --patience 1000 --model.init_args.dropout 0.1 \
+    --trainer.enable_progress_bar false --run_dir "$RUN" > "$RUN.log" 2>&1
+  touch "$RUN/.done"
+fi
+files=() names=()
+for e in 019 029 039; do  # the checkpoints at the end of epochs 20, 30, 40
+  name=transformer_drop_e$((10#$e + 1))
+  [ -f "$OUT/$name.parquet" ] || tsda sample --ckpt "$RUN/checkpoints/epochs/e$e.ckpt" --per-class 200 \
+    --seed 0 --no-progress --out "$OUT/$name.parquet"
+  files+=("$OUT/$name.parquet") names+=("$name")
+done
+tsda evaluate --data.path "$DATA" --data.invalid_rows drop --data.train_fraction 0.1 \
+  --classifier "$GEN/guide/checkpoints/best.ckpt" --accelerator "${ACCELERATOR:-auto}" \
+  --tstr_seeds "${SEEDS:-3}" --tstr_patience 5 --tstr_max_epochs 200 --real_plus_synthetic false \
+  --synthetic "${files[@]}" --names "${names[@]}" --wandb.group generators --out "$OUT"
