@@ -6,6 +6,9 @@
 #   OUT/cgan_latent       latent-guided cVAE-GAN            (fgnet_cgan_latent.yaml + guide)
 #   OUT/diffusion         class-conditional DDPM, CFG       (fgnet_diffusion.yaml)
 #   OUT/diffusion_latent  latent-conditioned DDPM + guide   (fgnet_diffusion_guided.yaml + guide)
+#   OUT/transformer_10pct packet transformer, after the others (fgnet_transformer.yaml +
+#                         fgnet_transformer_10pct.yaml: 40 epochs, not a wall time; ~24 min on one core)
+# (OUT/transformer, the campaign's `transformer` condition, is experiments/generators/run.sh at e03cdd7.)
 # Usage (repository root): bash experiments/generative/train_generators.sh [TRAIN_SECONDS=2100] [OUT=runs/gen]
 # The four generators train side by side, one torch thread each, for TRAIN_SECONDS of wall time.
 set -euo pipefail
@@ -33,3 +36,9 @@ fi
 train cgan_latent configs/experiment/fgnet_cgan_latent.yaml --model.init_args.classifier_ckpt "$GUIDE" &
 train diffusion_latent configs/experiment/fgnet_diffusion_guided.yaml --model.init_args.classifier_ckpt "$GUIDE" &
 wait
+if [ ! -f "$OUT/transformer_10pct/.done" ]; then
+  tsda fit -c configs/experiment/fgnet_transformer.yaml -c configs/experiment/fgnet_transformer_10pct.yaml \
+    --data.path "$DATA" --trainer.enable_progress_bar false --run_dir "$OUT/transformer_10pct" \
+    > "$OUT/transformer_10pct.log" 2>&1
+  touch "$OUT/transformer_10pct/.done"
+fi
