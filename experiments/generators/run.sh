@@ -21,12 +21,10 @@ set -euo pipefail
 T=${1:-2400}
 GEN=${2:-runs/gen}
 OUT=${3:-runs/generators-es}
-DATA=${DATA:-../shared/data/fgnet/d1.parquet}
 VARIANTS=${VARIANTS:-"transformer_10pct:--model.init_args.dropout 0.1 --trainer.max_epochs 40"}
 export WANDB_MODE=${WANDB_MODE:-offline} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 HMS=$(printf '00:%02d:%02d:%02d' $((T / 3600)) $((T % 3600 / 60)) $((T % 60)))
-mkdir -p "$OUT"
-files=() names=()
+pairs=()
 IFS=, read -ra specs <<< "$VARIANTS"
 for spec in "${specs[@]}"; do
   name=${spec%%:*} overrides=${spec#*:}
@@ -37,11 +35,6 @@ for spec in "${specs[@]}"; do
       > "$GEN/$name.log" 2>&1
     touch "$GEN/$name/.done"
   fi
-  [ -f "$OUT/$name.parquet" ] || tsda sample --ckpt "$GEN/$name/checkpoints/${CKPT:-last}.ckpt" --per-class 200 \
-    --seed 0 --no-progress --out "$OUT/$name.parquet"
-  files+=("$OUT/$name.parquet") names+=("$name")
+  pairs+=("$name=$GEN/$name/checkpoints/${CKPT:-last}.ckpt")
 done
-tsda evaluate --data.path "$DATA" --data.invalid_rows drop --data.train_fraction 0.1 \
-  --classifier "$GEN/guide/checkpoints/best.ckpt" --accelerator "${ACCELERATOR:-auto}" \
-  --tstr_seeds "${SEEDS:-3}" --tstr_patience 5 --tstr_max_epochs 200 --real_plus_synthetic false \
-  --synthetic "${files[@]}" --names "${names[@]}" --wandb.group generators --out "$OUT"
+bash experiments/generators/evaluate.sh "$GEN" "$OUT" "${pairs[@]}"

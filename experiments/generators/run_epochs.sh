@@ -9,24 +9,16 @@
 set -euo pipefail
 GEN=${1:-runs/gen}
 OUT=${2:-runs/generators-epochs}
-DATA=${DATA:-../shared/data/fgnet/d1.parquet}
 export WANDB_MODE=${WANDB_MODE:-offline} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 RUN=$GEN/transformer_long  # the checkpoint folder of epochs.yaml
-mkdir -p "$OUT"
 if [ ! -f "$RUN/.done" ]; then
   tsda fit -c configs/experiment/fgnet_transformer.yaml -c experiments/generators/epochs.yaml \
     --data.train_fraction 0.1 --trainer.max_epochs 40 --model.init_args.dropout 0.1 \
     --trainer.enable_progress_bar false --run_dir "$RUN" > "$RUN.log" 2>&1
   touch "$RUN/.done"
 fi
-files=() names=()
+pairs=()
 for e in 019 029 039; do  # the checkpoints at the end of epochs 20, 30, 40
-  name=transformer_drop_e$((10#$e + 1))
-  [ -f "$OUT/$name.parquet" ] || tsda sample --ckpt "$RUN/checkpoints/epochs/e$e.ckpt" --per-class 200 \
-    --seed 0 --no-progress --out "$OUT/$name.parquet"
-  files+=("$OUT/$name.parquet") names+=("$name")
+  pairs+=("transformer_drop_e$((10#$e + 1))=$RUN/checkpoints/epochs/e$e.ckpt")
 done
-tsda evaluate --data.path "$DATA" --data.invalid_rows drop --data.train_fraction 0.1 \
-  --classifier "$GEN/guide/checkpoints/best.ckpt" --accelerator "${ACCELERATOR:-auto}" \
-  --tstr_seeds "${SEEDS:-3}" --tstr_patience 5 --tstr_max_epochs 200 --real_plus_synthetic false \
-  --synthetic "${files[@]}" --names "${names[@]}" --wandb.group generators --out "$OUT"
+bash experiments/generators/evaluate.sh "$GEN" "$OUT" "${pairs[@]}"
