@@ -5,7 +5,6 @@ the generator augmentation, unconditional mode and the shipped config."""
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import numpy as np
