@@ -42,7 +42,7 @@ def test_spec_validation_names_the_bad_key(tmp_path) -> None:
     good = {"base": str(BASE), "seeds": 2, "conditions": {"a": {}, "b": ["--data.sampler", "none"]}}
     spec = CampaignSpec.from_dict(good, tmp_path)
     assert spec.reference == "a" and spec.seeds == [0, 1] and spec.name == tmp_path.name
-    for bad, match in [({"sedes": [1]}, "sedes"), ({"reference": "zz"}, "reference"),
+    for bad, match in [({"sedes": [1]}, "sedes"), ({"reference": "zz"}, "reference"), ({"control": "zz"}, "control 'zz'"),
                        ({"base": "missing.yaml"}, "base"), ({"seeds": [1, 1]}, "seeds"),
                        ({"conditions": {"a b": {}}}, "a b"), ({"conditions": {"a": 3}}, "conditions.a"),
                        ({"resources": {"gpus": 1}}, "resources")]:
@@ -100,19 +100,30 @@ def test_finished_but_unrecorded_runs_are_adopted_not_rerun(tmp_path) -> None:
 
 def test_report_from_results(tmp_path) -> None:
     spec = CampaignSpec.from_yaml(write_spec(tmp_path, {"a": {}, "b": {}, "c": {}}, seeds=[0, 1, 2],
-                                             reference="b"))
+                                             reference="b", control="a"))
     out = tmp_path / "out"
+    wobble = {0: 0.0, 1: 0.003, 2: -0.002}  # per-seed noise of c, so that its paired differences vary
     for job in plan(spec, out):
-        fake_metrics(job, {"a": 0.6, "b": 0.7, "c": 0.8}[job.condition] + 0.01 * job.seed)
+        fake_metrics(job, {"a": 0.6, "b": 0.7, "c": 0.8}[job.condition] + 0.01 * job.seed
+                     + (wobble[job.seed] if job.condition == "c" else 0.0))
     run_campaign(spec, out)
     main(["report", str(out)])
     report = (out / "report.md").read_text()
     assert "![critical difference chart](cd_test_weighted_f1.png)" in report
     assert (out / "cd_test_weighted_f1.png").is_file() and (out / "per_class_f1.png").is_file()
     rows = [line for line in report.splitlines() if line.startswith("| c |")]
-    assert rows[0].startswith("| c | 3 | 0.8100 |")  # condition c: n 3, mean 0.81, best first
-    assert "| 0.1000 |" in rows[0]  # delta against the reference b
+    assert rows[0].startswith("| c | 3 | 0.8103 |")  # condition c: n 3, mean 0.8103, best first
+    assert "| 0.1003 |" in rows[0]  # delta against the reference b
     assert "latent_silhouette" in report and "Friedman chi2 = 6.000" in report
+    # the spec's control: c - a = 0.2 + wobble in every seed, b - a = 0.1 exactly (no t-test: NaN)
+    paired = report.split("paired against the control `a`")[1].split("##")[0]
+    c_row = next(line for line in paired.splitlines() if line.startswith("| c |"))
+    assert c_row.startswith("| c | 3 | 0.2003 |") and "| 3/3 |" in c_row
+    assert not any(line.startswith("| a |") for line in paired.splitlines())
+    main(["report", str(out), "--control", "b"])
+    assert "paired against the control `b`" in (out / "report.md").read_text()
+    with pytest.raises(ValueError, match="control 'zz' has no finished run"):
+        main(["report", str(out), "--control", "zz"])
 
 
 def runner(spec: Path, out: Path, *options: str) -> subprocess.Popen:

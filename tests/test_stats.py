@@ -71,6 +71,33 @@ def test_same_distribution_is_not_significant() -> None:
     assert stats.friedman_nemenyi(tied).pvalue == 1.0
 
 
+def test_paired_against_the_control_removes_the_seed_effect() -> None:
+    # +1 point in every seed, while seeds differ by ~2 points: only pairing sees it
+    frame = results({"control": 0.80, "up": 0.81, "same": 0.80}, n_seeds=8, noise=0.002, seed=3)
+    table = stats.paired_against(frame, "control")
+    assert list(table.index) == ["up", "same"]  # best mean difference first; no control row
+    up = table.loc["up"]
+    assert up["n"] == 8 and up["wins"] == "8/8" and up["mean_diff"] == pytest.approx(0.01, abs=0.003)
+    assert up["p"] < 1e-3 and up["ci_low"] > 0
+    assert table.loc["same", "p"] > 0.05 and table.loc["same", "ci_low"] < 0 < table.loc["same", "ci_high"]
+    from scipy.stats import ttest_ind
+    unpaired = ttest_ind(frame[frame.condition == "up"].test_weighted_f1,
+                         frame[frame.condition == "control"].test_weighted_f1).pvalue
+    assert unpaired > 100 * up["p"]
+    assert (table["p_holm"] >= table["p"]).all()
+    # a seed the control lacks is left out of every pair
+    assert stats.paired_against(frame[~((frame.condition == "control") & (frame.seed == 0))], "control")["n"].eq(7).all()
+    with pytest.raises(ValueError, match="control condition 'nope'"):
+        stats.paired_against(frame, "nope")
+
+
+def test_holm_adjustment_is_step_down_and_monotone() -> None:
+    adjusted = stats.holm(pd.Series({"a": 0.01, "b": 0.04, "c": 0.03, "d": math.nan}))
+    assert adjusted["a"] == pytest.approx(0.03) and adjusted["c"] == pytest.approx(0.06)
+    assert adjusted["b"] == pytest.approx(0.06) and math.isnan(adjusted["d"])
+    assert stats.holm(pd.Series({"a": 0.6, "b": 0.7}))["a"] == 1.0
+
+
 def test_critical_difference_matches_demsar_table() -> None:
     # Demsar (2006), Table 5(a): q_0.05 = 2.728 for k = 5
     assert stats.critical_difference(5, 30) == pytest.approx(2.728 * math.sqrt(5 * 6 / (6 * 30)), rel=1e-3)

@@ -1,7 +1,8 @@
 """Campaigns: every (condition, seed) of a study as an ordinary `tsda fit` run.
 
 A spec (`experiments/<study>/campaign.yaml`, see `CampaignSpec`) names a base config, the
-conditions (each a set of `tsda fit` overrides), the seeds and the reference condition.
+conditions (each a set of `tsda fit` overrides), the seeds, the reference condition and an
+optional control (the report pairs every condition with it seed by seed).
 Each run is `tsda fit -c BASE [overrides] --run_dir DIR/runs/<condition>/seed<S>
 --seed_everything S` in its own process (`python -m tsda.cli fit ...`: the same code path,
 isolated). The parent process alone records one row per run in `DIR/results.parquet`

@@ -1,6 +1,6 @@
 """A campaign's report: `DIR/report.md` from `DIR/results.parquet` (and `DIR/campaign.json`):
-per-score summary tables, Friedman/Nemenyi ranks with the critical-difference chart, the
-per-class F1 heatmap, latent-space geometry and the failed runs; the same tables and charts
+per-score summary tables, Friedman/Nemenyi ranks with the critical-difference chart, paired
+differences against the control condition, the per-class F1 heatmap, latent-space geometry and the failed runs; the same tables and charts
 logged to W&B as the campaign's summary run (`tsda.logging.log_summary_run`).
 """
 
@@ -83,6 +83,22 @@ def _ranks(report: Sections, results: pd.DataFrame, out: Path, metric: str, alph
                      stats.markdown_table(ranks, 3), ""]
 
 
+def _paired(report: Sections, results: pd.DataFrame, metric: str, control: str | None) -> None:
+    """Every condition minus the control, paired by seed (`stats.paired_against`)."""
+    from tsda.metrics import stats
+
+    if control is None:
+        return
+    table = stats.paired_against(results, control, metric)
+    if table.empty:
+        return
+    report.tables["paired"] = table
+    report.lines += [f"## {metric} paired against the control `{control}`", "",
+                     "Per seed, condition minus control: mean difference with its 95% t-interval, seeds won, "
+                     "two-sided paired t-test p and Holm-adjusted p over the conditions below.", "",
+                     stats.markdown_table(table), ""]
+
+
 def _per_class(report: Sections, results: pd.DataFrame, runs: pd.DataFrame, out: Path) -> None:
     """The (condition x class) mean F1 heatmap `per_class_f1.png`, when runs recorded it."""
     from tsda.metrics import stats
@@ -119,9 +135,11 @@ def _failures(report: Sections, results: pd.DataFrame) -> None:
                                                 zip(failed["condition"], failed["seed"], failed["error"])] + [""]
 
 
-def write_report(out: str | Path, metric: str = "test_weighted_f1", alpha: float = 0.05) -> Path:
-    """`out/report.md` with the summary tables, CD chart, per-class heatmap and latent geometry;
-    the same tables and charts logged to W&B as the campaign's summary run."""
+def write_report(out: str | Path, metric: str = "test_weighted_f1", alpha: float = 0.05,
+                 control: str | None = None) -> Path:
+    """`out/report.md` with the summary tables, CD chart, paired differences against the
+    control (`control`, else the spec's `control`, if any), per-class heatmap and latent
+    geometry; the same tables and charts logged to W&B as the campaign's summary run."""
     from tsda.logging import log_summary_run
     from tsda.metrics import stats
 
@@ -137,10 +155,14 @@ def write_report(out: str | Path, metric: str = "test_weighted_f1", alpha: float
     reference = info.get("reference")
     if reference not in set(runs["condition"]):
         reference = None
+    control = control or info.get("control")
+    if control is not None and control not in set(runs["condition"]):
+        raise ValueError(f"campaign report: control {control!r} has no finished run in {out}")
     report = Sections()
     _header(report, info, name, results, runs, reference)
     _scores(report, results, runs, metric, reference)
     _ranks(report, results, out, metric, alpha, reference)
+    _paired(report, results, metric, control)
     _per_class(report, results, runs, out)
     _latent(report, results, metric)
     _failures(report, results)

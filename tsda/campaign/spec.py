@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SPEC_KEYS = ("name", "description", "base", "conditions", "seeds", "reference", "overrides",
+SPEC_KEYS = ("name", "description", "base", "conditions", "seeds", "reference", "control", "overrides",
              "resources", "wandb_project")
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
@@ -76,6 +76,8 @@ class CampaignSpec:
             overrides are relative to the directory the campaign is launched from.
         seeds: list of ints, a count n (0..n-1) or `"a-b"`.
         reference: the condition deltas are measured against (default: the first).
+        control: optional condition every other one is compared with per seed (paired
+            differences, t-tests, Holm) in the report, e.g. the same-steps control.
         overrides: overrides for every run, before the condition's.
         resources: per-run Ray request `{num_cpus, num_gpus}`.
         wandb_project: W&B project of the runs and the report.
@@ -87,6 +89,7 @@ class CampaignSpec:
     seeds: list[int]
     name: str = "campaign"
     reference: str | None = None
+    control: str | None = None
     overrides: list[str] = field(default_factory=list)
     resources: dict[str, float] = field(default_factory=lambda: {"num_cpus": 1.0, "num_gpus": 0.0})
     wandb_project: str = "tsda"
@@ -102,6 +105,8 @@ class CampaignSpec:
             self.reference = next(iter(self.conditions))
         if self.reference not in self.conditions:
             raise ValueError(f"campaign reference {self.reference!r} is not one of the conditions")
+        if self.control is not None and self.control not in self.conditions:
+            raise ValueError(f"campaign control {self.control!r} is not one of the conditions")
         if not _NAME.match(self.name):
             raise ValueError(f"campaign name {self.name!r} may only use letters, digits and _.+-")
         unknown = set(self.resources) - {"num_cpus", "num_gpus"}
@@ -133,6 +138,7 @@ class CampaignSpec:
             seeds=parse_seeds(raw["seeds"], "campaign seeds"),
             name=str(raw.get("name") or root.resolve().name),
             reference=raw.get("reference"),
+            control=raw.get("control"),
             overrides=override_args(raw.get("overrides"), "campaign overrides"),
             resources={"num_cpus": 1.0, "num_gpus": 0.0, **(raw.get("resources") or {})},
             wandb_project=str(raw.get("wandb_project", "tsda")),

@@ -4,7 +4,7 @@
                       [--members_per_job M] [--address auto]
                       [--num_cpus C] [--num_gpus G] [--conditions a,b] [--seeds 0-4]
                       [--dry_run] [extra fit overrides for every run, e.g. --data.train_fraction 0.2]
-    tsda campaign report DIR [--metric test_weighted_f1] [--alpha 0.05]
+    tsda campaign report DIR [--metric test_weighted_f1] [--alpha 0.05] [--control CONDITION]
 
 The campaign itself (spec, executors, result store, resume, report) is `tsda.campaign`;
 its package docstring tells how a campaign runs and resumes.
@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("out", help="campaign directory")
     report.add_argument("--metric", default="test_weighted_f1")
     report.add_argument("--alpha", type=float, default=0.05)
+    report.add_argument("--control", default=None,
+                        help="condition to pair every other one with per seed (default: the spec's control)")
     return parser
 
 
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "report":
         if extra:
             raise ValueError(f"campaign report: unknown arguments {extra}")
-        print(f"report: {write_report(args.out, args.metric, args.alpha)}")
+        print(f"report: {write_report(args.out, args.metric, args.alpha, args.control)}")
         return
     spec = CampaignSpec.from_yaml(args.spec)
     conditions = args.conditions.split(",") if args.conditions else None
