@@ -1,0 +1,105 @@
+"""Tables of experiments/handcrafted/RESULTS.md from the converged campaign directory.
+
+    python experiments/handcrafted/summarize.py runs/handcrafted-10pct \
+        --previous OLD_RESULTS.md --with runs/generative:transformer_10pct_t09,cgan_latent
+
+Prints, per condition: the converged mean and std of test weighted F1, the epochs actually
+trained (min-max over seeds), mean run seconds, the difference to the same-steps control
+`--control`, and, from `--previous` (a RESULTS.md whose first table is the 5-epoch reading,
+e.g. `git show 50c00ad:experiments/handcrafted/RESULTS.md`), that reading's mean, its
+difference to the control and the rank change.
+
+`--with DIR:a,b` adds conditions of another campaign run under the same protocol (same base
+data, split, fraction, seeds) and writes `OUT/with_other/` (results + `tsda campaign report`
+of the union over the seeds every condition finished). The two campaigns must agree on the
+conditions they share, seed by seed: the script refuses otherwise, so a protocol that
+differs cannot slip into one ranking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tsda.campaign import write_report
+from tsda.metrics import stats
+
+
+def previous_means(path: Path) -> pd.Series:
+    """Condition -> mean of the first markdown table (`| condition | n | mean | ...`) in `path`."""
+    means = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"^\| ([a-z_]+) \| \d+ \| ([0-9.]+) \|", line)
+        if m:
+            means.setdefault(m.group(1), float(m.group(2)))
+        elif means and not line.startswith("|"):
+            break
+    return pd.Series(means, dtype=float)
+
+
+def union(results: pd.DataFrame, other: pd.DataFrame, conditions: list[str]) -> pd.DataFrame:
+    """`results` plus `conditions` of `other`, after checking the shared conditions agree per seed."""
+    clash = sorted(set(conditions) & set(results.condition))
+    if clash:
+        raise SystemExit(f"--with: {clash} are conditions of this campaign already")
+    keys = ["condition", "seed"]
+    both = results[[*keys, "test_weighted_f1"]].merge(other[[*keys, "test_weighted_f1"]], on=keys)
+    if both.empty:
+        raise SystemExit("--with: no shared (condition, seed) to check the protocol on")
+    gap = float((both.test_weighted_f1_x - both.test_weighted_f1_y).abs().max())
+    if gap > 1e-6:
+        raise SystemExit(f"--with: shared runs differ by up to {gap:.4f} weighted F1: not the same protocol")
+    print(f"protocol check: {len(both)} shared (condition, seed) runs of {both.condition.nunique()} conditions "
+          f"identical (max gap {gap:.1e})")
+    return pd.concat([results, other[other.condition.isin(conditions)]], ignore_index=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("--control", default="no_aug_batch_b")
+    parser.add_argument("--previous", default=None, help="RESULTS.md holding the 5-epoch table")
+    parser.add_argument("--with", dest="other", default=None, help="DIR:cond1,cond2 of another campaign")
+    args = parser.parse_args()
+    out = Path(args.out)
+    results = pd.read_parquet(out / "results.parquet")
+    runs = stats.ok_runs(results)
+    control = runs[runs.condition == args.control].test_weighted_f1.mean()
+    table = runs.groupby("condition").agg(
+        n=("seed", "size"), mean=("test_weighted_f1", "mean"), std=("test_weighted_f1", "std"),
+        macro=("test_macro_f1", "mean"), epochs_min=("epochs", "min"), epochs_max=("epochs", "max"),
+        run_s=("seconds", "mean"))
+    table["epochs"] = [f"{int(lo)}-{int(hi)}" for lo, hi in zip(table.epochs_min, table.epochs_max)]
+    table = table.drop(columns=["epochs_min", "epochs_max"])
+    table["vs control"] = table["mean"] - control
+    table["rank"] = table["mean"].rank(ascending=False).astype(int)
+    if args.previous:
+        old = previous_means(Path(args.previous))
+        table["5-epoch mean"] = old.reindex(table.index)
+        table["5-epoch vs control"] = table["5-epoch mean"] - old.get(args.control, np.nan)
+        table["5-epoch rank"] = table["5-epoch mean"].rank(ascending=False).astype("Int64")
+    table = table.sort_values("mean", ascending=False)
+    print(stats.markdown_table(table))
+    print(f"\n{len(runs)} runs, {runs.seconds.sum():.0f} run-seconds; epochs trained "
+          f"{int(runs.epochs.min())}-{int(runs.epochs.max())} (mean {runs.epochs.mean():.1f})")
+    if args.other:
+        folder, names = args.other.split(":")
+        other = pd.read_parquet(Path(folder) / "results.parquet")
+        combined = union(results, stats.ok_runs(other), names.split(","))
+        combined = combined[combined.seed.isin(stats.seed_matrix(combined).index)]
+        target = out / "with_other"
+        target.mkdir(exist_ok=True)
+        combined.to_parquet(target / "results.parquet", index=False)
+        info = json.loads((out / "campaign.json").read_text())
+        info.update(name=f"{info.get('name', 'campaign')}-with-other", control=args.control)
+        (target / "campaign.json").write_text(json.dumps(info))
+        print(f"\nwith {names} over seeds {sorted(int(s) for s in combined.seed.unique())}: {write_report(target)}")
+
+
+if __name__ == "__main__":
+    main()
