@@ -3,13 +3,15 @@
     python experiments/handcrafted/summarize.py runs/handcrafted-10pct \
         --previous OLD_RESULTS.md --with runs/generative:transformer_10pct_t09,cgan_latent
 
-Prints, per condition: the converged mean and std of test weighted F1, the epochs actually
+Writes `tsda campaign report`'s report.md (with the paired tests against `--control`) and
+prints, per condition: the converged mean and std of test weighted F1, the epochs actually
 trained (min-max over seeds), mean run seconds, the difference to the same-steps control
 `--control`, and, from `--previous` (a RESULTS.md whose first table is the 5-epoch reading,
 e.g. `git show 50c00ad:experiments/handcrafted/RESULTS.md`), that reading's mean, its
 difference to the control and the rank change.
 
-`--with DIR:a,b` adds conditions of another campaign run under the same protocol (same base
+`--seeds 0-3` keeps those seeds only (a campaign still running); its results and report go
+to `OUT/seeds_0-3/`. `--with DIR:a,b` adds conditions of another campaign run under the same protocol (same base
 data, split, fraction, seeds) and writes `OUT/with_other/` (results + `tsda campaign report`
 of the union over the seeds every condition finished). The two campaigns must agree on the
 conditions they share, seed by seed: the script refuses otherwise, so a protocol that
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tsda.campaign import write_report
+from tsda.campaign import parse_seeds, write_report
 from tsda.metrics import stats
 
 
@@ -65,9 +67,17 @@ def main() -> None:
     parser.add_argument("--control", default="no_aug_batch_b")
     parser.add_argument("--previous", default=None, help="RESULTS.md holding the 5-epoch table")
     parser.add_argument("--with", dest="other", default=None, help="DIR:cond1,cond2 of another campaign")
+    parser.add_argument("--seeds", default=None, help="only these seeds ('0-3'); the report goes to OUT/seeds_<a-b>/")
     args = parser.parse_args()
     out = Path(args.out)
     results = pd.read_parquet(out / "results.parquet")
+    if args.seeds:
+        results = results[results.seed.isin(parse_seeds(args.seeds, "--seeds"))]
+        subset = out / f"seeds_{args.seeds}"
+        subset.mkdir(exist_ok=True)
+        results.to_parquet(subset / "results.parquet", index=False)
+        (subset / "campaign.json").write_text((out / "campaign.json").read_text())
+        out = subset
     runs = stats.ok_runs(results)
     control = runs[runs.condition == args.control].test_weighted_f1.mean()
     table = runs.groupby("condition").agg(
@@ -87,6 +97,7 @@ def main() -> None:
     print(stats.markdown_table(table))
     print(f"\n{len(runs)} runs, {runs.seconds.sum():.0f} run-seconds; epochs trained "
           f"{int(runs.epochs.min())}-{int(runs.epochs.max())} (mean {runs.epochs.mean():.1f})")
+    print(f"report: {write_report(out, control=args.control)}")
     if args.other:
         folder, names = args.other.split(":")
         other = pd.read_parquet(Path(folder) / "results.parquet")
