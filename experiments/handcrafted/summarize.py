@@ -32,6 +32,14 @@ from tsda.campaign import parse_seeds, write_report
 from tsda.metrics import stats
 
 
+# The paper's MIRAGE19 deltas over No Aug with the sampler, weighted-F1 points, 30 seeds
+# (../shared/reference/paper.md, "Results on MIRAGE19").
+PAPER_MIRAGE19 = {"translation": 4.76, "wrap": 4.35, "permutation": 4.13, "bernoulli_mask": 3.09, "cutmix": 2.89,
+                  "window_mask": 2.11, "spike_noise": 1.87, "packet_loss": 1.07, "gaussian_wrapup": 0.91,
+                  "constant_wrapup": 0.82, "sine_wrapup": 0.49, "no_aug_no_sampler": 0.42, "gaussian_noise": 0.41,
+                  "interpolation": 0.41, "flip": -0.53}
+
+
 def previous_means(path: Path) -> pd.Series:
     """Condition -> mean of the first markdown table (`| condition | n | mean | ...`) in `path`."""
     means = {}
@@ -97,6 +105,14 @@ def main() -> None:
     print(stats.markdown_table(table))
     print(f"\n{len(runs)} runs, {runs.seconds.sum():.0f} run-seconds; epochs trained "
           f"{int(runs.epochs.min())}-{int(runs.epochs.max())} (mean {runs.epochs.mean():.1f})")
+    from scipy.stats import spearmanr
+
+    paper = pd.Series(PAPER_MIRAGE19)
+    ours = (table["mean"] - table.loc["no_aug", "mean"]).reindex(paper.index) * 100
+    rho, p = spearmanr(paper, ours)
+    print(f"\nSpearman rank correlation with the paper's MIRAGE19 deltas over No Aug ({len(paper)} conditions): "
+          f"rho = {rho:.3f}, p = {p:.2g}")
+    print(stats.markdown_table(pd.DataFrame({"paper MIRAGE19": paper, "here (10 % D1)": ours}).rename_axis("condition"), 2))
     print(f"report: {write_report(out, control=args.control)}")
     if args.other:
         folder, names = args.other.split(":")
