@@ -69,6 +69,14 @@ def union(results: pd.DataFrame, other: pd.DataFrame, conditions: list[str]) -> 
     return pd.concat([results, other[other.condition.isin(conditions)]], ignore_index=True)
 
 
+def report_subset(results: pd.DataFrame, info: dict, target: Path, control: str) -> Path:
+    """`target/results.parquet` + `campaign.json` (`info` with `control`) and its campaign report."""
+    target.mkdir(exist_ok=True)
+    results.to_parquet(target / "results.parquet", index=False)
+    (target / "campaign.json").write_text(json.dumps({**info, "control": control}))
+    return write_report(target)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
@@ -79,22 +87,17 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     results = pd.read_parquet(out / "results.parquet")
+    info = json.loads((out / "campaign.json").read_text())
     if args.seeds:
         results = results[results.seed.isin(parse_seeds(args.seeds, "--seeds"))]
-        subset = out / f"seeds_{args.seeds}"
-        subset.mkdir(exist_ok=True)
-        results.to_parquet(subset / "results.parquet", index=False)
-        (subset / "campaign.json").write_text((out / "campaign.json").read_text())
-        out = subset
+        out = out / f"seeds_{args.seeds}"
     runs = stats.ok_runs(results)
-    control = runs[runs.condition == args.control].test_weighted_f1.mean()
-    table = runs.groupby("condition").agg(
-        n=("seed", "size"), mean=("test_weighted_f1", "mean"), std=("test_weighted_f1", "std"),
-        macro=("test_macro_f1", "mean"), epochs_min=("epochs", "min"), epochs_max=("epochs", "max"),
-        run_s=("seconds", "mean"))
-    table["epochs"] = [f"{int(lo)}-{int(hi)}" for lo, hi in zip(table.epochs_min, table.epochs_max)]
-    table = table.drop(columns=["epochs_min", "epochs_max"])
-    table["vs control"] = table["mean"] - control
+    summary = stats.summarize(results, reference=args.control)
+    by = runs.groupby("condition")
+    table = summary[["n", "mean", "std"]].assign(
+        macro=by.test_macro_f1.mean(), run_s=by.seconds.mean(),
+        epochs=[f"{int(lo)}-{int(hi)}" for lo, hi in zip(by.epochs.min()[summary.index], by.epochs.max()[summary.index])])
+    table["vs control"] = summary["delta"]
     table["rank"] = table["mean"].rank(ascending=False).astype(int)
     if args.previous:
         old = previous_means(Path(args.previous))
@@ -113,19 +116,15 @@ def main() -> None:
     print(f"\nSpearman rank correlation with the paper's MIRAGE19 deltas over No Aug ({len(paper)} conditions): "
           f"rho = {rho:.3f}, p = {p:.2g}")
     print(stats.markdown_table(pd.DataFrame({"paper MIRAGE19": paper, "here (10 % D1)": ours}).rename_axis("condition"), 2))
-    print(f"report: {write_report(out, control=args.control)}")
+    print(f"report: {report_subset(results, info, out, args.control) if args.seeds else write_report(out, control=args.control)}")
     if args.other:
         folder, names = args.other.split(":")
         other = pd.read_parquet(Path(folder) / "results.parquet")
         combined = union(results, stats.ok_runs(other), names.split(","))
         combined = combined[combined.seed.isin(stats.seed_matrix(combined).index)]
-        target = out / "with_other"
-        target.mkdir(exist_ok=True)
-        combined.to_parquet(target / "results.parquet", index=False)
-        info = json.loads((out / "campaign.json").read_text())
-        info.update(name=f"{info.get('name', 'campaign')}-with-other", control=args.control)
-        (target / "campaign.json").write_text(json.dumps(info))
-        print(f"\nwith {names} over seeds {sorted(int(s) for s in combined.seed.unique())}: {write_report(target)}")
+        named = {**info, "name": f"{info.get('name', 'campaign')}-with-other"}
+        path = report_subset(combined, named, out / "with_other", args.control)
+        print(f"\nwith {names} over seeds {sorted(int(s) for s in combined.seed.unique())}: {path}")
 
 
 if __name__ == "__main__":

@@ -71,11 +71,14 @@ def summarize(
     return table.sort_values("mean", ascending=False)
 
 
+def per_seed(results: pd.DataFrame, metric: str = "test_weighted_f1") -> pd.DataFrame:
+    """`(seeds, conditions)` table of `metric` over finished runs; NaN where a run is missing."""
+    return ok_runs(results).pivot_table(index="seed", columns="condition", values=metric, aggfunc="mean")
+
+
 def seed_matrix(results: pd.DataFrame, metric: str = "test_weighted_f1") -> pd.DataFrame:
     """`(seeds, conditions)` table of `metric`, keeping only seeds every condition finished."""
-    runs = ok_runs(results)
-    matrix = runs.pivot_table(index="seed", columns="condition", values=metric, aggfunc="mean")
-    return matrix.dropna(axis=0, how="any")
+    return per_seed(results, metric).dropna(axis=0, how="any")
 
 
 def holm(pvalues: pd.Series) -> pd.Series:
@@ -99,8 +102,7 @@ def paired_against(results: pd.DataFrame, control: str, metric: str = "test_weig
     """
     from scipy.stats import ttest_rel
 
-    runs = ok_runs(results)
-    matrix = runs.pivot_table(index="seed", columns="condition", values=metric, aggfunc="mean")
+    matrix = per_seed(results, metric)
     if control not in matrix:
         raise ValueError(f"control condition {control!r} has no finished run")
     rows = {}
