@@ -126,6 +126,38 @@ def test_report_from_results(tmp_path) -> None:
         main(["report", str(out), "--control", "zz"])
 
 
+def test_report_of_a_selection_goes_to_its_own_folder(tmp_path) -> None:
+    spec = CampaignSpec.from_yaml(write_spec(tmp_path, {"a": {}, "b": {}, "c": {}}, seeds=[0, 1, 2],
+                                             reference="b", control="a"))
+    out = tmp_path / "out"
+    for job in plan(spec, out):
+        if (job.condition, job.seed) != ("c", 2):  # c misses seed 2: a campaign still running
+            fake_metrics(job, {"a": 0.6, "b": 0.7, "c": 0.8}[job.condition] + 0.01 * job.seed)
+    run_campaign(spec, out, conditions=["a", "b"])
+    run_campaign(spec, out, conditions=["c"], seeds=[0, 1])
+    main(["report", str(out)])
+    whole = (out / "report.md").read_text()
+    main(["report", str(out), "--conditions", "b,c", "--complete", "--into", "bc"])
+    assert (out / "report.md").read_text() == whole  # the campaign's own report is untouched
+    report = (out / "bc" / "report.md").read_text()
+    assert "# Campaign `tiny-bc`" in report and "only seeds every selected condition finished" in report
+    assert "4 finished run(s), 0 failed; 2 condition(s), seeds [0, 1]" in report
+    assert "paired against the control" not in report  # the spec's control a was not selected
+    assert (out / "bc" / "cd_test_weighted_f1.png").is_file()
+    sub = pd.read_parquet(out / "bc" / "results.parquet")
+    assert sorted(zip(sub.condition, sub.seed)) == [("b", 0), ("b", 1), ("c", 0), ("c", 1)]
+    main(["report", str(out), "--seeds", "2"])  # default folder `subset`; the control a is kept
+    report = (out / "subset" / "report.md").read_text()
+    assert "2 finished run(s), 0 failed; 2 condition(s), seeds [2]" in report
+    assert json.loads((out / "subset" / "campaign.json").read_text())["subset"]["seeds"] == [2]
+    with pytest.raises(ValueError, match=r"--conditions: unknown condition\(s\) \['zz'\]"):
+        main(["report", str(out), "--conditions", "a,zz"])
+    with pytest.raises(ValueError, match="--into: '../x' must be a relative folder"):
+        main(["report", str(out), "--seeds", "0", "--into", "../x"])
+    with pytest.raises(ValueError, match="no finished run selected"):
+        main(["report", str(out), "--seeds", "7"])
+
+
 def runner(spec: Path, out: Path, *options: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "tsda.cli", "campaign", "run", str(spec), "--out", str(out),
                              *options],

@@ -11,12 +11,11 @@ pool seconds, and the latent geometry of the test split.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from tsda.campaign import write_report
+from tsda.campaign import select_runs, write_subset_report
 from tsda.metrics import stats
 
 
@@ -43,16 +42,9 @@ def main() -> None:
     print(stats.markdown_table(table.set_index("condition")))
     print(f"\nrun-seconds in all: {runs.seconds.sum():.0f} over {len(runs)} runs")
     key = args.key.split(",")
-    sub = results[results.condition.isin(key)]
-    complete = stats.seed_matrix(sub).index
-    sub = sub[sub.seed.isin(complete)]
-    key_dir = out / "key"
-    key_dir.mkdir(exist_ok=True)
-    sub.to_parquet(key_dir / "results.parquet", index=False)
-    info = json.loads((out / "campaign.json").read_text())
-    info["reference"] = args.reference
-    (key_dir / "campaign.json").write_text(json.dumps(info))
-    print(f"\nkey conditions over seeds {sorted(int(s) for s in complete)}: {write_report(key_dir)}")
+    sub = select_runs(results, conditions=key, complete=True)
+    path = write_subset_report(out, sub, "key", {"conditions": key, "complete": True}, reference=args.reference)
+    print(f"\nkey conditions over seeds {sorted(int(s) for s in sub.seed.unique())}: {path}")
 
 
 if __name__ == "__main__":

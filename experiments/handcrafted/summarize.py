@@ -21,14 +21,13 @@ differs cannot slip into one ranking.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tsda.campaign import parse_seeds, write_report
+from tsda.campaign import parse_seeds, select_runs, write_report, write_subset_report
 from tsda.metrics import stats
 
 
@@ -69,14 +68,6 @@ def union(results: pd.DataFrame, other: pd.DataFrame, conditions: list[str]) -> 
     return pd.concat([results, other[other.condition.isin(conditions)]], ignore_index=True)
 
 
-def report_subset(results: pd.DataFrame, info: dict, target: Path, control: str) -> Path:
-    """`target/results.parquet` + `campaign.json` (`info` with `control`) and its campaign report."""
-    target.mkdir(exist_ok=True)
-    results.to_parquet(target / "results.parquet", index=False)
-    (target / "campaign.json").write_text(json.dumps({**info, "control": control}))
-    return write_report(target)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
@@ -87,10 +78,10 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     results = pd.read_parquet(out / "results.parquet")
-    info = json.loads((out / "campaign.json").read_text())
-    if args.seeds:
-        results = results[results.seed.isin(parse_seeds(args.seeds, "--seeds"))]
-        out = out / f"seeds_{args.seeds}"
+    into = f"seeds_{args.seeds}" if args.seeds else "."
+    seeds = parse_seeds(args.seeds, "--seeds") if args.seeds else None
+    if seeds:
+        results = select_runs(results, seeds=seeds)
     runs = stats.ok_runs(results)
     summary = stats.summarize(results, reference=args.control)
     by = runs.groupby("condition")
@@ -116,14 +107,16 @@ def main() -> None:
     print(f"\nSpearman rank correlation with the paper's MIRAGE19 deltas over No Aug ({len(paper)} conditions): "
           f"rho = {rho:.3f}, p = {p:.2g}")
     print(stats.markdown_table(pd.DataFrame({"paper MIRAGE19": paper, "here (10 % D1)": ours}).rename_axis("condition"), 2))
-    print(f"report: {report_subset(results, info, out, args.control) if args.seeds else write_report(out, control=args.control)}")
+    report = (write_subset_report(out, results, into, {"seeds": seeds}, control=args.control) if args.seeds
+              else write_report(out, control=args.control))
+    print(f"report: {report}")
     if args.other:
         folder, names = args.other.split(":")
         other = pd.read_parquet(Path(folder) / "results.parquet")
         combined = union(results, stats.ok_runs(other), names.split(","))
-        combined = combined[combined.seed.isin(stats.seed_matrix(combined).index)]
-        named = {**info, "name": f"{info.get('name', 'campaign')}-with-other"}
-        path = report_subset(combined, named, out / "with_other", args.control)
+        combined = select_runs(combined, complete=True)
+        subset = {"seeds": seeds, "complete": True, "with": args.other}
+        path = write_subset_report(out, combined, str(Path(into, "with_other")), subset, control=args.control)
         print(f"\nwith {names} over seeds {sorted(int(s) for s in combined.seed.unique())}: {path}")
 
 

@@ -1,7 +1,9 @@
 """A campaign's report: `DIR/report.md` from `DIR/results.parquet` (and `DIR/campaign.json`):
 per-score summary tables, Friedman/Nemenyi ranks with the critical-difference chart, paired
-differences against the control condition, the per-class F1 heatmap, latent-space geometry and the failed runs; the same tables and charts
-logged to W&B as the campaign's summary run (`tsda.logging.log_summary_run`).
+differences against the control condition, the per-class F1 heatmap, latent-space geometry
+and the failed runs; the same tables and charts logged to W&B as the campaign's summary run
+(`tsda.logging.log_summary_run`). `select_runs` + `write_subset_report`: the same report of
+some conditions and seeds (a campaign still running, the key conditions) in a subfolder.
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ def _header(report: Sections, info: dict[str, Any], name: str, results: pd.DataF
     if info.get("description"):
         report.lines += [info["description"].strip(), ""]
     failed = results[results["status"] != "ok"]
+    if info.get("subset"):
+        sub = info["subset"]
+        report.lines += [f"A subset of campaign `{sub['of']}`: conditions "
+                         f"{sub.get('conditions') or 'all'}, seeds {sub.get('seeds') or 'all'}"
+                         f"{'; only seeds every selected condition finished' if sub.get('complete') else ''}"
+                         f"{'; with ' + sub['with'] if sub.get('with') else ''}.", ""]
     report.lines += [
         f"{len(runs)} finished run(s), {len(failed)} failed; {runs['condition'].nunique()} condition(s), "
         f"seeds {sorted(int(s) for s in runs['seed'].unique())}; reference: `{reference}`.",
@@ -174,3 +182,53 @@ def write_report(out: str | Path, metric: str = "test_weighted_f1", alpha: float
                     tables={f"table/{k}": t for k, t in report.tables.items()},
                     images={f"chart/{k}": p for k, p in report.images.items()})
     return path
+
+
+def select_runs(results: pd.DataFrame, conditions: list[str] | None = None, seeds: list[int] | None = None,
+                complete: bool = False, metric: str = "test_weighted_f1") -> pd.DataFrame:
+    """The rows of `conditions` (all if None) and `seeds` (all if None); with `complete`,
+    only the seeds every selected condition finished (the paired, Friedman-ready block).
+    Unknown conditions and an empty selection are `ValueError`s naming the flag."""
+    from tsda.metrics import stats
+
+    if conditions is not None:
+        unknown = sorted(set(conditions) - set(results["condition"]))
+        if unknown:
+            raise ValueError(f"--conditions: unknown condition(s) {unknown}; the campaign has "
+                             f"{sorted(set(results['condition']))}")
+        results = results[results["condition"].isin(conditions)]
+    if seeds is not None:
+        results = results[results["seed"].isin(seeds)]
+    if complete:
+        results = results[results["seed"].isin(stats.seed_matrix(results, metric).index)]
+    if stats.ok_runs(results).empty:
+        raise ValueError(f"--seeds/--conditions: no finished run selected (seeds {seeds}, conditions {conditions})")
+    return results
+
+
+def write_subset_report(out: str | Path, results: pd.DataFrame, into: str, subset: dict[str, Any],
+                        metric: str = "test_weighted_f1", alpha: float = 0.05, control: str | None = None,
+                        **info: Any) -> Path:
+    """The report of `results` (a selection of campaign `out`'s runs, see `select_runs`, or
+    their union with another campaign's) in `out/into/`: its own results.parquet, the
+    campaign's campaign.json with `subset` (what was selected, shown in the header) and any
+    `info` overrides (e.g. `reference`), report.md, charts and W&B summary run
+    (`<name>-<into>`). `into` is a relative folder inside `out`, not under `runs/`."""
+    out = Path(out)
+    parts = Path(into).parts
+    if not parts or Path(into).is_absolute() or ".." in parts or parts[0] == "runs":
+        raise ValueError(f"--into: {into!r} must be a relative folder inside the campaign directory, not under runs/")
+    campaign = json.loads((out / "campaign.json").read_text()) if (out / "campaign.json").is_file() else {}
+    name = f"{campaign.get('name', out.name)}-{into.replace('/', '-')}"
+    target = out / into
+    target.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target / "results.parquet") as tmp:
+        results.to_parquet(tmp, index=False)
+    meta = {**campaign, **info, "name": name, "subset": {"of": str(out), **subset}}
+    if control is not None:
+        meta["control"] = control
+    elif meta.get("control") not in set(results["condition"]):
+        meta.pop("control", None)  # the spec's control was not selected: no paired section
+    with atomic_path(target / "campaign.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=1))
+    return write_report(target, metric, alpha)

@@ -5,6 +5,11 @@
                       [--num_cpus C] [--num_gpus G] [--conditions a,b] [--seeds 0-4]
                       [--dry_run] [extra fit overrides for every run, e.g. --data.train_fraction 0.2]
     tsda campaign report DIR [--metric test_weighted_f1] [--alpha 0.05] [--control CONDITION]
+                         [--conditions a,b] [--seeds 0-3] [--complete] [--into subset]
+
+`report` with `--conditions`, `--seeds` or `--complete` (only the seeds every selected
+condition finished) reports on that selection in `DIR/<into>/` (default `subset`): a campaign
+still running, or its key conditions, without touching `DIR/report.md`.
 
 The campaign itself (spec, executors, result store, resume, report) is `tsda.campaign`;
 its package docstring tells how a campaign runs and resumes.
@@ -16,7 +21,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from tsda.campaign import EXECUTORS, CampaignSpec, parse_seeds, plan, run_campaign, write_report
+import pandas as pd
+
+from tsda.campaign import (
+    EXECUTORS,
+    CampaignSpec,
+    parse_seeds,
+    plan,
+    run_campaign,
+    select_runs,
+    write_report,
+    write_subset_report,
+)
+
+
 USAGE = __doc__
 
 
@@ -43,7 +61,26 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--alpha", type=float, default=0.05)
     report.add_argument("--control", default=None,
                         help="condition to pair every other one with per seed (default: the spec's control)")
+    report.add_argument("--conditions", default=None, help="report on these conditions only (comma-separated)")
+    report.add_argument("--seeds", default=None, help="report on these seeds only: '0,3,7' or '0-3'")
+    report.add_argument("--complete", action="store_true",
+                        help="keep only the seeds every selected condition finished")
+    report.add_argument("--into", default="subset", help="folder in DIR for the report of a selection")
     return parser
+
+
+def _report(args: argparse.Namespace) -> Path:
+    """The whole campaign's report, or (with --conditions/--seeds/--complete) a selection's."""
+    if not (args.conditions or args.seeds or args.complete):
+        return write_report(args.out, args.metric, args.alpha, args.control)
+    results = Path(args.out) / "results.parquet"
+    if not results.is_file():
+        raise ValueError(f"campaign report: no results.parquet in {args.out}")
+    conditions = args.conditions.split(",") if args.conditions else None
+    seeds = parse_seeds(args.seeds, "--seeds") if args.seeds else None
+    chosen = select_runs(pd.read_parquet(results), conditions, seeds, args.complete, args.metric)
+    subset = {"conditions": conditions, "seeds": seeds, "complete": args.complete}
+    return write_subset_report(args.out, chosen, args.into, subset, args.metric, args.alpha, args.control)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "report":
         if extra:
             raise ValueError(f"campaign report: unknown arguments {extra}")
-        print(f"report: {write_report(args.out, args.metric, args.alpha, args.control)}")
+        print(f"report: {_report(args)}")
         return
     spec = CampaignSpec.from_yaml(args.spec)
     conditions = args.conditions.split(",") if args.conditions else None
