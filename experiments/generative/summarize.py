@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tsda.campaign import select_runs, write_subset_report
+from tsda.campaign import read_results, select_runs, write_subset_report
 from tsda.metrics import stats
 
 
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--reference", default="translation")
     args = parser.parse_args()
     out = Path(args.out)
-    results = pd.read_parquet(out / "results.parquet")
+    results = read_results(out)
     runs = stats.ok_runs(results)
     rows = []
     for condition, g in runs.groupby("condition"):

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tsda.campaign import parse_seeds, select_runs, write_report, write_subset_report
+from tsda.campaign import parse_seeds, read_results, select_runs, write_report, write_subset_report
 from tsda.metrics import stats
 
 
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--seeds", default=None, help="only these seeds ('0-3'); the report goes to OUT/seeds_<a-b>/")
     args = parser.parse_args()
     out = Path(args.out)
-    results = pd.read_parquet(out / "results.parquet")
+    results = read_results(out)
     into = f"seeds_{args.seeds}" if args.seeds else "."
     seeds = parse_seeds(args.seeds, "--seeds") if args.seeds else None
     if seeds:
@@ -112,7 +112,7 @@ def main() -> None:
     print(f"report: {report}")
     if args.other:
         folder, names = args.other.split(":")
-        other = pd.read_parquet(Path(folder) / "results.parquet")
+        other = read_results(folder)
         combined = union(results, stats.ok_runs(other), names.split(","))
         combined = select_runs(combined, complete=True)
         subset = {"seeds": seeds, "complete": True, "with": args.other}

@@ -19,7 +19,7 @@ writes its own run directory and `metrics.json`, so results, resume and report a
                   EXECUTORS
     store.py      ResultStore (results.parquet), result_row, finished_metrics, ROW_KEYS
     run.py        run_campaign
-    report.py     write_report (report.md, charts, the W&B summary run), select_runs,
+    report.py     write_report (report.md, charts, the W&B summary run), read_results, select_runs,
                   write_subset_report (the report of some conditions and seeds in a subfolder)
 
 The command line (`tsda campaign run|report`) is `tsda.commands.campaign`.
@@ -36,7 +36,7 @@ from tsda.campaign.executors import (
     executor_for,
     run_job,
 )
-from tsda.campaign.report import select_runs, write_report, write_subset_report
+from tsda.campaign.report import read_results, select_runs, write_report, write_subset_report
 from tsda.campaign.run import pending_jobs, run_campaign
 from tsda.campaign.spec import CampaignSpec, RunJob, override_args, parse_seeds, plan, validate_conditions
 from tsda.campaign.store import ROW_KEYS, ResultStore, finished_metrics, result_row
@@ -44,6 +44,6 @@ from tsda.campaign.store import ROW_KEYS, ResultStore, finished_metrics, result_
 __all__ = [
     "EXECUTORS", "ROW_KEYS", "CampaignSpec", "Executor", "ExecutorOptions", "OnResult", "ResultStore", "RunJob",
     "execute_ensemble", "execute_local", "execute_ray", "executor_for", "finished_metrics", "override_args", "parse_seeds",
-    "pending_jobs", "plan", "result_row", "run_campaign", "run_job", "select_runs", "validate_conditions",
+    "pending_jobs", "plan", "read_results", "result_row", "run_campaign", "run_job", "select_runs", "validate_conditions",
     "write_report", "write_subset_report",
 ]

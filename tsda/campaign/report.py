@@ -2,7 +2,7 @@
 per-score summary tables, Friedman/Nemenyi ranks with the critical-difference chart, paired
 differences against the control condition, the per-class F1 heatmap, latent-space geometry
 and the failed runs; the same tables and charts logged to W&B as the campaign's summary run
-(`tsda.logging.log_summary_run`). `select_runs` + `write_subset_report`: the same report of
+(`tsda.logging.log_summary_run`). `read_results`, `select_runs` + `write_subset_report`: the same report of
 some conditions and seeds (a campaign still running, the key conditions) in a subfolder.
 """
 
@@ -143,6 +143,14 @@ def _failures(report: Sections, results: pd.DataFrame) -> None:
                                                 zip(failed["condition"], failed["seed"], failed["error"])] + [""]
 
 
+def read_results(out: str | Path) -> pd.DataFrame:
+    """`out/results.parquet`; a `ValueError` naming the folder where there is none."""
+    path = Path(out) / "results.parquet"
+    if not path.is_file():
+        raise ValueError(f"campaign report: no results.parquet in {out}")
+    return pd.read_parquet(path)
+
+
 def write_report(out: str | Path, metric: str = "test_weighted_f1", alpha: float = 0.05,
                  control: str | None = None) -> Path:
     """`out/report.md` with the summary tables, CD chart, paired differences against the
@@ -152,10 +160,8 @@ def write_report(out: str | Path, metric: str = "test_weighted_f1", alpha: float
     from tsda.metrics import stats
 
     out = Path(out)
-    if not (out / "results.parquet").is_file():
-        raise ValueError(f"campaign report: no results.parquet in {out}")
+    results = read_results(out)
     info = json.loads((out / "campaign.json").read_text()) if (out / "campaign.json").is_file() else {}
-    results = pd.read_parquet(out / "results.parquet")
     runs = stats.ok_runs(results)
     if runs.empty:
         raise ValueError(f"campaign report: no finished run in {out}")

@@ -21,19 +21,17 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from tsda.campaign import (
     EXECUTORS,
     CampaignSpec,
     parse_seeds,
     plan,
+    read_results,
     run_campaign,
     select_runs,
     write_report,
     write_subset_report,
 )
-
 
 USAGE = __doc__
 
@@ -73,12 +71,9 @@ def _report(args: argparse.Namespace) -> Path:
     """The whole campaign's report, or (with --conditions/--seeds/--complete) a selection's."""
     if not (args.conditions or args.seeds or args.complete):
         return write_report(args.out, args.metric, args.alpha, args.control)
-    results = Path(args.out) / "results.parquet"
-    if not results.is_file():
-        raise ValueError(f"campaign report: no results.parquet in {args.out}")
     conditions = args.conditions.split(",") if args.conditions else None
     seeds = parse_seeds(args.seeds, "--seeds") if args.seeds else None
-    chosen = select_runs(pd.read_parquet(results), conditions, seeds, args.complete, args.metric)
+    chosen = select_runs(read_results(args.out), conditions, seeds, args.complete, args.metric)
     subset = {"conditions": conditions, "seeds": seeds, "complete": args.complete}
     return write_subset_report(args.out, chosen, args.into, subset, args.metric, args.alpha, args.control)
 
