@@ -8,6 +8,11 @@
     tsda sample --ckpt UNCONDITIONAL.ckpt --label-with CLASSIFIER.ckpt --per-class 100 \
         --min-confidence 0.9 [--max-draws 50000] [--latent-guidance-scale 2 --guide labeller] --out FILE.parquet
 
+`--out FILE.pcap` writes the flows as packets instead (`tsda.data.capture.export`: one TCP
+conversation per flow, valid headers, zero payload bytes, each class served by its own
+address, and `FILE.rules.csv` to label them again with `tsda data import FILE.pcap --label
+FILE.rules.csv`).
+
 Flows are decoded to real units with the checkpoint's `FlowCodec` settings and written in
 the tcbench schema (`tsda.data.sources.write_parquet`, atomic) plus a `generator` column
 (`<class name>:<checkpoint path>`). Generator options (`--steps`, `--sampler`,
@@ -37,11 +42,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from tsda.data.capture.export import export_table
 from tsda.data.sources import write_parquet
 from tsda.errors import TsdaError
 from tsda.generate import plan_labels, sample_flows, to_table, unlabelled_table
 from tsda.lit.generative import GenerativeModule, load_generative
 from tsda.runs import write_json_atomic
+
+
+PCAP_SUFFIXES = (".pcap", ".cap")
+PCAP_START, PCAP_GAP = 1_700_000_000.0, 0.01  # unix time of the first flow, seconds between flow starts
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
@@ -62,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=int, help="flows per class (instead of --n)")
     p.add_argument("--labels", type=str, help="comma-separated class names (or indices) to generate")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output Parquet file")
+    p.add_argument("--out", required=True, help="output Parquet file, or a .pcap file of synthetic packets")
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto")
     p.add_argument("--steps", type=int, help="generator option: sampling steps (diffusion)")
@@ -137,7 +147,13 @@ def main(argv: list[str]) -> None:
                              progress=not args.no_progress, **options)
         table = to_table(model, batch) if model.conditional else unlabelled_table(model, batch)
     tag = f"{type(model).__name__}:{args.ckpt}"
-    out = write_parquet(table, args.out, extra={"generator": np.full(len(table), tag, dtype=object), **extra})
+    if Path(args.out).suffix.lower() in PCAP_SUFFIXES:
+        n = len(table)
+        start_ns = np.rint((PCAP_START + PCAP_GAP * np.arange(n)) * 1e9).astype(np.int64)
+        out, rules = Path(args.out), export_table(table, args.out, np.ones(n, dtype=bool), start_ns)[1]
+        print(f"packets: synthetic TCP conversations (valid headers, zero payload bytes); labels: --label {rules}")
+    else:
+        out = write_parquet(table, args.out, extra={"generator": np.full(len(table), tag, dtype=object), **extra})
     if report is not None:
         write_json_atomic(Path(out).with_suffix(".labelling.json"), report)
     counts = table.class_counts()

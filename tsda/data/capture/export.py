@@ -12,6 +12,7 @@ sizes, directions and times, to the file's timestamp resolution.
 
 from __future__ import annotations
 
+import csv
 import ipaddress
 import struct
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tsda.data.capture.framing import CaptureError
+from tsda.data.table import FlowTable
 from tsda.runs import atomic_path
 
 ETH, IP4 = 14, 20
@@ -97,10 +99,12 @@ def _packet_plan(sizes: np.ndarray, dirs: np.ndarray, times: np.ndarray, lengths
 
 def write_pcap(path: str | Path, sizes: np.ndarray, dirs: np.ndarray, times: np.ndarray, lengths: np.ndarray,
                tcp: np.ndarray, start_ns: np.ndarray, client_net: str = "10.0.0.0/8",
-               server_net: str = "192.0.2.0/24", server_port: int = 443, nanoseconds: bool = False) -> int:
+               server_net: str = "192.0.2.0/24", server_port: int = 443, nanoseconds: bool = False,
+               server_host: np.ndarray | None = None) -> int:
     """Write flows (`sizes`, `dirs`, `times (N, P)` as in `FlowTable`, `lengths (N,)`,
     `tcp (N,)` bool, `start_ns (N,)` int64) as packets to `path`, atomically; returns the
-    number of packets.
+    number of packets. `server_host (N,)`: which address of `server_net` (0 = its first
+    host) serves each flow; default: spread over the network.
 
     Raises:
         CaptureError: a size too large for one IPv4 packet (naming the row), a network too
@@ -122,7 +126,12 @@ def write_pcap(path: str | Path, sizes: np.ndarray, dirs: np.ndarray, times: np.
     flow = np.arange(n, dtype=np.int64)
     client_ip = int(cnet.network_address) + 1 + flow // PORTS_PER_HOST
     client_port = FIRST_PORT + flow % PORTS_PER_HOST
-    server_ip = int(snet.network_address) + 1 + flow % (snet.num_addresses - 2)
+    hosts = snet.num_addresses - 2
+    if server_host is None:
+        server_host = flow % hosts
+    elif len(server_host) and int(server_host.max()) >= hosts:
+        raise CaptureError(f"--server_net {server_net}: {hosts} host addresses, {int(server_host.max()) + 1} needed")
+    server_ip = int(snet.network_address) + 1 + np.asarray(server_host, dtype=np.int64)
     isn = (flow * 2_654_435_761 + 12_345) % (1 << 32)  # a fixed initial sequence number per flow and side
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, 262_144, 1))
@@ -186,3 +195,23 @@ def _frames(pk: dict[str, np.ndarray], tcp_flow: np.ndarray, client_ip: np.ndarr
     mask = cols < width[:, None]
     out[(at[:, None] + cols)[mask]] = head[mask]
     return out.tobytes()
+
+
+def export_table(table: FlowTable, path: str | Path, tcp: np.ndarray, start_ns: np.ndarray,
+                 client_net: str = "10.0.0.0/8", server_net: str = "192.0.2.0/24", server_port: int = 443,
+                 nanoseconds: bool = False) -> tuple[int, Path]:
+    """Write `table`'s flows to the pcap `path`, each class served by its own address of
+    `server_net`, and beside it `<path stem>.rules.csv`, the rules file that labels them
+    again on import (`tsda data import X.pcap --label X.rules.csv`); returns the packet
+    count and the rules file."""
+    times = table.times - table.times[:, :1]  # since each flow's first packet
+    n = write_pcap(path, table.sizes, table.directions, times, table.lengths, tcp, start_ns, client_net,
+                   server_net, server_port, nanoseconds, server_host=table.labels)
+    base = int(ipaddress.ip_network(server_net, strict=False).network_address) + 1
+    rules = Path(path).with_suffix(".rules.csv")
+    with atomic_path(rules) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["server_ip", "app"])
+        for k, name in enumerate(table.class_names):
+            writer.writerow([str(ipaddress.IPv4Address(base + k)), name])
+    return n, rules

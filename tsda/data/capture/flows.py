@@ -241,8 +241,9 @@ class FlowAssembler:
         retrans = np.empty(n, dtype=bool)
         retrans[order] = retrans_sorted
         g_max = np.maximum(np.maximum.reduceat(np.where(data[order], end, -1), g_first), max_state)
-        out["base"] = np.full((len(first), 2), -1, dtype=np.int64)
-        out["max_end"] = np.full((len(first), 2), -1, dtype=np.int64)
+        for k in ("base", "max_end"):  # a side silent in this chunk keeps its state
+            out[k] = np.full((len(first), 2), -1, dtype=np.int64)
+            out[k][has] = st[k][s_rows]
         out["base"][g_seg, g_side] = base
         out["max_end"][g_seg, g_side] = g_max
         # series packets
