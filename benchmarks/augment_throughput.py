@@ -8,6 +8,12 @@ flow); both run on one CPU thread by default. Flows per second come from the few
 CPU seconds (process time, so a shared machine's other jobs do not count) of
 `--repeats` runs (NumPy: `--numpy-repeats`) on one batch of random flows.
 Target: torch at least 20x NumPy for every augmentation.
+
+Then the policies (`configs/augment/trivial_augment.yaml`, `rand_augment.yaml`, and
+TrivialAugment at 11 and 31 magnitude levels): the CPU seconds of a training step
+(augment B flows, policy double, forward and backward of the study's classifier on 2B,
+Adam) with the policy against the step with its slowest single op (`--policies-only`
+skips the table above). Target: at most 1.2x.
 """
 
 from __future__ import annotations
@@ -15,15 +21,19 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from tsda.augment.catalog import HANDCRAFTED
+from tsda.augment.base import Augmentation
+from tsda.augment.catalog import HANDCRAFTED, build_augmentation
+from tsda.augment.policy import TrivialAugment
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
 
 CODEC = FlowCodec()
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "augment"
 NORM = float(np.log1p(CODEC.iat_max / CODEC.iat_unit))
 Flow = tuple[np.ndarray, np.ndarray, np.ndarray]  # size, direction, iat of the n real packets
 
@@ -257,16 +267,53 @@ def best_seconds(fn: Callable[[], object], repeats: int) -> float:
     return best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--flows", type=int, default=4096)
-    parser.add_argument("--packets", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=100,
-                        help="torch runs per augmentation (best taken; one run is milliseconds)")
-    parser.add_argument("--numpy-repeats", type=int, default=5)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+def training_step(augmentation: Augmentation, batch: FlowBatch) -> Callable[[], None]:
+    """One training step with `augmentation` (policy double, the study's classifier and
+    optimiser), warmed up."""
+    from tsda.lit.classifier import ClassifierModule
+
+    model = ClassifierModule(num_classes=20, augmentation=augmentation, policy="double")
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        loss = model.training_step(batch, 0)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+    step()
+    return step
+
+
+def interleaved_best(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+    """Fewest CPU seconds of each step over `repeats` rounds, one call of each per round,
+    so that a shared machine's load shifts all of them alike."""
+    best = {name: float("inf") for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            best[name] = min(best[name], best_seconds(step, 1))
+    return best
+
+
+def policy_steps(batch: FlowBatch, repeats: int) -> None:
+    """Print each policy's step time against the step with its slowest op, and the ratio."""
+    policies = {"trivial_augment.yaml": build_augmentation(CONFIGS / "trivial_augment.yaml"),
+                "rand_augment.yaml": build_augmentation(CONFIGS / "rand_augment.yaml"),
+                "TrivialAugment(levels=11)": TrivialAugment(levels=11),
+                "TrivialAugment(levels=31)": TrivialAugment(levels=31)}
+    augmentations = {**{name: cls() for name, cls in HANDCRAFTED.items()}, **policies}
+    best = interleaved_best({name: training_step(aug, batch) for name, aug in augmentations.items()}, repeats)
+    slowest = max(HANDCRAFTED, key=best.get)  # every policy here draws from all 18 ops
+    print(f"\ntraining step, {len(batch)} flows + {len(batch)} augmented, CPU ms (best of {repeats}); "
+          f"slowest op: {slowest} {best[slowest] * 1e3:.1f} ms, fastest op {min(best[n] for n in HANDCRAFTED) * 1e3:.1f}")
+    print(f"{'policy':28s} {'step ms':>8s} {'ratio':>6s}")
+    for name in policies:
+        print(f"{name:28s} {best[name] * 1e3:8.1f} {best[name] / best[slowest]:5.2f}x")
+    print("target: ratio <= 1.2x")
+
+
+def op_throughput(args: argparse.Namespace) -> None:
+    """Print each augmentation's flows per second, torch against the NumPy loop."""
     batch = random_batch(args.flows, args.packets)
     ctx = Context(batch.x.numpy(), batch.lengths.numpy(), batch.labels.numpy())
     print(f"{args.flows} flows x {args.packets} packets, CPU, {args.threads} thread(s); flows per CPU second (best of runs)")
@@ -282,6 +329,24 @@ def main() -> None:
         ratios.append(ratio)
         print(f"{name:22s} {args.flows / t_torch:12,.0f} {args.flows / t_numpy:12,.0f} {ratio:7.1f}x", flush=True)
     print(f"lowest ratio {min(ratios):.1f}x (target >= 20x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--flows", type=int, default=4096)
+    parser.add_argument("--packets", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=100,
+                        help="torch runs per augmentation (best taken; one run is milliseconds)")
+    parser.add_argument("--numpy-repeats", type=int, default=5)
+    parser.add_argument("--step-flows", type=int, default=256, help="B of the policy steps (the study's)")
+    parser.add_argument("--step-repeats", type=int, default=20, help="training steps per policy or op")
+    parser.add_argument("--policies-only", action="store_true", help="only the policy steps")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if not args.policies_only:
+        op_throughput(args)
+    policy_steps(random_batch(args.step_flows, args.packets), args.step_repeats)
 
 
 if __name__ == "__main__":

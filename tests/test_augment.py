@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tsda.augment.base import Augmentation, Compose, OneOf, RandomApply
-from tsda.augment.catalog import AUGMENTATIONS, HANDCRAFTED, build_augmentation, class_path
+from tsda.augment.catalog import AUGMENTATIONS, HANDCRAFTED, POLICIES, build_augmentation, class_path
 from tsda.augment.generator import GeneratorAugmentation
 from tsda.augment.ops import partners, sample_beta
 from tsda.augment.validity import assert_valid, check_valid
@@ -89,8 +89,9 @@ def test_catalog_is_complete() -> None:
         assert cls.family in ("amplitude", "mask", "order", "time", "mixing")
         assert set(cls.alters) == {"size", "direction", "iat"}
         assert (ROOT / "configs/augment" / f"{name}.yaml").is_file()
-    # the full catalog adds the trained generator, whose config names a checkpoint to set
-    assert AUGMENTATIONS == {**HANDCRAFTED, "generator": GeneratorAugmentation}
+    # the full catalog adds the policies (tests/test_policy.py) and the trained generator,
+    # whose config names a checkpoint to set
+    assert AUGMENTATIONS == {**HANDCRAFTED, **POLICIES, "generator": GeneratorAugmentation}
     assert GeneratorAugmentation.family == "generator"
     generator_yaml = build_augmentation(ROOT / "configs/augment/generator.yaml")
     assert type(generator_yaml) is GeneratorAugmentation

@@ -14,6 +14,8 @@ training epoch, and `stats()` for what to report (e.g. seconds spent sampling a 
 
 from __future__ import annotations
 
+import itertools
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -64,6 +66,12 @@ class Augmentation(ABC):
     @abstractmethod
     def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
         """Return an augmented copy of `batch` (`x (B, 3, L)`); never modify it in place."""
+
+    def apply_to(self, batch: FlowBatch, rows: slice, generator: torch.Generator) -> FlowBatch:
+        """The augmented rows `rows` of `batch` (`b` flows): what per-flow choices
+        (`apply_each`) call. By default the rows alone; augmentations that draw partners
+        from the batch (`tsda.augment.mixing.PairAugmentation`) draw them from all of it."""
+        return self(batch.index(rows), generator)
 
     # -- run hooks (no-ops for pure augmentations) ---------------------------------------
     def children(self) -> list[Augmentation]:
@@ -140,7 +148,7 @@ class RandomApply(Augmentation):
 class OneOf(Augmentation):
     """Apply one of `augmentations` per flow, drawn with `weights` (uniform by default).
 
-    Every candidate runs on the whole batch (batched), then each flow keeps its draw.
+    Each candidate runs once, batched, on the flows that drew it (`apply_each`).
     """
 
     family = "combinator"
@@ -148,10 +156,8 @@ class OneOf(Augmentation):
     def __init__(self, augmentations: Sequence[Augmentation], weights: Sequence[float] | None = None) -> None:
         if not augmentations:
             raise ValueError("OneOf.augmentations must not be empty")
-        if weights is not None and (len(weights) != len(augmentations) or min(weights) < 0 or sum(weights) <= 0):
-            raise ValueError("OneOf.weights must be non-negative, one per augmentation, not all 0")
         self.augmentations = list(augmentations)
-        self.weights = list(weights) if weights is not None else [1.0] * len(augmentations)
+        self.weights = check_weights("OneOf.weights", weights, len(self.augmentations))
 
     def children(self) -> list[Augmentation]:
         return list(self.augmentations)
@@ -159,10 +165,51 @@ class OneOf(Augmentation):
     def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
         w = torch.tensor(self.weights, dtype=torch.float, device=batch.device)
         pick = torch.multinomial(w, len(batch), replacement=True, generator=generator)  # (B,)
-        out = batch
-        for i, aug in enumerate(self.augmentations):
-            out = select(pick == i, aug(batch, generator), out)
-        return out
+        return apply_each(batch, pick, self.augmentations, generator)
+
+
+class Identity(Augmentation):
+    """Every flow unchanged: what an op becomes at the magnitude where it does nothing
+    (`tsda.augment.magnitude`); policies leave its flows out of `apply_each` (pick -1)."""
+
+    family = "combinator"
+
+    def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
+        return batch.replace(x=batch.x.clone())
+
+
+def check_weights(name: str, weights: Sequence[float] | None, n: int) -> list[float]:
+    """`weights` as a list (`[1.0] * n` for None); raises `ValueError` naming `name` unless
+    there are `n` finite, non-negative weights, not all 0."""
+    if weights is None:
+        return [1.0] * n
+    w = [float(v) for v in weights]
+    if len(w) != n or not all(math.isfinite(v) and v >= 0 for v in w) or sum(w) <= 0:
+        raise ValueError(f"{name} must be {n} finite non-negative numbers (one per augmentation), "
+                         f"not all 0, got {list(weights)}")
+    return w
+
+
+def apply_each(batch: FlowBatch, pick: torch.Tensor, augmentations: Sequence[Augmentation],
+               generator: torch.Generator) -> FlowBatch:
+    """Apply `augmentations[i]` to the flows with `pick == i`, each once on all its flows.
+
+    Args:
+        batch: `B` flows.
+        pick: `(B,)` int64 in `[-1, n)`; `-1` leaves a flow unchanged.
+        augmentations: the `n` candidates.
+
+    Returns:
+        `B` flows in `batch`'s order; soft labels for all when any candidate sets them.
+    """
+    order = torch.argsort(pick, stable=True)  # (B,) rows grouped by candidate, unchanged first
+    counts = torch.bincount(pick + 1, minlength=len(augmentations) + 1).tolist()  # one host sync
+    grouped = batch.index(order)  # each candidate's flows are then a slice: views, no copies
+    ends = list(itertools.accumulate(counts))
+    parts = [grouped.index(slice(0, ends[0]))]
+    parts += [aug.apply_to(grouped, slice(start, end), generator)
+              for aug, start, end in zip(augmentations, ends, ends[1:]) if end > start]
+    return FlowBatch.cat(parts).index(order.argsort())
 
 
 def select(mask: torch.Tensor, a: FlowBatch, b: FlowBatch) -> FlowBatch:

@@ -7,6 +7,7 @@ one's `class_path` / `init_args` snippet for LightningCLI.
 from __future__ import annotations
 
 import inspect
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from tsda.augment.generator import GeneratorAugmentation
 from tsda.augment.masking import BernoulliMask, WindowMask
 from tsda.augment.mixing import Mixup
 from tsda.augment.order import CutMix, Flip, Interpolation, PacketLoss, Permutation, Translation, Wrap
+from tsda.augment.policy import RandAugment, TrivialAugment
 from tsda.augment.traffic import ChangeRTT, TcbenchPacketLoss, TimeShift
 
 #: the paper's 14 (table order), tcbench's 3, then Mixup: each works with its defaults
@@ -39,8 +41,10 @@ HANDCRAFTED: dict[str, type[Augmentation]] = {
     "tcbench_packet_loss": TcbenchPacketLoss,
     "mixup": Mixup,
 }
-#: every augmentation by name: the hand-crafted ones and a trained generator (`ckpt` needed)
-AUGMENTATIONS: dict[str, type[Augmentation]] = {**HANDCRAFTED, "generator": GeneratorAugmentation}
+#: policies over the hand-crafted ops, each flow its own op and magnitude (`tsda.augment.policy`)
+POLICIES: dict[str, type[Augmentation]] = {"trivial_augment": TrivialAugment, "rand_augment": RandAugment}
+#: every augmentation by name: the hand-crafted ones, the policies and a trained generator (`ckpt` needed)
+AUGMENTATIONS: dict[str, type[Augmentation]] = {**HANDCRAFTED, **POLICIES, "generator": GeneratorAugmentation}
 
 
 def augmentation_class(name: str) -> type[Augmentation]:
@@ -74,8 +78,8 @@ def build_augmentation(spec: str | Path | dict[str, Any]) -> Augmentation:
     YAML and dicts go through jsonargparse, as LightningCLI parses
     `--model.init_args.augmentation`, so combinators nest (`Compose`, `OneOf`, ...).
     """
-    if isinstance(spec, str) and spec in HANDCRAFTED:
-        return HANDCRAFTED[spec]()
+    if isinstance(spec, str) and (spec in HANDCRAFTED or spec in POLICIES):
+        return AUGMENTATIONS[spec]()
     if isinstance(spec, str) and spec in AUGMENTATIONS:
         raise ValueError(f"--augment {spec}: needs a checkpoint; use configs/augment/{spec}.yaml with its ckpt set")
     from jsonargparse import ArgumentParser
@@ -90,5 +94,8 @@ def build_augmentation(spec: str | Path | dict[str, Any]) -> Augmentation:
         spec = yaml.safe_load(path.read_text())
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--augmentation", type=Augmentation, required=True)
-    cfg = parser.parse_object({"augmentation": spec})
+    try:
+        cfg = parser.parse_object({"augmentation": spec})
+    except ArgumentError as exc:  # a value of the wrong type or an unknown key: bad input, as a failed check
+        raise ValueError(f"--augment: {exc}") from None
     return parser.instantiate_classes(cfg).augmentation

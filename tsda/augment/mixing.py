@@ -1,6 +1,9 @@
-"""Mixup (Zhang et al. 2018), the standard mixing baseline, made flow-valid."""
+"""Augmentations that mix each flow with a partner from its batch: their base, and Mixup
+(Zhang et al. 2018), the standard mixing baseline, made flow-valid (CutMix: `order`)."""
 
 from __future__ import annotations
+
+from abc import abstractmethod
 
 import torch
 
@@ -11,7 +14,29 @@ from tsda.data.batch import IAT, SIZE, FlowBatch
 _VALUES = slice(SIZE, IAT + 1, IAT - SIZE)  # the size and iat channels, as a view
 
 
-class Mixup(Augmentation):
+class PairAugmentation(Augmentation):
+    """Mixes each flow with a partner drawn from the batch (`same_class`: of its class).
+
+    Subclasses implement `mix`. On a subset of rows (`apply_to`, as per-flow choices call
+    it) partners still come from the whole batch: a subset of a few flows would leave
+    most flows without a partner of their class.
+    """
+
+    same_class: bool
+
+    @abstractmethod
+    def mix(self, batch: FlowBatch, other: FlowBatch, generator: torch.Generator) -> FlowBatch:
+        """`batch` mixed with `other`, its partners (row i is flow i's), same size."""
+
+    def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
+        return self.mix(batch, batch.index(partners(batch.labels, self.same_class, generator)), generator)
+
+    def apply_to(self, batch: FlowBatch, rows: slice, generator: torch.Generator) -> FlowBatch:
+        other = partners(batch.labels, self.same_class, generator)[rows]  # (b,) rows of the whole batch
+        return self.mix(batch.index(rows), batch.index(other), generator)
+
+
+class Mixup(PairAugmentation):
     """Mix each flow with a partner: `x' = lam x + (1 - lam) x_partner`.
 
     `lam ~ Beta(alpha, alpha)`, folded to `max(lam, 1 - lam)` so each flow stays the
@@ -37,8 +62,7 @@ class Mixup(Augmentation):
         check_mixing("Mixup", same_class, num_classes)
         self.alpha, self.same_class, self.num_classes = alpha, same_class, num_classes
 
-    def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
-        other = batch.index(partners(batch.labels, self.same_class, generator))
+    def mix(self, batch: FlowBatch, other: FlowBatch, generator: torch.Generator) -> FlowBatch:
         lam = sample_beta(self.alpha, len(batch), generator, batch.device)  # (B,)
         lam = torch.maximum(lam, 1.0 - lam)
         both = (batch.mask() & other.mask())[:, None, :]  # (B, 1, L)

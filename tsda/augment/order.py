@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from tsda.augment.base import Augmentation, _check_probability
+from tsda.augment.mixing import PairAugmentation
 from tsda.augment.ops import (
     check_mixing,
     check_positive,
@@ -24,7 +25,6 @@ from tsda.augment.ops import (
     interleave_means,
     last_time,
     mix_labels,
-    partners,
     positions,
     randint_upto,
     time_codec,
@@ -215,7 +215,7 @@ class Permutation(Augmentation):
         return batch.replace(x=finish(out, batch.lengths))
 
 
-class CutMix(Augmentation):
+class CutMix(PairAugmentation):
     """Patch a segment of one sample with the same segment of another (the paper's rule).
 
     Each flow draws a partner from the batch (of the same class by default) and a
@@ -243,8 +243,7 @@ class CutMix(Augmentation):
         check_mixing("CutMix", same_class, num_classes)
         self.max_fraction, self.same_class, self.num_classes = max_fraction, same_class, num_classes
 
-    def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
-        other = batch.index(partners(batch.labels, self.same_class, generator))
+    def mix(self, batch: FlowBatch, other: FlowBatch, generator: torch.Generator) -> FlowBatch:
         m = torch.minimum(batch.lengths, other.lengths)  # (B,)
         w_max = (m.double() * self.max_fraction).long()  # (B,) 0 when too short to patch
         w = torch.where(w_max >= 1, 1 + randint_upto((w_max - 1).clamp_min(0), generator), 0)

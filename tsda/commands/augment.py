@@ -31,6 +31,7 @@ from jsonargparse import ArgumentParser, Namespace
 from tsda.augment.base import Augmentation
 from tsda.augment.catalog import AUGMENTATIONS, augmentation_class, build_augmentation, defaults, required
 from tsda.augment.enlarge import enlarge_to_parquet
+from tsda.augment.magnitude import MAGNITUDES
 from tsda.commands.options import add_data_arguments, build_datamodule, command_parser
 from tsda.data.batch import FlowBatch
 from tsda.data.curation import STORED_SPLITS, holds_copies
@@ -42,13 +43,17 @@ from tsda.seeds import seeded_generator
 
 
 def list_augmentations() -> str:
-    """The catalog as a text table: name, family, altered features (probabilities), defaults."""
-    rows = [("name", "family", "size", "dir", "iat", "defaults")]
+    """The catalog as a text table: name, family, altered features (probabilities), the
+    range magnitude m in [0, 1] sets (`tsda.augment.magnitude`), defaults."""
+    rows = [("name", "family", "size", "dir", "iat", "magnitude m: 0..1", "defaults")]
     for name, cls in AUGMENTATIONS.items():
         a = cls.alters
         params = ", ".join([*(f"{k}=<required>" for k in required(cls)),
                             *(f"{k}={v!r}" for k, v in defaults(cls).items())]) or "-"
-        rows.append((name, cls.family, f"{a['size']:g}", f"{a['direction']:g}", f"{a['iat']:g}", params))
+        span = MAGNITUDES[cls].describe(cls) if cls in MAGNITUDES else "-"
+        # a policy alters what its ops alter: no fixed probabilities of its own
+        alters = ["-"] * 3 if cls.family == "combinator" else [f"{a[k]:g}" for k in ("size", "direction", "iat")]
+        rows.append((name, cls.family, *alters, span, params))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows)
 

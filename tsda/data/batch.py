@@ -61,8 +61,8 @@ class FlowBatch:
         soft = None if self.soft_labels is None else self.soft_labels.to(device)
         return FlowBatch(self.x.to(device), self.lengths.to(device), self.labels.to(device), soft)
 
-    def index(self, idx: torch.Tensor) -> FlowBatch:
-        """Rows `idx` (`(b,)` int64 or bool)."""
+    def index(self, idx: torch.Tensor | slice) -> FlowBatch:
+        """Rows `idx` (`(b,)` int64 or bool, or a slice: views)."""
         soft = None if self.soft_labels is None else self.soft_labels[idx]
         return FlowBatch(self.x[idx], self.lengths[idx], self.labels[idx], soft)
 

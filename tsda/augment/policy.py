@@ -1,0 +1,166 @@
+"""Augmentation policies as augmentations: TrivialAugment (Mueller and Hutter 2021) and
+RandAugment (Cubuk et al. 2020) over the hand-crafted ops, at their magnitudes
+(`tsda.augment.magnitude`).
+
+Batched: each flow draws its own op (with `weights`) and magnitude from the run's
+generator, and each (op, magnitude) setting runs once, batched, on the flows that drew
+it (`apply_each`, as `OneOf`), never per flow in Python. Op parameters are scalars, so
+per-flow uniform magnitudes are binned into `levels` values `0, 1/(levels-1), ..., 1` (as
+TrivialAugment bins its 31; 5 here by default, for speed), with one instance per distinct
+setting (levels that round to the same integer share one); flows at an op's identity
+(m = 0) pass unchanged.
+
+`ops` names ops (`wrap`), families (`amplitude`, `mask`, `order`, `time`, `mixing`) or
+`all` (the 18). The mixing ops (CutMix, Mixup) take same-class partners, drawn from the
+whole batch (`PairAugmentation.apply_to`): labels stay hard, as in the study's configs.
+
+    class_path: tsda.augment.policy.TrivialAugment
+    init_args: {ops: [order, mask], magnitude: uniform}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+
+from tsda.augment.base import Augmentation, Identity, apply_each, check_weights
+from tsda.augment.magnitude import check_magnitude, from_magnitude
+from tsda.data.batch import FlowBatch
+
+#: the families `ops` may name (every hand-crafted op is in one)
+FAMILIES = ("amplitude", "mask", "order", "time", "mixing")
+
+
+def resolve_ops(name: str, ops: str | Sequence[str]) -> list[type[Augmentation]]:
+    """The hand-crafted classes `ops` names (op names, families or `all`), in the order
+    named (catalog order inside a family), each once; `ValueError` naming `name` for an
+    empty list or an unknown name."""
+    from tsda.augment.catalog import HANDCRAFTED  # imported here: the catalog imports this module
+
+    names = [ops] if isinstance(ops, str) else list(ops)
+    if not names:
+        raise ValueError(f"{name} must name at least one op, family or 'all'")
+    chosen: list[type[Augmentation]] = []
+    for op in names:
+        if op == "all" or op in FAMILIES:
+            matched = [c for c in HANDCRAFTED.values() if op in ("all", c.family)]
+        elif op in HANDCRAFTED:
+            matched = [HANDCRAFTED[op]]
+        else:
+            raise ValueError(f"{name}: unknown op {op!r}; known: all, {', '.join(FAMILIES)}, {', '.join(HANDCRAFTED)}")
+        chosen += [c for c in matched if c not in chosen]
+    return chosen
+
+
+class _Policy(Augmentation):
+    """The op list, its weights and the distinct settings the policy draws from.
+
+    Args:
+        ops: op names, family names or `all` (see the module docstring).
+        weights: one per op as `ops` resolves (e.g. 18 for `all`), non-negative, not all
+            0; None = uniform.
+    """
+
+    family = "combinator"
+
+    def __init__(self, ops: str | Sequence[str], weights: Sequence[float] | None) -> None:
+        self._ops = resolve_ops(f"{self.name}.ops", ops)
+        self._weights = check_weights(f"{self.name}.weights", weights, len(self._ops))
+        self.ops = ops if isinstance(ops, str) else list(ops)
+        self.weights = None if weights is None else list(weights)
+        #: the distinct non-identity settings, and each one's index by repr
+        self._instances: list[Augmentation] = []
+        self._index: dict[str, int] = {}
+
+    def children(self) -> list[Augmentation]:
+        return list(self._instances)
+
+    def _settings(self, magnitudes: Sequence[float]) -> torch.Tensor:
+        """`(n_ops, len(magnitudes))` int64: the index in `_instances` of each op at each
+        magnitude, -1 at its identity; equal settings share one instance."""
+        table = [[self._setting(cls, m) for m in magnitudes] for cls in self._ops]
+        return torch.tensor(table, dtype=torch.long)
+
+    def _setting(self, cls: type[Augmentation], m: float) -> int:
+        aug = from_magnitude(cls, m)
+        if isinstance(aug, Identity):
+            return -1
+        key = repr(aug)
+        if key not in self._index:
+            self._index[key] = len(self._instances)
+            self._instances.append(aug)
+        return self._index[key]
+
+    def _weight_tensor(self, device: torch.device) -> torch.Tensor:
+        return torch.tensor(self._weights, dtype=torch.float, device=device)
+
+
+class TrivialAugment(_Policy):
+    """One op per flow at one magnitude per flow (TrivialAugment).
+
+    Args:
+        ops: the ops drawn from (default `all`, the 18 hand-crafted ones).
+        magnitude: `uniform` (each flow draws its level uniformly) or `fixed` (every flow
+            at `m`).
+        m: the magnitude of `fixed`, in [0, 1] (0.5: every op at its default).
+        levels: magnitude levels of `uniform`, >= 2. Default 5 (0, 0.25, 0.5, 0.75, 1:
+            the defaults and a step either side): each distinct setting drawn costs one
+            batched call, so a CPU training step (B = 256) costs about 1.15x its slowest
+            op's at 5 levels, 1.27x at 11 and 1.38x at 31 (benchmarks/augment_throughput.py).
+        weights: op weights (see `_Policy`).
+    """
+
+    def __init__(self, ops: str | Sequence[str] = "all", magnitude: Literal["uniform", "fixed"] = "uniform",
+                 m: float = 0.5, levels: int = 5, weights: Sequence[float] | None = None) -> None:
+        if magnitude not in ("uniform", "fixed"):
+            raise ValueError(f"TrivialAugment.magnitude must be 'uniform' or 'fixed', got {magnitude!r}")
+        check_magnitude("TrivialAugment.m", m)
+        if levels < 2:
+            raise ValueError(f"TrivialAugment.levels must be >= 2, got {levels}")
+        super().__init__(ops, weights)
+        self.magnitude, self.m, self.levels = magnitude, m, levels
+        grid = [j / (levels - 1) for j in range(levels)] if magnitude == "uniform" else [m]
+        self._table = self._settings(grid)  # (n_ops, n_levels)
+
+    def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
+        b, dev = len(batch), batch.device
+        op = torch.multinomial(self._weight_tensor(dev), b, replacement=True, generator=generator)  # (B,)
+        n_levels = self._table.shape[1]
+        level = torch.randint(n_levels, (b,), generator=generator, device=dev) if n_levels > 1 else 0  # (B,)
+        return apply_each(batch, self._table.to(dev)[op, level], self._instances, generator)
+
+
+class RandAugment(_Policy):
+    """`n` distinct ops per flow, applied in turn, all at magnitude `m` (RandAugment).
+
+    Each flow draws its `n` ops without replacement (with `weights`); step `j` applies
+    every flow's `j`-th op, each op once on the flows that drew it.
+
+    Args:
+        n: ops per flow, in 1..(ops with weight > 0).
+        m: the magnitude of every op, in [0, 1] (0.5: every op at its default).
+        ops: the ops drawn from (default `all`).
+        weights: op weights (see `_Policy`).
+    """
+
+    def __init__(self, n: int = 2, m: float = 0.5, ops: str | Sequence[str] = "all",
+                 weights: Sequence[float] | None = None) -> None:
+        check_magnitude("RandAugment.m", m)
+        super().__init__(ops, weights)
+        drawable = sum(w > 0 for w in self._weights)
+        if not 1 <= n <= drawable:
+            raise ValueError(f"RandAugment.n must be in 1..{drawable} (distinct ops per flow, "
+                             f"from the ops with weight > 0), got {n}")
+        self.n, self.m = n, m
+        self._table = self._settings([m])[:, 0]  # (n_ops,)
+
+    def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
+        dev = batch.device
+        w = self._weight_tensor(dev).expand(len(batch), -1)  # (B, n_ops)
+        drawn = torch.multinomial(w, self.n, replacement=False, generator=generator)  # (B, n) distinct per flow
+        table = self._table.to(dev)
+        for j in range(self.n):
+            batch = apply_each(batch, table[drawn[:, j]], self._instances, generator)
+        return batch
