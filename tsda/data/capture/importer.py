@@ -28,7 +28,7 @@ from tsda.data.capture.labels import FlowEnds, Labeller
 from tsda.runs import atomic_path
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp")
-ROW_GROUP = 65_536
+ROW_GROUP = 8_192  # flows per Parquet row group: what waits in memory before it is written
 SCHEMA = pa.schema([
     ("app", pa.string()), ("pkts_size", pa.list_(pa.int32())), ("pkts_dir", pa.list_(pa.int8())),
     ("timetofirst", pa.list_(pa.float64())), ("packets", pa.int32()), ("bytes", pa.int64()),
