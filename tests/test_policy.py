@@ -163,6 +163,33 @@ def test_rand_augment_applies_n_distinct_ops_per_flow(monkeypatch: pytest.Monkey
     assert not (out.x == batch.x).flatten(1).all(1).any()
 
 
+def test_a_point_range_applies_only_that_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = spy(monkeypatch)
+    ops = ["wrap", "translation"]
+    out = TrivialAugment(ops=ops, levels=5, ranges=[(0.5, 0.5), (0.25, 0.75)])(make_batch(12, b=600), gen(0))
+    wrap, translation = (HANDCRAFTED[o] for o in ops)
+    expected = {repr(wrap())} | {repr(from_magnitude(translation, m)) for m in (0.25, 0.375, 0.5, 0.625, 0.75)}
+    assert {repr(op) for op, _ in calls} <= expected and repr(wrap()) in {repr(op) for op, _ in calls}
+    assert sum(n for _, n in calls) == len(out) == 600  # no flow at m = 0: every flow augmented
+
+
+def test_full_ranges_and_one_round_are_trivial_augment() -> None:
+    batch = make_batch(13)
+    plain = TrivialAugment(ops="order")(batch, gen(2))
+    spelled = TrivialAugment(ops="order", ranges=[(0.0, 1.0)] * 7, n=1)(batch, gen(2))
+    assert torch.equal(plain.x, spelled.x) and torch.equal(plain.lengths, spelled.lengths)
+
+
+def test_n_rounds_apply_n_ops_per_flow(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = spy(monkeypatch)
+    batch = make_batch(14, b=300)
+    out = TrivialAugment(ops=["flip", "bernoulli_mask"], magnitude="fixed", m=1.0, n=2)(batch, gen(0))
+    assert sum(n for _, n in calls) == 2 * len(batch)  # every flow two ops
+    flips = flows_per_op(calls)["Flip"]
+    assert 0.4 < flips / (2 * len(batch)) < 0.6  # each round drawn independently
+    assert_valid(out, FlowCodec(), like=batch)
+
+
 def test_mixing_ops_take_partners_from_the_whole_batch() -> None:
     batch = make_batch(8, b=64)
     row = int(torch.nonzero((batch.lengths >= 6) & (torch.bincount(batch.labels)[batch.labels] > 1))[0, 0])
@@ -235,6 +262,12 @@ def test_one_of_applies_each_candidate_once_on_its_flows(monkeypatch: pytest.Mon
     (lambda: TrivialAugment(ops="wrap", weights=[1.0, 2.0]), r"TrivialAugment\.weights"),
     (lambda: TrivialAugment(ops=["wrap", "flip"], weights=[-1.0, 2.0]), r"TrivialAugment\.weights"),
     (lambda: TrivialAugment(ops=["wrap", "flip"], weights=[0.0, 0.0]), r"TrivialAugment\.weights"),
+    (lambda: TrivialAugment(n=0), r"TrivialAugment\.n"),
+    (lambda: TrivialAugment(ops="wrap", ranges=[(0.2, 1.5)]), r"TrivialAugment\.ranges"),
+    (lambda: TrivialAugment(ops="wrap", ranges=[(-0.1, 0.5)]), r"TrivialAugment\.ranges"),
+    (lambda: TrivialAugment(ops="wrap", ranges=[(0.7, 0.3)]), r"TrivialAugment\.ranges"),
+    (lambda: TrivialAugment(ops=["wrap", "flip"], ranges=[(0.0, 1.0)]), r"TrivialAugment\.ranges"),
+    (lambda: TrivialAugment(ops="wrap", magnitude="fixed", ranges=[(0.0, 1.0)]), r"TrivialAugment\.ranges"),
     (lambda: RandAugment(n=0), r"RandAugment\.n"),
     (lambda: RandAugment(n=19), r"RandAugment\.n"),
     (lambda: RandAugment(n=2, ops=["wrap", "flip", "time"], weights=[1, 0, 0, 0, 0]), r"RandAugment\.n"),

@@ -3,7 +3,7 @@
     tsda fit -c configs/experiment/synthetic_baseline.yaml [--overrides]
     tsda test --ckpt CKPT [--data.path FILE --data.split none] [--out DIR]
     tsda data describe [--data.path FILE]
-    tsda augment list | preview | enlarge
+    tsda augment list | preview | enlarge | search
     tsda campaign run | report
     tsda ensemble JOBS.json    (many fit runs as batched ensembles; what --executor ensemble runs)
     tsda sample --ckpt CKPT --per-class N --out FILE.parquet

@@ -8,7 +8,8 @@ it (`apply_each`, as `OneOf`), never per flow in Python. Op parameters are scala
 per-flow uniform magnitudes are binned into `levels` values `0, 1/(levels-1), ..., 1` (as
 TrivialAugment bins its 31; 5 here by default, for speed), with one instance per distinct
 setting (levels that round to the same integer share one); flows at an op's identity
-(m = 0) pass unchanged.
+(m = 0) pass unchanged. TrivialAugment's `ranges` narrow each op's levels to its own
+`[lo, hi]` and `n` applies `n` independent rounds: what `tsda augment search` tunes.
 
 `ops` names ops (`wrap`), families (`amplitude`, `mask`, `order`, `time`, `mixing`) or
 `all` (the 18). The mixing ops (CutMix, Mixup) take same-class partners, drawn from the
@@ -77,10 +78,12 @@ class _Policy(Augmentation):
     def children(self) -> list[Augmentation]:
         return list(self._instances)
 
-    def _settings(self, magnitudes: Sequence[float]) -> torch.Tensor:
-        """`(n_ops, len(magnitudes))` int64: the index in `_instances` of each op at each
-        magnitude, -1 at its identity; equal settings share one instance."""
-        table = [[self._setting(cls, m) for m in magnitudes] for cls in self._ops]
+    def _settings(self, magnitudes: Sequence[float] | Sequence[Sequence[float]]) -> torch.Tensor:
+        """`(n_ops, n_magnitudes)` int64: the index in `_instances` of each op at each
+        magnitude (one list for all ops, or one list per op), -1 at its identity; equal
+        settings share one instance."""
+        grids = magnitudes if magnitudes and isinstance(magnitudes[0], Sequence) else [magnitudes] * len(self._ops)
+        table = [[self._setting(cls, m) for m in grid] for cls, grid in zip(self._ops, grids)]
         return torch.tensor(table, dtype=torch.long)
 
     def _setting(self, cls: type[Augmentation], m: float) -> int:
@@ -98,7 +101,7 @@ class _Policy(Augmentation):
 
 
 class TrivialAugment(_Policy):
-    """One op per flow at one magnitude per flow (TrivialAugment).
+    """One op per flow at one magnitude per flow (TrivialAugment), `n` rounds of it.
 
     Args:
         ops: the ops drawn from (default `all`, the 18 hand-crafted ones).
@@ -110,26 +113,60 @@ class TrivialAugment(_Policy):
             batched call, so a CPU training step (B = 256) costs about 1.15x its slowest
             op's at 5 levels, 1.27x at 11 and 1.38x at 31 (benchmarks/augment_throughput.py).
         weights: op weights (see `_Policy`).
+        ranges: `uniform` only: one magnitude range `[lo, hi]` per op as `ops` resolves,
+            `0 <= lo <= hi <= 1`; op i's `levels` are spread evenly over its own range
+            (`[0.5, 0.5]`: always its default). None = `[0, 1]` for every op. A searched
+            policy (`tsda augment search`) sets them.
+        n: rounds, >= 1: each flow gets `n` ops applied in turn, each round's op and
+            magnitude drawn independently (with replacement, unlike RandAugment). 1 =
+            TrivialAugment.
     """
 
     def __init__(self, ops: str | Sequence[str] = "all", magnitude: Literal["uniform", "fixed"] = "uniform",
-                 m: float = 0.5, levels: int = 5, weights: Sequence[float] | None = None) -> None:
+                 m: float = 0.5, levels: int = 5, weights: Sequence[float] | None = None,
+                 ranges: Sequence[tuple[float, float]] | None = None, n: int = 1) -> None:
         if magnitude not in ("uniform", "fixed"):
             raise ValueError(f"TrivialAugment.magnitude must be 'uniform' or 'fixed', got {magnitude!r}")
         check_magnitude("TrivialAugment.m", m)
         if levels < 2:
             raise ValueError(f"TrivialAugment.levels must be >= 2, got {levels}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"TrivialAugment.n must be an integer >= 1 (rounds per flow), got {n!r}")
         super().__init__(ops, weights)
+        spans = self._check_ranges(ranges, magnitude)
         self.magnitude, self.m, self.levels = magnitude, m, levels
-        grid = [j / (levels - 1) for j in range(levels)] if magnitude == "uniform" else [m]
+        self.ranges = None if ranges is None else [list(r) for r in spans]
+        self.n = n
+        steps = [j / (levels - 1) for j in range(levels)]
+        grid = [[lo + t * (hi - lo) for t in steps] for lo, hi in spans] if magnitude == "uniform" else [m]
         self._table = self._settings(grid)  # (n_ops, n_levels)
+
+    def _check_ranges(self, ranges: Sequence[Sequence[float]] | None, magnitude: str) -> list[tuple[float, float]]:
+        """`ranges` as `(lo, hi)` pairs (`(0, 1)` each for None); `ValueError` naming
+        `TrivialAugment.ranges` unless one pair per op, `0 <= lo <= hi <= 1`, with `uniform`."""
+        if ranges is None:
+            return [(0.0, 1.0)] * len(self._ops)
+        name = "TrivialAugment.ranges"
+        if magnitude != "uniform":
+            raise ValueError(f"{name} needs magnitude 'uniform' (a fixed magnitude has no range)")
+        spans = [tuple(float(v) for v in r) for r in ranges]
+        if len(spans) != len(self._ops):
+            raise ValueError(f"{name} must hold one [lo, hi] per op ({len(self._ops)} as ops resolves), "
+                             f"got {len(spans)}")
+        for i, span in enumerate(spans):
+            if len(span) != 2 or not 0.0 <= span[0] <= span[1] <= 1.0:  # False for NaN too
+                raise ValueError(f"{name}[{i}] ({self._ops[i].__name__}) must be [lo, hi] with "
+                                 f"0 <= lo <= hi <= 1, got {list(span)}")
+        return spans  # type: ignore[return-value]
 
     def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
         b, dev = len(batch), batch.device
-        op = torch.multinomial(self._weight_tensor(dev), b, replacement=True, generator=generator)  # (B,)
-        n_levels = self._table.shape[1]
-        level = torch.randint(n_levels, (b,), generator=generator, device=dev) if n_levels > 1 else 0  # (B,)
-        return apply_each(batch, self._table.to(dev)[op, level], self._instances, generator)
+        table, n_levels = self._table.to(dev), self._table.shape[1]
+        for _ in range(self.n):
+            op = torch.multinomial(self._weight_tensor(dev), b, replacement=True, generator=generator)  # (B,)
+            level = torch.randint(n_levels, (b,), generator=generator, device=dev) if n_levels > 1 else 0  # (B,)
+            batch = apply_each(batch, table[op, level], self._instances, generator)
+        return batch
 
 
 class RandAugment(_Policy):

@@ -125,7 +125,7 @@ def run_ensemble_job(jobs: Sequence[RunJob], env: dict[str, str] | None = None) 
 
 
 # -- executors --------------------------------------------------------------------------------
-def _thread_env(workers: int) -> dict[str, str]:
+def thread_env(workers: int) -> dict[str, str]:
     """`OMP_NUM_THREADS` sharing the cores between `workers` concurrent processes (unless set)."""
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
@@ -149,7 +149,7 @@ def _in_threads(tasks: Sequence[Callable[[], list[dict[str, Any]]]], on_result: 
 
 def execute_local(jobs: Sequence[RunJob], on_result: OnResult, workers: int = 1) -> None:
     """Run `jobs` as processes, `workers` at a time; `on_result(row)` in this process."""
-    env = _thread_env(workers)
+    env = thread_env(workers)
     _in_threads([lambda job=job: [run_job(job, env)] for job in jobs], on_result, workers)
 
 
@@ -166,7 +166,7 @@ def ensemble_chunks(jobs: Sequence[RunJob], members_per_job: int) -> list[list[R
 def execute_ensemble(jobs: Sequence[RunJob], on_result: OnResult, members_per_job: int = 0,
                      workers: int = 1) -> None:
     """Run `jobs` as `tsda ensemble` processes of `members_per_job` runs, `workers` at a time."""
-    env = _thread_env(workers)
+    env = thread_env(workers)
     chunks = ensemble_chunks(jobs, members_per_job)
     _in_threads([lambda chunk=chunk: run_ensemble_job(chunk, env) for chunk in chunks], on_result, workers)
 

@@ -1,10 +1,15 @@
-"""`tsda augment list | preview | enlarge`.
+"""`tsda augment list | preview | enlarge | search`.
 
     tsda augment list
     tsda augment preview translation --out preview.png [--data.path FILE.parquet]
     tsda augment enlarge --augment configs/augment/translation.yaml --copies 4 \\
         --out enlarged.parquet --data.path FILE.parquet [--seed 0]
     tsda fit ... --data.path enlarged.parquet --data.split column
+    tsda augment search -c experiments/handcrafted/base.yaml --out DIR --trials 16 [--workers 2] \
+        [--space configs/search/policy_space.yaml] [--epochs 8] [tsda fit overrides]
+
+`search` (`tsda.commands.search`) finds a TrivialAugment policy with Optuna by the
+validation weighted F1 of short `tsda fit` runs and writes it to `DIR/policy.yaml`.
 
 The flows used are the curated splits as `FlowDataModule` makes them from the `--data.*`
 options (`tsda fit`'s; without `--data.path`, the embedded synthetic dataset): preview
@@ -32,6 +37,7 @@ from tsda.augment.base import Augmentation
 from tsda.augment.catalog import AUGMENTATIONS, augmentation_class, build_augmentation, defaults, required
 from tsda.augment.enlarge import enlarge_to_parquet
 from tsda.augment.magnitude import MAGNITUDES
+from tsda.commands import search
 from tsda.commands.options import add_data_arguments, build_datamodule, command_parser
 from tsda.data.batch import FlowBatch
 from tsda.data.curation import STORED_SPLITS, holds_copies
@@ -147,12 +153,17 @@ def build_parser() -> ArgumentParser:
         add_data_arguments(q)
     sub.add_subcommand("preview", p, help=p.description)
     sub.add_subcommand("enlarge", e, help=e.description)
+    s = search.build_parser()
+    sub.add_subcommand("search", s, help=s.description)  # for the help: main hands `search` over before parsing
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`tsda augment list | preview NAME ... | enlarge ...`."""
+    """`tsda augment list | preview NAME ... | enlarge ... | search ...`."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["search"]:  # its unknown options are tsda fit overrides: parsed by the search itself
+        search.main(argv[1:])
+        return
     cfg = build_parser().parse_args(argv)
     if cfg.command == "list":
         print(list_augmentations())

@@ -5,8 +5,9 @@ checkpointing and `metrics.json`.
 
 Every Trainer option passes through (`--trainer.accelerator gpu --trainer.devices 4
 --trainer.strategy ddp --trainer.precision bf16-mixed`). After training, the best
-checkpoint (by the module's monitor; generators: the last one) is tested and the run's
-`metrics.json` written; `check_fit_args` parses the same arguments without running
+checkpoint (by the module's monitor; generators: the last one) is tested (unless
+`--test_after_fit false`: the test split is then never read, as a policy search needs) and
+the run's `metrics.json` written; `check_fit_args` parses the same arguments without running
 anything (campaigns validate every condition with it before the first run).
 """
 
@@ -40,6 +41,9 @@ class TsdaCLI(LightningCLI):
                             help="early stopping patience in epochs (on the module's monitor)")
         parser.add_argument("--latent_plot", type=bool, default=True,
                             help="write the run's latent t-SNE PNG after testing (costs ~10-20 s on CPU)")
+        parser.add_argument("--test_after_fit", type=bool, default=True,
+                            help="test the best checkpoint after training; false: the test split is never "
+                                 "read (metrics.json without test_* keys; what `tsda augment search` trials use)")
         parser.add_class_arguments(WandbSettings, "wandb")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
@@ -82,7 +86,11 @@ class TsdaCLI(LightningCLI):
         callback = trainer.checkpoint_callback
         # the best checkpoint where the module has a monitor, else the last one
         ckpt = (callback.best_model_path or callback.last_model_path) if callback else ""
-        metrics = run_test(trainer, model, self.datamodule, ckpt or None)
+        if self.config[self.subcommand].test_after_fit:
+            metrics = run_test(trainer, model, self.datamodule, ckpt or None)
+        else:
+            metrics = {"n_flows": {k: int(len(v)) for k, v in self.datamodule.splits.items()}} \
+                if isinstance(self.datamodule, FlowDataModule) else {}
         epochs = trainer.current_epoch
         metrics.update({
             "epochs": epochs,
@@ -93,6 +101,7 @@ class TsdaCLI(LightningCLI):
             "best_score": float(trainer.checkpoint_callback.best_model_score)
             if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None else None,
             "seed": _seed(self.config[self.subcommand].seed_everything),
+            "cpu_seconds": time.process_time(),  # this process's CPU time (all threads) until now
         })
         write_run_metrics(trainer, self.run_dir, metrics)
 

@@ -28,6 +28,8 @@ _NOT_TABLE = ("batch_size", "eval_batch_size", "sampler", "sampler_seed", "split
 #: one datamodule per member from the same file: it is read and curated once)
 _TABLES: OrderedDict[tuple[Any, ...], tuple[FlowTable, dict[str, int]]] = OrderedDict()
 _TABLES_KEPT = 2
+#: the splits each Lightning stage uses (`setup` encodes only those)
+_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
 
 
 class IndexBatchSampler(Sampler[torch.Tensor]):
@@ -317,10 +319,15 @@ class FlowDataModule(L.LightningDataModule):
         return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
     def setup(self, stage: str | None = None) -> None:
+        """Encode the splits `stage` uses onto the training device (`fit`: train and val, so
+        training never reads the test split; `test`: test; None or another stage: all)."""
+        for name in _STAGE_SPLITS.get(stage or "", ("train", "val", "test")):
+            self._encode(name)
+
+    def _encode(self, name: str) -> None:
         device = self._device()
-        for name in ("train", "val", "test"):
-            if name not in self.tensors or self.tensors[name].device != device:
-                self.tensors[name] = self.codec.encode(self.split_table(name)).to(device)
+        if name not in self.tensors or self.tensors[name].device != device:
+            self.tensors[name] = self.codec.encode(self.split_table(name)).to(device)
 
     def _rank(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -331,7 +338,7 @@ class FlowDataModule(L.LightningDataModule):
         equal shards under DDP) or evaluation order (each rank its unpadded shard, so
         every flow is scored once; `shard=False`: the whole split on every rank)."""
         if name not in self.tensors:
-            self.setup()
+            self._encode(name)
         batch = self.tensors[name]
         h = self.hparams
         rank, world = self._rank() if shard else (0, 1)
@@ -347,7 +354,7 @@ class FlowDataModule(L.LightningDataModule):
         with `sampler: class_weighted`): what `train_dataloader` iterates, and what each
         member of an ensemble (`tsda.lit.ensemble`) draws its own batch order from."""
         if "train" not in self.tensors:
-            self.setup()
+            self._encode("train")
         labels = self.tensors["train"].labels.cpu()
         weights = None
         if self.hparams.sampler == "class_weighted":

@@ -1,0 +1,104 @@
+"""`tsda augment search`: a TrivialAugment policy (ops, weights, a magnitude range each,
+rounds n) searched with Optuna by the validation weighted F1 of short `tsda fit` runs.
+
+    tsda augment search -c experiments/handcrafted/base.yaml --space configs/search/policy_space.yaml \\
+        --out runs/search --trials 16 --workers 2 [--seed 0] [--epochs 8] [--data.train_fraction 0.1 ...]
+    tsda fit -c experiments/handcrafted/base.yaml --model.init_args.augmentation runs/search/policy.yaml
+
+`-c` is the `tsda fit` config every trial starts from; any other option (`--data.*`,
+`--trainer.*`, `--model.init_args.*`) is a `tsda fit` override passed to every trial. Each
+trial is a `tsda fit` process into `OUT/trials/<number>/run/` with `--trainer.max_epochs
+EPOCHS --seed_everything SEED --test_after_fit false` (the test split is never read).
+Rerunning the same command resumes (`OUT/study.db`; `--trials` is the total wanted).
+Writes `OUT/policy.yaml` (the best trial's policy) and `OUT/search.json` (trial table,
+cost: trials, wall and CPU seconds); the trial table also goes to W&B. `--space` (default:
+the values of `configs/search/policy_space.yaml`) is described in `tsda.campaign.space`;
+how the search runs and resumes in `tsda.campaign.search`.
+"""
+
+from __future__ import annotations
+
+from argparse import ArgumentError
+from pathlib import Path
+
+from jsonargparse import ArgumentParser, Namespace
+
+from tsda.logging import WandbSettings
+
+#: options that take no value
+_FLAGS = ("-h", "--help")
+
+
+def build_parser() -> ArgumentParser:
+    """The search's own options; `main` hands every other option to the trials."""
+    p = ArgumentParser(prog="tsda augment search", exit_on_error=False, description=(
+        "search a TrivialAugment policy (ops, weights, magnitude ranges, rounds) with Optuna; "
+        "other options are tsda fit overrides for every trial"))
+    p.add_argument("-c", "--config", type=str | None, default=None,
+                   help="the tsda fit config every trial starts from (e.g. experiments/handcrafted/base.yaml)")
+    p.add_argument("--space", type=str | None, default=None,
+                   help="search space YAML: ops, n, weight, magnitude, levels (default: the values of "
+                        "configs/search/policy_space.yaml)")
+    p.add_argument("--out", type=str | None, default=None,
+                   help="search directory: study.db, trials/, search.json, policy.yaml")
+    p.add_argument("--trials", type=int, default=16, help="trials wanted in all (a rerun resumes)")
+    p.add_argument("--workers", type=int, default=1, help="trials at once, each a process")
+    p.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial's run")
+    p.add_argument("--epochs", type=int, default=8, help="each trial's --trainer.max_epochs")
+    p.add_argument("--wandb.mode", type=str, default="auto", help="W&B mode of the trials and the summary run")
+    p.add_argument("--wandb.project", type=str, default="tsda", help="W&B project")
+    return p
+
+
+def split_argv(argv: list[str], parser: ArgumentParser) -> tuple[list[str], list[str]]:
+    """`(the search's options, the tsda fit overrides)`: every option `parser` knows (with
+    its value) goes to the first list, everything else to the second, in order."""
+    known = {s for action in parser._actions for s in action.option_strings}  # noqa: SLF001
+    own, rest, i = [], [], 0
+    while i < len(argv):
+        token = argv[i]
+        key = token.split("=", 1)[0]
+        if key in known:
+            own.append(token)
+            if "=" not in token and key not in _FLAGS and i + 1 < len(argv):
+                own.append(argv[i + 1])
+                i += 1
+        else:
+            rest.append(token)
+        i += 1
+    return own, rest
+
+
+def parse(argv: list[str]) -> tuple[Namespace, list[str]]:
+    """The parsed options and the overrides; a bad value is a `ValueError` naming the option."""
+    parser = build_parser()
+    own, overrides = split_argv(argv, parser)
+    try:
+        cfg = parser.parse_args(own)
+    except ArgumentError as exc:
+        raise ValueError(" ".join(str(exc).split())) from None
+    if cfg.config is None:
+        raise ValueError("-c/--config is required: the tsda fit config every trial starts from")
+    if cfg.out is None:
+        raise ValueError("--out is required: the search directory")
+    return cfg, overrides
+
+
+def main(argv: list[str]) -> None:
+    """`tsda augment search ...`: exits 1 when no trial finished."""
+    from tsda.campaign.search import SearchSettings, run_search
+    from tsda.campaign.space import SearchSpace
+    from tsda.commands.fit import check_fit_args  # Lightning: imported only to run
+
+    cfg, overrides = parse(argv)
+    wandb = WandbSettings(mode=cfg.wandb.mode, project=cfg.wandb.project)
+    if wandb.mode not in ("auto", "online", "offline", "disabled"):
+        raise ValueError(f"--wandb.mode must be auto, online, offline or disabled, got {wandb.mode!r}")
+    settings = SearchSettings(base=Path(cfg.config), out=Path(cfg.out), space=SearchSpace.from_yaml(cfg.space),
+                              trials=cfg.trials, workers=cfg.workers, seed=cfg.seed, epochs=cfg.epochs,
+                              overrides=tuple(overrides), wandb=wandb)
+    result = run_search(settings, check=check_fit_args)
+    if result["best"] is None:
+        print(f"tsda augment search: no trial finished; see {Path(cfg.out) / 'search.json'} and the trials' run.log",
+              flush=True)
+        raise SystemExit(1)
