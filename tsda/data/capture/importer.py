@@ -1,5 +1,7 @@
 """`import_captures`: pcap/pcapng files or folders to one tcbench-schema Parquet file,
 streamed: flows go out in row groups as they end, so memory follows the flows in progress.
+Each capture file is its own stream (a flow never spans two files); rows come out in the
+order flows end, file by file.
 
 Columns: `app`, `pkts_size` (transport payload bytes), `pkts_dir` (0 = client to server),
 `timetofirst` (seconds since the first series packet), `packets` and `bytes` (every series
