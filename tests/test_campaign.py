@@ -249,3 +249,14 @@ def test_log_summary_run_writes_an_offline_run(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "disabled")
     log_summary_run("online", "tsda-test", "nothing", tmp_path / "off")
     assert not (tmp_path / "off").exists()
+
+
+def test_progress_note_of_untested_and_failed_runs() -> None:
+    """A run with `--test_after_fit false` has no test score: its line shows the validation
+    score instead of failing (a grid on validation only); a failed run shows its error."""
+    from tsda.campaign.run import progress_note
+
+    assert progress_note({"status": "ok", "test_weighted_f1": 0.61234, "best_score": 0.6}) == "weighted F1 0.6123"
+    assert progress_note({"status": "ok", "test_weighted_f1": None, "best_score": 0.5}) == \
+        "best validation score 0.5000 (not tested)"
+    assert progress_note({"status": "failed", "error": "x" * 400}) == "x" * 300

@@ -30,10 +30,20 @@ def pending_jobs(store: ResultStore, jobs: Sequence[RunJob]) -> list[RunJob]:
     return todo
 
 
+def progress_note(row: dict[str, Any]) -> str:
+    """What a finished run's progress line says: its test weighted F1, else (runs with
+    `--test_after_fit false`) its best validation score, else its error."""
+    if row["status"] != "ok":
+        return str(row.get("error") or "")[:300]
+    test, val = row.get("test_weighted_f1"), row.get("best_score")
+    if test is not None:
+        return f"weighted F1 {test:.4f}"
+    return f"best validation score {val:.4f} (not tested)" if val is not None else "no score recorded"
+
+
 def _print_row(row: dict[str, Any]) -> None:
-    """One progress line per finished run: status, seconds and its weighted F1 or error."""
-    score = row.get("test_weighted_f1")
-    note = f"weighted F1 {score:.4f}" if row["status"] == "ok" and score is not None else row["error"][:300]
+    """One progress line per finished run: status, seconds and its score or error."""
+    note = progress_note(row)
     print(f"[{row['condition']} seed {row['seed']}] {row['status']} in {row['seconds']:.0f} s: {note}", flush=True)
 
 
