@@ -32,6 +32,9 @@ TINY_ARGS = ["-c", str(BASE), "--data.synthetic_scale", "0.03", "--data.syntheti
              "--latent_plot", "false", "--model.init_args.backbone_kwargs", "{width: 8}",
              "--model.init_args.latent_points", "50"]
 TRANSLATION = ["--model.init_args.augmentation", str(REPO / "configs/augment/translation.yaml")]
+#: a policy: each flow its own op and magnitude, drawn from the member's own generator
+TRIVIAL = ["--model.init_args.augmentation", str(REPO / "configs/augment/trivial_augment.yaml"),
+           "--model.init_args.policy", "double"]
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +56,7 @@ def _weights_after(args: list[str], seeds: list[int], tmp_path: Path) -> tuple[d
     return outcomes, separate
 
 
-@pytest.mark.parametrize("augment", [[], TRANSLATION], ids=["no_aug", "translation"])
+@pytest.mark.parametrize("augment", [[], TRANSLATION, TRIVIAL], ids=["no_aug", "translation", "trivial_augment"])
 def test_member_k_ends_with_the_weights_of_a_separate_run_with_seed_k(tmp_path: Path, augment: list[str]) -> None:
     args = [*TINY_ARGS, "--trainer.max_steps", "5", *augment]
     ensemble, separate = _weights_after(args, [0, 1, 2], tmp_path)
