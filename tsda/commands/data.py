@@ -49,7 +49,8 @@ _HELP = ("usage: tsda data {describe,import,export} [options]\n\ncommands:\n"
 
 
 def describe_parser() -> ArgumentParser:
-    parser = command_parser("tsda data describe", __doc__)
+    parser = command_parser("tsda data describe", "flows per class, lengths, size and IAT summaries of a source "
+                            "(the --data.* options are tsda fit's)")
     parser.add_argument("--max_packets", type=int, default=64, help="packets read per flow")
     parser.add_argument("--json", type=str | None, default=None, help="also write the report as JSON to this file")
     add_data_arguments(parser)
@@ -57,7 +58,8 @@ def describe_parser() -> ArgumentParser:
 
 
 def import_parser() -> ArgumentParser:
-    parser = command_parser("tsda data import", __doc__)
+    parser = command_parser("tsda data import", "pcap/pcapng files or folders to a tcbench-schema flow table "
+                            "(README: Bring your own capture)")
     parser.add_argument("captures", nargs="+", type=str, help="pcap/pcapng files or folders (searched recursively)")
     parser.add_argument("--out", type=str, required=True, help="the flow table to write (.parquet)")
     parser.add_argument("--label", type=str, default="folder",
@@ -77,7 +79,8 @@ def import_parser() -> ArgumentParser:
 
 
 def export_parser() -> ArgumentParser:
-    parser = command_parser("tsda data export", __doc__)
+    parser = command_parser("tsda data export", "a flow table (--data.*) to a pcap of synthetic packets (valid "
+                            "headers, zero payload bytes) and OUT.rules.csv to label them again on import")
     parser.add_argument("--out", type=str, required=True, help="the pcap file to write")
     parser.add_argument("--protocol", type=str, default="tcp", help="tcp or udp, for flows without a protocol column")
     parser.add_argument("--protocol_column", type=str | None, default=None,
