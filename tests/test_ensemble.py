@@ -138,6 +138,10 @@ def test_runs_that_cannot_stack_are_grouped_or_run_alone(tmp_path: Path) -> None
     assert batch_key(plain) != batch_key(augmented)  # policy double: 2B flows per step
     assert batch_key(plain) != batch_key(bigger)
     assert "gradient_clip_val" in unbatchable(clipped)
+    gru = Run([*TINY_ARGS, "--model.init_args.backbone", "gru", "--model.init_args.backbone_kwargs", "{}",
+               "--run_dir", str(tmp_path / "g")])
+    assert "recurrent" in unbatchable(gru)  # vmap has no rule for nn.GRU: it runs as a plain fit
+    assert unbatchable(Run([*TINY_ARGS, "--run_dir", str(tmp_path / "p")])) is None
 
 
 def test_chunks_keep_a_conditions_seeds_together(tmp_path: Path) -> None:

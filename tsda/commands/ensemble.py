@@ -74,6 +74,8 @@ def unbatchable(run: Run) -> str | None:
             return f"trainer.{key} = {trainer[key]!r}"
     if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in run.model.modules()):
         return "dropout > 0"
+    if any(isinstance(m, torch.nn.RNNBase) for m in run.model.modules()):
+        return "a recurrent backbone (nn.GRU has no vmap batching rule)"
     return None
 
 
