@@ -7,13 +7,17 @@ BIN := $(VENV)/bin
 # CPU build here; on a GPU machine set TORCH_SPEC="torch>=2.2,<2.15" to keep your CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test setup setup-dev clean
+.PHONY: demo test setup setup-dev clean FORCE
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.setup: $(BIN)/python pyproject.toml
+# the torch spec installed last: rewritten (so setup reruns) only when TORCH_SPEC changes
+$(VENV)/.torch-spec: $(BIN)/python FORCE
+	@echo '$(TORCH_SPEC)' | cmp -s - $@ || echo '$(TORCH_SPEC)' > $@
+
+$(VENV)/.setup: $(BIN)/python pyproject.toml $(VENV)/.torch-spec
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet -e .
 	touch $@

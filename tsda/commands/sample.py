@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output Parquet file, or a .pcap file of synthetic packets")
     p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (default: cuda when present)")
     p.add_argument("--steps", type=int, help="generator option: sampling steps (diffusion)")
     p.add_argument("--sampler", type=str, help="generator option: diffusion sampler, ddpm, ddim or dpmpp (DPM-Solver++)")
     p.add_argument("--cfg-scale", type=float, help="generator option: classifier-free guidance scale")
