@@ -141,7 +141,7 @@ class DiffusionModule(GenerativeModule):
             self.register_buffer("latent_sum", torch.zeros(num_classes, latent_dim))  # (K, D)
             self.register_buffer("latent_count", torch.zeros(num_classes))  # (K,)
         self._rng = RunGenerator(seed, "noise")
-        self._epoch_start_sums: ClassSums | None = None
+        self._rank_sums: ClassSums | None = None  # under DDP: this rank's additions of the epoch
 
     @property
     def scheduler_config(self) -> dict[str, Any]:
@@ -179,7 +179,7 @@ class DiffusionModule(GenerativeModule):
         class sums."""
         z = self.classifier.encode(batch.x)  # (B, D)
         if self.training:
-            self.latent_sums.add(batch.labels, {"z": z})
+            (self._rank_sums or self.latent_sums).add(batch.labels, {"z": z})
         return z
 
     # -- training -----------------------------------------------------------------------
@@ -208,16 +208,22 @@ class DiffusionModule(GenerativeModule):
         return loss
 
     def on_train_epoch_start(self) -> None:
-        if self.classifier is not None:
-            self._epoch_start_sums = self.latent_sums.clone()
+        # Under DDP the buffers are broadcast from rank 0 before every forward, which would
+        # overwrite what another rank added to them: a rank's additions of the epoch live
+        # outside them (`_rank_sums`) until the epoch's all-reduce. On one process the
+        # buffers take them directly, as they always have.
+        if self.classifier is not None and self.trainer.world_size > 1:
+            self._rank_sums = ClassSums(torch.zeros_like(self.latent_count), {"z": torch.zeros_like(self.latent_sum)})
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.ema.update_parameters(self.denoiser)
-        if self.classifier is not None and batch_idx == self.trainer.num_training_batches - 1:
-            # under DDP every rank saw its shard: add up what all ranks accumulated this
-            # epoch, so every rank, and the checkpoint, holds all of it (ranks have equal
-            # batch counts, so all get here); on one process a no-op
-            self.latent_sums.all_reduce(self.trainer.strategy, since=self._epoch_start_sums)
+        if self._rank_sums is not None and batch_idx == self.trainer.num_training_batches - 1:
+            # every rank saw its shard: add what all ranks accumulated this epoch to the
+            # buffers, so every rank, and the checkpoint, holds all of it (ranks have equal
+            # batch counts, so all get here)
+            self._rank_sums.all_reduce(self.trainer.strategy, since=self._rank_sums.zeros_like())
+            self.latent_sums.add_sums(self._rank_sums)
+            self._rank_sums = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

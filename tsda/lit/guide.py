@@ -167,6 +167,16 @@ class ClassSums:
         """A snapshot (e.g. at an epoch's start, for `all_reduce(since=...)`)."""
         return ClassSums(self.n.clone(), {k: v.clone() for k, v in self.sums.items()})
 
+    def zeros_like(self) -> ClassSums:
+        """Sums of no flow, of the same names, shapes, dtype and device."""
+        return ClassSums(torch.zeros_like(self.n), {k: torch.zeros_like(v) for k, v in self.sums.items()})
+
+    def add_sums(self, other: ClassSums) -> None:
+        """Add `other`'s counts and sums (the same names) to these, in place."""
+        self.n.add_(other.n)
+        for k, v in other.sums.items():
+            self.sums[k].add_(v)
+
     def all_reduce(self, strategy: Any, since: ClassSums) -> None:
         """Under DDP (`strategy.world_size > 1`), make every rank hold `since` plus what
         all ranks added since that snapshot (each saw its shard), in place; a no-op on one
