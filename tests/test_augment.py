@@ -608,3 +608,15 @@ def test_time_based_augmentations_take_the_data_codec(name: str) -> None:
     with pytest.raises(ValueError, match="iat_max"):
         build(name, iat_max=10.0).setup(context)
     build(name, iat_unit=1e-4, iat_max=30.0).setup(context)  # explicit and equal: fine
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sequential_cumsum_is_torch_cumsum_to_the_bit(dtype: torch.dtype) -> None:
+    """The deterministic running sum `tsda.seeds.cumsum` takes on CUDA under deterministic
+    algorithms (where torch's float cumsum raises) gives torch.cumsum's values exactly."""
+    from tsda.seeds import cumsum, sequential_cumsum
+
+    x = torch.randn(64, 20, generator=torch.Generator().manual_seed(0), dtype=dtype) * 1e3
+    for dim in (0, 1):
+        assert torch.equal(sequential_cumsum(x, dim), torch.cumsum(x, dim))
+    assert torch.equal(cumsum(x, 1), torch.cumsum(x, 1))  # on the CPU: torch's own kernel

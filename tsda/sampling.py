@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from tsda.data.batch import DIRECTION, IAT, SIZE
+from tsda.seeds import cumsum
 
 SamplerName = Literal["ddpm", "ddim", "dpmpp"]
 SAMPLERS: tuple[str, ...] = get_args(SamplerName)
@@ -95,7 +96,7 @@ def presence_lengths(presence: torch.Tensor) -> torch.Tensor:
     (packets at positions < k, padding after) agrees best with the scores, i.e. the argmax
     over k = 0..L of the prefix sums of `presence` (the shortest on ties). An isolated
     uncertain position does not end the flow, as a first-dip rule would."""
-    prefix = F.pad(torch.cumsum(presence, dim=1), (1, 0))  # (B, L + 1), prefix[:, k] = sum_{i<k}
+    prefix = F.pad(cumsum(presence, 1), (1, 0))  # (B, L + 1), prefix[:, k] = sum_{i<k}
     return prefix.argmax(dim=1)
 
 

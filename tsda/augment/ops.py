@@ -13,6 +13,7 @@ import torch
 
 from tsda.data.batch import CHANNELS, DIRECTION, IAT, SIZE, FlowBatch
 from tsda.data.codec import FlowCodec
+from tsda.seeds import cumsum
 
 # -- random draws --------------------------------------------------------------------------
 
@@ -147,7 +148,7 @@ def zero_packet_values(x: torch.Tensor, where: torch.Tensor, real: torch.Tensor 
 
 def flow_times(x: torch.Tensor, codec: FlowCodec) -> torch.Tensor:
     """`(B, L)` float64 seconds since each flow's first packet (padding: the last time)."""
-    return codec.gaps_from_iat(x[:, IAT].double()).cumsum(1)
+    return cumsum(codec.gaps_from_iat(x[:, IAT].double()), 1)
 
 
 def last_time(times: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
