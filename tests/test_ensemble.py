@@ -24,7 +24,7 @@ from tsda.commands.ensemble import main as ensemble_main
 from tsda.commands.fit import run_fit
 from tsda.lit.checkpoint import read_checkpoint
 from tsda.lit.classifier import ClassifierModule
-from tsda.lit.ensemble import EnsembleSettings, StackedClassifier, fit_ensemble
+from tsda.lit.ensemble import EnsembleModule, EnsembleSettings, StackedClassifier, fit_ensemble
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_ARGS = ["-c", str(BASE), "--data.synthetic_scale", "0.03", "--data.synthetic_apps", "4",
@@ -203,3 +203,17 @@ def test_bad_jobs_file_is_a_clear_error(tmp_path: Path) -> None:
         ensemble_main([str(bad)])
     with pytest.raises(FileNotFoundError, match="missing.json"):
         ensemble_main([str(tmp_path / "missing.json")])
+
+
+def test_the_ensembles_flows_live_on_its_device(tmp_path: Path) -> None:
+    """The ensemble's datamodule is not the Trainer's, so it would encode the flows on the
+    CPU next to members on the module's device (a CUDA run would step CPU flows through CUDA
+    weights). On its device, the meta device standing in for a GPU here, everything a step
+    touches lives: members, and every tensor of every split."""
+    run = Run([*TINY_ARGS, "--run_dir", str(tmp_path / "r")])
+    module = EnsembleModule([run.model], run.datamodule, patience=2)
+    module._device = torch.device("meta")  # what Lightning's device placement sets
+    module.on_fit_start()
+    assert {p.device.type for p in run.model.parameters()} == {"meta"}
+    for name, batch in run.datamodule.tensors.items():
+        assert {t.device.type for t in (batch.x, batch.labels, batch.lengths)} == {"meta"}, name

@@ -204,6 +204,7 @@ class FlowDataModule(L.LightningDataModule):
         self._table: FlowTable | None = None
         self._splits: dict[str, np.ndarray] | None = None
         self.tensors: dict[str, FlowBatch] = {}
+        self._placed: torch.device | None = None  # `place_on`
         self.dropped_classes: dict[str, int] = {}
 
     @classmethod
@@ -314,7 +315,15 @@ class FlowDataModule(L.LightningDataModule):
         return self.table.take(self.splits[name])
 
     # -- tensors on the device -----------------------------------------------------------
+    def place_on(self, device: torch.device | str) -> None:
+        """Keep the flows on `device` whatever trainer (if any) this datamodule is attached
+        to: for a module that trains from it without handing it to the Trainer (the
+        ensemble, which would otherwise get CPU tensors next to CUDA members)."""
+        self._placed = torch.device(device)
+
     def _device(self) -> torch.device:
+        if self._placed is not None:
+            return self._placed
         trainer = getattr(self, "trainer", None)
         return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 

@@ -263,7 +263,9 @@ class EnsembleModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         """Members on the device, each augmentation given its run context (as
-        `ClassifierModule.on_fit_start`), the flows on the device once."""
+        `ClassifierModule.on_fit_start`), the flows on the device once (the datamodule is
+        not the Trainer's, so it is told the device)."""
+        self._data.place_on(self.device)
         self._data.setup()
         for m in self._members:
             m.to(self.device)
