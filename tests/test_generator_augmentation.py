@@ -386,3 +386,17 @@ def test_fit_with_a_pool_file_from_yaml(world: dict[str, Path], tmp_path: Path, 
     for batch, train, _ in recorded:
         generated = train.x[len(batch):]
         assert all(tuple(r.flatten().tolist()) in file_flows for r in generated)
+
+
+@pytest.mark.parametrize("ckpt", ["cgan", "diffusion"])
+def test_sampling_inside_autocast_gives_the_full_precision_flows(world: dict[str, Path], ckpt: str) -> None:
+    """A generator augmentation samples inside `training_step`, i.e. under the Trainer's
+    autocast with `--trainer.precision bf16-mixed`: its flows must be those of full
+    precision (float32, the same values), not bf16-coarsened sizes and gaps."""
+    aug, dm = _prepared(world, ckpt=ckpt)
+    batch = _train_batch(dm, 16)
+    plain = aug(batch, torch.Generator().manual_seed(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = aug(batch, torch.Generator().manual_seed(3))
+    assert mixed.x.dtype == torch.float32
+    assert torch.equal(mixed.x, plain.x)

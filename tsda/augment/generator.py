@@ -220,6 +220,15 @@ class GeneratorAugmentation(Augmentation):
         """The current pool: `x (K * P, 3, L)`, class-major (class k at rows k*P..k*P+P-1)."""
         return self._pool
 
+    def _sample(self, labels: torch.Tensor, generator: torch.Generator) -> FlowBatch:
+        """Flows of `labels (B,)` from the generator, in full precision: fresh flows are drawn
+        inside `training_step`, under the Trainer's autocast with `--trainer.precision
+        bf16-mixed`, which would round the generator's sizes and gaps to bf16; the
+        augmentation's flows are data, not a training computation, so autocast is off here."""
+        assert self._sampler is not None
+        with torch.autocast(device_type=labels.device.type, enabled=False):
+            return self._sampler.sample(labels, generator, **self.options)
+
     def _fill_pool(self, device: torch.device, generator: torch.Generator) -> None:
         """Sample `pool_per_class` flows of every class, in batches, with `generator`."""
         from tqdm.auto import tqdm
@@ -227,7 +236,7 @@ class GeneratorAugmentation(Augmentation):
         assert self._sampler is not None
         labels = torch.arange(self._num_classes, device=device).repeat_interleave(self.pool_per_class)  # (K*P,)
         start = time.perf_counter()
-        parts = [self._sampler.sample(labels[i : i + self.sample_batch_size], generator, **self.options)
+        parts = [self._sample(labels[i : i + self.sample_batch_size], generator)
                  for i in tqdm(range(0, len(labels), self.sample_batch_size), desc="generator pool",
                                unit="batch", disable=not self.progress, leave=False)]
         pool = FlowBatch.cat(parts).to(device)
@@ -258,7 +267,7 @@ class GeneratorAugmentation(Augmentation):
             return batch
         labels = self.target_labels(batch, generator)  # (B,)
         if self._pool is None:
-            return self._sampler.sample(labels, generator, **self.options)
+            return self._sample(labels, generator)
         offset = torch.randint(0, self._per_class, (len(batch),), generator=generator, device=batch.device)
         drawn = self._pool.index(labels * self._per_class + offset)
         if self._missing is None or not bool(self._missing.any()):
