@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from jsonargparse import ArgumentParser, Namespace
 
 from tsda.commands.options import add_data_arguments, build_datamodule, command_parser
-from tsda.data.capture.export import export_table
+from tsda.data.capture.export import FLOW_GAP, START_TIME, export_table, spaced_starts
 from tsda.data.capture.flows import FlowRules
 from tsda.data.capture.importer import import_captures
 from tsda.data.capture.labels import Labeller
@@ -87,9 +87,9 @@ def export_parser() -> ArgumentParser:
                         help="column naming each flow's protocol (TCP/UDP or 6/17); default: `protocol` if the file has it")
     parser.add_argument("--start_column", type=str | None, default=None,
                         help="column of each flow's unix start time; default: `start_timestamp` if the file has it")
-    parser.add_argument("--start_time", type=float, default=1_700_000_000.0,
+    parser.add_argument("--start_time", type=float, default=START_TIME,
                         help="unix time of the first flow's start where no start column is used")
-    parser.add_argument("--flow_gap", type=float, default=0.01, help="seconds between flow starts without a start column")
+    parser.add_argument("--flow_gap", type=float, default=FLOW_GAP, help="seconds between flow starts without a start column")
     parser.add_argument("--client_net", type=str, default="10.0.0.0/8", help="IPv4 network of the clients' addresses")
     parser.add_argument("--server_net", type=str, default="192.0.2.0/24", help="IPv4 network of the servers' addresses")
     parser.add_argument("--server_port", type=int, default=443)
@@ -168,9 +168,8 @@ def run_export(cfg: Namespace) -> None:
     protocol_values = _column(path, "--protocol_column", cfg.protocol_column, "protocol", rows)
     tcp = _protocols(protocol_values, cfg.protocol, len(table), f"--protocol_column {cfg.protocol_column or 'protocol'}")
     starts = _column(path, "--start_column", cfg.start_column, "start_timestamp", rows)
-    if starts is None:
-        starts = cfg.start_time + cfg.flow_gap * np.arange(len(table))
-    start_ns = np.rint(np.asarray(starts, dtype=np.float64) * 1e9).astype(np.int64)
+    start_ns = (spaced_starts(len(table), cfg.start_time, cfg.flow_gap) if starts is None
+                else np.rint(np.asarray(starts, dtype=np.float64) * 1e9).astype(np.int64))
     n, rules = export_table(table, out, tcp, start_ns, cfg.client_net, cfg.server_net, cfg.server_port,
                             cfg.time_resolution == "ns")
     print(f"wrote {len(table)} flows ({n} packets, synthetic: valid headers, zero payload bytes) to {out}; "

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tsda.data.capture.export import export_table
+from tsda.data.capture.export import export_table, spaced_starts
 from tsda.data.sources import write_parquet
 from tsda.errors import TsdaError
 from tsda.generate import plan_labels, sample_flows, to_table, unlabelled_table
@@ -51,7 +51,6 @@ from tsda.runs import write_json_atomic
 
 
 PCAP_SUFFIXES = (".pcap", ".cap")
-PCAP_START, PCAP_GAP = 1_700_000_000.0, 0.01  # unix time of the first flow, seconds between flow starts
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
@@ -149,8 +148,7 @@ def main(argv: list[str]) -> None:
     tag = f"{type(model).__name__}:{args.ckpt}"
     if Path(args.out).suffix.lower() in PCAP_SUFFIXES:
         n = len(table)
-        start_ns = np.rint((PCAP_START + PCAP_GAP * np.arange(n)) * 1e9).astype(np.int64)
-        out, rules = Path(args.out), export_table(table, args.out, np.ones(n, dtype=bool), start_ns)[1]
+        out, rules = Path(args.out), export_table(table, args.out, np.ones(n, dtype=bool), spaced_starts(n))[1]
         print(f"packets: synthetic TCP conversations (valid headers, zero payload bytes); labels: --label {rules}")
     else:
         out = write_parquet(table, args.out, extra={"generator": np.full(len(table), tag, dtype=object), **extra})

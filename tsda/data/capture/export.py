@@ -28,6 +28,7 @@ PORTS_PER_HOST = 60_000
 FIRST_PORT = 1_024
 MAX_PAYLOAD = 65_535 - IP4 - 20
 BATCH = 1 << 20
+START_TIME, FLOW_GAP = 1_700_000_000.0, 0.01  # unix time of the first flow, seconds between flow starts
 
 
 def _net(text: str, flag: str) -> ipaddress.IPv4Network:
@@ -38,6 +39,11 @@ def _net(text: str, flag: str) -> ipaddress.IPv4Network:
     if not isinstance(net, ipaddress.IPv4Network) or net.num_addresses < 4:
         raise CaptureError(f"{flag} {text!r}: an IPv4 network of at least 4 addresses is needed")
     return net
+
+
+def spaced_starts(n: int, start: float = START_TIME, gap: float = FLOW_GAP) -> np.ndarray:
+    """`(n,)` int64 start times (ns) of flows without their own: `start`, then every `gap` s."""
+    return np.rint((start + gap * np.arange(n)) * 1e9).astype(np.int64)
 
 
 def _checksum(words: np.ndarray) -> np.ndarray:
