@@ -179,7 +179,7 @@ def _packets(rec: Records, keep: np.ndarray, v4: np.ndarray, l3: np.ndarray, l4:
     """Keys, sides and TCP fields of the kept packets."""
     idx = np.flatnonzero(keep)
     sub = _Bytes(Records(rec.data, rec.start[idx], rec.caplen[idx], rec.ts_ns[idx], rec.linktype[idx],
-                         rec.index[idx], rec.resolution_ns))
+                         rec.index[idx]))
     l3, l4, v4 = l3[idx], l4[idx], v4[idx]
     mapped = np.uint64(0xFFFF_0000_0000)
     src_hi = np.where(v4, np.uint64(0), sub.u64(l3 + 8))

@@ -48,7 +48,6 @@ class Records:
         ts_ns: `(n,)` int64 timestamp, nanoseconds since the epoch.
         linktype: `(n,)` int32 link type of each packet (LINKTYPE_* numbers).
         index: `(n,)` int64 position of each packet in its file (0 = first).
-        resolution_ns: the file's timestamp tick in nanoseconds (1,000 for microseconds).
         consumed: bytes of the file read up to the end of this chunk's last record.
     """
 
@@ -58,7 +57,6 @@ class Records:
     ts_ns: np.ndarray
     linktype: np.ndarray
     index: np.ndarray
-    resolution_ns: int
     consumed: int = 0
 
     def __len__(self) -> int:
@@ -154,8 +152,7 @@ def _pcap_chunk(block: memoryview, pos: np.ndarray, order: str, tick: int, linkt
     n = len(pos)
     return Records(data=np.frombuffer(block, dtype=np.uint8), start=pos + 16, caplen=words[:, 2],
                    ts_ns=words[:, 0] * 1_000_000_000 + words[:, 1] * tick,
-                   linktype=np.full(n, linktype, dtype=np.int32), index=index + np.arange(n, dtype=np.int64),
-                   resolution_ns=tick)
+                   linktype=np.full(n, linktype, dtype=np.int32), index=index + np.arange(n, dtype=np.int64))
 
 
 def _tsresol_ns(options: bytes, order: str) -> float:
@@ -240,8 +237,7 @@ def _pcapng_chunk(block: memoryview, rows: np.ndarray, interfaces: list[tuple[in
                   np.rint(ticks * unit_ns[iface]).astype(np.int64))
     n = len(rows)
     return Records(data=np.frombuffer(block, dtype=np.uint8), start=rows[:, 0], caplen=rows[:, 1], ts_ns=ts,
-                   linktype=links[iface], index=index + np.arange(n, dtype=np.int64),
-                   resolution_ns=max(1, int(unit_ns.min())) if len(unit_ns) else 1_000)
+                   linktype=links[iface], index=index + np.arange(n, dtype=np.int64))
 
 
 def read_records(path: str | Path, block_bytes: int = 32 << 20, skip_invalid: bool = False,
