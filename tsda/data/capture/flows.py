@@ -33,8 +33,6 @@ from tsda.data.capture.decode import FIN, RST, TCP, Packets, key_hash
 
 NS = 1_000_000_000
 _BIG = np.iinfo(np.int64).max
-_STATE = ("h", "key", "uid", "client_b", "start", "last", "first_kept", "fin", "base", "max_end",
-          "n_kept", "packets", "bytes", "sni", "first_index")
 
 
 @dataclass(frozen=True)
@@ -91,7 +89,7 @@ def _take(state: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray
 
 
 def _concat(*states: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: np.concatenate([s[k] for s in states]) for k in _STATE}
+    return {k: np.concatenate([s[k] for s in states]) for k in states[0]}
 
 
 def _seg_cumsum(values: np.ndarray, first: np.ndarray, seg: np.ndarray) -> np.ndarray:
