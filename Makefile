@@ -4,10 +4,16 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# CPU build here; on a GPU machine set TORCH_SPEC="torch>=2.2,<2.15" to keep your CUDA build.
+# CPU build here; on a GPU machine set TORCH_SPEC="torch>=2.4,<2.15" to keep your CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test setup setup-dev clean FORCE
+# setup-gpu: the CUDA build of the same torch (pip's local version label, e.g. 2.13.0+cu128) from
+# PyTorch's index, replacing the CPU wheel, then the project with the dev extra; needs the internet.
+CUDA_TAG ?= cu128
+TORCH_GPU_SPEC ?= torch==2.13.0+$(CUDA_TAG)
+TORCH_GPU_INDEX ?= https://download.pytorch.org/whl/$(CUDA_TAG)
+
+.PHONY: demo test setup setup-dev setup-gpu clean FORCE
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +34,16 @@ $(VENV)/.setup-dev: $(VENV)/.setup
 
 setup: $(VENV)/.setup
 setup-dev: $(VENV)/.setup-dev
+
+# On a GPU machine: `make setup-gpu`, then `bash benchmarks/gpu_check.sh`. The stamps are kept as
+# `make setup` writes them: TORCH_SPEC (torch==2.13.0) is met by 2.13.0+cu128, so later `make
+# setup` / `make test` keep the CUDA build.
+setup-gpu: $(BIN)/python
+	$(BIN)/python -m pip install --quiet --index-url $(TORCH_GPU_INDEX) "$(TORCH_GPU_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@echo '$(TORCH_SPEC)' > $(VENV)/.torch-spec
+	touch $(VENV)/.setup $(VENV)/.setup-dev
+	$(BIN)/python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'GPU:', torch.cuda.is_available() and torch.cuda.get_device_name())"
 
 demo: setup
 	$(BIN)/tsda fit -c configs/experiment/synthetic_baseline.yaml

@@ -1,6 +1,6 @@
 """Throughput of every augmentation: batched torch vs a per-sample NumPy loop.
 
-    nice -n 10 python benchmarks/augment_throughput.py [--flows 4096] [--packets 20] [--threads 1]
+    nice -n 10 python benchmarks/augment_throughput.py [--flows 4096] [--packets 20] [--threads 1] [--device cpu]
 
 Each NumPy function is a straightforward per-flow version of the same rule, written the
 way tsaug / tcbench-style code does it (a Python loop over samples, NumPy inside one
@@ -14,6 +14,10 @@ TrivialAugment at 11 and 31 magnitude levels): the CPU seconds of a training ste
 (augment B flows, policy double, forward and backward of the study's classifier on 2B,
 Adam) with the policy against the step with its slowest single op (`--policies-only`
 skips the table above). Target: at most 1.2x.
+
+`--device cuda` (or `auto`) runs the torch side (the ops and the policy steps) on the GPU
+and times it in wall seconds, the device synchronised after each call; the NumPy loop
+stays on the CPU (CPU seconds), so its ratios compare a GPU with one CPU thread.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import torch
 from tsda.augment.base import Augmentation
 from tsda.augment.catalog import HANDCRAFTED, build_augmentation
 from tsda.augment.policy import TrivialAugment
+from tsda.commands.options import resolve_device
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
 
@@ -256,14 +261,25 @@ def random_batch(b: int, length: int, seed: int = 0) -> FlowBatch:
     return FlowBatch(x, ln, torch.from_numpy(rng.integers(0, 20, b)))
 
 
-def best_seconds(fn: Callable[[], object], repeats: int) -> float:
+#: where the torch side runs (`--device`); the NumPy loop always runs on the CPU
+DEVICE = torch.device("cpu")
+
+
+def best_seconds(fn: Callable[[], object], repeats: int, device: torch.device | None = None) -> float:
     """Fewest CPU seconds of this process over `repeats` calls (CPU time, not wall time,
-    so that other jobs on a shared machine do not count)."""
+    so that other jobs on a shared machine do not count); on a CUDA `device`, wall
+    seconds with the device synchronised before and after each call."""
+    cuda = device is not None and device.type == "cuda"
+    clock = time.perf_counter if cuda else time.process_time
     best = float("inf")
     for _ in range(repeats):
-        start = time.process_time()
+        if cuda:
+            torch.cuda.synchronize(device)
+        start = clock()
         fn()
-        best = min(best, time.process_time() - start)
+        if cuda:
+            torch.cuda.synchronize(device)
+        best = min(best, clock() - start)
     return best
 
 
@@ -272,7 +288,8 @@ def training_step(augmentation: Augmentation, batch: FlowBatch) -> Callable[[], 
     optimiser), warmed up."""
     from tsda.lit.classifier import ClassifierModule
 
-    model = ClassifierModule(num_classes=20, augmentation=augmentation, policy="double")
+    model = ClassifierModule(num_classes=20, augmentation=augmentation, policy="double").to(DEVICE)
+    batch = batch.to(DEVICE)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def step() -> None:
@@ -291,7 +308,7 @@ def interleaved_best(steps: dict[str, Callable[[], None]], repeats: int) -> dict
     best = {name: float("inf") for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
-            best[name] = min(best[name], best_seconds(step, 1))
+            best[name] = min(best[name], best_seconds(step, 1, DEVICE))
     return best
 
 
@@ -304,7 +321,8 @@ def policy_steps(batch: FlowBatch, repeats: int) -> None:
     augmentations = {**{name: cls() for name, cls in HANDCRAFTED.items()}, **policies}
     best = interleaved_best({name: training_step(aug, batch) for name, aug in augmentations.items()}, repeats)
     slowest = max(HANDCRAFTED, key=best.get)  # every policy here draws from all 18 ops
-    print(f"\ntraining step, {len(batch)} flows + {len(batch)} augmented, CPU ms (best of {repeats}); "
+    unit = "wall ms" if DEVICE.type == "cuda" else "CPU ms"
+    print(f"\ntraining step on {DEVICE}, {len(batch)} flows + {len(batch)} augmented, {unit} (best of {repeats}); "
           f"slowest op: {slowest} {best[slowest] * 1e3:.1f} ms, fastest op {min(best[n] for n in HANDCRAFTED) * 1e3:.1f}")
     print(f"{'policy':28s} {'step ms':>8s} {'ratio':>6s}")
     for name in policies:
@@ -316,15 +334,17 @@ def op_throughput(args: argparse.Namespace) -> None:
     """Print each augmentation's flows per second, torch against the NumPy loop."""
     batch = random_batch(args.flows, args.packets)
     ctx = Context(batch.x.numpy(), batch.lengths.numpy(), batch.labels.numpy())
-    print(f"{args.flows} flows x {args.packets} packets, CPU, {args.threads} thread(s); flows per CPU second (best of runs)")
+    print(f"{args.flows} flows x {args.packets} packets, torch on {DEVICE}, NumPy on the CPU, {args.threads} "
+          "thread(s); flows per second (CPU seconds; on a GPU, wall seconds of the torch side; best of runs)")
+    on_device = batch.to(DEVICE)
     print(f"{'augmentation':22s} {'torch':>12s} {'numpy loop':>12s} {'ratio':>8s}")
     ratios = []
     for name, cls in HANDCRAFTED.items():
-        aug, g = cls(), torch.Generator().manual_seed(0)
-        aug(batch, g)  # warm-up
-        t_torch = best_seconds(lambda: aug(batch, g), args.repeats)
+        aug, g = cls(), torch.Generator(device=DEVICE).manual_seed(0)
+        aug(on_device, g)  # warm-up
+        t_torch = best_seconds(lambda aug=aug, g=g: aug(on_device, g), args.repeats, DEVICE)
         rng = np.random.default_rng(0)
-        t_numpy = best_seconds(lambda: run_numpy(NUMPY[name], ctx, rng), args.numpy_repeats)
+        t_numpy = best_seconds(lambda name=name, rng=rng: run_numpy(NUMPY[name], ctx, rng), args.numpy_repeats)
         ratio = t_numpy / t_torch
         ratios.append(ratio)
         print(f"{name:22s} {args.flows / t_torch:12,.0f} {args.flows / t_numpy:12,.0f} {ratio:7.1f}x", flush=True)
@@ -342,7 +362,10 @@ def main() -> None:
     parser.add_argument("--step-flows", type=int, default=256, help="B of the policy steps (the study's)")
     parser.add_argument("--step-repeats", type=int, default=20, help="training steps per policy or op")
     parser.add_argument("--policies-only", action="store_true", help="only the policy steps")
+    parser.add_argument("--device", default="cpu", help="the torch side: cpu, cuda, cuda:N or auto")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     if not args.policies_only:
         op_throughput(args)

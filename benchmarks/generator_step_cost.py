@@ -1,6 +1,6 @@
 """Training-step cost of the generator augmentation against no augmentation and Translation.
 
-    python benchmarks/generator_step_cost.py [--threads 2] [--steps 30] [--pool-per-class 200]
+    python benchmarks/generator_step_cost.py [--threads 2] [--steps 30] [--pool-per-class 200] [--device cpu|cuda|auto]
     python benchmarks/generator_step_cost.py --cgan runs/gen/cgan/checkpoints/last.ckpt \\
         --diffusion runs/gen/diffusion/checkpoints/last.ckpt
 
@@ -21,7 +21,8 @@ shape), timed as the median of `--steps` steps after warm-up, for:
 
 The cost of a step does not depend on the generator's weights: without checkpoints the
 generators are untrained modules of the shipped configs' sizes. Ratios are taken in this
-one run, so a shared machine affects every row alike.
+one run, so a shared machine affects every row alike. `--device cuda` runs the steps (and
+the generators) on the GPU, each timed step ending with a device synchronisation.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import torch
 from tsda.augment.base import Augmentation
 from tsda.augment.generator import GeneratorAugmentation
 from tsda.augment.order import Translation
+from tsda.commands.options import resolve_device
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
 from tsda.lit.classifier import ClassifierModule
@@ -67,16 +69,18 @@ def untrained_checkpoint(module: GenerativeModule, root: Path, name: str) -> str
     return str(path)
 
 
-def step_seconds(augmentation: Augmentation | None, batch_size: int, steps: int, warmup: int = 3) -> float:
-    """Median seconds of one optimiser step of a fresh ClassifierModule."""
+def step_seconds(augmentation: Augmentation | None, batch_size: int, steps: int, warmup: int = 3,
+                 device: torch.device | None = None) -> float:
+    """Median seconds of one optimiser step of a fresh ClassifierModule on `device` (default: the CPU)."""
+    device = device if device is not None else torch.device("cpu")
     torch.manual_seed(0)
     module = ClassifierModule(num_classes=K, class_names=NAMES, augmentation=augmentation, policy="double",
-                              latent_points=0)
+                              latent_points=0).to(device)
     if augmentation is not None:
-        prepare_augmentation(augmentation, device=torch.device("cpu"), class_names=NAMES,
+        prepare_augmentation(augmentation, device=device, class_names=NAMES,
                              generator=module.augmentation_generator(), codec=FlowCodec())
     optimizer = module.configure_optimizers()
-    batches = [random_batch(batch_size, seed) for seed in range(4)]
+    batches = [random_batch(batch_size, seed).to(device) for seed in range(4)]
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
@@ -85,6 +89,8 @@ def step_seconds(augmentation: Augmentation | None, batch_size: int, steps: int,
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
@@ -98,7 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run-steps", type=int, default=42 * 30, help="steps of a run to amortise the pool over")
     parser.add_argument("--pool-per-class", type=int, default=200)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (cuda when present)")
     args = parser.parse_args(argv)
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -112,17 +120,17 @@ def main(argv: list[str] | None = None) -> None:
         dpmpp = {"sampler": "dpmpp", "steps": 10, "cfg_scale": 2.0}
         pool = GeneratorAugmentation(diffusion, pool_per_class=args.pool_per_class, options=dpmpp, progress=False)
         rows = {
-            "no_aug": step_seconds(None, B, args.steps),
-            "no_aug_2B": step_seconds(None, 2 * B, args.steps),
-            "translation": step_seconds(Translation(), B, args.steps),
-            "cgan_fresh": step_seconds(GeneratorAugmentation(cgan, progress=False), B, args.steps),
-            "diffusion_pool": step_seconds(pool, B, args.steps),
+            "no_aug": step_seconds(None, B, args.steps, device=device),
+            "no_aug_2B": step_seconds(None, 2 * B, args.steps, device=device),
+            "translation": step_seconds(Translation(), B, args.steps, device=device),
+            "cgan_fresh": step_seconds(GeneratorAugmentation(cgan, progress=False), B, args.steps, device=device),
+            "diffusion_pool": step_seconds(pool, B, args.steps, device=device),
             "diffusion_fresh": step_seconds(GeneratorAugmentation(diffusion, options=dpmpp, progress=False), B,
-                                            max(3, args.steps // 10), warmup=1),
+                                            max(3, args.steps // 10), warmup=1, device=device),
         }
     pool_seconds = pool.stats()["pool_seconds"]
     rows["diffusion_pool+fill"] = rows["diffusion_pool"] + pool_seconds / args.run_steps
-    print(f"threads {torch.get_num_threads()}, B={B}, K={K}, L=20; pool {K * args.pool_per_class} flows "
+    print(f"device {device}, threads {torch.get_num_threads()}, B={B}, K={K}, L=20; pool {K * args.pool_per_class} flows "
           f"filled in {pool_seconds:.1f} s (DPM-Solver++ 10, cfg 2)")
     print(f"{'condition':<22} {'ms/step':>9} {'x no_aug':>9} {'x no_aug_2B':>12} {'x translation':>14}")
     for name, sec in rows.items():

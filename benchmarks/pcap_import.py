@@ -85,7 +85,7 @@ def make_capture(path: Path, packets: int, flow_gap: float, seed: int) -> int:
 
 
 def run(engine: str, path: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, engine, str(path)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", CHILD, engine, str(path)], capture_output=True, text=True, check=False)
     if out.returncode:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -6,8 +6,9 @@
         --threads 1                                              # a few minutes on CPU
 
 Untrained modules of the default size (`DiffusionModule()`: UNet (32, 64, 128), about 1M
-parameters; `GANModule()` when `tsda.lit.gan` exists) with K classes and L packets:
-throughput does not depend on the weights. Diffusion settings: DPM-Solver++ 10, DDIM
+parameters; `GANModule()`; `TransformerModule()`, its packet vocabulary fitted to random
+valid flows, sampling packet by packet with its key/value cache) with K classes and L
+packets: throughput does not depend on the weights. Diffusion settings: DPM-Solver++ 10, DDIM
 10/25/50 and DDPM 1000 steps, `cfg_scale` 1 (one denoiser pass per step; classifier-free guidance doubles
 the batch each step). Each cell is the best of `--repeats` timed calls after one warm-up
 call. With `--max-steps-timed N`, a setting with more than N steps is timed on N steps
@@ -28,8 +29,13 @@ from typing import Any
 
 import torch
 
+from tsda.commands.options import resolve_device
+from tsda.data.batch import FlowBatch
+from tsda.data.codec import FlowCodec
 from tsda.lit.diffusion import DiffusionModule
+from tsda.lit.gan import GANModule
 from tsda.lit.generative import GenerativeModule
+from tsda.lit.transformer import TransformerModule
 
 
 @dataclass(frozen=True)
@@ -47,20 +53,30 @@ def settings(num_classes: int, n_packets: int, cfg_scale: float) -> list[Setting
     def diffusion() -> GenerativeModule:
         return DiffusionModule(num_classes=num_classes, n_packets=n_packets)
 
-    out = [
-        Setting("diffusion", f"{sampler.upper()} {steps}", diffusion,
-                {"sampler": sampler, "steps": steps, "cfg_scale": cfg_scale}, steps)
-        for sampler, steps in (("dpmpp", 10), ("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddpm", 1000))
-    ]
-    try:
-        from tsda.lit.gan import GANModule
-    except ImportError:
-        return out
-
     def gan() -> GenerativeModule:
         return GANModule(num_classes=num_classes, n_packets=n_packets)
 
-    return [Setting("cgan", "one pass", gan, {}), *out]
+    def transformer() -> GenerativeModule:
+        module = TransformerModule(num_classes=num_classes, n_packets=n_packets)
+        module.fit_vocabulary([random_flows(4096, num_classes, n_packets)])
+        return module
+
+    return [
+        Setting("cgan", "one pass", gan, {}),
+        Setting("transformer", f"{n_packets} packets", transformer, {}),
+        *(Setting("diffusion", f"{sampler.upper()} {steps}", diffusion,
+                  {"sampler": sampler, "steps": steps, "cfg_scale": cfg_scale}, steps)
+          for sampler, steps in (("dpmpp", 10), ("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddpm", 1000))),
+    ]
+
+
+def random_flows(n: int, num_classes: int, n_packets: int, seed: int = 0) -> FlowBatch:
+    """`n` valid random flows of L packets (at least half of them real), for fitting a vocabulary."""
+    g = torch.Generator().manual_seed(seed)
+    raw = torch.rand(n, 3, n_packets, generator=g) * 2 - 1
+    half = max(1, n_packets // 2)
+    raw[:, 1, :half] = torch.where(raw[:, 1, :half] >= 0, 1.0, -1.0)
+    return FlowCodec(n_packets=n_packets).snap(raw).replace(labels=torch.randint(0, num_classes, (n,), generator=g))
 
 
 def _sync(device: torch.device) -> None:
@@ -85,10 +101,10 @@ def time_sample(module: GenerativeModule, batch: int, options: dict[str, Any], d
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    device = torch.device(args.device)
+    device = args.device
     rows = []
     for setting in settings(args.num_classes, args.n_packets, args.cfg_scale):
-        if args.only and setting.generator not in args.only:
+        if (args.only and setting.generator not in args.only) or (args.settings and setting.name not in args.settings):
             continue
         module = setting.build().to(device).eval()
         timed_steps = setting.steps
@@ -105,17 +121,17 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-HEADER = f"{'generator':<10} {'setting':<10} {'batch':>6} {'seconds':>10} {'flows/s':>12}  note"
+HEADER = f"{'generator':<12} {'setting':<10} {'batch':>6} {'seconds':>10} {'flows/s':>12}  note"
 
 
 def _format_row(row: dict[str, Any]) -> str:
-    return (f"{row['generator']:<10} {row['setting']:<10} {row['batch']:>6} {row['seconds']:>10.3f} "
+    return (f"{row['generator']:<12} {row['setting']:<10} {row['batch']:>6} {row['seconds']:>10.3f} "
             f"{row['flows_per_s']:>12.1f}  {row['note']}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (cuda when present)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024, 4096, 8192])
     parser.add_argument("--num-classes", type=int, default=53, help="K (FG-Net D1 has 53 apps)")
     parser.add_argument("--n-packets", type=int, default=20, help="L")
@@ -124,11 +140,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-steps-timed", type=int, default=0,
                         help="time at most this many steps and scale linearly (0 = time every step)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    parser.add_argument("--only", nargs="*", default=None, help="generators to time (diffusion, cgan)")
+    parser.add_argument("--only", nargs="*", default=None, help="generators to time (cgan, transformer, diffusion)")
+    parser.add_argument("--settings", nargs="*", default=None,
+                        help="settings to time by name, e.g. 'DPMPP 10' 'DDIM 25' (default: all)")
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--pool-per-class", type=int, default=200, help="pool size per class to project")
     args = parser.parse_args(argv)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device available")
+    args.device = resolve_device(args.device)
     if min(args.batch_sizes) < 1 or args.repeats < 1 or args.max_steps_timed < 0:
         raise ValueError("--batch-sizes and --repeats must be >= 1, --max-steps-timed >= 0")
     if args.threads:
@@ -139,6 +157,13 @@ def main(argv: list[str] | None = None) -> None:
     print(HEADER)
     rows = run(args)
     print(pool_summary(rows, args.pool_per_class * args.num_classes))
+    if args.json:
+        import json
+        from pathlib import Path
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"device": str(args.device), "num_classes": args.num_classes,
+                                               "n_packets": args.n_packets, "rows": rows}, indent=1))
 
 
 def pool_summary(rows: list[dict[str, Any]], pool_flows: int) -> str:
@@ -148,7 +173,7 @@ def pool_summary(rows: list[dict[str, Any]], pool_flows: int) -> str:
     at = {(r["generator"], r["setting"]): r for r in rows if r["batch"] == largest}
     lines = [f"pool of {pool_flows} flows at batch {largest}:"]
     for (generator, setting), r in at.items():
-        lines.append(f"  {generator:<10} {setting:<10} {pool_flows / r['flows_per_s']:>9.1f} s")
+        lines.append(f"  {generator:<12} {setting:<10} {pool_flows / r['flows_per_s']:>9.1f} s")
     fast, ref = at.get(("diffusion", "DPMPP 10")), at.get(("diffusion", "DDIM 25"))
     if fast and ref:
         lines.append(f"DPM-Solver++ 10 / DDIM 25 throughput: {fast['flows_per_s'] / ref['flows_per_s']:.2f}x")

@@ -197,3 +197,27 @@ def test_native_bincount_keeps_metric_values_and_the_deterministic_setting() -> 
     with native_bincount():  # off stays off
         assert not torch.are_deterministic_algorithms_enabled()
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+@pytest.mark.slow
+def test_compiled_backbone_matches_eager_and_keeps_checkpoint_keys() -> None:
+    torch.manual_seed(0)
+    module = ClassifierModule(num_classes=3, class_names=["a", "b", "c"])
+    module.eval()
+    x = flows(b=8)
+    eager = module(x)
+    keys = set(module.state_dict())
+    module.compile_networks()
+    with torch.no_grad():
+        compiled = module(x)
+    assert set(module.state_dict()) == keys  # checkpoints load into uncompiled modules
+    torch.testing.assert_close(compiled, eager.detach(), rtol=1e-4, atol=1e-4)
+    assert module.net._compiled_call_impl is not None  # the forward really goes through inductor
+
+
+def test_compile_is_refused_for_a_module_without_networks_to_compile() -> None:
+    from tsda.commands.fit import compile_networks
+    from tsda.errors import TsdaError
+
+    with pytest.raises(TsdaError, match="--compile"):
+        compile_networks(L.LightningModule())

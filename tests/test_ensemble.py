@@ -42,12 +42,14 @@ def _no_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "disabled")
 
 
-def _weights_after(args: list[str], seeds: list[int], tmp_path: Path) -> tuple[dict, dict]:
+def _weights_after(args: list[str], seeds: list[int], tmp_path: Path, precision: str = "32-true",
+                   max_steps: int = 5) -> tuple[dict, dict]:
     """Member weights of one ensemble and of separate `tsda fit` runs, after `args`' steps."""
     runs = [Run([*args, "--seed_everything", str(s), "--run_dir", str(tmp_path / f"m{s}")]) for s in seeds]
-    done = fit_ensemble([r.model for r in runs], runs[0].datamodule, EnsembleSettings(max_epochs=1, max_steps=5))
+    done = fit_ensemble([r.model for r in runs], runs[0].datamodule,
+                        EnsembleSettings(max_epochs=1, max_steps=max_steps, precision=precision))
     outcomes = {seeds[o.index]: o.best_state for o in done}
-    assert all(o.steps == 5 and o.best_score is None for o in done)  # stopped by max_steps before validating
+    assert all(o.steps == max_steps and o.best_score is None for o in done)  # stopped before validating
     separate = {}
     for s in seeds:
         run_fit([*args, "--seed_everything", str(s), "--run_dir", str(tmp_path / f"fit{s}")])
@@ -217,3 +219,26 @@ def test_the_ensembles_flows_live_on_its_device(tmp_path: Path) -> None:
     assert {p.device.type for p in run.model.parameters()} == {"meta"}
     for name, batch in run.datamodule.tensors.items():
         assert {t.device.type for t in (batch.x, batch.labels, batch.lengths)} == {"meta"}, name
+
+
+def test_bf16_mixed_runs_stack_and_train_under_autocast(tmp_path: Path) -> None:
+    """`--trainer.precision bf16-mixed` runs are batched (formerly they ran one by one),
+    apart from float32 runs; member k ends near a separate bf16-mixed `tsda fit` run with
+    seed k, and away from the float32 ensemble (its forward ran under autocast). Near: bf16
+    rounds the batched convolutions otherwise than the plain ones, and Adam's first steps
+    (about lr = 1e-3 each, whatever the gradient's size) turn that into differences of the
+    order of a step, as large as those between bf16 and float32 runs."""
+    bf16 = ["--trainer.precision", "bf16-mixed"]
+    run = Run([*TINY_ARGS, *bf16, "--run_dir", str(tmp_path / "b")])
+    assert unbatchable(run) is None
+    assert batch_key(run) != batch_key(Run([*TINY_ARGS, "--run_dir", str(tmp_path / "f")]))
+    assert "precision" in unbatchable(Run([*TINY_ARGS, "--trainer.precision", "16-mixed",
+                                           "--run_dir", str(tmp_path / "h")]))
+    args = [*TINY_ARGS, "--trainer.max_steps", "3", *bf16]
+    ensemble, separate = _weights_after(args, [0, 1], tmp_path, precision="bf16-mixed", max_steps=3)
+    fp32 = fit_ensemble([Run([*TINY_ARGS, "--seed_everything", "0"]).model], run.datamodule,
+                        EnsembleSettings(max_epochs=1, max_steps=3))[0].best_state
+    for seed, state in ensemble.items():
+        for name, value in state.items():
+            torch.testing.assert_close(value, separate[seed][name], rtol=0, atol=1e-2, msg=f"seed {seed} {name}")
+    assert any(not torch.allclose(v, fp32[k], rtol=1e-4, atol=1e-5) for k, v in ensemble[0].items())

@@ -204,13 +204,13 @@ def test_checkpoint_errors_name_the_checkpoint(world: dict[str, Path], tmp_path:
 
 
 # -- tsda fit from YAML ----------------------------------------------------------------------
-def _fit(world: dict[str, Path], run_dir: Path, ckpt: str, *extra: str) -> dict:
+def _fit(world: dict[str, Path], run_dir: Path, ckpt: str, *extra: str, config: str = GENERATOR_YAML) -> dict:
     from tsda.cli import main
 
     main(["fit", "-c", str(ROOT / "configs/experiment/synthetic_baseline.yaml"),
           "--data.path", str(world["data"]), *DATA_ARGS,
           "--model.init_args.backbone_kwargs", "{width: 8}", "--model.init_args.latent_points", "0",
-          "--model.init_args.augmentation", GENERATOR_YAML,
+          "--model.init_args.augmentation", config,
           "--model.init_args.augmentation.init_args.ckpt", ckpt,
           "--model.init_args.augmentation.init_args.progress", "false",
           "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false", "--latent_plot", "false",
@@ -400,3 +400,51 @@ def test_sampling_inside_autocast_gives_the_full_precision_flows(world: dict[str
         mixed = aug(batch, torch.Generator().manual_seed(3))
     assert mixed.x.dtype == torch.float32
     assert torch.equal(mixed.x, plain.x)
+
+
+# -- variations (mode vary) with a real generator: the cVAE-GAN can vary its flows ----------------
+def test_fit_from_yaml_with_fresh_variations_of_each_flow(world: dict[str, Path], tmp_path: Path,
+                                                          recorded: list) -> None:
+    p = "--model.init_args.augmentation.init_args"
+    metrics = _fit(world, tmp_path / "run", str(world["cgan"]), f"{p}.variations_per_flow", "0",
+                   config=str(ROOT / "configs/augment/variation.yaml"))
+    assert 0.0 <= metrics["test_weighted_f1"] <= 1.0 and metrics["augment_pool_flows"] == 0
+    dm = _datamodule(world)
+    for batch, train, _ in recorded:
+        assert len(train) == 2 * len(batch) and torch.equal(train.x[: len(batch)], batch.x)  # policy double
+        varied = train.index(torch.arange(len(batch), len(train)))
+        assert torch.equal(varied.labels, batch.labels) and torch.equal(varied.rows, batch.rows)
+        assert_valid(varied, dm.codec)
+        assert (varied.x != batch.x).flatten(1).any(1).float().mean() > 0.5
+
+
+def test_fit_from_yaml_with_a_variation_pool(world: dict[str, Path], tmp_path: Path, recorded: list) -> None:
+    """`tsda fit` hands the training split to the augmentation: a pool of K variations of
+    every training flow is made at fit start and each flow of a batch gets one of its own."""
+    p = "--model.init_args.augmentation.init_args"
+    metrics = _fit(world, tmp_path / "run", str(world["cgan"]), f"{p}.variations_per_flow", "2",
+                   config=str(ROOT / "configs/augment/variation.yaml"))
+    train = _datamodule(world).tensors["train"]
+    assert metrics["augment_pool_flows"] == 2 * len(train) and metrics["augment_pool_seconds"] > 0
+    for batch, trained, _ in recorded:
+        varied = trained.index(torch.arange(len(batch), len(trained)))
+        assert torch.equal(varied.rows, batch.rows) and torch.equal(varied.labels, batch.labels)
+
+
+def test_a_variation_pool_of_a_real_generator_draws_each_flows_own(world: dict[str, Path]) -> None:
+    dm = _datamodule(world)
+    aug = GeneratorAugmentation(str(world["cgan"]), mode="vary", strength=[0.25, 0.5], variations_per_flow=2,
+                                progress=False)
+    prepare_augmentation(aug, device=torch.device("cpu"), class_names=dm.class_names,
+                         generator=torch.Generator().manual_seed(0), datamodule=dm)
+    train = dm.tensors["train"]
+    assert len(aug.pool) == 2 * len(train) and aug.stats()["pool_seconds"] > 0
+    assert torch.equal(aug.pool.labels, train.labels.repeat_interleave(2))
+    assert_valid(aug.pool, dm.codec)
+    batch = train.index(torch.arange(40, 80))
+    out = aug(batch, torch.Generator().manual_seed(1))
+    own = aug.pool.x.view(len(train), 2, 3, N_PACKETS)[batch.rows]  # (B, 2, 3, L)
+    assert (own == out.x[:, None]).flatten(2).all(2).any(1).all()
+    with pytest.raises(TsdaError, match="cannot vary"):
+        prepare_augmentation(GeneratorAugmentation(str(world["other_codec"]), mode="vary", progress=False),
+                             device=torch.device("cpu"), class_names=dm.class_names, generator=torch.Generator())

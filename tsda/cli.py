@@ -24,6 +24,8 @@ import os
 import sys
 
 USAGE = __doc__
+#: `CUBLAS_WORKSPACE_CONFIG` for deterministic cuBLAS (Lightning's value for `deterministic`)
+CUBLAS_WORKSPACE = ":4096:8"
 
 #: every command and the module whose `main(argv)` serves it (imported on use)
 COMMANDS: dict[str, str] = {
@@ -35,6 +37,12 @@ def main(argv: list[str] | None = None) -> None:
     """`tsda [--verbose] COMMAND ...`. Bad input (any `ValueError`: `TsdaError`, the data's
     `FlowDataError`, a parameter check; a missing file) prints `tsda: error: <message>` and
     exits 2 without a traceback; `--verbose` (or `TSDA_VERBOSE=1`) shows the traceback."""
+    # torch reads the cuBLAS workspace setting once, at the process's first cuBLAS call:
+    # deterministic cuBLAS (`tsda fit` runs with `trainer.deterministic`) needs it set before
+    # any command can touch CUDA (Lightning sets it when a Trainer starts, too late for the
+    # plain runs of a `tsda ensemble` process, whose batched groups train first); a value
+    # already set is kept
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = os.environ.get("TSDA_VERBOSE", "") not in ("", "0")
     if argv and argv[0] == "--verbose":

@@ -33,6 +33,10 @@ Samplers: `ddpm` (ancestral, needs many steps), `ddim` (deterministic at `eta = 
 a second-order multistep solver of the probability-flow ODE in x0 form, deterministic,
 which reaches DDIM-25 quality in about 10 steps; `benchmarks/sampling_throughput.py`).
 
+SDEdit (`denoise(init=..., start_index=...)`, what `DiffusionModule.vary` runs): the same
+loop started part-way, from given flows noised to that step, so the result stays near them
+(the fewer steps left, the nearer).
+
 Feeding x0 to the scheduler makes epsilon and v models share one loop and lets guidance
 act where the classifier is meaningful: on clean-flow estimates, not on noisy x_t.
 The gradient is taken with respect to x0 only (no back-propagation through the
@@ -247,8 +251,10 @@ def denoise(
     guidance: LatentGuidance | None = None,
     eta: float = 0.0,
     channels: int = MODEL_CHANNELS,
+    init: torch.Tensor | None = None,
+    start_index: int = 0,
 ) -> torch.Tensor:
-    """Sample flows in model space.
+    """Sample flows in model space, from pure noise or (SDEdit) from given flows.
 
     Args:
         denoiser: `(x (B, C, L), t (B,), labels (B,), latents (B, D) | None) -> (B, C, L)`,
@@ -266,6 +272,14 @@ def denoise(
         latents: optional `(B, D)` classifier latents the denoiser is conditioned on.
         guidance: classifier-latent guidance, or None.
         eta: DDIM noise (0 = deterministic).
+        init: `(B, C, L)` model-space flows to start from (SDEdit, Meng et al. 2022):
+            `init` is noised to the step `scheduler.timesteps[start_index]` (the training
+            `DDPMScheduler.add_noise`) and denoised from there, i.e. the last
+            `steps - start_index` of the `steps` steps are run (diffusers' img2img
+            pipelines). `start_index = 0` is the whole chain from pure noise, as without
+            `init`; `start_index = steps` returns `init` itself.
+        start_index: the first of the `steps` sampling steps to run, in [0, steps]; > 0
+            needs `init`.
 
     Returns:
         `(B, C, L)` flows in model space (pass through `snap_model_space` and
@@ -276,18 +290,33 @@ def denoise(
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     scheduler = make_scheduler(scheduler_config, sampler, steps)
+    if not 0 <= start_index <= steps or (start_index > 0 and init is None):
+        raise ValueError(f"start_index must be in [0, steps={steps}] and > 0 only with init, got {start_index}")
     prediction_type = scheduler_config["prediction_type"]
     device = labels.device
     alphas = scheduler.alphas_cumprod.to(device)  # (T,)
     shape = (labels.shape[0], channels, n_packets)
+    if init is not None and tuple(init.shape) != shape:
+        raise ValueError(f"init must be model-space flows {shape}, got {tuple(init.shape)}")
     x = torch.randn(shape, generator=generator, device=generator.device).to(device)  # (B, C, L)
+    timesteps = scheduler.timesteps[start_index:]
+    if start_index > 0:  # SDEdit: the given flows, noised to the first step run
+        x = init.to(device) if len(timesteps) == 0 else DDPMScheduler.from_config(scheduler_config).add_noise(
+            init.to(device), x, timesteps[:1].to(device).expand(shape[0]))
+        if hasattr(scheduler, "set_begin_index"):  # multistep solvers count steps from where they start
+            scheduler.set_begin_index(start_index)
     step_kwargs: dict[str, Any] = {"eta": eta} if sampler == "ddim" else {}
     clip = None  # DDPM/DDIM clip x0 inside `step` (their clip_sample); DPM-Solver++ cannot
     if sampler == "dpmpp" and scheduler_config.get("clip_sample"):
         clip = float(scheduler_config.get("clip_sample_range", 1.0))
-    for t in scheduler.timesteps:
-        out = guided_output(denoiser, x, t, labels, null_label, cfg_scale, latents)  # (B, C, L)
-        x0 = predict_x0(out, x, alphas[t], prediction_type)  # (B, C, L)
+    # the scheduler's timesteps stay on the host, where its `step` reads them as numbers; the
+    # denoiser's and x0's per-step tensors are copied to the device once, here: a step's `t`
+    # copied there inside the loop would be a blocking copy, a host sync per step on CUDA
+    t_device = timesteps.to(device)  # (S,)
+    alpha_steps = alphas[t_device]  # (S,)
+    for i, t in enumerate(timesteps):
+        out = guided_output(denoiser, x, t_device[i], labels, null_label, cfg_scale, latents)  # (B, C, L)
+        x0 = predict_x0(out, x, alpha_steps[i], prediction_type)  # (B, C, L)
         if guidance is not None and guidance.scale > 0:
             x0 = x0 + guidance.scale * guidance_gradient(x0, labels, guidance)
         if clip is not None:

@@ -44,6 +44,9 @@ class AugmentContext:
         load_sampler: `(checkpoint path, device) -> sampler` for augmentations backed by a
             trained generator (`tsda.augment.generator.FlowSampler`); supplied by the
             layer that knows generator modules (`tsda.lit.generative.prepare_augmentation`).
+        train_flows: the training split's flows (`x (N, 3, L)`, `rows` 0..N-1), when known:
+            for augmentations that keep state per training flow (a pool of variations),
+            which training batches then look up by `FlowBatch.rows`.
     """
 
     device: torch.device
@@ -51,6 +54,7 @@ class AugmentContext:
     generator: torch.Generator
     codec: FlowCodec | None = None
     load_sampler: Callable[[str, torch.device], FlowSampler] | None = None
+    train_flows: FlowBatch | None = None
 
 
 class Augmentation(ABC):
@@ -218,14 +222,17 @@ def apply_each(batch: FlowBatch, pick: torch.Tensor, augmentations: Sequence[Aug
 
 
 def select(mask: torch.Tensor, a: FlowBatch, b: FlowBatch) -> FlowBatch:
-    """Row-wise choice: `a` where `mask (B,)` is True, else `b`."""
+    """Row-wise choice: `a` where `mask (B,)` is True, else `b` (training rows kept when
+    both have them)."""
     soft = None
     if a.soft_labels is not None or b.soft_labels is not None:
         k = (a.soft_labels if a.soft_labels is not None else b.soft_labels).shape[1]
         soft = torch.where(mask[:, None], a.targets(k), b.targets(k))
+    rows = None if a.rows is None or b.rows is None else torch.where(mask, a.rows, b.rows)
     return FlowBatch(
         x=torch.where(mask[:, None, None], a.x, b.x),
         lengths=torch.where(mask, a.lengths, b.lengths),
         labels=torch.where(mask, a.labels, b.labels),
         soft_labels=soft,
+        rows=rows,
     )

@@ -19,6 +19,15 @@ Two ways to get flows:
 Labels: `same` (each flow gets a generated flow of its own class) or `balanced` (classes
 drawn uniformly: the generator as an oversampler of small classes).
 
+Variations (`mode: vary`, `configs/augment/variation.yaml`): each flow is replaced by a
+flow near itself, of its class (`FlowSampler.vary`, `tsda.augment.variation`), `strength`
+saying how near (a list: one strength drawn per flow, DA-Fusion's randomised t0). Fresh
+variations per batch (`variations_per_flow: 0`), or a variation pool: K variations of
+every training flow made once at fit start (the training split comes in
+`AugmentContext.train_flows`), each training flow then drawing one of its own K by its
+training row (`FlowBatch.rows`). A pooled variation is of the training flow, so whatever
+augmentations before it in a `Compose` did to the flow is dropped: put it first.
+
 A pool can also come from a file (`pool_file`, instead of `ckpt`): labelled generated
 flows in tcbench's schema, e.g. an unconditional generator's samples labelled by a
 classifier (`tsda sample --label-with`). Each class's flows are tiled to `pool_per_class`
@@ -39,11 +48,14 @@ from typing import Any, ClassVar, Literal, Protocol
 import torch
 
 from tsda.augment.base import AugmentContext, Augmentation, Family, select
+from tsda.augment.variation import (MAX_VARIATIONS_PER_FLOW, check_strengths, draw_from_pool, draw_strengths,
+                                    variation_pool, vary)
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
 from tsda.errors import TsdaError
 
 LabelPolicy = Literal["same", "balanced"]
+Mode = Literal["sample", "vary"]
 #: upper bound of `pool_per_class` (a 53-class pool of 100k flows each is ~1 GB of float32)
 MAX_POOL_PER_CLASS = 100_000
 
@@ -52,7 +64,8 @@ class FlowSampler(Protocol):
     """What the augmentation needs of a generator (every `GenerativeModule` has it).
 
     `conditional` (optional; absent = True): False for a generator trained without labels,
-    which cannot draw flows of a class, so the augmentation refuses it."""
+    which cannot draw flows of a class, so the augmentation refuses it. `can_vary`
+    (optional; absent = False): whether `vary` works (`mode: vary` needs it)."""
 
     @property
     def class_names(self) -> list[str]: ...
@@ -60,8 +73,18 @@ class FlowSampler(Protocol):
     @property
     def codec(self) -> FlowCodec: ...
 
+    @property
+    def can_vary(self) -> bool: ...
+
     def sample(self, labels: torch.Tensor, generator: torch.Generator, **options: Any) -> FlowBatch:
         """Valid flows `x (B, 3, L)` of the classes `labels (B,)`, random only via `generator`."""
+        ...
+
+    def vary(self, batch: FlowBatch, strength: float | torch.Tensor, generator: torch.Generator,
+             **options: Any) -> FlowBatch:
+        """A valid flow near each flow of `batch (B, 3, L)`, of its class: `strength` (a
+        number or `(B,)`, in [0, 1]) 0 = the flow itself, 1 = a fresh sample; random only
+        via `generator`."""
         ...
 
 
@@ -70,16 +93,24 @@ class GeneratorAugmentation(Augmentation):
 
     Args:
         ckpt: a generator checkpoint (any `GenerativeModule`).
+        mode: `sample` (a generated flow of the class) or `vary` (a variation of the flow
+            itself; needs a conditional generator that can vary, and `ckpt`).
+        strength: `vary`: how far from the flow, in [0, 1] (0 = itself, 1 = a fresh
+            sample); a list: one drawn per flow, uniformly.
+        variations_per_flow: `vary`: K > 0 makes K variations of every training flow once
+            at fit start (the variation pool; progress bar, `pool_seconds`, refreshed with
+            `refresh_every_n_epochs`); 0 varies every batch afresh.
         pool_file: instead of `ckpt`, a Parquet file of labelled generated flows to use as
             the pool (its labels must be classes of the data).
-        pool_per_class: flows per class sampled once at fit start (0 = sample fresh flows
-            for every batch).
+        pool_per_class: `sample`: flows per class sampled once at fit start (0 = sample
+            fresh flows for every batch).
         refresh_every_n_epochs: re-sample the pool before every n-th epoch (0 = never;
             needs a pool).
-        labels: `same` (a flow of the batch flow's class) or `balanced` (uniform classes).
-        options: keyword options of the generator's `sample` (diffusion: `steps`,
+        labels: `same` (a flow of the batch flow's class) or `balanced` (uniform classes;
+            `sample` only).
+        options: keyword options of the generator's `sample` / `vary` (diffusion: `steps`,
             `sampler`, `cfg_scale`, `latent_guidance_scale`; cGAN: `prior`, ...).
-        sample_batch_size: flows per `sample` call when filling the pool.
+        sample_batch_size: flows per `sample` / `vary` call when filling the pool.
         progress: show a progress bar while filling the pool.
 
     The generator is not an attribute of the classifier's `nn.Module` tree, so it never
@@ -100,6 +131,9 @@ class GeneratorAugmentation(Augmentation):
         options: dict[str, Any] | None = None,
         sample_batch_size: int = 1024,
         progress: bool = True,
+        mode: Mode = "sample",
+        strength: float | list[float] = 0.5,
+        variations_per_flow: int = 0,
     ) -> None:
         if bool(ckpt) == bool(pool_file):
             raise ValueError("GeneratorAugmentation needs exactly one of ckpt (a generator checkpoint) "
@@ -111,8 +145,20 @@ class GeneratorAugmentation(Augmentation):
                              f"got {pool_per_class}")
         if refresh_every_n_epochs < 0:
             raise ValueError(f"GeneratorAugmentation.refresh_every_n_epochs must be >= 0, got {refresh_every_n_epochs}")
-        if refresh_every_n_epochs and not pool_per_class and not pool_file:
-            raise ValueError("GeneratorAugmentation.refresh_every_n_epochs needs pool_per_class > 0")
+        if mode not in ("sample", "vary"):
+            raise ValueError(f"GeneratorAugmentation.mode must be 'sample' or 'vary', got {mode!r}")
+        strengths = check_strengths("GeneratorAugmentation.strength", strength)
+        if not 0 <= variations_per_flow <= MAX_VARIATIONS_PER_FLOW:
+            raise ValueError(f"GeneratorAugmentation.variations_per_flow must be in [0, {MAX_VARIATIONS_PER_FLOW}], "
+                             f"got {variations_per_flow}")
+        if mode == "vary":
+            _check_vary_options(pool_file, pool_per_class, labels)
+        elif variations_per_flow:
+            raise ValueError("GeneratorAugmentation.variations_per_flow needs mode: vary (mode sample pools "
+                             "flows per class: pool_per_class)")
+        if refresh_every_n_epochs and not pool_per_class and not pool_file and not variations_per_flow:
+            raise ValueError("GeneratorAugmentation.refresh_every_n_epochs needs a pool: pool_per_class > 0 "
+                             "(mode sample) or variations_per_flow > 0 (mode vary)")
         if labels not in ("same", "balanced"):
             raise ValueError(f"GeneratorAugmentation.labels must be 'same' or 'balanced', got {labels!r}")
         if sample_batch_size < 1:
@@ -124,11 +170,16 @@ class GeneratorAugmentation(Augmentation):
         self.options = dict(options or {})
         self.sample_batch_size = sample_batch_size
         self.progress = progress
+        self.mode, self.variations_per_flow = mode, variations_per_flow
+        self.strength = strengths[0] if isinstance(strength, (int, float)) else strengths
+        self._strengths = strengths
         self._sampler: FlowSampler | None = None
         self._num_classes = 0
         self._pool: FlowBatch | None = None
         self._per_class = pool_per_class
         self._missing: torch.Tensor | None = None  # (K,) bool: classes the pool file lacks
+        self._any_missing = False  # host copy of self._missing.any()
+        self._train: FlowBatch | None = None  # (N, 3, L) training flows of a variation pool
         self._pool_seconds = 0.0
         self._pool_builds = 0
 
@@ -138,7 +189,8 @@ class GeneratorAugmentation(Augmentation):
 
         Raises:
             TsdaError: the checkpoint is an unconditional generator, or knows other classes
-                or another codec than the data.
+                or another codec than the data; `mode: vary` with a generator that cannot
+                vary, or a variation pool without the training flows.
         """
         if self.pool_file:
             self._pool_from_file(context)
@@ -159,10 +211,17 @@ class GeneratorAugmentation(Augmentation):
         if context.codec is not None and sampler.codec != context.codec:
             raise TsdaError(f"augmentation checkpoint {self.ckpt}: its codec {sampler.codec} differs "
                             f"from the data's {context.codec}")
+        if self.mode == "vary" and not getattr(sampler, "can_vary", False):
+            raise TsdaError(f"augmentation checkpoint {self.ckpt}: its generator ({type(sampler).__name__}) cannot "
+                            "vary flows (can_vary is False): use mode: sample, or a generator that can vary")
         self._sampler, self._num_classes = sampler, len(names)
         self._pool, self._pool_seconds, self._pool_builds = None, 0.0, 0
-        self._per_class, self._missing = self.pool_per_class, None
-        if self.pool_per_class:
+        self._per_class, self._missing, self._any_missing = self.pool_per_class, None, False
+        self._train = None
+        if self.variations_per_flow:
+            self._train = _training_flows(context, self.ckpt, sampler.codec.n_packets)
+            self._fill_pool(context.device, context.generator)
+        elif self.pool_per_class:
             self._fill_pool(context.device, context.generator)
 
     def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
@@ -208,6 +267,7 @@ class GeneratorAugmentation(Augmentation):
         pool = flows.index(index).replace(labels=torch.arange(k).repeat_interleave(per_class))
         self._sampler, self._num_classes, self._per_class = None, k, per_class
         self._missing = (counts == 0).to(context.device)
+        self._any_missing = bool((counts == 0).any())  # read once here, not per batch
         self._pool = pool.to(context.device)
         self._pool_seconds, self._pool_builds = time.perf_counter() - start, 1
         missing = [n for n, m in zip(context.class_names, self._missing.tolist()) if m]
@@ -217,7 +277,9 @@ class GeneratorAugmentation(Augmentation):
 
     @property
     def pool(self) -> FlowBatch | None:
-        """The current pool: `x (K * P, 3, L)`, class-major (class k at rows k*P..k*P+P-1)."""
+        """The current pool. `sample`: `x (K * P, 3, L)`, class-major (class k at rows
+        k*P..k*P+P-1); `vary`: `x (N * K, 3, L)`, the K variations of training flow r at
+        rows r*K..r*K+K-1 (`rows` = r)."""
         return self._pool
 
     def _sample(self, labels: torch.Tensor, generator: torch.Generator) -> FlowBatch:
@@ -230,10 +292,22 @@ class GeneratorAugmentation(Augmentation):
             return self._sampler.sample(labels, generator, **self.options)
 
     def _fill_pool(self, device: torch.device, generator: torch.Generator) -> None:
-        """Sample `pool_per_class` flows of every class, in batches, with `generator`."""
+        """Sample `pool_per_class` flows of every class (`vary`: `variations_per_flow` of
+        every training flow), in batches, with `generator`."""
         from tqdm.auto import tqdm
 
         assert self._sampler is not None
+        if self.mode == "vary":
+            start = time.perf_counter()
+            assert self._train is not None
+            self._pool = variation_pool(self._sampler, self._train.to(device), self.variations_per_flow,
+                                        self._strengths, generator, self.options, self.sample_batch_size,
+                                        self.progress)
+            seconds = time.perf_counter() - start
+            self._pool_seconds, self._pool_builds = self._pool_seconds + seconds, self._pool_builds + 1
+            print(f"variation pool: {len(self._pool)} flows ({self.variations_per_flow} per training flow) from "
+                  f"{self.ckpt} in {seconds:.1f} s", flush=True)
+            return
         labels = torch.arange(self._num_classes, device=device).repeat_interleave(self.pool_per_class)  # (K*P,)
         start = time.perf_counter()
         parts = [self._sample(labels[i : i + self.sample_batch_size], generator)
@@ -265,14 +339,45 @@ class GeneratorAugmentation(Augmentation):
             raise ValueError(f"the generator makes {n_packets} packets, the batch has {batch.n_packets}")
         if len(batch) == 0:
             return batch
+        if self.mode == "vary":
+            if self._pool is not None:
+                return draw_from_pool(self._pool, self.variations_per_flow, batch, generator)
+            strength = draw_strengths(self._strengths, len(batch), generator, batch.device)
+            return vary(self._sampler, batch, strength, generator, self.options)
         labels = self.target_labels(batch, generator)  # (B,)
         if self._pool is None:
             return self._sample(labels, generator)
         offset = torch.randint(0, self._per_class, (len(batch),), generator=generator, device=batch.device)
         drawn = self._pool.index(labels * self._per_class + offset)
-        if self._missing is None or not bool(self._missing.any()):
+        if not self._any_missing:
             return drawn
         return select(~self._missing[labels], drawn, batch)  # absent classes keep the original flow
+
+
+def _check_vary_options(pool_file: str, pool_per_class: int, labels: str) -> None:
+    """Refuse the options `mode: vary` has no use for (with a `ValueError` naming them)."""
+    if pool_file:
+        raise ValueError("GeneratorAugmentation.mode vary varies flows with a generator (ckpt): a pool_file "
+                         "holds finished flows, which cannot be varied")
+    if pool_per_class:
+        raise ValueError("GeneratorAugmentation.pool_per_class is for mode sample; mode vary pools "
+                         "variations_per_flow variations of every training flow")
+    if labels != "same":
+        raise ValueError(f"GeneratorAugmentation.labels {labels!r} is for mode sample: a variation keeps the "
+                         "class of its flow")
+
+
+def _training_flows(context: AugmentContext, ckpt: str, n_packets: int) -> FlowBatch:
+    """The training split's flows of `context` (for a variation pool), checked."""
+    flows = context.train_flows
+    if flows is None:
+        raise TsdaError(f"augmentation checkpoint {ckpt}: variations_per_flow > 0 needs the training split's flows "
+                        "(AugmentContext.train_flows: tsda.lit.generative.prepare_augmentation(datamodule=...)); "
+                        "or set variations_per_flow 0 (fresh variations per batch)")
+    if flows.n_packets != n_packets:
+        raise TsdaError(f"augmentation checkpoint {ckpt}: the generator makes {n_packets} packets, "
+                        f"the training flows have {flows.n_packets}")
+    return flows
 
 
 def _short(names: list[str], k: int = 4) -> str:

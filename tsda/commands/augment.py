@@ -21,7 +21,10 @@ column` trains on it with that split (no copy of a training flow in validation o
 `--augment` (and preview's NAME) is an augmentation name (defaults) or a YAML
 `class_path`/`init_args` file (combinators too); a `generator` augmentation loads its
 checkpoint as in training. `--seed` seeds the augmentation draws (the split follows
-`--data.split_seed`).
+`--data.split_seed`). `--device` (auto = CUDA when present, cpu, cuda, cuda:N) is where the
+augmentation runs (a generator augmentation samples there); the flows are read and written
+on the CPU. The draws come from a generator on that device, so a CUDA run draws other
+(equally valid) copies than a CPU run of the same seed.
 """
 
 from __future__ import annotations
@@ -34,17 +37,29 @@ import torch
 from jsonargparse import ArgumentParser, Namespace
 
 from tsda.augment.base import Augmentation
-from tsda.augment.catalog import AUGMENTATIONS, augmentation_class, build_augmentation, defaults, required
+from tsda.augment.catalog import (
+    AUGMENTATIONS,
+    augmentation_class,
+    build_augmentation,
+    defaults,
+    required,
+)
 from tsda.augment.enlarge import enlarge_to_parquet
 from tsda.augment.magnitude import MAGNITUDES
 from tsda.commands import search
-from tsda.commands.options import add_data_arguments, build_datamodule, command_parser
+from tsda.commands.options import (
+    DEVICE_HELP,
+    add_data_arguments,
+    build_datamodule,
+    command_parser,
+    resolve_device,
+)
 from tsda.data.batch import FlowBatch
 from tsda.data.curation import STORED_SPLITS, holds_copies
 from tsda.data.datamodule import FlowDataModule
 from tsda.errors import TsdaError
-from tsda.lit.generative import prepare_augmentation
 from tsda.figures import pyplot, save_figure
+from tsda.lit.generative import prepare_augmentation
 from tsda.seeds import seeded_generator
 
 
@@ -64,16 +79,39 @@ def list_augmentations() -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows)
 
 
-def _prepared(spec: str, cfg: Namespace) -> tuple[Augmentation, FlowDataModule, torch.Generator]:
+def _prepared(spec: str, cfg: Namespace, device: torch.device
+              ) -> tuple[Augmentation, FlowDataModule, torch.Generator]:
     """The augmentation `spec`, the datamodule of the `--data.*` options, and the seeded
-    generator of the draws, the augmentation set up as in training (the data's classes
-    and codec; generator checkpoints loaded and checked on the CPU)."""
+    generator of the draws on `device`, the augmentation set up as in training on `device`
+    (the data's classes and codec; generator checkpoints loaded there and checked)."""
     augmentation = build_augmentation(spec)
     dm = build_datamodule(cfg)
-    g = seeded_generator(cfg.seed)
-    prepare_augmentation(augmentation, device=torch.device("cpu"), class_names=dm.class_names,
-                         generator=g, codec=dm.codec)
+    g = seeded_generator(cfg.seed, device)
+    prepare_augmentation(augmentation, device=device, class_names=dm.class_names, generator=g, codec=dm.codec,
+                         datamodule=dm)
     return augmentation, dm, g
+
+
+class OnDevice(Augmentation):
+    """`augmentation` run on `device` with its own generator there: each call moves the
+    batch to `device`, augments it with `generator` (whatever generator the caller
+    passes, a CPU one, is left alone) and returns the copies on the caller's device. Lets
+    `tsda augment enlarge` (whose `tsda.augment.enlarge` draws on the CPU) augment on a GPU;
+    its `repr` is the augmentation's, which the written `augmentation` column stores."""
+
+    family = "combinator"
+
+    def __init__(self, augmentation: Augmentation, device: torch.device, generator: torch.Generator) -> None:
+        self.augmentation, self.device, self._generator = augmentation, device, generator
+
+    def children(self) -> list[Augmentation]:
+        return [self.augmentation]
+
+    def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
+        return self.augmentation(batch.to(self.device), self._generator).to(batch.device)
+
+    def __repr__(self) -> str:
+        return repr(self.augmentation)
 
 
 def preview_figure(before: FlowBatch, after: FlowBatch, class_names: list[str], title: str):  # -> Figure
@@ -104,10 +142,13 @@ def preview(cfg: Namespace) -> Path:
     """A PNG of `--flows` training flows before and after the augmentation."""
     if cfg.name not in AUGMENTATIONS and not Path(cfg.name).is_file():
         augmentation_class(cfg.name)  # raises, listing the names
-    augmentation, dm, g = _prepared(cfg.name, cfg)
+    device = resolve_device(cfg.device)
+    augmentation, dm, g = _prepared(cfg.name, cfg, device)
     batch = dm.codec.encode(dm.split_table("train"))
-    before = batch.index(torch.randperm(len(batch), generator=g)[: cfg.flows])
-    after = augmentation(before, g)
+    # the flows shown: the same ones on every device (a CPU draw; on the CPU the draws go on from it)
+    pick = g if device.type == "cpu" else seeded_generator(cfg.seed)
+    before = batch.index(torch.randperm(len(batch), generator=pick)[: cfg.flows])
+    after = augmentation(before.to(device), g).to("cpu")
     return save_figure(preview_figure(before, after, dm.class_names, repr(augmentation)), cfg.out, dpi=110)
 
 
@@ -116,7 +157,10 @@ def enlarge(cfg: Namespace) -> Path:
     flow, as Parquet (see the module docstring)."""
     if cfg.copies < 1:
         raise ValueError(f"--copies must be >= 1 (augmented copies per training flow), got {cfg.copies}")
-    augmentation, dm, _ = _prepared(cfg.augment, cfg)
+    device = resolve_device(cfg.device)
+    augmentation, dm, g = _prepared(cfg.augment, cfg, device)
+    if device.type != "cpu":  # `enlarge_to_parquet` draws with a CPU generator of --seed; here on `device`
+        augmentation = OnDevice(augmentation, device, g)
     h, splits = dm.hparams, dm.splits
     if holds_copies(dm.table):
         raise TsdaError(f"--data.path {h.path}: already enlarged (it holds augmented copies); enlarge its source")
@@ -150,6 +194,7 @@ def build_parser() -> ArgumentParser:
     e.add_argument("--out", required=True, help="Parquet file to write")
     for q in (p, e):
         q.add_argument("--seed", type=int, default=0, help="seeds the augmentation draws")
+        q.add_argument("--device", type=str, default="auto", help=f"where the augmentation runs: {DEVICE_HELP}")
         add_data_arguments(q)
     sub.add_subcommand("preview", p, help=p.description)
     sub.add_subcommand("enlarge", e, help=e.description)

@@ -14,8 +14,9 @@ weights, per-class F1, latent scores, augmentation stats, epochs, seconds), plus
 start to the member's end (members share it). W&B: one summary run per member (config,
 test metrics, the per-epoch history as a table), in the mode `--wandb.mode` resolves to.
 Runs that cannot be batched (other modules such as the joint GAN, dropout, Trainer
-options the ensemble does not implement: precision, gradient clipping, accumulation,
-max_time, callbacks, several devices) run one after another as plain `tsda fit` runs.
+options the ensemble does not implement: precision other than 32 and bf16-mixed, gradient
+clipping, accumulation, max_time, callbacks, several devices) run one after another as plain
+`tsda fit` runs, each announced with the reason.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from tsda.runs import atomic_path
 
 #: Trainer options and the values the ensemble implements (anything else runs as `tsda fit`)
 TRAINER_DEFAULTS: dict[str, tuple[Any, ...]] = {
-    "precision": (None, "32", "32-true", 32), "accumulate_grad_batches": (1,), "gradient_clip_val": (None, 0, 0.0),
+    "precision": (None, "32", "32-true", 32, "bf16-mixed"), "accumulate_grad_batches": (1,), "gradient_clip_val": (None, 0, 0.0),
     "max_time": (None,), "limit_train_batches": (None, 1.0), "limit_val_batches": (None, 1.0),
     "val_check_interval": (None, 1.0), "callbacks": (None, []), "devices": (None, 1, "1", "auto"),
     "num_nodes": (1,), "strategy": ("auto",), "min_epochs": (None,), "min_steps": (None,),
@@ -79,6 +80,12 @@ def unbatchable(run: Run) -> str | None:
     return None
 
 
+def _precision(run: Run) -> str:
+    """The run's Trainer precision as the ensemble's Trainer takes it (`32-true`, `bf16-mixed`)."""
+    value = run.config.trainer.get("precision")
+    return "32-true" if value in (None, 32, "32") else str(value)
+
+
 def batch_key(run: Run) -> str:
     """What members of one batched model must share, as a string: data (but the sampler's
     seed), backbone, optimiser, loss, training batch shape and Trainer limits."""
@@ -90,6 +97,7 @@ def batch_key(run: Run) -> str:
         "weight_decay": h.weight_decay, "label_smoothing": h.label_smoothing, "doubles": doubles,
         "max_epochs": trainer.max_epochs, "max_steps": trainer.max_steps, "patience": run.config.patience,
         "check_val_every_n_epoch": trainer.check_val_every_n_epoch, "accelerator": trainer.accelerator,
+        "precision": _precision(run),
     }, sort_keys=True, default=str)
 
 
@@ -124,8 +132,8 @@ def finish_member(run: Run, outcome: MemberOutcome, datamodule: FlowDataModule, 
     model.net.load_state_dict(outcome.best_state)
     run_dir = run.run_dir
     assert run_dir is not None
-    trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=_precision(run),
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=str(run_dir))
     metrics = run_test(trainer, model, datamodule)
     ckpt = run_dir / "checkpoints" / "best.ckpt"
@@ -165,7 +173,7 @@ def train_group(group: Sequence[Run], device: str) -> None:
                                 max_steps=int(trainer.max_steps if trainer.max_steps is not None else -1),
                                 patience=int(first.config.patience),
                                 check_val_every_n_epoch=int(trainer.check_val_every_n_epoch or 1),
-                                device=_device(str(trainer.accelerator), device))
+                                device=_device(str(trainer.accelerator), device), precision=_precision(first))
     datamodule = first.datamodule
     print(f"ensemble: {len(group)} member(s) on {settings.device}: "
           + ", ".join(str(r.run_dir) for r in group), flush=True)

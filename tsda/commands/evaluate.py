@@ -15,8 +15,12 @@ flows per set (class shares kept). Keys of `fidelity.json`:
     marginals, size_curves: `tsda.metrics.fidelity`.
     discriminative: `tsda.metrics.discriminative` (gradient boosting on flattened flows).
     memorisation_input: `tsda.metrics.distances.memorisation` on flattened flows.
+    variation (a file of `tsda sample --vary`: `source_row`, `strength`; `--data.path` must be the
+        file that was varied): per strength, each variation's distance to its own source
+        and to the nearest other training flow (`tsda.metrics.variation`).
     latent (with `--classifier`): Frechet distance, PRDC and memorisation of that
-        classifier's latents `encode(x) (N, D)`, synthetic vs real test flows.
+        classifier's latents `encode(x) (N, D)`, synthetic vs real test flows (encoded on
+        `--device`: auto = CUDA when present).
     tstr (unless `--tstr_seeds 0`): converged multi-seed TSTR, TRTR and real + synthetic
         (`tsda/commands/tstr.py`).
 Plots: `marginals.png`, `size_curves.png`, `latent_tsne.png` (with `--classifier`).
@@ -38,7 +42,13 @@ import numpy as np
 import torch
 from jsonargparse import ArgumentParser, Namespace
 
-from tsda.commands.options import add_data_arguments, build_datamodule, command_parser
+from tsda.commands.options import (
+    DEVICE_HELP,
+    add_data_arguments,
+    build_datamodule,
+    command_parser,
+    resolve_device,
+)
 from tsda.commands.tstr import TstrSettings, gru_discriminative_score, trtr, tstr
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
@@ -50,6 +60,7 @@ from tsda.logging import WandbSettings, log_summary_run
 from tsda.metrics.discriminative import discriminative_score, feature_giveaways, flat_features
 from tsda.metrics.distances import frechet_distance, memorisation, prdc
 from tsda.metrics.fidelity import FEATURES, marginal_distances, size_curve_distance
+from tsda.metrics.variation import VARIATION_COLUMNS, is_variation_file, variation_fidelity
 from tsda.metrics.fidelity_plots import (
     plot_comparison,
     plot_example_flows,
@@ -122,19 +133,38 @@ def summary_line(result: dict[str, Any]) -> str:
                         if "real_plus_synthetic" in t else ""))
     if "latent" in result:
         parts.append(f"latent FD {result['latent']['frechet']:.3f}, coverage {result['latent']['coverage']:.3f}")
+    if "variation" in result:
+        v = result["variation"]["all"]
+        parts.append(f"variations: mean distance to their source {v['mean_source_distance']:.3f}, "
+                     f"to other training flows {v['mean_nn_other_train']:.3f}")
     return "; ".join(parts)
 
 
 def read_synthetic(path: str, names: tuple[str, ...], n_packets: int, invalid_rows: str) -> FlowTable:
     """The generated flows of `path` relabelled onto the real classes `names` (flows of
     other classes left out with a warning)."""
-    raw = read_parquet(path, max_packets=n_packets, invalid_rows=invalid_rows)
+    raw = read_parquet(path, max_packets=n_packets, invalid_rows=invalid_rows, meta_columns=VARIATION_COLUMNS)
     synthetic, dropped = raw.relabel(list(names))
     if dropped:
         warnings.warn(f"--synthetic {path}: left out flows of classes the real data lacks: {dropped}", stacklevel=1)
     if len(synthetic) == 0:
         raise ValueError(f"--synthetic {path}: no flow of a class of the real data")
     return synthetic.truncate(n_packets)
+
+
+def variation_metrics(dm: Any, real_train: FlowTable, synthetic: FlowTable, max_flows: int, seed: int,
+                      where: str) -> dict[str, Any] | None:
+    """`tsda.metrics.variation.variation_fidelity` of a variation file: sources looked up
+    in `--data.path` (read again, uncurated: a varied flow curation drops is still a
+    source), at most `max_flows` training flows and variations (the subsamples of the
+    other metrics); None, with a warning, without a data file."""
+    if dm.hparams.path is None:
+        warnings.warn(f"{where}: holds variations (source_row) but the real data is the simulator; their "
+                      "distances to their sources need --data.path (the file that was varied)", stacklevel=1)
+        return None
+    real = dm.raw_table().relabel(list(synthetic.class_names))[0]
+    return variation_fidelity(real, stratified_cap(real_train, max_flows, seed),
+                              stratified_cap(synthetic, max_flows, seed), dm.codec, where)
 
 
 def comparison_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -242,6 +272,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--tstr_model", type=dict, default={},
                         help="TSTR/TRTR: further ClassifierModule arguments, e.g. '{backbone_kwargs: {width: 8}}'")
     parser.add_argument("--accelerator", type=str, default="auto", help="TSTR/TRTR/GRU training device (Lightning)")
+    parser.add_argument("--device", type=str, default="auto",
+                        help=f"device of the --classifier's latents: {DEVICE_HELP}")
     parser.add_argument("--gru", type=bool, default=True,
                         help="also train the post-hoc GRU discriminator (TimeGAN's discriminative score)")
     add_data_arguments(parser)
@@ -268,7 +300,8 @@ def main(argv: list[str] | None = None) -> None:
     for path in cfg.synthetic:
         if not Path(path).is_file():
             raise FileNotFoundError(f"--synthetic {path!r}: no such file")
-    classifier = ClassifierModule.load_frozen(cfg.classifier) if cfg.classifier else None
+    device = resolve_device(cfg.device)  # checked before any work, used by the latent classifier
+    classifier = ClassifierModule.load_frozen(cfg.classifier).to(device) if cfg.classifier else None
     overrides = {"class_names": list(classifier.class_names)} if classifier is not None else {}
     dm = build_datamodule(cfg, **overrides)
     if classifier is not None and len(dm.table) == 0:
@@ -278,6 +311,8 @@ def main(argv: list[str] | None = None) -> None:
     real_train, real_val, real_test = (dm.split_table(s) for s in ("train", "val", "test"))
     tables = {name: read_synthetic(path, real_test.class_names, dm.codec.n_packets, dm.hparams.invalid_rows)
               for name, path in zip(names, cfg.synthetic)}  # every file read before any work
+    variations = {name: variation_metrics(dm, real_train, table, cfg.max_flows, cfg.seed, f"--synthetic {path}")
+                  for (name, table), path in zip(tables.items(), cfg.synthetic) if is_variation_file(table)}
 
     settings = TstrSettings(max(cfg.tstr_seeds, 1), cfg.tstr_max_epochs, cfg.tstr_patience, cfg.tstr_batch_size,
                             cfg.accelerator, dict(cfg.tstr_model))
@@ -288,6 +323,8 @@ def main(argv: list[str] | None = None) -> None:
         where = out if len(tables) == 1 else out / name
         result = distribution_metrics(real_train, real_test, synthetic, dm.codec, where, classifier,
                                       cfg.max_flows, cfg.seed, cfg.plots)
+        if variations.get(name) is not None:
+            result["variation"] = variations[name]
         if cfg.gru:
             result["discriminative_gru"] = gru_discriminative_score(real_test, synthetic, dm.codec, settings,
                                                                     cfg.seed, cfg.max_flows)

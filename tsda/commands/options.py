@@ -6,6 +6,10 @@ and docstring, through jsonargparse), so `tsda test`, `tsda evaluate`, `tsda aug
 `tsda data describe` accept the same `--data.path`, `--data.invalid_rows`,
 `--data.min_class_size`, column renames, ... as a fit config's `data:` section (and a
 `-c config.yaml` holding one).
+
+Every command that computes outside a Trainer (`tsda evaluate`'s latent classifier, `tsda
+augment preview / enlarge`, the benchmarks) reads its `--device` with `resolve_device`:
+`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`, checked before any work.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from tsda.data.datamodule import FlowDataModule
+from tsda.errors import TsdaError
 
 
 def command_parser(prog: str, description: str | None) -> ArgumentParser:
@@ -46,3 +52,34 @@ def build_datamodule(cfg: Namespace, **overrides: Any) -> FlowDataModule:
         if not Path(path).is_file():
             raise FileNotFoundError(f"--data.path {path!r}: no such file")
     return FlowDataModule(**kwargs)
+
+
+DEVICE_HELP = "cpu, cuda, cuda:N, or auto (default: cuda when present, else cpu)"
+
+
+def resolve_device(value: str, flag: str = "--device") -> torch.device:
+    """The torch device a `--device` option names: `auto` is CUDA when torch sees a GPU,
+    else the CPU; `cpu`, `cuda` and `cuda:N` are taken as given once checked.
+
+    Raises:
+        TsdaError: not one of those (an unknown name, another device type), or a CUDA
+            device this machine lacks (no GPU, a CPU build of torch, an index out of range),
+            naming `flag`.
+    """
+    text = str(value).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
+        raise TsdaError(f"{flag} {value!r}: not a device; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise TsdaError(f"{flag} {value}: no CUDA device here (torch {torch.__version__}, {build}); "
+                            "use --device cpu or auto (on a GPU machine: make setup-gpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise TsdaError(f"{flag} {value}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device

@@ -8,6 +8,19 @@
     tsda sample --ckpt UNCONDITIONAL.ckpt --label-with CLASSIFIER.ckpt --per-class 100 \
         --min-confidence 0.9 [--max-draws 50000] [--latent-guidance-scale 2 --guide labeller] --out FILE.parquet
 
+Variations (`--vary FILE`): instead of drawing flows from scratch, a flow near each flow of
+FILE (tcbench schema), of its class, from a generator that can vary (`can_vary`):
+
+    tsda sample --ckpt CKPT --vary flows.parquet --strength 0.25 0.5 1.0 [--variations 4] \
+        [--truncate] [--invalid-rows drop] --seed 0 --out variations.parquet
+
+`--strength` says how near (0 = the flow itself, 1 = a fresh sample of its class); with
+several, every flow is varied at each. The file gets `source_row` (FILE's row each
+variation comes from) and `strength` columns, variations ordered by source row, then
+strength, then variation; `tsda evaluate` with `--data.path FILE` reports how far each is
+from its source and from the other training flows. Flows longer than the generator's L
+packets are refused unless `--truncate` (their first L packets are varied).
+
 `--out FILE.pcap` writes the flows as packets instead (`tsda.data.capture.export`: one TCP
 conversation per flow, valid headers, zero payload bytes, each class served by its own
 address, and `FILE.rules.csv` to label them again with `tsda data import FILE.pcap --label
@@ -42,12 +55,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from tsda.augment.variation import check_strengths, vary_in_batches
 from tsda.data.capture.export import export_table, spaced_starts
-from tsda.data.sources import write_parquet
+from tsda.data.curation import FILE_ROW
+from tsda.data.sources import read_parquet, write_parquet
 from tsda.errors import TsdaError
 from tsda.generate import plan_labels, sample_flows, to_table, unlabelled_table
 from tsda.lit.generative import GenerativeModule, load_generative
 from tsda.runs import write_json_atomic
+from tsda.seeds import seeded_generator
 
 
 PCAP_SUFFIXES = (".pcap", ".cap")
@@ -86,6 +102,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-draws", type=int, help="--label-with: flows drawn at most (default 20 per flow asked for)")
     p.add_argument("--guide", choices=("auto", "model", "labeller"),
                    help="--label-with and --latent-guidance-scale: the guide (default auto: the model's, else the labeller)")
+    p.add_argument("--vary", metavar="FILE",
+                   help="vary the flows of this Parquet file (tcbench schema) instead of drawing new ones")
+    p.add_argument("--strength", type=float, nargs="+",
+                   help="--vary: how far from each flow, in [0, 1] (0 = itself, 1 = a fresh sample); several: each")
+    p.add_argument("--variations", type=int, help="--vary: variations per flow and strength (default 1)")
+    p.add_argument("--truncate", action="store_true",
+                   help="--vary: vary the first L packets of flows longer than the generator's L (else refused)")
+    p.add_argument("--invalid-rows", choices=("error", "drop"),
+                   help="--vary: malformed rows of FILE stop the command (error, default) or are left out (drop)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -110,9 +135,100 @@ def _labelled(model: GenerativeModule, args: argparse.Namespace, labels: np.ndar
     return to_table(model, batch), extra, report
 
 
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """The generator options given on the command line (only those given)."""
+    options: dict[str, Any] = {
+        key: value for key, value in (("steps", args.steps), ("sampler", args.sampler),
+                                      ("cfg_scale", args.cfg_scale),
+                                      ("latent_guidance_scale", args.latent_guidance_scale))
+        if value is not None
+    }
+    options.update(dict(_parse_option(o) for o in args.option))
+    return options
+
+
+def _check_vary_arguments(args: argparse.Namespace) -> list[float]:
+    """The strengths of `--vary`, after refusing options that do not go with it (or that
+    need it), all before the checkpoint is loaded."""
+    if args.vary is None:
+        for flag, value in (("--strength", args.strength), ("--variations", args.variations),
+                            ("--truncate", args.truncate or None), ("--invalid-rows", args.invalid_rows)):
+            if value is not None:
+                raise TsdaError(f"{flag} needs --vary FILE")
+        return []
+    for flag, value in (("--n", args.n), ("--per-class", args.per_class), ("--labels", args.labels),
+                        ("--label-with", args.label_with), ("--min-confidence", args.min_confidence),
+                        ("--max-draws", args.max_draws), ("--guide", args.guide)):
+        if value is not None:
+            raise TsdaError(f"{flag} does not apply to --vary {args.vary} (one variation of each of its flows per "
+                            "strength, --variations K for more)")
+    if args.strength is None:
+        raise TsdaError("--vary needs --strength S (in [0, 1]: 0 = the flow itself, 1 = a fresh sample)")
+    try:
+        strengths = check_strengths("--strength", args.strength)
+    except ValueError as exc:
+        raise TsdaError(str(exc)) from exc
+    if args.batch_size < 1:
+        raise TsdaError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.variations is not None and args.variations < 1:
+        raise TsdaError(f"--variations must be >= 1, got {args.variations}")
+    if Path(args.out).suffix.lower() in PCAP_SUFFIXES:
+        raise TsdaError(f"--vary writes Parquet (with the source_row and strength columns), not {args.out}")
+    return strengths
+
+
+def _vary(model: GenerativeModule, args: argparse.Namespace, strengths: list[float]) -> None:
+    """`--vary FILE`: variations of every flow of FILE, written with `source_row` and `strength`.
+
+    Raises:
+        TsdaError: the generator cannot vary or is unconditional; FILE holds classes the
+            generator does not know, no flow, a flow without packets, or (without
+            `--truncate`) flows longer than the generator's packets. Nothing is written.
+    """
+    where = f"--vary {args.vary}"
+    if not model.conditional:
+        raise TsdaError(f"--ckpt {args.ckpt}: an unconditional generator (trained with conditional: false) cannot "
+                        "vary a flow within its class")
+    if not getattr(model, "can_vary", False):
+        raise TsdaError(f"--ckpt {args.ckpt}: its generator ({type(model).__name__}) cannot vary flows")
+    n_packets = model.codec.n_packets
+    raw = read_parquet(args.vary, max_packets=n_packets + 1, invalid_rows=args.invalid_rows or "error",
+                       row_index=FILE_ROW)
+    table, unknown = raw.relabel(model.class_names)
+    if unknown:
+        known = ", ".join(model.class_names[:4]) + (", ..." if len(model.class_names) > 4 else "")
+        raise TsdaError(f"{where}: flows of classes the generator does not know: {unknown} (it knows "
+                        f"{len(model.class_names)}: {known})")
+    rows = table.meta[FILE_ROW]  # (N,) FILE's row of each flow
+    if len(table) == 0:
+        raise TsdaError(f"{where}: holds no flow")
+    if (table.lengths < 1).any():
+        raise TsdaError(f"{where}: row {int(rows[np.argmax(table.lengths < 1)])} holds no packet")
+    longer = table.lengths > n_packets
+    if longer.any() and not args.truncate:
+        raise TsdaError(f"{where}: {int(longer.sum())} flows are longer than the generator's {n_packets} packets "
+                        f"(first: row {int(rows[np.argmax(longer)])}); --truncate varies their first {n_packets}")
+    flows = model.codec.encode(table.truncate(n_packets)).to(model.device)
+    k = args.variations or 1
+    source = np.repeat(np.arange(len(flows)), len(strengths) * k)  # (N*S*K,) source-major
+    strength = np.tile(np.repeat(np.asarray(strengths, dtype=np.float64), k), len(flows))  # (N*S*K,) then strength
+    g = seeded_generator(args.seed, model.device)
+    varied = vary_in_batches(model, flows.index(torch.from_numpy(source).to(model.device)),
+                             torch.from_numpy(strength).float().to(model.device), g, _options(args),
+                             args.batch_size, progress=not args.no_progress)
+    extra = {"generator": np.full(len(varied), f"{type(model).__name__}:{args.ckpt}", dtype=object),
+             "source_row": rows[source].astype(np.int64), "strength": strength}
+    out = write_parquet(to_table(model, varied.to("cpu")), args.out, extra=extra)
+    print(f"wrote {len(varied)} variations of {len(flows)} flows of {args.vary} to {out}", flush=True)
+
+
 def main(argv: list[str]) -> None:
     args = _parser().parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    strengths = _check_vary_arguments(args)
+    if args.vary is not None:
+        _vary(load_generative(args.ckpt, map_location=device), args, strengths)
+        return
     if args.label_with is None:
         for flag, value in (("--min-confidence", args.min_confidence), ("--max-draws", args.max_draws),
                             ("--guide", args.guide)):
@@ -130,13 +246,7 @@ def main(argv: list[str]) -> None:
         model.class_names, n=args.n, per_class=args.per_class,
         labels=[s.strip() for s in args.labels.split(",") if s.strip()] if args.labels else None,
     )
-    options: dict[str, Any] = {
-        key: value for key, value in (("steps", args.steps), ("sampler", args.sampler),
-                                      ("cfg_scale", args.cfg_scale),
-                                      ("latent_guidance_scale", args.latent_guidance_scale))
-        if value is not None
-    }
-    options.update(dict(_parse_option(o) for o in args.option))
+    options = _options(args)
     extra: dict[str, np.ndarray] = {}
     report = None
     if args.label_with is not None:

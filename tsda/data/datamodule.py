@@ -43,6 +43,11 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
     as PyTorch's `DistributedSampler` does, so every rank gets the same number of flows
     and of batches (a rank with an extra batch would wait on a collective forever); without
     it (evaluation) every flow is seen exactly once and ranks may differ by one flow.
+
+    With `device` (the data's), each epoch's draw, made on the host as always (the same
+    batches for a seed on any device), is copied there once (pinned, non-blocking on CUDA)
+    and the batches are slices of it: a copy of host indices per batch would block the host
+    until the device is idle, every step.
     """
 
     def __init__(
@@ -56,6 +61,7 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
         rank: int = 0,
         world_size: int = 1,
         pad: bool = True,
+        device: torch.device | str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -64,6 +70,7 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
         self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
         self.weights, self.seed, self.drop_last = weights, seed, drop_last
         self.rank, self.world_size, self.pad = rank, world_size, pad
+        self.device = torch.device(device) if device is not None else None
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -84,6 +91,9 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         order = self._order()
+        if self.device is not None and self.device != order.device:
+            cuda = self.device.type == "cuda"
+            order = (order.pin_memory() if cuda else order).to(self.device, non_blocking=cuda)
         self.epoch += 1
         stop = len(order) - (len(order) % self.batch_size if self.drop_last else 0)
         for start in range(0, stop, self.batch_size):
@@ -107,7 +117,7 @@ class _BatchDataset(Dataset):
         return len(self.batch)
 
     def __getitem__(self, idx: torch.Tensor) -> FlowBatch:
-        return self.batch.index(idx.to(self.batch.device))
+        return self.batch.index(idx.to(self.batch.device))  # the samplers' indices are there already
 
 
 def _identity(x: FlowBatch) -> FlowBatch:
@@ -334,9 +344,16 @@ class FlowDataModule(L.LightningDataModule):
             self._encode(name)
 
     def _encode(self, name: str) -> None:
+        """Encode split `name` onto the device; the training split's flows carry their row
+        (`FlowBatch.rows`, `(N,)` 0..N-1), so every batch indexed from it (the training
+        loader's, an ensemble member's) says which training flow each is, with no extra
+        work or host sync per batch (the same on-device index picks flows and rows)."""
         device = self._device()
         if name not in self.tensors or self.tensors[name].device != device:
-            self.tensors[name] = self.codec.encode(self.split_table(name)).to(device)
+            batch = self.codec.encode(self.split_table(name))
+            if name == "train":
+                batch = batch.replace(rows=torch.arange(len(batch)))
+            self.tensors[name] = batch.to(device)
 
     def _rank(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -355,7 +372,7 @@ class FlowDataModule(L.LightningDataModule):
             sampler = self.train_sampler(h.split_seed if h.sampler_seed is None else h.sampler_seed, rank, world)
         else:
             sampler = IndexBatchSampler(len(batch), h.eval_batch_size, shuffle=False, rank=rank,
-                                        world_size=world, pad=False)
+                                        world_size=world, pad=False, device=batch.device)
         return DataLoader(_BatchDataset(batch), sampler=sampler, batch_size=None, collate_fn=_identity)
 
     def train_sampler(self, seed: int, rank: int = 0, world_size: int = 1) -> IndexBatchSampler:
@@ -364,13 +381,13 @@ class FlowDataModule(L.LightningDataModule):
         member of an ensemble (`tsda.lit.ensemble`) draws its own batch order from."""
         if "train" not in self.tensors:
             self._encode("train")
-        labels = self.tensors["train"].labels.cpu()
+        labels = torch.as_tensor(self.table.labels[self.splits["train"]], dtype=torch.long)  # (N,) on the host
         weights = None
         if self.hparams.sampler == "class_weighted":
             counts = torch.bincount(labels, minlength=self.num_classes).double()
             weights = (1.0 / counts.clamp_min(1))[labels]
         return IndexBatchSampler(len(labels), self.hparams.batch_size, shuffle=True, weights=weights, seed=seed,
-                                 rank=rank, world_size=world_size, pad=True)
+                                 rank=rank, world_size=world_size, pad=True, device=self.tensors["train"].device)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

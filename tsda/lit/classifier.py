@@ -172,6 +172,16 @@ class ClassifierModule(L.LightningModule):
         """`x (B, 3, L)` -> `logits (B, K)`."""
         return self.net(x)
 
+    def compile_networks(self) -> None:
+        """Compile the backbone in place with `torch.compile` (`tsda fit --compile true`).
+
+        Shapes stay static (`dynamic=False`): a run sees a handful of batch shapes (the
+        training batch, its last partial batch, the evaluation batch), each compiled once and
+        kept in inductor's on-disk cache, so later runs of a campaign reuse the kernels. On
+        CPU the fused kernels are what bf16 autocast needs to pay off (conversions fused into
+        the convolutions' neighbours)."""
+        self.net.compile(dynamic=False)
+
     # -- training -----------------------------------------------------------------------
     def augmentation_generator(self) -> torch.Generator:
         """The seeded generator of every augmentation draw (its state is checkpointed)."""
@@ -187,18 +197,20 @@ class ClassifierModule(L.LightningModule):
         self._rng.load_from(checkpoint)
 
     def on_fit_start(self) -> None:
-        self.prepare_augmentation(getattr(getattr(self.trainer, "datamodule", None), "codec", None))
+        self.prepare_augmentation(getattr(self.trainer, "datamodule", None))
 
-    def prepare_augmentation(self, codec: Any = None) -> None:
+    def prepare_augmentation(self, datamodule: Any = None) -> None:
         """Give the augmentation tree its run context on this module's device (generator
-        checkpoints load here and are checked against the data's classes and `codec`
-        before training starts); an ensemble calls it for each member."""
+        checkpoints load here and are checked against the data's classes and codec before
+        training starts; a variation pool varies the training flows of `datamodule`, a
+        `FlowDataModule`); an ensemble calls it for each member."""
         if self.augmentation is None:
             return
         from tsda.lit.generative import prepare_augmentation
 
         prepare_augmentation(self.augmentation, device=self.device, class_names=self.class_names,
-                             generator=self.augmentation_generator(), codec=codec)
+                             generator=self.augmentation_generator(),
+                             codec=getattr(datamodule, "codec", None), datamodule=datamodule)
 
     def start_augmentation_epoch(self, epoch: int) -> None:
         """The augmentations' epoch hooks (pool refreshes) with this run's generator."""

@@ -39,7 +39,9 @@ from tsda.lit import check_class_names
 from tsda.lit.ema import check_ema_decay, ema_of
 from tsda.lit.generative import GenerativeModule
 from tsda.lit.guide import ClassSums, load_guide, warn_sparse_classes
+from tsda.lit.joint_regions import eval_mode
 from tsda.lit.rng import RunGenerator
+from tsda.lit.variation import run_variation
 from tsda.nets.denoiser import FlowDenoiser
 from tsda.sampling import (MODEL_CHANNELS, LatentClassifier, LatentGuidance, SamplerName, denoise,
                            snap_model_space, to_model_space)
@@ -53,6 +55,9 @@ DEFAULT_SCHEDULER: dict[str, Any] = {
     "timestep_spacing": "trailing",  # few-step DDIM starts from pure noise (t = T - 1)
 }
 
+
+#: sampling steps of a whole chain unless `steps` says otherwise
+DEFAULT_STEPS = 50
 
 #: what the denoiser is trained to predict (diffusers' `prediction_type`)
 PredictionType = Literal["epsilon", "v_prediction"]
@@ -269,7 +274,7 @@ class DiffusionModule(GenerativeModule):
         self,
         labels: torch.Tensor,
         generator: torch.Generator,
-        steps: int = 50,
+        steps: int = DEFAULT_STEPS,
         sampler: SamplerName = "ddim",
         cfg_scale: float = 1.0,
         latent_guidance_scale: float = 0.0,
@@ -300,19 +305,87 @@ class DiffusionModule(GenerativeModule):
                 conditional output); guidance without any guide.
         """
         labels = labels.to(self.device)
+        with eval_mode(self):
+            x = self._chain(labels, generator, steps=steps, sampler=sampler, cfg_scale=cfg_scale,
+                            latent_guidance_scale=latent_guidance_scale, class_weight=class_weight,
+                            latent_weight=latent_weight, target_latents=target_latents, eta=eta, use_ema=use_ema,
+                            guide=guide)
+        return self.codec.snap(snap_model_space(x)).replace(labels=labels)
+
+    @property
+    def can_vary(self) -> bool:
+        """Any flow can be varied (SDEdit, `vary`)."""
+        return True
+
+    @torch.no_grad()
+    def vary(self, batch: FlowBatch, strength: float | torch.Tensor, generator: torch.Generator,
+             steps: int = DEFAULT_STEPS, target_latents: torch.Tensor | None = None, **options: Any) -> FlowBatch:
+        """SDEdit (Meng et al. 2022): each flow of `batch` (`x (B, 3, L)`) noised part-way
+        and denoised back, class-conditioned on its label (`GenerativeModule.vary`).
+
+        A flow of strength s is encoded to model space, noised to the step where the last
+        `floor(steps * s)` of the `steps` sampling steps begin, and denoised through them,
+        as diffusers' img2img pipelines do (`tsda.sampling.denoise` with `init`): the more
+        noise, the more of the flow the model redraws, until s = 1 runs the whole chain
+        from pure noise (a fresh sample of the class, the very flows `sample` draws for
+        the same labels and seed when every strength is 1). A strength below `1 / steps`
+        runs no step: the flow comes back through the codec's rounding. The multistep
+        solver (`dpmpp`) keeps state per chain, so flows that start at different steps run
+        as separate chains, one per start, in order of their start.
+
+        Args:
+            batch, strength, generator: see `GenerativeModule.vary`.
+            steps: sampling steps of a whole chain (s = 1).
+            target_latents: `(B, D)` guidance / conditioning targets, one per flow; default
+                as in `sample` (the class centroids of the labels).
+            options: those of `sample` (`sampler`, `cfg_scale`, `latent_guidance_scale`,
+                `class_weight`, `latent_weight`, `eta`, `use_ema`, `guide`), applied as there.
+        """
+        def vary(data: FlowBatch, s: torch.Tensor) -> torch.Tensor:
+            x0 = to_model_space(data.x)  # (B, C, L)
+            # img2img's init_timestep = min(int(steps * s), steps), robust to float32 rounding of s
+            start = steps - (s.double() * steps + 1e-6).floor().long().clamp(0, steps)  # (B,)
+            out = torch.empty_like(x0)  # (B, C, L)
+            for k in torch.unique(start).tolist():
+                rows = (start == k).nonzero()[:, 0]  # (b,)
+                targets = None if target_latents is None else target_latents.to(self.device)[rows]  # (b, D)
+                out[rows] = self._chain(data.labels[rows], generator, steps=steps, target_latents=targets,
+                                        init=x0[rows], start_index=k, **options)
+            return snap_model_space(out)  # (B, 3, L)
+
+        return run_variation(self, batch, strength, vary)
+
+    def _chain(
+        self,
+        labels: torch.Tensor,
+        generator: torch.Generator,
+        *,
+        steps: int = DEFAULT_STEPS,
+        sampler: SamplerName = "ddim",
+        cfg_scale: float = 1.0,
+        latent_guidance_scale: float = 0.0,
+        class_weight: float = 1.0,
+        latent_weight: float | None = None,
+        target_latents: torch.Tensor | None = None,
+        eta: float = 0.0,
+        use_ema: bool = True,
+        guide: LatentClassifier | None = None,
+        init: torch.Tensor | None = None,
+        start_index: int = 0,
+    ) -> torch.Tensor:
+        """`(B, C, L)` model-space flows of `labels (B,)` from one sampling chain
+        (`tsda.sampling.denoise`), conditioned and guided as `sample` documents; with
+        `init` and `start_index`, the SDEdit chain of `vary`."""
         if not self.conditional and cfg_scale != 1.0:
             raise ValueError(f"cfg_scale={cfg_scale}: classifier-free guidance needs a conditional model "
                              "(this one was trained with conditional: false)")
-        was_training = self.training
-        self.eval()
         latents = None
         if self.hparams.latent_conditioning:
             latents = target_latents if target_latents is not None else self._centroids_of(labels)  # (B, D)
         guidance = self._guidance(labels, float(latent_guidance_scale), class_weight, latent_weight, target_latents,
                                   guide)
         fed = labels if self.conditional else torch.full_like(labels, self.denoiser.null_label)  # (B,)
-        x = denoise(self.sampling_denoiser(use_ema), self.scheduler_config, fed, generator,
-                    int(self.hparams.n_packets), self.denoiser.null_label, steps=steps, sampler=sampler,
-                    cfg_scale=float(cfg_scale), latents=latents, guidance=guidance, eta=eta)
-        self.train(was_training)
-        return self.codec.snap(snap_model_space(x)).replace(labels=labels)
+        return denoise(self.sampling_denoiser(use_ema), self.scheduler_config, fed, generator,
+                       int(self.hparams.n_packets), self.denoiser.null_label, steps=steps, sampler=sampler,
+                       cfg_scale=float(cfg_scale), latents=latents, guidance=guidance, eta=eta, init=init,
+                       start_index=start_index)

@@ -45,7 +45,6 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from tsda.data.batch import FlowBatch
 from tsda.data.datamodule import FlowDataModule, IndexBatchSampler
@@ -58,7 +57,11 @@ class EnsembleSettings:
     """The Trainer settings every member of an ensemble shares.
 
     `max_steps` < 0: no step limit; `check_val_every_n_epoch`: validate every n-th epoch;
-    `validate`: False = never validate (no early stopping; the final weights are the best)."""
+    `validate`: False = never validate (no early stopping; the final weights are the best);
+    `precision`: the Trainer's, `32-true` or `bf16-mixed` (`BATCHED_PRECISIONS`: Lightning
+    runs the steps under autocast, a context the batched `vmap` forward runs inside like any
+    other; `16-mixed` would need a gradient scaler across the optimiser that `_drop`
+    replaces, so such runs are not batched)."""
 
     max_epochs: int = 20
     max_steps: int = -1
@@ -66,6 +69,11 @@ class EnsembleSettings:
     check_val_every_n_epoch: int = 1
     validate: bool = True
     device: str = "cpu"
+    precision: str = "32-true"
+
+
+#: the Trainer precisions an ensemble trains with (`EnsembleSettings.precision`)
+BATCHED_PRECISIONS = ("32", "32-true", "bf16-mixed")
 
 
 @dataclass
@@ -151,17 +159,31 @@ def member_loss(logits: torch.Tensor, batches: Sequence[FlowBatch], num_classes:
 def member_scores(pred: torch.Tensor, loss_sum: torch.Tensor, labels: torch.Tensor,
                   num_classes: int) -> list[dict[str, float]]:
     """Per member `{loss, weighted_f1, macro_f1, accuracy}` from `pred (N, M)` predictions of
-    the `M` flows of `labels (M,)` and `loss_sum (N,)` summed cross-entropies."""
-    rows = []
-    for k in range(pred.shape[0]):
-        p = pred[k]
-        rows.append({
-            "loss": float(loss_sum[k]) / len(labels),
-            "weighted_f1": float(multiclass_f1_score(p, labels, num_classes, average="weighted")),
-            "macro_f1": float(multiclass_f1_score(p, labels, num_classes, average="macro")),
-            "accuracy": float(multiclass_accuracy(p, labels, num_classes, average="micro")),
-        })
-    return rows
+    the `M` flows of `labels (M,)` and `loss_sum (N,)` summed cross-entropies.
+
+    The scores are torchmetrics' (`multiclass_f1_score` weighted and macro, where classes
+    neither true nor predicted do not count, and micro `multiclass_accuracy`, in float32),
+    computed for all members at once from their confusion counts, and read back to the
+    host once (a read per member and score would wait for the device 4 N times)."""
+    n, m, k = pred.shape[0], len(labels), num_classes
+    member = torch.arange(n, device=pred.device)[:, None]  # (N, 1)
+    cells = (member * k + labels.to(pred.device)[None, :]) * k + pred  # (N, M) (member, true, predicted)
+    confusion = torch.bincount(cells.flatten(), minlength=n * k * k).view(n, k, k)  # (N, K, K)
+    tp = confusion.diagonal(dim1=1, dim2=2).float()  # (N, K)
+    fn, fp = confusion.sum(2).float() - tp, confusion.sum(1).float() - tp  # (N, K)
+
+    def divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:  # torchmetrics' _safe_divide
+        return torch.where(den != 0, num / den, torch.zeros((), device=num.device))
+
+    f1 = divide(2 * tp, 2 * tp + fn + fp)  # (N, K)
+    support = tp + fn
+    present = (tp + fp + fn != 0).float()
+    weighted = divide(support * f1, support.sum(1, keepdim=True)).sum(1)  # (N,)
+    macro = divide(present * f1, present.sum(1, keepdim=True)).sum(1)
+    accuracy = divide(tp.sum(1), (tp + fn).sum(1))
+    table = torch.stack([loss_sum.float().to(pred.device), weighted, macro, accuracy], 1).tolist()  # (N, 4)
+    return [{"loss": loss / m, "weighted_f1": w, "macro_f1": mac, "accuracy": acc}
+            for loss, w, mac, acc in table]
 
 
 class StackedIndices(Sampler[torch.Tensor]):
@@ -269,7 +291,7 @@ class EnsembleModule(L.LightningModule):
         self._data.setup()
         for m in self._members:
             m.to(self.device)
-            m.prepare_augmentation(self._data.codec)
+            m.prepare_augmentation(self._data)
         self._started = time.perf_counter()
 
     def on_train_epoch_start(self) -> None:
@@ -280,6 +302,10 @@ class EnsembleModule(L.LightningModule):
     def training_step(self, idx: torch.Tensor, batch_idx: int) -> None:
         """`idx (N, B)`: one optimiser step of every active member on its own batch."""
         train = self._data.tensors["train"]
+        # one member after another: each member's augmentation is its own tree of ops (they
+        # may differ, a generator's pool included) drawing from its own torch.Generator, so
+        # that member k's flows are those of `tsda fit` with seed k; a batched draw would
+        # interleave the streams. The indices are on the data's device already.
         batches = [self._members[i].training_batch(train.index(idx[r].to(train.device)))
                    for r, i in enumerate(self.active)]
         losses = member_loss(self.stack(torch.stack([b.x for b in batches]), train=True), batches,
@@ -353,8 +379,12 @@ def fit_ensemble(members: Sequence[ClassifierModule], datamodule: FlowDataModule
                  settings: EnsembleSettings) -> list[MemberOutcome]:
     """Train `members` on `datamodule` as one `EnsembleModule` with Lightning's Trainer; one
     `MemberOutcome` per member (member order)."""
+    if str(settings.precision) not in BATCHED_PRECISIONS:
+        raise ValueError(f"an ensemble trains with precision {' or '.join(BATCHED_PRECISIONS)}, "
+                         f"not {settings.precision!r}")
     module = EnsembleModule(members, datamodule, settings.patience)
     trainer = L.Trainer(accelerator="gpu" if settings.device == "cuda" else "cpu", devices=1,
+                        precision=settings.precision,
                         max_epochs=settings.max_epochs, max_steps=settings.max_steps,
                         check_val_every_n_epoch=settings.check_val_every_n_epoch,
                         limit_val_batches=1.0 if settings.validate else 0, num_sanity_val_steps=0,

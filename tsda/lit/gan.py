@@ -49,6 +49,7 @@ from tsda.lit.generative import GenerativeModule
 from tsda.lit.guide import FrozenGuide, LatentGuide, class_regions, guide_latent_sums, load_guide, warn_sparse_classes
 from tsda.lit.prior import ClassNoisePrior, NoisePriorName, check_noise_prior
 from tsda.lit.rng import RunGenerator
+from tsda.lit.variation import cvae_vary, run_variation
 from tsda.nets.gan import FlowDiscriminator, FlowEncoder, FlowGenerator
 from tsda.seeds import seeded_generator
 
@@ -275,6 +276,31 @@ class GANModule(GenerativeModule):
         x = net(self._prior_noise(labels, generator, prior), labels, latent)  # (B, 3, L), hard direction and mask
         net.train(was_training)
         return self.codec.snap(x).replace(labels=labels)
+
+    @property
+    def can_vary(self) -> bool:
+        """A cVAE-GAN can vary flows (`vary`); a plain cGAN has no encoder into its noise."""
+        return self.encoder is not None
+
+    @torch.no_grad()
+    def vary(self, batch: FlowBatch, strength: float | torch.Tensor, generator: torch.Generator, *,
+             latent_scale: float = 1.0, use_ema: bool = True, prior: NoisePriorName = "fitted") -> FlowBatch:
+        """Each flow of `batch` (`x (B, 3, L)`) varied through the cVAE-GAN's noise space
+        (`tsda.lit.variation.cvae_vary`: s = 0 the flow, 1 a fresh sample of its class,
+        continuous between), conditioned (if latent-conditioned) on the guide's latent of
+        the flow itself, else on a class latent as in `sample`. Options as in `sample`. A
+        plain cGAN raises `TsdaError`: it has no encoder to find a flow's noise."""
+        if self.encoder is None:
+            raise self.cannot_vary("it needs an encoder to find a flow's noise (a cVAE-GAN, model.w_recon > 0)")
+        net = self.generator_ema.module if use_ema else self.generator
+
+        def vary(data: FlowBatch, s: torch.Tensor) -> torch.Tensor:
+            latent = (self._conditioning(data) if self.guide is not None or not self.hparams.latent_conditioning
+                      else self._class_latent(data.labels, generator, latent_scale))  # (B, D) or None
+            return cvae_vary(lambda z: net(z, data.labels, latent), lambda x: self.encoder(x, data.labels)[0],
+                             data.x, s, self._prior_noise(data.labels, generator, prior))
+
+        return run_variation(self, batch, strength, vary)
 
     # -- training -------------------------------------------------------------------------
     def noise_generator(self) -> torch.Generator:

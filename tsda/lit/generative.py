@@ -1,7 +1,9 @@
 """The contract every generator module (cGAN, diffusion, transformer, joint) fulfils.
 
 `tsda sample`, `tsda evaluate`, the fidelity callback and `GeneratorAugmentation` talk
-to generators only through this contract, so each works for every generator.
+to generators only through this contract, so each works for every generator. Besides
+`sample` (flows of a class from scratch), a generator may `vary` given flows (`can_vary`;
+`tsda.lit.variation`): a flow near each, of its class, as near as a strength says.
 `prepare_augmentation` is where an augmentation tree meets generator checkpoints: it
 gives every augmentation its run context, with `load_generative` as the checkpoint loader.
 """
@@ -24,6 +26,7 @@ from tsda.data.codec import FlowCodec
 from tsda.errors import TsdaError
 from tsda.lit import class_names_from
 from tsda.lit.checkpoint import load_module, read_checkpoint
+from tsda.lit.distributed import check_unused_parameters
 
 
 class GenerativeModule(L.LightningModule):
@@ -70,7 +73,10 @@ class GenerativeModule(L.LightningModule):
                          iat_unit=h.get("iat_unit", 1e-3), iat_max=h.get("iat_max", 10.0))
 
     def on_fit_start(self) -> None:
-        """Refuse data encoded with codec settings other than the model's."""
+        """Refuse data encoded with codec settings other than the model's, and a manually
+        optimised module (cGAN, joint) under DDP without the unused-parameter search
+        (`tsda.lit.distributed`)."""
+        check_unused_parameters(self)
         codec = getattr(getattr(self.trainer, "datamodule", None), "codec", None)
         if codec is not None and codec != self.codec:
             raise ValueError(f"the model's codec settings {self.codec} differ from the data's {codec}: "
@@ -119,6 +125,43 @@ class GenerativeModule(L.LightningModule):
             `labels` = the requested labels (unconditional: requests, not the flows' classes).
         """
 
+    # -- the variation contract (anchored generative augmentation) ---------------------------
+    @property
+    def can_vary(self) -> bool:
+        """Whether `vary` can vary flows (False: it raises `TsdaError`)."""
+        return False
+
+    def cannot_vary(self, reason: str) -> TsdaError:
+        """The error `vary` raises when this generator cannot vary flows, naming it and why."""
+        return TsdaError(f"{type(self).__name__} cannot vary flows: {reason}")
+
+    def vary(self, batch: FlowBatch, strength: float | torch.Tensor, generator: torch.Generator,
+             **options: Any) -> FlowBatch:
+        """A valid flow near each flow of `batch`, of the same class.
+
+        Where `sample` draws flows of a class from scratch, `vary` anchors each draw on a
+        real flow: a generative augmentation that stays near the data it augments, by as
+        much as `strength` says.
+
+        Args:
+            batch: `x (B, 3, L)` valid flows (the codec's), `labels (B,)` their classes.
+            strength: a number or a `(B,)` tensor, one per flow, each in [0, 1]: 0 = the
+                flow itself (its row, untouched), 1 = a fresh sample of its class, between:
+                a flow the nearer to it the smaller the strength.
+            generator: the only source of randomness (same seed -> same flows).
+            options: family-specific settings (those of `sample`, plus e.g. the
+                transformer's `how`); unknown options raise `TypeError`.
+
+        Returns:
+            `FlowBatch` with `x (B, 3, L)` valid flows on `batch`'s device, `labels` =
+            `batch.labels` (soft labels are not carried: each flow is of its class).
+
+        Raises:
+            TsdaError: this generator cannot vary flows (`can_vary` is False).
+            ValueError: naming `strength`, a value outside [0, 1] or a wrong shape.
+        """
+        raise self.cannot_vary("it has no way to start from a given flow (no `vary`)")
+
 
 def load_generative(
     path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
@@ -155,11 +198,24 @@ def prepare_augmentation(
     class_names: list[str] | tuple[str, ...],
     generator: torch.Generator,
     codec: FlowCodec | None = None,
+    datamodule: Any = None,
 ) -> None:
     """Call `setup` on every augmentation of the tree `augmentation`, with a context whose
     `load_sampler` is `load_generative` (generator-backed augmentations load their
-    checkpoint, check it against the data's classes and codec, and fill their pools)."""
+    checkpoint, check it against the data's classes and codec, and fill their pools).
+
+    `datamodule` (a `FlowDataModule`, optional) gives the context the data's codec (unless
+    `codec` is given) and the training split's flows (`AugmentContext.train_flows`, encoded
+    here if its `setup` has not run), which a variation pool varies flow by flow.
+    """
+    train = None
+    if isinstance(getattr(datamodule, "tensors", None), dict):  # a FlowDataModule
+        codec = codec if codec is not None else datamodule.codec
+        if "train" not in datamodule.tensors:
+            datamodule.setup("fit")
+        train = datamodule.tensors["train"]
     context = AugmentContext(device=torch.device(device), class_names=tuple(class_names), generator=generator,
-                             codec=codec, load_sampler=lambda path, dev: load_generative(path, map_location=dev))
+                             codec=codec, load_sampler=lambda path, dev: load_generative(path, map_location=dev),
+                             train_flows=train)
     for aug in augmentation.walk():
         aug.setup(context)

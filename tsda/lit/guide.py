@@ -195,9 +195,11 @@ class ClassSums:
 
     def sparse(self, min_flows: int = 1, among: torch.Tensor | None = None) -> list[int]:
         """Classes (sorted; of the labels `among (B,)` when given) with fewer than
-        `min_flows` flows."""
-        classes = range(self.num_classes) if among is None else sorted(set(among.tolist()))
-        return [k for k in classes if float(self.n[k]) < min_flows]
+        `min_flows` flows (one transfer to the host, not one per class)."""
+        few = self.n < min_flows  # (K,)
+        if among is not None:
+            few &= torch.zeros_like(few).index_fill_(0, among.to(few.device), True)
+        return few.nonzero().flatten().tolist()
 
 
 def warn_sparse_classes(owner: str, classes: Sequence[int], class_names: Sequence[str], consequence: str,
@@ -238,13 +240,14 @@ def guide_latent_sums(guide: LatentGuide, loader: Iterable[FlowBatch], num_class
     return class_sums(loader, latents, num_classes, device)
 
 
-def class_regions(sums: ClassSums, class_names: Sequence[str], owner: str, min_flows: int = 2
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def class_regions(sums: ClassSums, class_names: Sequence[str], owner: str, min_flows: int = 2,
+                  warn: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Class centroids `mu (K, D)` and spreads `sigma (K, D)` (population standard
     deviation, at least 1e-3) from sums `z` and `z2` (`guide_latent_sums`).
 
     A class with fewer than `min_flows` flows has no spread of its own: it gets the centroid
-    and spread of all training flows, with a warning naming it.
+    and spread of all training flows, with a warning naming it (`warn=False`: no warning,
+    and nothing read back to the host, for a caller that refits every training step).
     """
     n, s1, s2 = sums.n, sums.sums["z"], sums.sums["z2"]  # (K,), (K, D), (K, D)
     total = n.sum().clamp_min(1)
@@ -253,6 +256,7 @@ def class_regions(sums: ClassSums, class_names: Sequence[str], owner: str, min_f
     seen = (n >= min_flows)[:, None]  # (K, 1)
     mu = torch.where(seen, s1 / n.clamp_min(1)[:, None], g_mu)  # (K, D)
     var = torch.where(seen, s2 / n.clamp_min(1)[:, None] - mu**2, g_var)  # (K, D)
-    warn_sparse_classes(owner, sums.sparse(min_flows), class_names,
-                        "their latent region (centroid and spread) is that of all training flows", min_flows)
+    if warn:
+        warn_sparse_classes(owner, sums.sparse(min_flows), class_names,
+                            "their latent region (centroid and spread) is that of all training flows", min_flows)
     return mu, var.clamp_min(1e-8).sqrt().clamp_min(1e-3)

@@ -51,8 +51,9 @@ Schedule (`tsda.lit.joint_schedule`): `classifier_warmup_epochs`, then
   the class spread `sigma`, so the weights keep their meaning while the latent space grows
   or shrinks.
 
-`sample` draws from the EMA generator (the cGAN's fitted noise prior by default); a
-checkpoint saved before the generator ever trained warns. All randomness comes from the
+`sample` draws from the EMA generator (the cGAN's fitted noise prior by default), `vary`
+varies given flows through the cVAE-GAN's encoder; a checkpoint saved before the generator
+ever trained warns. All randomness comes from the
 run's seeded generator (`augmentation_generator`, checkpointed): resume is exact.
 """
 
@@ -74,6 +75,7 @@ from tsda.lit.generative import GenerativeModule, prepare_augmentation
 from tsda.lit.joint_gan import GeneratorName, JointGenerator, build_joint_generator
 from tsda.lit.joint_regions import MovingClassRegions, eval_mode
 from tsda.lit.joint_schedule import JointSchedule, Phase, RampName
+from tsda.lit.variation import run_variation
 from tsda.nets.classifier import BackboneName
 from tsda.seeds import seeded_generator
 
@@ -228,8 +230,9 @@ class JointModule(ClassifierModule, GenerativeModule):
 
     def track_class_regions(self, batch: FlowBatch) -> None:
         """Update the class regions to the classifier's current latents (`MovingClassRegions`;
-        the first update passes over the datamodule's training split)."""
-        self.regions.update(self.net, batch, self.class_names, self.trainer.datamodule.train_eval_dataloader)
+        the first update passes over the training split; under DDP every rank's batch counts)."""
+        trainer = self.trainer
+        self.regions.update(self.net, batch, self.class_names, trainer.datamodule.train_eval_dataloader, trainer.strategy)
 
     def refit_due(self) -> bool:
         """The generator's per-epoch statistics (noise prior) once it has trained."""
@@ -333,7 +336,7 @@ class JointModule(ClassifierModule, GenerativeModule):
         self.toggle_optimizer(opt)
         z = self.net.encode(x)  # (N, D)
         logits = self.net.head(z[: len(train)])  # (B', K)
-        if generated.any():
+        if weight > 0:  # generated rows (`replace` may pick none: the same mean); no `generated.any()` sync
             targets = train.labels if train.soft_labels is None else train.soft_labels
             rows = F.cross_entropy(logits, targets, reduction="none", label_smoothing=float(h.label_smoothing))
             w = torch.where(generated, torch.full_like(rows, weight), torch.ones_like(rows))  # (B',)
@@ -383,9 +386,28 @@ class JointModule(ClassifierModule, GenerativeModule):
         `fitted` (the cVAE-GAN's fitted class noise Gaussian) or `standard` (N(0, I)).
         """
         labels = labels.to(self.device)
+        self._warn_untrained("sample")
+        return self.codec.snap(self.part.generate(labels, generator, **options)).replace(labels=labels)
+
+    @property
+    def can_vary(self) -> bool:
+        """Whether the generator can vary flows (the cVAE-GAN: it has an encoder)."""
+        return self.part.can_vary
+
+    @torch.no_grad()
+    def vary(self, batch: FlowBatch, strength: float | torch.Tensor, generator: torch.Generator,
+             **options: Any) -> FlowBatch:
+        """Each flow of `batch` (`x (B, 3, L)`) varied by the generator (`GenerativeModule.vary`;
+        the cVAE-GAN's `tsda.lit.variation.cvae_vary`), options as in `sample`."""
+        if not self.part.can_vary:
+            raise self.cannot_vary("its generator needs an encoder (a cVAE-GAN, generator_kwargs.w_recon > 0)")
+        self._warn_untrained("vary")
+        return run_variation(self, batch, strength, lambda data, s: self.part.vary(data.x, data.labels, s, generator,
+                                                                                   **options))
+
+    def _warn_untrained(self, call: str) -> None:
         if int(self.generator_steps) == 0 and not self._warned_untrained:
             self._warned_untrained = True
-            warnings.warn("JointModule.sample: this checkpoint's generator has not trained yet (saved before "
+            warnings.warn(f"JointModule.{call}: this checkpoint's generator has not trained yet (saved before "
                           f"epoch classifier_warmup_epochs={self.schedule.classifier_warmup_epochs}); its flows "
-                          "are an untrained generator's", UserWarning, stacklevel=2)
-        return self.codec.snap(self.part.generate(labels, generator, **options)).replace(labels=labels)
+                          "are an untrained generator's", UserWarning, stacklevel=3)

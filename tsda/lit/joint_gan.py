@@ -15,6 +15,8 @@ part owns its nets and its own objective:
   per-epoch statistics of the training flows (the cVAE-GAN's fitted noise prior).
 - `generate(labels, g, **options)`: flows `x (B, 3, L)` for sampling (`JointModule.sample`),
   `training_flows(labels, g)`: those the classifier trains on.
+- `can_vary`, `vary(x, labels, strength, g, **options)`: given flows varied (`JointModule.vary`;
+  the cVAE-GAN's through its encoder, `tsda.lit.variation.cvae_vary`).
 
 `JointGAN` is the cGAN of `tsda.lit.gan.GANModule` rebuilt from the same pieces (the nets of
 `tsda.nets.gan`, the loss functions of `tsda.lit.losses`, the noise prior of
@@ -47,6 +49,7 @@ from tsda.data.batch import FlowBatch
 from tsda.lit import losses
 from tsda.lit.ema import ema_of
 from tsda.lit.prior import ClassNoisePrior, NoisePriorName, check_noise_prior
+from tsda.lit.variation import cvae_vary
 from tsda.nets.gan import FlowDiscriminator, FlowEncoder, FlowGenerator
 
 #: the generators `JointModule` can train (closed choice: `model.generator`)
@@ -100,6 +103,17 @@ class JointGenerator(nn.Module, ABC):
     def training_flows(self, labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """`x (B, 3, L)` flows of `labels (B,)` for the classifier to train on."""
         return self.generate(labels, g)
+
+    @property
+    def can_vary(self) -> bool:
+        """Whether `vary` can vary given flows."""
+        return False
+
+    def vary(self, x: torch.Tensor, labels: torch.Tensor, strength: torch.Tensor, g: torch.Generator,
+             **options: Any) -> torch.Tensor:
+        """`x (B, 3, L)` flows of `labels (B,)` varied by `strength (B,)` in [0, 1] (not yet
+        snapped; `JointModule.vary`); only called when `can_vary`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot vary flows")
 
 
 class JointGAN(JointGenerator):
@@ -206,25 +220,47 @@ class JointGAN(JointGenerator):
 
     @torch.no_grad()
     def generate(self, labels: torch.Tensor, g: torch.Generator, *, use_ema: bool = True,
-                 prior: NoisePriorName = "fitted") -> torch.Tensor:
+                 prior: NoisePriorName = "fitted", warn: bool = True) -> torch.Tensor:
         """`x (B, 3, L)` of `labels (B,)`: the EMA generator (`use_ema`) on noise from the
         fitted class prior (`prior="fitted"`, the cVAE-GAN's; N(0, I) without an encoder)
-        or N(0, I) (`"standard"`)."""
-        check_noise_prior(prior)
+        or N(0, I) (`"standard"`); `warn=False`: no warning about classes without a fitted
+        Gaussian (`ClassNoisePrior.draw`)."""
         net = self.generator_ema.module if use_ema else self.generator
         was_training = net.training
         net.eval()
-        eps = self._noise(len(labels), g)  # (B, Z)
-        noise = eps if prior == "standard" or self.noise_prior is None else \
-            self.noise_prior.draw(labels, eps, self.class_names)
-        x = net(noise, labels)  # (B, 3, L)
+        x = net(self._prior_noise(labels, g, prior, warn), labels)  # (B, 3, L)
         net.train(was_training)
         return x
 
+    def _prior_noise(self, labels: torch.Tensor, g: torch.Generator, prior: NoisePriorName,
+                     warn: bool = True) -> torch.Tensor:
+        """Sampling noise `(B, Z)` of `labels (B,)`: the fitted class prior's, or N(0, I)."""
+        check_noise_prior(prior)
+        eps = self._noise(len(labels), g)  # (B, Z)
+        if prior == "standard" or self.noise_prior is None:
+            return eps
+        return self.noise_prior.draw(labels, eps, self.class_names, warn)
+
+    @property
+    def can_vary(self) -> bool:
+        """A cVAE-GAN (with an encoder) can vary flows; a plain cGAN cannot."""
+        return self.encoder is not None
+
+    @torch.no_grad()
+    def vary(self, x: torch.Tensor, labels: torch.Tensor, strength: torch.Tensor, g: torch.Generator, *,
+             use_ema: bool = True, prior: NoisePriorName = "fitted") -> torch.Tensor:
+        """`x (B, 3, L)` varied through the noise space (`tsda.lit.variation.cvae_vary`),
+        with the generator `generate` uses (`use_ema`) and noise from `prior`."""
+        net = self.generator_ema.module if use_ema else self.generator
+        return cvae_vary(lambda z: net(z, labels), lambda flows: self.encoder(flows, labels)[0], x, strength,
+                         self._prior_noise(labels, g, prior))
+
     def training_flows(self, labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """As `generate`, on N(0, I) noise until the noise prior is first fitted (the end of
-        the generator's first epoch)."""
-        return self.generate(labels, g, prior="fitted" if self.prior_fitted else "standard")
+        """As `generate`: N(0, I) noise for the classes the noise prior has not fitted (all
+        of them until its first fit, at the end of the generator's first epoch), quietly:
+        every training step, and asking the prior which classes it fitted, or naming them,
+        reads device values back to the host (`fit` warned about them)."""
+        return self.generate(labels, g, warn=False)
 
 
 def build_joint_generator(name: GeneratorName, num_classes: int, n_packets: int, class_names: Sequence[str],

@@ -15,12 +15,25 @@ classes with fewer than 2 flows warned about and given the region of all flows):
 so the regions follow the classifier with a memory of about `1 / (1 - decay)` steps. Latents
 are those of the classifier in eval mode (running BatchNorm statistics), as the generator's
 flows are scored. The sums are buffers: a checkpoint resumes them exactly.
+
+Under DDP each rank has its own batch and its own BatchNorm running statistics, hence its
+own eval-mode latents (Lightning's manual optimisation keeps DDP from broadcasting rank 0's
+buffers, so nothing evens them out), and regions kept per rank would drift apart: the first
+update's sums (each rank's pass over the whole training split) are averaged over the ranks
+and each step's batch sums are added up over them (one all-reduce each), so every rank
+holds the same regions, those of the global batch.
+
+Per step nothing leaves the device: whether the sums are filled is known on the host
+(`filled`), and classes too sparse for a region of their own are named in a warning only at
+the first update (naming them needs their counts on the host, a device sync per step); later
+updates still give such classes the region of all flows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -72,6 +85,7 @@ class MovingClassRegions(nn.Module):
         self.register_buffer("z2", torch.zeros(num_classes, latent_dim))  # (K, D) ... of z * z
         self.register_buffer("mu", torch.zeros(num_classes, latent_dim))  # (K, D) class centroids
         self.register_buffer("sigma", torch.ones(num_classes, latent_dim))  # (K, D) class spreads
+        self._filled: bool | None = None  # host copy of `filled` (None: ask the buffers once)
 
     @property
     def sums(self) -> ClassSums:
@@ -80,25 +94,54 @@ class MovingClassRegions(nn.Module):
 
     @property
     def filled(self) -> bool:
-        return bool(self.n.sum() > 0)
+        """Whether the sums hold flows (kept on the host: read from the buffers once after
+        construction or a state-dict load)."""
+        if self._filled is None:
+            self._filled = bool(self.n.sum() > 0)
+        return self._filled
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._filled = None
 
     @torch.no_grad()
     def update(self, net: FlowClassifier, batch: FlowBatch, class_names: Sequence[str],
-               training_split: Callable[[], Iterable[FlowBatch]]) -> None:
+               training_split: Callable[[], Iterable[FlowBatch]], strategy: Any = None) -> None:
         """Follow `net`'s current eval-mode latents: the first update fills the sums from
         `training_split()` (a loader of the training flows), later ones decay them and add
-        the real `batch`'s latents; then `mu`, `sigma` are refitted."""
+        the real `batch`'s latents (under DDP, `strategy.world_size > 1`, those of every
+        rank's batch); then `mu`, `sigma` are refitted."""
         sums, seam = self.sums, EvalSeam(net)
-        if not self.filled:
-            full = guide_latent_sums(seam, training_split(), int(self.n.shape[0]), self.n.device)
+        first = not self.filled
+        if first:
+            full = _over_ranks(guide_latent_sums(seam, training_split(), int(self.n.shape[0]), self.n.device),
+                               strategy, "mean")
             self.n.copy_(full.n)
             self.z.copy_(full.sums["z"])
             self.z2.copy_(full.sums["z2"])
+            self._filled = True
         else:
             for t in (self.n, self.z, self.z2):
                 t.mul_(self.decay)
             z = seam.encode(batch.x)  # (B, D)
-            sums.add(batch.labels, {"z": z, "z2": z * z})
-        mu, sigma = class_regions(sums, class_names, self.owner)
+            values = {"z": z, "z2": z * z}
+            if getattr(strategy, "world_size", 1) > 1:
+                added = ClassSums.zeros(int(self.n.shape[0]), self.n.device, self.n.dtype)
+                added.add(batch.labels, values)
+                sums.add_sums(_over_ranks(added, strategy, "sum"))
+            else:
+                sums.add(batch.labels, values)
+        mu, sigma = class_regions(sums, class_names, self.owner, warn=first)
         self.mu.copy_(mu)
         self.sigma.copy_(sigma)
+
+
+def _over_ranks(sums: ClassSums, strategy: Any, op: str) -> ClassSums:
+    """Latent class sums `n (K,)`, `z`, `z2 (K, D)` reduced over the DDP ranks with `op`
+    (`sum`, `mean`) in one all-reduce; `sums` itself on one process."""
+    if getattr(strategy, "world_size", 1) == 1:
+        return sums
+    d = sums.sums["z"].shape[1]
+    packed = strategy.reduce(torch.cat([sums.n[:, None], sums.sums["z"], sums.sums["z2"]], 1),
+                             reduce_op=op)  # (K, 1 + 2D)
+    return ClassSums(packed[:, 0], {"z": packed[:, 1:1 + d], "z2": packed[:, 1 + d:]})

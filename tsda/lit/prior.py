@@ -114,13 +114,19 @@ class ClassNoisePrior(nn.Module):
         self.chol.copy_(torch.where(fitted[:, None, None], chol, eye).float())
         self.n.copy_(torch.where(fitted, n, 0.0).long())
 
-    def draw(self, labels: torch.Tensor, eps: torch.Tensor, class_names: Sequence[str]) -> torch.Tensor:
+    def draw(self, labels: torch.Tensor, eps: torch.Tensor, class_names: Sequence[str],
+             warn: bool = True) -> torch.Tensor:
         """Noise `(B, Z)` for `labels (B,)` from standard noise `eps (B, Z)`:
-        `mean_y + chol_y @ eps_b` (N(0, I), i.e. `eps`, for a class not fitted, with a warning)."""
-        missing = sorted(set(labels[~self.fitted[labels]].tolist()))
-        if missing:
-            warnings.warn(f"{self.owner}.sample: the fitted noise prior has no Gaussian for classes "
-                          f"{[class_names[k] for k in missing]} (fewer than {MIN_FLOWS} training flows, or a "
-                          "checkpoint from before the fitted prior); they draw noise from N(0, I)",
-                          UserWarning, stacklevel=3)
-        return self.mean[labels] + torch.einsum("bij,bj->bi", self.chol[labels], eps)  # (B, Z)
+        `mean_y + chol_y @ eps_b` (N(0, I), i.e. `eps` itself, for a class not fitted, with a
+        warning; `warn=False`, for draws every training step: no warning, and nothing read
+        back to the host, which naming the classes needs)."""
+        fitted = self.fitted[labels]  # (B,)
+        if warn:
+            missing = sorted(set(labels[~fitted].tolist()))
+            if missing:
+                warnings.warn(f"{self.owner}.sample: the fitted noise prior has no Gaussian for classes "
+                              f"{[class_names[k] for k in missing]} (fewer than {MIN_FLOWS} training flows, or a "
+                              "checkpoint from before the fitted prior); they draw noise from N(0, I)",
+                              UserWarning, stacklevel=3)
+        drawn = self.mean[labels] + torch.einsum("bij,bj->bi", self.chol[labels], eps)  # (B, Z)
+        return torch.where(fitted[:, None], drawn, eps)

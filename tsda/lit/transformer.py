@@ -36,6 +36,8 @@ once (keys and values of the earlier positions cached, `PacketTransformer.step`)
 `top_k`, every draw from the given `torch.Generator`; tokens never seen in training are
 never drawn and a flow has at least one packet; the output goes through `FlowCodec.snap`,
 so flows are valid. Unconditional (`conditional=False`): no class embedding, labels ignored.
+Variation (`vary`) runs the same loop with some positions taken from a real flow instead
+of drawn (a kept prefix, or kept packets), so the model redraws the rest given them.
 Latent guidance (as the cGAN's and the diffusion model's) is not built: an autoregressive
 sampler has no differentiable sample to guide, and rejection through `tsda sample
 --label-with` serves an unconditional model.
@@ -45,7 +47,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -53,8 +55,14 @@ import torch.nn.functional as F
 from tsda.data.batch import DIRECTION, IAT, SIZE, FlowBatch
 from tsda.lit import check_class_names
 from tsda.lit.generative import GenerativeModule
+from tsda.lit.joint_regions import eval_mode
 from tsda.lit.packet_tokens import EOS, PacketVocabulary
+from tsda.lit.variation import run_variation
 from tsda.nets.transformer import PacketTransformer
+
+#: how `TransformerModule.vary` keeps parts of a flow
+VaryHow = Literal["continuation", "resample"]
+VARY_HOWS: tuple[str, ...] = get_args(VaryHow)
 
 
 def draw(logits: torch.Tensor, generator: torch.Generator, temperature: float = 1.0,
@@ -65,6 +73,11 @@ def draw(logits: torch.Tensor, generator: torch.Generator, temperature: float = 
         kth = torch.topk(logits, top_k, dim=1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     return torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator)[:, 0]
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values (B, L)` where `mask (B, L)` is set (0 where it is nowhere)."""
+    return (values * mask).sum() / mask.sum().clamp_min(1)
 
 
 class TransformerModule(GenerativeModule):
@@ -158,9 +171,13 @@ class TransformerModule(GenerativeModule):
         pos = torch.arange(batch.n_packets, device=batch.device)[None, :]  # (1, L)
         on_packet = pos <= batch.lengths[:, None]  # (B, L) real packets and the EOS position
         on_gap = (pos >= 1) & (pos < batch.lengths[:, None])  # (B, L)
-        packet = F.cross_entropy(self.net.packet_logits(h[on_packet]), tokens[on_packet])
-        gap_logits = self.net.gap_logits(h[on_gap], tokens[on_gap])  # (P, G)
-        gap = F.cross_entropy(gap_logits, gaps[on_gap]) if len(gap_logits) else packet.new_zeros(())
+        # every position's cross-entropy and a masked mean: picking the positions with the
+        # masks (`h[on_packet]`) has a data-dependent shape, a device sync per step on CUDA
+        packet = _masked_mean(F.cross_entropy(self.net.packet_logits(h).transpose(1, 2), tokens, reduction="none"),
+                              on_packet)
+        gap_targets = torch.where(on_gap, gaps, 0)  # (B, L): position 0's "no gap" is no class of the head
+        gap = _masked_mean(F.cross_entropy(self.net.gap_logits(h, tokens).transpose(1, 2), gap_targets,
+                                           reduction="none"), on_gap)  # 0 without gaps (one-packet flows)
         return {"loss": packet + gap, "loss_packet": packet, "loss_gap": gap}
 
     def training_step(self, batch: FlowBatch, batch_idx: int) -> torch.Tensor:
@@ -191,6 +208,12 @@ class TransformerModule(GenerativeModule):
             allowed[EOS] = False
         return self.net.packet_logits(h).masked_fill(~allowed, float("-inf"))
 
+    def _check_sampling(self, temperature: float, top_k: int | None) -> None:
+        if not temperature > 0 or (top_k is not None and top_k < 1):
+            raise ValueError(f"temperature must be > 0 and top_k >= 1, got {temperature}, {top_k}")
+        if not self.vocab.fitted:
+            raise ValueError(f"{type(self).__name__}: the vocabulary is not fitted (train the model first)")
+
     @torch.no_grad()
     def sample(self, labels: torch.Tensor, generator: torch.Generator, temperature: float = 1.0,
                top_k: int | None = None) -> FlowBatch:
@@ -204,13 +227,65 @@ class TransformerModule(GenerativeModule):
             ValueError: a non-positive temperature or top_k; a model whose vocabulary was
                 never fitted (not trained).
         """
-        if not temperature > 0 or (top_k is not None and top_k < 1):
-            raise ValueError(f"temperature must be > 0 and top_k >= 1, got {temperature}, {top_k}")
-        if not self.vocab.fitted:
-            raise ValueError("TransformerModule.sample: the vocabulary is not fitted (train the model first)")
+        self._check_sampling(temperature, top_k)
         labels = labels.to(self.device)
-        was_training = self.training
-        self.eval()
+        with eval_mode(self):
+            x = self._generate(labels, generator, temperature, top_k)
+        return self.codec.snap(x).replace(labels=labels)
+
+    @property
+    def can_vary(self) -> bool:
+        """Any flow can be varied (`vary`: a kept prefix, or kept packets)."""
+        return True
+
+    @torch.no_grad()
+    def vary(self, batch: FlowBatch, strength: float | torch.Tensor, generator: torch.Generator,
+             how: VaryHow = "continuation", temperature: float = 1.0, top_k: int | None = None) -> FlowBatch:
+        """Each flow of `batch` (`x (B, 3, L)`) partly redrawn by the model, conditioned on
+        its label and on what is kept of it (`GenerativeModule.vary`).
+
+        `how`:
+            `continuation`: the first `round((1 - s) * length)` packets are kept and the
+                model continues the flow from them (its length included: the end of flow
+                is drawn as in `sample`). When that keeps every packet the flow's end is
+                kept too, else a flow could grow at strengths that redraw nothing of it.
+            `resample`: left to right, each position is redrawn with probability s given
+                the varied flow so far, else kept (a kept position after the flow's end
+                keeps the end of flow), so changes are spread along the flow.
+
+        Kept packets keep their exact values (not re-quantised through the vocabulary); s
+        = 1 keeps nothing (a fresh sample of the class). Options `temperature`, `top_k` as
+        in `sample`.
+
+        Raises:
+            ValueError: an unknown `how`, a bad strength, temperature or top_k; an unfitted
+                vocabulary.
+        """
+        if how not in VARY_HOWS:
+            raise ValueError(f"how must be one of {VARY_HOWS}, got {how!r}")
+        self._check_sampling(temperature, top_k)
+
+        def vary(real: FlowBatch, s: torch.Tensor) -> torch.Tensor:
+            if how == "continuation":
+                kept = torch.round((1 - s) * real.lengths).long()  # (B,) packets kept
+                kept = kept + (kept == real.lengths).long()  # the whole flow: its end too
+                forced = torch.arange(real.n_packets, device=self.device)[None, :] < kept[:, None]  # (B, L)
+            else:
+                u = torch.rand(len(real), real.n_packets, generator=generator, device=generator.device)  # (B, L)
+                forced = u.to(self.device) >= s[:, None]  # (B, L) kept with probability 1 - s
+            return self._generate(real.labels, generator, temperature, top_k, real, forced)
+
+        return run_variation(self, batch, strength, vary)
+
+    def _generate(self, labels: torch.Tensor, generator: torch.Generator, temperature: float, top_k: int | None,
+                  real: FlowBatch | None = None, forced: torch.Tensor | None = None) -> torch.Tensor:
+        """The sampling loop: `x (B, 3, L)` (not yet snapped) of classes `labels (B,)`.
+
+        Every position is drawn (from `generator`) for every flow; with `real` flows and
+        `forced (B, L)` bool, the positions marked are then taken from `real` instead (its
+        packet token and gap bin, fed to the next position, and its exact features; an
+        end of flow where the real flow has ended), which is how `vary` keeps parts of
+        flows through one mechanism with `sample`."""
         b, n = len(labels), int(self.hparams.n_packets)
         fed = labels if self.conditional else torch.zeros_like(labels)
         token = torch.full((b,), self.net.bos, dtype=torch.long, device=self.device)  # (B,) the previous packet's
@@ -218,6 +293,7 @@ class TransformerModule(GenerativeModule):
         x = torch.zeros(b, 3, n, device=self.device)  # (B, 3, L)
         alive = torch.ones(b, dtype=torch.bool, device=self.device)  # (B,)
         gap_mask = ~self.vocab.gap_allowed  # (G,)
+        real_tokens, real_gaps = self.vocab.tokens(real, float(self.hparams.mtu)) if real is not None else (None, None)
         cache = None
         for i in range(n):
             # 1. one pass of the new position (keys and values of the earlier ones cached)
@@ -226,16 +302,19 @@ class TransformerModule(GenerativeModule):
             # 2. the packet token (EOS ends the flow), then its bytes and direction
             token = draw(self._step_logits(h, i), generator, temperature, top_k)  # (B,)
             size, direction = self.vocab.draw_packets(token, generator)  # (B,), (B,)
-            alive = alive & (token != EOS)
             # 3. the gap bin given the token, then a gap inside the bin (the first gap is 0)
             if i > 0:
                 gap = draw(self.net.gap_logits(h, token).masked_fill(gap_mask, float("-inf")), generator, temperature)
                 iat = self.vocab.draw_gaps(gap, generator)  # (B,)
             else:
                 gap, iat = torch.full_like(token, self.net.no_gap), torch.zeros(b, device=self.device)
-            keep = alive.float()
-            x[:, SIZE, i] = size / float(self.hparams.mtu) * keep
-            x[:, DIRECTION, i] = direction * keep
-            x[:, IAT, i] = iat * keep
-        self.train(was_training)
-        return self.codec.snap(x).replace(labels=labels)
+            drawn = x.new_empty(b, 3)  # (B, 3)
+            drawn[:, SIZE], drawn[:, DIRECTION], drawn[:, IAT] = size / float(self.hparams.mtu), direction, iat
+            if forced is not None:  # 4. kept positions: the real flow's
+                keep = forced[:, i]  # (B,)
+                token = torch.where(keep, real_tokens[:, i], token)
+                gap = torch.where(keep, real_gaps[:, i], gap)
+                drawn = torch.where(keep[:, None], real.x[:, :, i], drawn)
+            alive = alive & (token != EOS)
+            x[:, :, i] = drawn * alive[:, None].float()
+        return x

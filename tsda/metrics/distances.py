@@ -7,6 +7,9 @@ flows): Frechet distance, k-NN precision/recall/density/coverage, memorisation.
         closer to training points than unseen real ones do), `share_below_p5` (the share of
         synthetic points closer to a training point than 95 % of real test points are;
         about 0.05 when nothing is copied) and `share_exact_copies`.
+    variation_distances: of variations of real flows (`tsda sample --vary`), the distance
+        to the flow each was made from and, apart from it, to the nearest other training
+        flow (`nearest_distances`, the search memorisation uses).
 """
 
 from __future__ import annotations
@@ -49,13 +52,29 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
     }
 
 
-def memorisation(train: np.ndarray, test: np.ndarray, synthetic: np.ndarray) -> dict[str, float]:
-    """Nearest-training-flow distances of synthetic vs real test points (see the module doc)."""
+def nearest_distances(reference: np.ndarray, points: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
+    """`(M,)` Euclidean distance of each of `points (M, D)` to its nearest `reference (N, D)`
+    point: the one nearest-neighbour search of memorisation and of variations.
+
+    Args:
+        exclude: `(M,)` int, a reference row that does not count for each point (-1: none),
+            e.g. the very flow a variation was made from; with it, the nearest other row.
+    """
     from sklearn.neighbors import NearestNeighbors
 
-    nn = NearestNeighbors(n_neighbors=1).fit(train)
-    d_test = nn.kneighbors(test)[0][:, 0]
-    d_syn = nn.kneighbors(synthetic)[0][:, 0]
+    k = 1 if exclude is None else min(2, len(reference))
+    d, i = NearestNeighbors(n_neighbors=k).fit(reference).kneighbors(points)  # (M, k)
+    if exclude is None:
+        return d[:, 0]
+    if k < 2:  # a single reference row: nothing else to be near
+        return np.where(i[:, 0] == exclude, np.inf, d[:, 0])
+    return np.where(i[:, 0] == exclude, d[:, 1], d[:, 0])
+
+
+def memorisation(train: np.ndarray, test: np.ndarray, synthetic: np.ndarray) -> dict[str, float]:
+    """Nearest-training-flow distances of synthetic vs real test points (see the module doc)."""
+    d_test = nearest_distances(train, test)
+    d_syn = nearest_distances(train, synthetic)
     p5 = float(np.percentile(d_test, 5))
     med_test, med_syn = float(np.median(d_test)), float(np.median(d_syn))
     return {
@@ -64,4 +83,33 @@ def memorisation(train: np.ndarray, test: np.ndarray, synthetic: np.ndarray) -> 
         "ratio": med_syn / med_test if med_test > 0 else None,
         "share_below_p5": float((d_syn < p5).mean()),
         "share_exact_copies": float((d_syn < 1e-9).mean()),
+    }
+
+
+def variation_distances(train: np.ndarray, sources: np.ndarray, variations: np.ndarray,
+                        source_in_train: np.ndarray) -> dict[str, float]:
+    """How near variations stay to their own source and to the other training points.
+
+    Args:
+        train: `(N, D)` training points.
+        sources: `(M, D)` the point each variation was made from.
+        variations: `(M, D)`.
+        source_in_train: `(M,)` int, the row of `train` that is each variation's source
+            (-1 where it is not a training point); left out of its nearest-neighbour search.
+
+    Returns:
+        `mean_source_distance` / `median_source_distance` (to the own source),
+        `mean_nn_other_train` / `median_nn_other_train` (to the nearest other training
+        point) and `share_nearer_source` (variations nearer their source than any other
+        training point: near copies; a fresh sample of the class is not).
+    """
+    d_source = np.linalg.norm(variations - sources, axis=1)  # (M,)
+    d_other = nearest_distances(train, variations, exclude=source_in_train)  # (M,)
+    return {
+        "n": float(len(variations)),
+        "mean_source_distance": float(d_source.mean()),
+        "median_source_distance": float(np.median(d_source)),
+        "mean_nn_other_train": float(d_other.mean()),
+        "median_nn_other_train": float(np.median(d_other)),
+        "share_nearer_source": float((d_source < d_other).mean()),
     }

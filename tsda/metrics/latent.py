@@ -43,7 +43,12 @@ def subsample(n: int, max_points: int, seed: int = 0) -> np.ndarray:
 
 
 def _as_numpy(z: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    z = z.detach().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)
+    if isinstance(z, torch.Tensor):
+        # latents computed under bf16 autocast arrive as bfloat16, which numpy has no type for
+        z = z.detach().cpu()
+        z = (z.float() if z.dtype in (torch.bfloat16, torch.float16) else z).numpy()
+    else:
+        z = np.asarray(z)
     labels = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if z.ndim != 2 or labels.shape != (z.shape[0],):
         raise ValueError(f"z must be (N, D) and labels (N,), got {z.shape} and {labels.shape}")

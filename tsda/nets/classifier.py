@@ -103,6 +103,9 @@ class GRUClassifier(FlowClassifier):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         seq = x.transpose(1, 2)  # (B, L, C)
         real = x[:, 1].abs() > 0.5  # (B, L) the direction channel marks real packets
+        # packing takes the lengths on the host (cuDNN's packed-sequence API): one device sync
+        # per forward on CUDA, kept on purpose, since running the padded sequence instead
+        # would feed the padding into the backward direction
         lengths = real.sum(1).clamp_min(1).cpu()  # (B,)
         packed = nn.utils.rnn.pack_padded_sequence(seq, lengths, batch_first=True, enforce_sorted=False)
         h, _ = self.rnn(packed)
