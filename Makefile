@@ -13,7 +13,7 @@ CUDA_TAG ?= cu128
 TORCH_GPU_SPEC ?= torch==2.13.0+$(CUDA_TAG)
 TORCH_GPU_INDEX ?= https://download.pytorch.org/whl/$(CUDA_TAG)
 
-.PHONY: demo test setup setup-dev setup-gpu clean FORCE
+.PHONY: demo test docs setup setup-dev setup-docs setup-gpu clean FORCE
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,13 @@ $(VENV)/.setup-dev: $(VENV)/.setup
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
+$(VENV)/.setup-docs: $(VENV)/.setup
+	$(BIN)/pip install --quiet -e ".[docs]"
+	touch $@
+
 setup: $(VENV)/.setup
 setup-dev: $(VENV)/.setup-dev
+setup-docs: $(VENV)/.setup-docs
 
 # On a GPU machine: `make setup-gpu`, then `bash benchmarks/gpu_check.sh`. The stamps are kept as
 # `make setup` writes them: TORCH_SPEC (torch==2.13.0) is met by 2.13.0+cu128, so later `make
@@ -51,5 +56,9 @@ demo: setup
 test: setup-dev
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q
 
+# the documentation site (mkdocs.yml, docs/) into site/; --strict: any warning fails the build
+docs: setup-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site

@@ -200,19 +200,28 @@ def test_native_bincount_keeps_metric_values_and_the_deterministic_setting() -> 
 
 
 @pytest.mark.slow
-def test_compiled_backbone_matches_eager_and_keeps_checkpoint_keys() -> None:
+def test_compiled_training_forward_matches_eager_and_keeps_checkpoint_keys() -> None:
     torch.manual_seed(0)
     module = ClassifierModule(num_classes=3, class_names=["a", "b", "c"])
-    module.eval()
     x = flows(b=8)
     eager = module(x)
     keys = set(module.state_dict())
     module.compile_networks()
-    with torch.no_grad():
-        compiled = module(x)
+    compiled = module(x)  # grad enabled: the compiled graph
     assert set(module.state_dict()) == keys  # checkpoints load into uncompiled modules
-    torch.testing.assert_close(compiled, eager.detach(), rtol=1e-4, atol=1e-4)
-    assert module.net._compiled_call_impl is not None  # the forward really goes through inductor
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+    compiled.sum().backward()
+    assert all(p.grad is not None for p in module.net.parameters())
+    optimizer = module.configure_optimizers()
+    assert optimizer.defaults["fused"] is True
+    from torch._dynamo.utils import counters
+
+    compiled_frames = counters["frames"]["ok"]
+    with torch.no_grad():  # evaluation stays eager: no graph for its other batch sizes
+        module(flows(b=5))
+    assert counters["frames"]["ok"] == compiled_frames
+    module(flows(b=5))  # a new training shape is compiled
+    assert counters["frames"]["ok"] > compiled_frames
 
 
 def test_compile_is_refused_for_a_module_without_networks_to_compile() -> None:

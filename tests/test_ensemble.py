@@ -143,6 +143,8 @@ def test_runs_that_cannot_stack_are_grouped_or_run_alone(tmp_path: Path) -> None
     gru = Run([*TINY_ARGS, "--model.init_args.backbone", "gru", "--model.init_args.backbone_kwargs", "{}",
                "--run_dir", str(tmp_path / "g")])
     assert "recurrent" in unbatchable(gru)  # vmap has no rule for nn.GRU: it runs as a plain fit
+    compiled = Run([*TINY_ARGS, "--compile", "true", "--run_dir", str(tmp_path / "c")])
+    assert "--compile" in unbatchable(compiled)  # routed to a plain (compiled) tsda fit, not ignored
     assert unbatchable(Run([*TINY_ARGS, "--run_dir", str(tmp_path / "p")])) is None
 
 

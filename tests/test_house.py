@@ -1,4 +1,4 @@
-"""The house rules of DESIGN.md, read from the code: which room imports what, module sizes,
+"""The house rules of docs/architecture.md, read from the code: which room imports what, module sizes,
 and every command answering `--help`."""
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ weights, per-class F1, latent scores, augmentation stats, epochs, seconds), plus
 `executor: ensemble` and `ensemble_members`. `seconds` is the wall time from the group's
 start to the member's end (members share it). W&B: one summary run per member (config,
 test metrics, the per-epoch history as a table), in the mode `--wandb.mode` resolves to.
-Runs that cannot be batched (other modules such as the joint GAN, dropout, Trainer
-options the ensemble does not implement: precision other than 32 and bf16-mixed, gradient
-clipping, accumulation, max_time, callbacks, several devices) run one after another as plain
+Runs that cannot be batched (other modules such as the joint GAN, dropout, `--compile`,
+Trainer options the ensemble does not implement: precision other than 32 and bf16-mixed,
+gradient clipping, accumulation, max_time, callbacks, several devices) run one after another as plain
 `tsda fit` runs, each announced with the reason.
 """
 
@@ -73,6 +73,8 @@ def unbatchable(run: Run) -> str | None:
     for key, allowed in TRAINER_DEFAULTS.items():
         if key in trainer and trainer[key] not in allowed:
             return f"trainer.{key} = {trainer[key]!r}"
+    if run.config.get("compile"):
+        return "--compile (a compiled run trains alone: the ensemble's vmap forward is not compiled)"
     if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in run.model.modules()):
         return "dropout > 0"
     if any(isinstance(m, torch.nn.RNNBase) for m in run.model.modules()):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -97,6 +97,10 @@ class ClassifierModule(L.LightningModule):
         self.net: FlowClassifier = build_classifier(backbone, num_classes, **(backbone_kwargs or {}))
         self.augmentation = augmentation
         self._rng = RunGenerator(seed, "augmentation")
+        #: the training forward after `compile_networks` (a function, not a submodule: the
+        #: checkpoint keeps `net.*` keys only), and whether Adam runs fused
+        self._compiled_net: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._fused_adam = False
         #: this epoch's sum of per-step `loss * batch size` (a 0-d float32 tensor on the
         #: device, no sync per step) and of batch sizes not yet logged (`log_train_loss`)
         self._train_loss_sum: torch.Tensor | None = None
@@ -169,18 +173,26 @@ class ClassifierModule(L.LightningModule):
         return self.net.encode(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """`x (B, 3, L)` -> `logits (B, K)`."""
+        """`x (B, 3, L)` -> `logits (B, K)` (through the compiled backbone when training
+        after `compile_networks`)."""
+        if self._compiled_net is not None and torch.is_grad_enabled():
+            return self._compiled_net(x)
         return self.net(x)
 
     def compile_networks(self) -> None:
-        """Compile the backbone in place with `torch.compile` (`tsda fit --compile true`).
+        """Train through a `torch.compile`d backbone and a fused Adam (`tsda fit --compile true`).
 
-        Shapes stay static (`dynamic=False`): a run sees a handful of batch shapes (the
-        training batch, its last partial batch, the evaluation batch), each compiled once and
-        kept in inductor's on-disk cache, so later runs of a campaign reuse the kernels. On
-        CPU the fused kernels are what bf16 autocast needs to pay off (conversions fused into
-        the convolutions' neighbours)."""
-        self.net.compile(dynamic=False)
+        Only the training forward (grad enabled) is compiled, with static shapes: two graphs
+        per run (the training batch and the epoch's last, partial one), each compiled once
+        and kept in inductor's on-disk cache for the campaign's later runs. Validation and
+        test (no grad, other batch sizes, inference mode: four more graphs) stay eager: they
+        are a few percent of a run, while compiling them costs more than they would save.
+        `self.net` itself is untouched, so checkpoints keep their keys and load uncompiled
+        anywhere. The fused Adam (one kernel over all parameters instead of a few per
+        tensor) is what the optimiser step needs to keep up with the fused training step;
+        it rounds like the foreach Adam, not bit-identically."""
+        self._compiled_net = torch.compile(self.net.forward, dynamic=False)
+        self._fused_adam = True
 
     # -- training -----------------------------------------------------------------------
     def augmentation_generator(self) -> torch.Generator:
@@ -325,4 +337,5 @@ class ClassifierModule(L.LightningModule):
         return {"test_per_class_f1": self.per_class_f1, **latent, **self.augmentation_stats()}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
+                                fused=True if self._fused_adam else None)

@@ -101,9 +101,9 @@ class JointModule(ClassifierModule, GenerativeModule):
 
     Args:
         num_classes, class_names: K and its names (linked from the datamodule by the CLI).
-        backbone, backbone_kwargs, lr, weight_decay, policy, augment_p, label_smoothing,
-            latent_points, seed: the classifier's, as `ClassifierModule`'s (the generator is
-            its augmentation: `policy`, `augment_p`); `seed` seeds every draw of the run.
+        backbone, backbone_kwargs, lr, weight_decay, policy, augment_p, label_smoothing, latent_points, seed:
+            the classifier's, as `ClassifierModule`'s (the generator is its augmentation:
+            `policy`, `augment_p`); `seed` seeds every draw of the run.
         n_packets, mtu, iat_unit, iat_max: the `FlowCodec` settings of the training data
             (checked against the datamodule's codec at fit start).
         generator: `cgan` (`tsda.lit.joint_gan.JointGAN`, the cVAE-GAN).
