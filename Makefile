@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:
 #   make demo   set up .venv and train + test the baseline on the embedded synthetic dataset
 #   make test   set up .venv (with the dev extra) and run the test suite
+#   make lint   ruff and mypy (the dev extra)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -13,7 +14,7 @@ CUDA_TAG ?= cu128
 TORCH_GPU_SPEC ?= torch==2.13.0+$(CUDA_TAG)
 TORCH_GPU_INDEX ?= https://download.pytorch.org/whl/$(CUDA_TAG)
 
-.PHONY: demo test docs setup setup-dev setup-docs setup-gpu clean FORCE
+.PHONY: demo test lint docs setup setup-dev setup-docs setup-gpu clean FORCE
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,7 +55,11 @@ demo: setup
 	$(BIN)/tsda fit -c configs/experiment/synthetic_baseline.yaml
 
 test: setup-dev
-	WANDB_MODE=disabled $(BIN)/python -m pytest -q
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q --durations=15
+
+# ruff (lint + formatting, [tool.ruff]) and mypy ([tool.mypy]: tsda/), configured in pyproject.toml
+lint: setup-dev
+	$(BIN)/ruff check tsda tests benchmarks && $(BIN)/ruff format --check tsda tests benchmarks && $(BIN)/mypy
 
 # the documentation site (mkdocs.yml, docs/) into site/; --strict: any warning fails the build
 docs: setup-docs

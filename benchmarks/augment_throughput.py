@@ -61,7 +61,10 @@ class Context:
 
 # -- per-sample NumPy versions ---------------------------------------------------------------
 
-def _values(f: Flow, rng: np.random.Generator, change: Callable[[np.ndarray], np.ndarray], p_size=0.5, p_iat=0.5) -> Flow:
+
+def _values(
+    f: Flow, rng: np.random.Generator, change: Callable[[np.ndarray], np.ndarray], p_size=0.5, p_iat=0.5
+) -> Flow:
     s, d, t = f
     if rng.random() < p_size:
         s = np.clip(change(s), 0, 1)
@@ -83,18 +86,33 @@ def np_spike_noise(f, rng, ctx, i):
         idx = rng.choice(nz, k, replace=False)
         v[idx] += np.abs(rng.normal(0, 0.2, k))
         return v
+
     return _values(f, rng, spike)
 
 
 def np_gaussian_wrapup(f, rng, ctx, i):
     n = len(f[0])
-    return _values(f, rng, lambda v: v * (1 + rng.uniform(-0.3, 0.3) * np.exp(-0.5 * ((np.arange(n) - rng.uniform(0, n)) / 3.0) ** 2)))
+    return _values(
+        f,
+        rng,
+        lambda v: v * (1 + rng.uniform(-0.3, 0.3) * np.exp(-0.5 * ((np.arange(n) - rng.uniform(0, n)) / 3.0) ** 2)),
+    )
 
 
 def np_sine_wrapup(f, rng, ctx, i):
     n = len(f[0])
-    return _values(f, rng, lambda v: v * (1 + rng.uniform(0, 0.3) * np.sin(
-        2 * np.pi * rng.uniform(0.5, 2) * np.arange(n) / 20 + rng.uniform(0, 2 * np.pi))))
+    return _values(
+        f,
+        rng,
+        lambda v: (
+            v
+            * (
+                1
+                + rng.uniform(0, 0.3)
+                * np.sin(2 * np.pi * rng.uniform(0.5, 2) * np.arange(n) / 20 + rng.uniform(0, 2 * np.pi))
+            )
+        ),
+    )
 
 
 def np_constant_wrapup(f, rng, ctx, i):
@@ -115,7 +133,7 @@ def np_window_mask(f, rng, ctx, i):
     n = len(f[0])
     start = rng.integers(0, max(n - 2, 0) + 1)
     where = np.zeros((3, n), bool)
-    where[:, start:start + 2] = True
+    where[:, start : start + 2] = True
     return _zero(f, where)
 
 
@@ -133,7 +151,7 @@ def _interleave(f: Flow) -> Flow:
 def np_interpolation(f, rng, ctx, i):
     ext = _interleave(f)
     start = rng.integers(0, max(len(ext[0]) - 20, 0) + 1)
-    return tuple(v[start:start + 20] for v in ext)
+    return tuple(v[start : start + 20] for v in ext)
 
 
 def np_flip(f, rng, ctx, i):
@@ -207,7 +225,7 @@ def np_cutmix(f, rng, ctx, i):
     start = rng.integers(0, m - w + 1)
     out = tuple(v.copy() for v in f)
     for o, v in zip(out, other):
-        o[start:start + w] = v[start:start + w]
+        o[start : start + w] = v[start : start + w]
     return out
 
 
@@ -314,16 +332,20 @@ def interleaved_best(steps: dict[str, Callable[[], None]], repeats: int) -> dict
 
 def policy_steps(batch: FlowBatch, repeats: int) -> None:
     """Print each policy's step time against the step with its slowest op, and the ratio."""
-    policies = {"trivial_augment.yaml": build_augmentation(CONFIGS / "trivial_augment.yaml"),
-                "rand_augment.yaml": build_augmentation(CONFIGS / "rand_augment.yaml"),
-                "TrivialAugment(levels=11)": TrivialAugment(levels=11),
-                "TrivialAugment(levels=31)": TrivialAugment(levels=31)}
+    policies = {
+        "trivial_augment.yaml": build_augmentation(CONFIGS / "trivial_augment.yaml"),
+        "rand_augment.yaml": build_augmentation(CONFIGS / "rand_augment.yaml"),
+        "TrivialAugment(levels=11)": TrivialAugment(levels=11),
+        "TrivialAugment(levels=31)": TrivialAugment(levels=31),
+    }
     augmentations = {**{name: cls() for name, cls in HANDCRAFTED.items()}, **policies}
     best = interleaved_best({name: training_step(aug, batch) for name, aug in augmentations.items()}, repeats)
     slowest = max(HANDCRAFTED, key=best.get)  # every policy here draws from all 18 ops
     unit = "wall ms" if DEVICE.type == "cuda" else "CPU ms"
-    print(f"\ntraining step on {DEVICE}, {len(batch)} flows + {len(batch)} augmented, {unit} (best of {repeats}); "
-          f"slowest op: {slowest} {best[slowest] * 1e3:.1f} ms, fastest op {min(best[n] for n in HANDCRAFTED) * 1e3:.1f}")
+    print(
+        f"\ntraining step on {DEVICE}, {len(batch)} flows + {len(batch)} augmented, {unit} (best of {repeats}); "
+        f"slowest op: {slowest} {best[slowest] * 1e3:.1f} ms, fastest op {min(best[n] for n in HANDCRAFTED) * 1e3:.1f}"
+    )
     print(f"{'policy':28s} {'step ms':>8s} {'ratio':>6s}")
     for name in policies:
         print(f"{name:28s} {best[name] * 1e3:8.1f} {best[name] / best[slowest]:5.2f}x")
@@ -334,8 +356,10 @@ def op_throughput(args: argparse.Namespace) -> None:
     """Print each augmentation's flows per second, torch against the NumPy loop."""
     batch = random_batch(args.flows, args.packets)
     ctx = Context(batch.x.numpy(), batch.lengths.numpy(), batch.labels.numpy())
-    print(f"{args.flows} flows x {args.packets} packets, torch on {DEVICE}, NumPy on the CPU, {args.threads} "
-          "thread(s); flows per second (CPU seconds; on a GPU, wall seconds of the torch side; best of runs)")
+    print(
+        f"{args.flows} flows x {args.packets} packets, torch on {DEVICE}, NumPy on the CPU, {args.threads} "
+        "thread(s); flows per second (CPU seconds; on a GPU, wall seconds of the torch side; best of runs)"
+    )
     on_device = batch.to(DEVICE)
     print(f"{'augmentation':22s} {'torch':>12s} {'numpy loop':>12s} {'ratio':>8s}")
     ratios = []
@@ -356,8 +380,9 @@ def main() -> None:
     parser.add_argument("--flows", type=int, default=4096)
     parser.add_argument("--packets", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=100,
-                        help="torch runs per augmentation (best taken; one run is milliseconds)")
+    parser.add_argument(
+        "--repeats", type=int, default=100, help="torch runs per augmentation (best taken; one run is milliseconds)"
+    )
     parser.add_argument("--numpy-repeats", type=int, default=5)
     parser.add_argument("--step-flows", type=int, default=256, help="B of the policy steps (the study's)")
     parser.add_argument("--step-repeats", type=int, default=20, help="training steps per policy or op")

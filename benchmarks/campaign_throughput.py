@@ -56,12 +56,18 @@ def write_spec(folder: Path, args: argparse.Namespace) -> Path:
     """The benchmark's campaign YAML in `folder`."""
     names = args.conditions.split(",")
     spec = {
-        "name": "throughput", "base": str(REPO / "experiments/generative/base.yaml"),
-        "seeds": list(range(args.seeds)), "reference": names[0],
+        "name": "throughput",
+        "base": str(REPO / "experiments/generative/base.yaml"),
+        "seeds": list(range(args.seeds)),
+        "reference": names[0],
         "conditions": {name: CONDITIONS[name] for name in names},
-        "overrides": {**data_overrides(args), "data.train_fraction": args.train_fraction,
-                      "trainer.max_epochs": args.epochs, "patience": args.epochs + 1,
-                      "trainer.accelerator": "gpu" if args.device.type == "cuda" else "cpu"},
+        "overrides": {
+            **data_overrides(args),
+            "data.train_fraction": args.train_fraction,
+            "trainer.max_epochs": args.epochs,
+            "patience": args.epochs + 1,
+            "trainer.accelerator": "gpu" if args.device.type == "cuda" else "cpu",
+        },
     }
     path = folder / "campaign.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -90,16 +96,37 @@ def run(spec: Path, out: Path, mode: str, workers: int) -> float:
     """Wall seconds of `tsda campaign run SPEC` in `mode` (see `MODES`; fails loudly)."""
     executor, parallel, overrides = MODES[mode]
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "tsda.cli", "campaign", "run", str(spec), "--out", str(out),
-                    "--executor", executor, "--workers", str(workers if parallel else 1), *overrides],
-                   cwd=REPO, check=True, env={**os.environ, "WANDB_MODE": "disabled"}, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tsda.cli",
+            "campaign",
+            "run",
+            str(spec),
+            "--out",
+            str(out),
+            "--executor",
+            executor,
+            "--workers",
+            str(workers if parallel else 1),
+            *overrides,
+        ],
+        cwd=REPO,
+        check=True,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared/data/fgnet/d1.parquet"),
-                        help="Parquet file, or 'synthetic' (the embedded dataset, no download)")
+    parser.add_argument(
+        "--data",
+        default=str(REPO.parent / "shared/data/fgnet/d1.parquet"),
+        help="Parquet file, or 'synthetic' (the embedded dataset, no download)",
+    )
     parser.add_argument("--synthetic-scale", type=float, default=1.0, help="--data synthetic: MIRAGE19 fraction")
     parser.add_argument("--train-fraction", type=float, default=0.1)
     parser.add_argument("--seeds", type=int, default=4)
@@ -109,8 +136,9 @@ def main() -> None:
     parser.add_argument("--conditions", default="no_aug,translation")
     parser.add_argument("--keep", default=None, help="keep both campaigns in this directory")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    parser.add_argument("--modes", default="process,ensemble",
-                        help=f"comma-separated, the first is the baseline: {', '.join(MODES)}")
+    parser.add_argument(
+        "--modes", default="process,ensemble", help=f"comma-separated, the first is the baseline: {', '.join(MODES)}"
+    )
     args = parser.parse_args()
     modes = args.modes.split(",")
     if len(modes) < 2 or not set(modes) <= set(MODES):
@@ -135,22 +163,32 @@ def main() -> None:
         means[name] = frame.groupby("condition")["test_weighted_f1"].mean()
     runs = pd.DataFrame(frames)
     max_diff = {m: float((runs[base] - runs[m]).abs().max()) for m in modes[1:]}
-    print(f"campaign: {n_runs} runs ({args.conditions}, {args.seeds} seeds, {args.epochs} epochs each) on "
-          f"{args.train_fraction:g} of {args.data}, device {args.device}, {os.cpu_count()} CPU cores")
+    print(
+        f"campaign: {n_runs} runs ({args.conditions}, {args.seeds} seeds, {args.epochs} epochs each) on "
+        f"{args.train_fraction:g} of {args.data}, device {args.device}, {os.cpu_count()} CPU cores"
+    )
     for name, s in seconds.items():
-        print(f"  {name:13s}: {s:8.1f} s wall, {3600 * n_runs / s:7.1f} runs/hour, "
-              f"{seconds[base] / s:.2f}x of {base}")
+        print(f"  {name:13s}: {s:8.1f} s wall, {3600 * n_runs / s:7.1f} runs/hour, {seconds[base] / s:.2f}x of {base}")
     print("  mean test weighted F1 per condition:")
     print(pd.DataFrame(means).to_string(float_format=lambda v: f"{v:.4f}"))
     for m, diff in max_diff.items():
         print(f"  largest difference of one run's test weighted F1, {m} vs {base}: {diff:.4f}")
     print(f"  campaigns in {folder}")
     if args.json:
-        result = {"device": str(args.device), "data": args.data, "runs": n_runs, "conditions": args.conditions,
-                  "seeds": args.seeds, "epochs": args.epochs, "workers": args.workers,
-                  "seconds": seconds, "runs_per_hour": {k: 3600 * n_runs / s for k, s in seconds.items()},
-                  "ratio": {m: seconds[base] / seconds[m] for m in modes[1:]}, "max_abs_diff_weighted_f1": max_diff,
-                  "mean_weighted_f1": {k: v.to_dict() for k, v in means.items()}}
+        result = {
+            "device": str(args.device),
+            "data": args.data,
+            "runs": n_runs,
+            "conditions": args.conditions,
+            "seeds": args.seeds,
+            "epochs": args.epochs,
+            "workers": args.workers,
+            "seconds": seconds,
+            "runs_per_hour": {k: 3600 * n_runs / s for k, s in seconds.items()},
+            "ratio": {m: seconds[base] / seconds[m] for m in modes[1:]},
+            "max_abs_diff_weighted_f1": max_diff,
+            "mean_weighted_f1": {k: v.to_dict() for k, v in means.items()},
+        }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1))
 

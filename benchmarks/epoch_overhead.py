@@ -84,8 +84,9 @@ class EpochTimer(L.Callback):
         self._flows = 0
         self.starts.append((time.perf_counter(), time.process_time()))
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object,
-                           batch: FlowBatch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: FlowBatch, batch_idx: int
+    ) -> None:
         self._flows += len(batch)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -117,17 +118,38 @@ def time_fit(args: argparse.Namespace, run_dir: Path) -> tuple[tuple[float, floa
     from tsda.commands.fit import run_fit
 
     os.environ["WANDB_MODE"] = args.wandb
-    cli = run_fit([
-        "--model", "tsda.lit.classifier.ClassifierModule", *data_args(args),
-        "--data.batch_size", str(args.batch_size), "--data.train_fraction", str(args.train_fraction),
-        "--trainer.max_epochs", str(args.epochs + 1),
-        "--trainer.accelerator", "gpu" if args.device.type == "cuda" else "cpu",
-        "--trainer.devices", f"[{args.device.index}]" if args.device.index is not None else "1",
-        "--trainer.precision", args.precision, "--patience", str(args.epochs + 10), "--latent_plot", "false",
-        "--model.init_args.latent_points", "0",  # testing is not timed: no latent scores
-        "--seed_everything", str(SEED), "--run_dir", str(run_dir), "--trainer.enable_progress_bar", "false",
-        "--trainer.callbacks+=__main__.EpochTimer",
-    ])
+    cli = run_fit(
+        [
+            "--model",
+            "tsda.lit.classifier.ClassifierModule",
+            *data_args(args),
+            "--data.batch_size",
+            str(args.batch_size),
+            "--data.train_fraction",
+            str(args.train_fraction),
+            "--trainer.max_epochs",
+            str(args.epochs + 1),
+            "--trainer.accelerator",
+            "gpu" if args.device.type == "cuda" else "cpu",
+            "--trainer.devices",
+            f"[{args.device.index}]" if args.device.index is not None else "1",
+            "--trainer.precision",
+            args.precision,
+            "--patience",
+            str(args.epochs + 10),
+            "--latent_plot",
+            "false",
+            "--model.init_args.latent_points",
+            "0",  # testing is not timed: no latent scores
+            "--seed_everything",
+            str(SEED),
+            "--run_dir",
+            str(run_dir),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.callbacks+=__main__.EpochTimer",
+        ]
+    )
     timer = next(c for c in cli.trainer.callbacks if isinstance(c, EpochTimer))
     if timer.end is None or len(timer.starts) != args.epochs + 1:
         raise RuntimeError(f"tsda fit ran {len(timer.starts)} epochs, expected {args.epochs + 1}")
@@ -179,23 +201,43 @@ def time_plain(args: argparse.Namespace, dm: FlowDataModule) -> tuple[float, flo
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                   help="FG-Net D1 Parquet file, or 'synthetic' (the embedded dataset, no download)")
-    p.add_argument("--synthetic-scale", type=float, default=1.0,
-                   help="--data synthetic: fraction of MIRAGE19's size (1.0 = 64k flows)")
-    p.add_argument("--train-fraction", type=float, default=1.0,
-                   help="--data.train_fraction: class-stratified fraction of the training split")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="FG-Net D1 Parquet file, or 'synthetic' (the embedded dataset, no download)",
+    )
+    p.add_argument(
+        "--synthetic-scale",
+        type=float,
+        default=1.0,
+        help="--data synthetic: fraction of MIRAGE19's size (1.0 = 64k flows)",
+    )
+    p.add_argument(
+        "--train-fraction",
+        type=float,
+        default=1.0,
+        help="--data.train_fraction: class-stratified fraction of the training split",
+    )
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up epoch)")
     p.add_argument("--repeats", type=int, default=1, help="alternate fit / plain this many times")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (cuda when present)")
-    p.add_argument("--precision", choices=("32-true", "bf16-mixed"), default="32-true",
-                   help="the Trainer's precision (the plain loop: the matching autocast)")
+    p.add_argument(
+        "--precision",
+        choices=("32-true", "bf16-mixed"),
+        default="32-true",
+        help="the Trainer's precision (the plain loop: the matching autocast)",
+    )
     p.add_argument("--no-plain", action="store_true", help="time tsda fit alone (no plain loop)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     p.add_argument("--threads", type=int, default=1, help="torch threads (both sides; 0 = torch's default)")
-    p.add_argument("--wandb", choices=("disabled", "offline"), default="disabled",
-                   help="W&B mode of the tsda fit run (offline: also W&B logging)")
+    p.add_argument(
+        "--wandb",
+        choices=("disabled", "offline"),
+        default="disabled",
+        help="W&B mode of the tsda fit run (offline: also W&B logging)",
+    )
     args = p.parse_args()
     if str(args.data) != "synthetic" and not args.data.is_file():
         p.error(f"{args.data}: no such file")
@@ -221,17 +263,26 @@ def main() -> None:
             print(line, flush=True)
 
     n_train = len(dm.tensors["train"])
-    result = {"device": str(args.device), "precision": args.precision, "data": str(args.data),
-              "n_train": n_train, "batch_size": args.batch_size, "epochs": args.epochs, "repeats": args.repeats,
-              "threads": torch.get_num_threads(),
-              "gpu": torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else None,
-              "fit_wall_s_per_epoch": statistics.median(x[0] for x in fits),
-              "fit_cpu_s_per_epoch": statistics.median(x[1] for x in fits),
-              "train_flows_per_s": statistics.median(rates)}
-    print(f"\n{n_train} training flows, batch {args.batch_size}, {args.epochs} timed epochs x "
-          f"{args.repeats} repeats, device {args.device}, precision {args.precision}, "
-          f"{torch.get_num_threads()} thread(s), W&B {args.wandb}; "
-          "startup (data load, model build, sanity check, first epoch, testing) excluded")
+    result = {
+        "device": str(args.device),
+        "precision": args.precision,
+        "data": str(args.data),
+        "n_train": n_train,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "repeats": args.repeats,
+        "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else None,
+        "fit_wall_s_per_epoch": statistics.median(x[0] for x in fits),
+        "fit_cpu_s_per_epoch": statistics.median(x[1] for x in fits),
+        "train_flows_per_s": statistics.median(rates),
+    }
+    print(
+        f"\n{n_train} training flows, batch {args.batch_size}, {args.epochs} timed epochs x "
+        f"{args.repeats} repeats, device {args.device}, precision {args.precision}, "
+        f"{torch.get_num_threads()} thread(s), W&B {args.wandb}; "
+        "startup (data load, model build, sanity check, first epoch, testing) excluded"
+    )
     print(f"train flows/s (training part of each timed epoch): tsda fit {result['train_flows_per_s']:,.0f}")
     for i, clock in enumerate(("wall", "CPU")):
         f = statistics.median(x[i] for x in fits)

@@ -54,31 +54,40 @@ NAMES = [str(i) for i in range(K)]
 def random_batch(n: int, seed: int) -> FlowBatch:
     g = torch.Generator().manual_seed(seed)
     raw = torch.rand(n, 3, 20, generator=g) * 2 - 1
-    raw[:, 1, : 11] = torch.where(raw[:, 1, :11] >= 0, 1.0, -1.0)  # at least 11 packets
+    raw[:, 1, :11] = torch.where(raw[:, 1, :11] >= 0, 1.0, -1.0)  # at least 11 packets
     labels = torch.randint(0, K, (n,), generator=g)
     return FlowCodec().snap(raw).replace(labels=labels)
 
 
 def untrained_checkpoint(module: GenerativeModule, root: Path, name: str) -> str:
     """Save an untrained module as a Lightning checkpoint (cost does not depend on weights)."""
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, max_steps=0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_steps=0,
+    )
     trainer.strategy.connect(module)
     path = root / f"{name}.ckpt"
     trainer.save_checkpoint(path)
     return str(path)
 
 
-def step_seconds(augmentation: Augmentation | None, batch_size: int, steps: int, warmup: int = 3,
-                 device: torch.device | None = None) -> float:
+def step_seconds(
+    augmentation: Augmentation | None, batch_size: int, steps: int, warmup: int = 3, device: torch.device | None = None
+) -> float:
     """Median seconds of one optimiser step of a fresh ClassifierModule on `device` (default: the CPU)."""
     device = device if device is not None else torch.device("cpu")
     torch.manual_seed(0)
-    module = ClassifierModule(num_classes=K, class_names=NAMES, augmentation=augmentation, policy="double",
-                              latent_points=0).to(device)
+    module = ClassifierModule(
+        num_classes=K, class_names=NAMES, augmentation=augmentation, policy="double", latent_points=0
+    ).to(device)
     if augmentation is not None:
-        prepare_augmentation(augmentation, device=device, class_names=NAMES,
-                             generator=module.augmentation_generator(), codec=FlowCodec())
+        prepare_augmentation(
+            augmentation, device=device, class_names=NAMES, generator=module.augmentation_generator(), codec=FlowCodec()
+        )
     optimizer = module.configure_optimizers()
     batches = [random_batch(batch_size, seed).to(device) for seed in range(4)]
     times = []
@@ -113,10 +122,13 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         cgan = args.cgan or untrained_checkpoint(
-            GANModule(num_classes=K, class_names=NAMES, noise_dim=64, width=64, depth=3, disc_width=64,
-                      w_recon=10.0), root, "cgan")
+            GANModule(num_classes=K, class_names=NAMES, noise_dim=64, width=64, depth=3, disc_width=64, w_recon=10.0),
+            root,
+            "cgan",
+        )
         diffusion = args.diffusion or untrained_checkpoint(
-            DiffusionModule(num_classes=K, class_names=NAMES, block_out_channels=(32, 64, 128)), root, "diffusion")
+            DiffusionModule(num_classes=K, class_names=NAMES, block_out_channels=(32, 64, 128)), root, "diffusion"
+        )
         dpmpp = {"sampler": "dpmpp", "steps": 10, "cfg_scale": 2.0}
         pool = GeneratorAugmentation(diffusion, pool_per_class=args.pool_per_class, options=dpmpp, progress=False)
         rows = {
@@ -125,17 +137,26 @@ def main(argv: list[str] | None = None) -> None:
             "translation": step_seconds(Translation(), B, args.steps, device=device),
             "cgan_fresh": step_seconds(GeneratorAugmentation(cgan, progress=False), B, args.steps, device=device),
             "diffusion_pool": step_seconds(pool, B, args.steps, device=device),
-            "diffusion_fresh": step_seconds(GeneratorAugmentation(diffusion, options=dpmpp, progress=False), B,
-                                            max(3, args.steps // 10), warmup=1, device=device),
+            "diffusion_fresh": step_seconds(
+                GeneratorAugmentation(diffusion, options=dpmpp, progress=False),
+                B,
+                max(3, args.steps // 10),
+                warmup=1,
+                device=device,
+            ),
         }
     pool_seconds = pool.stats()["pool_seconds"]
     rows["diffusion_pool+fill"] = rows["diffusion_pool"] + pool_seconds / args.run_steps
-    print(f"device {device}, threads {torch.get_num_threads()}, B={B}, K={K}, L=20; pool {K * args.pool_per_class} flows "
-          f"filled in {pool_seconds:.1f} s (DPM-Solver++ 10, cfg 2)")
+    print(
+        f"device {device}, threads {torch.get_num_threads()}, B={B}, K={K}, L=20; pool {K * args.pool_per_class} flows "
+        f"filled in {pool_seconds:.1f} s (DPM-Solver++ 10, cfg 2)"
+    )
     print(f"{'condition':<22} {'ms/step':>9} {'x no_aug':>9} {'x no_aug_2B':>12} {'x translation':>14}")
     for name, sec in rows.items():
-        print(f"{name:<22} {1e3 * sec:>9.1f} {sec / rows['no_aug']:>9.2f} {sec / rows['no_aug_2B']:>12.2f} "
-              f"{sec / rows['translation']:>14.2f}")
+        print(
+            f"{name:<22} {1e3 * sec:>9.1f} {sec / rows['no_aug']:>9.2f} {sec / rows['no_aug_2B']:>12.2f} "
+            f"{sec / rows['translation']:>14.2f}"
+        )
     print(f"(diffusion_pool+fill: the pool's fill time spread over a run of {args.run_steps} steps)")
 
 

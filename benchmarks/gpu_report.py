@@ -99,8 +99,9 @@ def lightning_step_syncs(steps: int, warmup: int, batch_size: int) -> Counter:
         def __init__(self, on: Callable[[bool], None]) -> None:
             self.on = on
 
-        def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                                 batch_idx: int) -> None:
+        def on_train_batch_start(
+            self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+        ) -> None:
             if trainer.global_step == warmup:
                 self.on(True)
             elif trainer.global_step == warmup + steps:
@@ -111,9 +112,19 @@ def lightning_step_syncs(steps: int, warmup: int, batch_size: int) -> Counter:
     model = ClassifierModule(num_classes=dm.num_classes, class_names=dm.class_names, latent_points=0)
 
     def run(on: Callable[[bool], None]) -> None:
-        trainer = L.Trainer(accelerator="gpu", devices=1, precision="bf16-mixed", max_steps=warmup + steps + 1,
-                            limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, callbacks=[Switch(on)])
+        trainer = L.Trainer(
+            accelerator="gpu",
+            devices=1,
+            precision="bf16-mixed",
+            max_steps=warmup + steps + 1,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[Switch(on)],
+        )
         trainer.fit(model, datamodule=dm)
         if trainer.global_step < warmup + steps + 1:
             raise RuntimeError(f"the epoch ended after {trainer.global_step} steps: use a smaller --batch-size")
@@ -131,10 +142,13 @@ def syncs(args: argparse.Namespace) -> None:
         "module step, bf16 autocast": module_step_syncs(args.steps, args.warmup, args.batch_size, bf16=True),
         "Lightning step, bf16-mixed": lightning_step_syncs(args.steps, args.warmup, args.batch_size),
     }
-    result = {name: {"per_step": sum(c.values()) / args.steps, "sources": dict(c.most_common(5))}
-              for name, c in rows.items()}
-    print(f"host syncs per step on {torch.cuda.get_device_name()} ({args.steps} steps after {args.warmup}, "
-          f"batch {args.batch_size}):")
+    result = {
+        name: {"per_step": sum(c.values()) / args.steps, "sources": dict(c.most_common(5))} for name, c in rows.items()
+    }
+    print(
+        f"host syncs per step on {torch.cuda.get_device_name()} ({args.steps} steps after {args.warmup}, "
+        f"batch {args.batch_size}):"
+    )
     for name, r in result.items():
         where = ", ".join(f"{k} x{v}" for k, v in r["sources"].items()) or "-"
         print(f"  {name:28s} {r['per_step']:6.2f}   {where}")
@@ -166,10 +180,15 @@ def _tests_row(folder: Path) -> list[str]:
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
     n = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
     passed = n["tests"] - n["failures"] - n["errors"] - n["skipped"]
-    failed = [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None or c.find("error") is not None]
+    failed = [
+        c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None or c.find("error") is not None
+    ]
     detail = f"{float(suite.get('time', 0)):.0f} s" + (f"; failed: {', '.join(failed[:6])}" if failed else "")
-    return ["gpu tests (`pytest -m gpu`)",
-            f"{passed} passed, {n['failures'] + n['errors']} failed, {n['skipped']} skipped", f"{detail}; {status}"]
+    return [
+        "gpu tests (`pytest -m gpu`)",
+        f"{passed} passed, {n['failures'] + n['errors']} failed, {n['skipped']} skipped",
+        f"{detail}; {status}",
+    ]
 
 
 def _throughput_rows(folder: Path) -> list[list[str]]:
@@ -183,11 +202,15 @@ def _throughput_rows(folder: Path) -> list[list[str]]:
             rows.append([f"classifier training, {label}", "-", _status(folder, f"throughput_{name}")])
             continue
         rate = r["train_flows_per_s"]
-        ratios = [f"{rate / cpu:.1f}x CPU" if cpu and name != "cpu" else "",
-                  f"{rate / fp32:.2f}x CUDA fp32" if fp32 and name == "cuda_bf16" else ""]
+        ratios = [
+            f"{rate / cpu:.1f}x CPU" if cpu and name != "cpu" else "",
+            f"{rate / fp32:.2f}x CUDA fp32" if fp32 and name == "cuda_bf16" else "",
+        ]
         where = r["gpu"] or f"{r['threads']} CPU threads"
-        detail = (f"{', '.join(x for x in ratios if x) + '; ' if any(ratios) else ''}{where}, {r['n_train']} flows "
-                  f"({r['data']}), batch {r['batch_size']}, {r['fit_wall_s_per_epoch']:.2f} s/epoch")
+        detail = (
+            f"{', '.join(x for x in ratios if x) + '; ' if any(ratios) else ''}{where}, {r['n_train']} flows "
+            f"({r['data']}), batch {r['batch_size']}, {r['fit_wall_s_per_epoch']:.2f} s/epoch"
+        )
         rows.append([f"classifier training, {label}", f"{rate:,.0f} flows/s", detail])
     return rows
 
@@ -196,9 +219,14 @@ def _sync_rows(folder: Path) -> list[list[str]]:
     data = _load(folder / "syncs.json")
     if data is None:
         return [["host syncs per training step", "-", _status(folder, "syncs")]]
-    return [[f"host syncs per step: {name}", f"{r['per_step']:.2f}",
-             ", ".join(f"{k} x{v}" for k, v in r["sources"].items()) or "none"]
-            for name, r in data["rows"].items()]
+    return [
+        [
+            f"host syncs per step: {name}",
+            f"{r['per_step']:.2f}",
+            ", ".join(f"{k} x{v}" for k, v in r["sources"].items()) or "none",
+        ]
+        for name, r in data["rows"].items()
+    ]
 
 
 def _campaign_row(folder: Path) -> list[str]:
@@ -206,10 +234,15 @@ def _campaign_row(folder: Path) -> list[str]:
     if r is None:
         return ["ensemble vs process executor (CUDA)", "-", _status(folder, "campaign")]
     rph = r["runs_per_hour"]
-    return [f"ensemble vs process executor ({r.get('device', '?')})", f"{r['ratio']['ensemble']:.2f}x runs/hour",
-            (f"ensemble {rph['ensemble']:,.0f}, process {rph['process']:,.0f} runs/h ({r['runs']} runs, "
-             f"{r['epochs']} epochs, {r['workers']} process workers); largest per-run test wF1 difference "
-             f"{r['max_abs_diff_weighted_f1']['ensemble']:.4f}")]
+    return [
+        f"ensemble vs process executor ({r.get('device', '?')})",
+        f"{r['ratio']['ensemble']:.2f}x runs/hour",
+        (
+            f"ensemble {rph['ensemble']:,.0f}, process {rph['process']:,.0f} runs/h ({r['runs']} runs, "
+            f"{r['epochs']} epochs, {r['workers']} process workers); largest per-run test wF1 difference "
+            f"{r['max_abs_diff_weighted_f1']['ensemble']:.4f}"
+        ),
+    ]
 
 
 def _sampling_rows(folder: Path) -> list[list[str]]:
@@ -217,20 +250,33 @@ def _sampling_rows(folder: Path) -> list[list[str]]:
     if r is None:
         return [["sampling throughput (CUDA)", "-", _status(folder, "sampling")]]
     largest = max(row["batch"] for row in r["rows"])
-    return [[f"sampling: {row['generator']} {row['setting']}", f"{row['flows_per_s']:,.0f} flows/s",
-             f"{r.get('device', '?')}, batch {row['batch']}, K={r['num_classes']}, L={r['n_packets']}"
-             + (f"; {row['note']}" if row["note"] else "")]
-            for row in r["rows"] if row["batch"] == largest]
+    return [
+        [
+            f"sampling: {row['generator']} {row['setting']}",
+            f"{row['flows_per_s']:,.0f} flows/s",
+            f"{r.get('device', '?')}, batch {row['batch']}, K={r['num_classes']}, L={r['n_packets']}"
+            + (f"; {row['note']}" if row["note"] else ""),
+        ]
+        for row in r["rows"]
+        if row["batch"] == largest
+    ]
 
 
 def table(args: argparse.Namespace) -> None:
     folder = Path(args.dir)
-    rows = [_tests_row(folder), *_throughput_rows(folder), *_sync_rows(folder), _campaign_row(folder),
-            *_sampling_rows(folder)]
+    rows = [
+        _tests_row(folder),
+        *_throughput_rows(folder),
+        *_sync_rows(folder),
+        _campaign_row(folder),
+        *_sampling_rows(folder),
+    ]
     header = _load(folder / "machine.json") or {}
     if header:
-        print(f"GPU checks: {header.get('gpu', '?')}, torch {header.get('torch', '?')} (CUDA {header.get('cuda', '?')}), "
-              f"{header.get('cpus', '?')} CPU cores, {header.get('date', '')}; total {header.get('seconds', '?')} s\n")
+        print(
+            f"GPU checks: {header.get('gpu', '?')}, torch {header.get('torch', '?')} (CUDA {header.get('cuda', '?')}), "
+            f"{header.get('cpus', '?')} CPU cores, {header.get('date', '')}; total {header.get('seconds', '?')} s\n"
+        )
     print("| check | result | detail |")
     print("|---|---|---|")
     for row in rows:

@@ -80,8 +80,15 @@ def make_capture(path: Path, packets: int, flow_gap: float, seed: int) -> int:
     n = int(packets / per_flow)
     rows = np.arange(n) % len(table)
     start_ns = 1_700_000_000_000_000_000 + (np.arange(n) * flow_gap * 1e9).astype(np.int64)
-    return write_pcap(path, table.sizes[rows], table.directions[rows], table.times[rows], table.lengths[rows],
-                      np.ones(n, dtype=bool), start_ns)
+    return write_pcap(
+        path,
+        table.sizes[rows],
+        table.directions[rows],
+        table.times[rows],
+        table.lengths[rows],
+        np.ones(n, dtype=bool),
+        start_ns,
+    )
 
 
 def run(engine: str, path: Path) -> dict:
@@ -104,8 +111,11 @@ def main() -> None:
             path = Path(tmp) / f"cap{target}.pcap"
             t = time.perf_counter()
             written = make_capture(path, target, args.flow_gap, args.seed)
-            print(f"generated {written} packets ({path.stat().st_size / 2**20:.0f} MiB) in "
-                  f"{time.perf_counter() - t:.1f} s", flush=True)
+            print(
+                f"generated {written} packets ({path.stat().st_size / 2**20:.0f} MiB) in "
+                f"{time.perf_counter() - t:.1f} s",
+                flush=True,
+            )
             for engine in args.engines:
                 r = run(engine, path)
                 rows.append((engine, written, r))
@@ -118,13 +128,17 @@ def main() -> None:
         if "error" in r:
             print(f"| {engine} | {written} | - | - | - | - | not run: {r['error']} |")
             continue
-        print(f"| {engine} | {r['packets']} | {r['seconds']:.2f} | {r['packets'] / r['seconds']:,.0f} | {r['flows']} "
-              f"| {r['peak_mb']:.0f} | {r['peak_mb'] - r['base_mb']:.0f} |")
+        print(
+            f"| {engine} | {r['packets']} | {r['seconds']:.2f} | {r['packets'] / r['seconds']:,.0f} | {r['flows']} "
+            f"| {r['peak_mb']:.0f} | {r['peak_mb'] - r['base_mb']:.0f} |"
+        )
     tsda = [r for e, _, r in rows if e == "tsda" and "error" not in r]
     if len(tsda) >= 2:
-        print(f"\npeak memory of the import, longest / shortest capture: "
-              f"{(tsda[-1]['peak_mb'] - tsda[-1]['base_mb']) / max(tsda[0]['peak_mb'] - tsda[0]['base_mb'], 1):.2f}; "
-              f"packets/s longest: {tsda[-1]['packets'] / tsda[-1]['seconds']:,.0f}")
+        print(
+            f"\npeak memory of the import, longest / shortest capture: "
+            f"{(tsda[-1]['peak_mb'] - tsda[-1]['base_mb']) / max(tsda[0]['peak_mb'] - tsda[0]['base_mb'], 1):.2f}; "
+            f"packets/s longest: {tsda[-1]['packets'] / tsda[-1]['seconds']:,.0f}"
+        )
 
 
 if __name__ == "__main__":

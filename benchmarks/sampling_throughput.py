@@ -64,9 +64,16 @@ def settings(num_classes: int, n_packets: int, cfg_scale: float) -> list[Setting
     return [
         Setting("cgan", "one pass", gan, {}),
         Setting("transformer", f"{n_packets} packets", transformer, {}),
-        *(Setting("diffusion", f"{sampler.upper()} {steps}", diffusion,
-                  {"sampler": sampler, "steps": steps, "cfg_scale": cfg_scale}, steps)
-          for sampler, steps in (("dpmpp", 10), ("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddpm", 1000))),
+        *(
+            Setting(
+                "diffusion",
+                f"{sampler.upper()} {steps}",
+                diffusion,
+                {"sampler": sampler, "steps": steps, "cfg_scale": cfg_scale},
+                steps,
+            )
+            for sampler, steps in (("dpmpp", 10), ("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddpm", 1000))
+        ),
     ]
 
 
@@ -84,8 +91,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_sample(module: GenerativeModule, batch: int, options: dict[str, Any], device: torch.device,
-                repeats: int) -> float:
+def time_sample(
+    module: GenerativeModule, batch: int, options: dict[str, Any], device: torch.device, repeats: int
+) -> float:
     """Best wall-clock seconds of `module.sample` for `batch` flows (after a warm-up)."""
     labels = torch.arange(batch, device=device) % int(module.hparams.num_classes)  # (B,)
     generator = torch.Generator(device=device).manual_seed(0)
@@ -114,9 +122,16 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             options["steps"] = timed_steps
         for batch in args.batch_sizes:
             seconds = time_sample(module, batch, options, device, args.repeats) * setting.steps / timed_steps
-            rows.append({"generator": setting.generator, "setting": setting.name, "batch": batch,
-                         "seconds": seconds, "flows_per_s": batch / seconds,
-                         "note": f"extrapolated from {timed_steps} steps" if timed_steps != setting.steps else ""})
+            rows.append(
+                {
+                    "generator": setting.generator,
+                    "setting": setting.name,
+                    "batch": batch,
+                    "seconds": seconds,
+                    "flows_per_s": batch / seconds,
+                    "note": f"extrapolated from {timed_steps} steps" if timed_steps != setting.steps else "",
+                }
+            )
             print(_format_row(rows[-1]), flush=True)
     return rows
 
@@ -125,8 +140,10 @@ HEADER = f"{'generator':<12} {'setting':<10} {'batch':>6} {'seconds':>10} {'flow
 
 
 def _format_row(row: dict[str, Any]) -> str:
-    return (f"{row['generator']:<12} {row['setting']:<10} {row['batch']:>6} {row['seconds']:>10.3f} "
-            f"{row['flows_per_s']:>12.1f}  {row['note']}")
+    return (
+        f"{row['generator']:<12} {row['setting']:<10} {row['batch']:>6} {row['seconds']:>10.3f} "
+        f"{row['flows_per_s']:>12.1f}  {row['note']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -137,12 +154,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-packets", type=int, default=20, help="L")
     parser.add_argument("--cfg-scale", type=float, default=1.0, help="!= 1 doubles the denoiser batch")
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--max-steps-timed", type=int, default=0,
-                        help="time at most this many steps and scale linearly (0 = time every step)")
+    parser.add_argument(
+        "--max-steps-timed",
+        type=int,
+        default=0,
+        help="time at most this many steps and scale linearly (0 = time every step)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--only", nargs="*", default=None, help="generators to time (cgan, transformer, diffusion)")
-    parser.add_argument("--settings", nargs="*", default=None,
-                        help="settings to time by name, e.g. 'DPMPP 10' 'DDIM 25' (default: all)")
+    parser.add_argument(
+        "--settings", nargs="*", default=None, help="settings to time by name, e.g. 'DPMPP 10' 'DDIM 25' (default: all)"
+    )
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--pool-per-class", type=int, default=200, help="pool size per class to project")
     args = parser.parse_args(argv)
@@ -152,8 +174,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)  # weight initialisation of the untrained modules
-    print(f"device {args.device}, threads {torch.get_num_threads()}, K={args.num_classes}, "
-          f"L={args.n_packets}, cfg_scale={args.cfg_scale}")
+    print(
+        f"device {args.device}, threads {torch.get_num_threads()}, K={args.num_classes}, "
+        f"L={args.n_packets}, cfg_scale={args.cfg_scale}"
+    )
     print(HEADER)
     rows = run(args)
     print(pool_summary(rows, args.pool_per_class * args.num_classes))
@@ -162,8 +186,17 @@ def main(argv: list[str] | None = None) -> None:
         from pathlib import Path
 
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"device": str(args.device), "num_classes": args.num_classes,
-                                               "n_packets": args.n_packets, "rows": rows}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "device": str(args.device),
+                    "num_classes": args.num_classes,
+                    "n_packets": args.n_packets,
+                    "rows": rows,
+                },
+                indent=1,
+            )
+        )
 
 
 def pool_summary(rows: list[dict[str, Any]], pool_flows: int) -> str:

@@ -36,8 +36,9 @@ FAMILY_OPTIONS: dict[str, dict[str, object]] = {
 }
 
 
-def time_vary(module: torch.nn.Module, flows: FlowBatch, strength: float, batch_size: int,
-              options: dict[str, object]) -> float:
+def time_vary(
+    module: torch.nn.Module, flows: FlowBatch, strength: float, batch_size: int, options: dict[str, object]
+) -> float:
     """Flows per second of `module.vary` over `flows` in batches of `batch_size`."""
     g = torch.Generator(module.device).manual_seed(0)
     module.vary(flows.index(torch.arange(min(batch_size, len(flows)))), strength, g, **options)  # warm-up
@@ -49,8 +50,12 @@ def time_vary(module: torch.nn.Module, flows: FlowBatch, strength: float, batch_
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ckpt", action="append", required=True, help="FAMILY=PATH (family: diffusion, "
-                        "transformer or cgan, which picks its options)")
+    parser.add_argument(
+        "--ckpt",
+        action="append",
+        required=True,
+        help="FAMILY=PATH (family: diffusion, transformer or cgan, which picks its options)",
+    )
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     parser.add_argument("--flows", type=int, default=2048)
     parser.add_argument("--batch-size", type=int, default=1024)
@@ -62,13 +67,21 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    _, dm, _, _ = build_fit(["-c", "experiments/handcrafted/base.yaml", "--data.path", args.data,
-                             "--data.train_fraction", str(args.train_fraction)])
+    _, dm, _, _ = build_fit(
+        [
+            "-c",
+            "experiments/handcrafted/base.yaml",
+            "--data.path",
+            args.data,
+            "--data.train_fraction",
+            str(args.train_fraction),
+        ]
+    )
     dm.setup("fit")
     train = dm.tensors["train"]
     flows = train.index(torch.arange(min(args.flows, len(train)))).to(device)
     print(f"{len(flows)} flows varied of {len(train)} training flows; {args.threads} threads on {device}")
-    print("| family | strength | flows/s | pool s (K = %d x %d flows) |" % (args.k, len(train)))
+    print(f"| family | strength | flows/s | pool s (K = {args.k:d} x {len(train):d} flows) |")
     print("|---|---|---|---|")
     for spec in args.ckpt:
         family, path = spec.split("=", 1)

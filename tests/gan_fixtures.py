@@ -34,29 +34,45 @@ def class_table(n_per_class: int = 60, seed: int = 0, packets: int = N_PACKETS) 
     gaps[:, 0] = 0.0
     lengths = rng.integers(6, packets + 1, n)
     real = np.arange(packets)[None, :] < lengths[:, None]
-    return FlowTable(labels=labels.astype(np.int64), class_names=("small_up", "big_down", "mixed"),
-                     sizes=sizes * real, directions=directions * real, times=np.cumsum(gaps, 1) * real,
-                     lengths=lengths.astype(np.int64), packets=lengths.astype(np.int64) + 5)
+    return FlowTable(
+        labels=labels.astype(np.int64),
+        class_names=("small_up", "big_down", "mixed"),
+        sizes=sizes * real,
+        directions=directions * real,
+        times=np.cumsum(gaps, 1) * real,
+        lengths=lengths.astype(np.int64),
+        packets=lengths.astype(np.int64) + 5,
+    )
 
 
 def datamodule(seed: int = 0, batch_size: int = 32) -> FlowDataModule:
     """Train / val / test of `class_table` (60 / 20 / 20 flows per class), in memory."""
     tables = [class_table(n, seed + i) for i, n in enumerate((60, 20, 20))]
-    return FlowDataModule.from_tables(*tables, n_packets=N_PACKETS, batch_size=batch_size,
-                                      eval_batch_size=64, split_seed=seed)
+    return FlowDataModule.from_tables(
+        *tables, n_packets=N_PACKETS, batch_size=batch_size, eval_batch_size=64, split_seed=seed
+    )
 
 
 def trainer(root: Path, epochs: int, **kwargs: object) -> L.Trainer:
-    return L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
-                     enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, default_root_dir=root, **kwargs)
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        **kwargs,
+    )
 
 
 def fit_classifier(root: Path, dm: FlowDataModule, epochs: int = 2) -> Path:
     """A tiny ClassifierModule checkpoint trained on `dm`."""
     torch.manual_seed(0)
-    model = ClassifierModule(num_classes=dm.num_classes, class_names=dm.class_names,
-                             backbone_kwargs={"width": 8}, latent_points=0)
+    model = ClassifierModule(
+        num_classes=dm.num_classes, class_names=dm.class_names, backbone_kwargs={"width": 8}, latent_points=0
+    )
     fit = trainer(root, epochs)
     fit.fit(model, datamodule=dm)
     path = root / "classifier.ckpt"
@@ -64,12 +80,14 @@ def fit_classifier(root: Path, dm: FlowDataModule, epochs: int = 2) -> Path:
     return path
 
 
-def fit_gan(root: Path, dm: FlowDataModule, epochs: int = 2, callbacks: list | None = None,
-            **kwargs: object) -> tuple[GANModule, Path, L.Trainer]:
+def fit_gan(
+    root: Path, dm: FlowDataModule, epochs: int = 2, callbacks: list | None = None, **kwargs: object
+) -> tuple[GANModule, Path, L.Trainer]:
     """A tiny GANModule fitted through the real Trainer, and its checkpoint."""
     torch.manual_seed(0)
-    model = GANModule(num_classes=dm.num_classes, class_names=dm.class_names, n_packets=N_PACKETS,
-                      **{**TINY_GAN, **kwargs})
+    model = GANModule(
+        num_classes=dm.num_classes, class_names=dm.class_names, n_packets=N_PACKETS, **{**TINY_GAN, **kwargs}
+    )
     fit = trainer(root, epochs, callbacks=callbacks or [])
     fit.fit(model, datamodule=dm)
     path = root / "gan.ckpt"

@@ -3,6 +3,7 @@ their rules, combinators from YAML, batch policies, enlargement and the CLI."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,8 @@ PARAMS: dict[str, st.SearchStrategy] = {
     "spike_noise": st.fixed_dictionaries({"max_spikes": st.integers(1, 30), "sigma": st.floats(0, 1)}),
     "gaussian_wrapup": st.fixed_dictionaries({"amplitude": st.floats(0, 0.99), "width": st.floats(0.1, 30)}),
     "sine_wrapup": st.tuples(st.floats(0, 0.99), _sorted_pair(0, 5)).map(
-        lambda t: {"amplitude": t[0], "min_cycles": t[1][0], "max_cycles": t[1][1]}),
+        lambda t: {"amplitude": t[0], "min_cycles": t[1][0], "max_cycles": t[1][1]}
+    ),
     "constant_wrapup": _sorted_pair(0, 4).map(lambda t: {"low": t[0], "high": t[1]}),
     "bernoulli_mask": st.fixed_dictionaries({"p": st.floats(0, 1)}),
     "window_mask": st.fixed_dictionaries({"window": st.integers(1, 30)}),
@@ -100,6 +102,7 @@ def test_catalog_is_complete() -> None:
 
 
 # -- validity over random batches, lengths and parameters ---------------------------------
+
 
 @pytest.mark.parametrize("name", list(HANDCRAFTED))
 @settings(max_examples=25, deadline=None)
@@ -141,6 +144,7 @@ def test_check_valid_finds_each_problem() -> None:
 
 # -- seeds ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", list(HANDCRAFTED))
 def test_same_seed_same_output_other_seed_other_output(name: str) -> None:
     aug = build(name, same_class=False) if name in MIXING else build(name)
@@ -163,6 +167,7 @@ def test_global_rng_is_not_used() -> None:
 
 
 # -- what each may alter --------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", list(HANDCRAFTED))
 def test_alters_only_allowed_features(name: str) -> None:
@@ -190,6 +195,7 @@ def test_amplitude_probabilities_follow_the_table() -> None:
 
 # -- the rules --------------------------------------------------------------------------------
 
+
 def real_packets(batch: FlowBatch, i: int) -> np.ndarray:
     """`(n, 3)` packets of flow `i`."""
     return batch.x[i, :, : int(batch.lengths[i])].T.numpy()
@@ -201,8 +207,13 @@ def times_of(batch: FlowBatch, i: int, codec: FlowCodec = FlowCodec()) -> np.nda
 
 def test_noise_free_settings_are_identities() -> None:
     batch = make_batch(7)
-    for aug in (build("gaussian_noise", sigma=0.0), build("bernoulli_mask", p=0.0), build("wrap", p=0.0),
-                build("constant_wrapup", low=1.0, high=1.0), build("gaussian_wrapup", amplitude=0.0)):
+    for aug in (
+        build("gaussian_noise", sigma=0.0),
+        build("bernoulli_mask", p=0.0),
+        build("wrap", p=0.0),
+        build("constant_wrapup", low=1.0, high=1.0),
+        build("gaussian_wrapup", amplitude=0.0),
+    ):
         out = aug(batch, gen(0))
         assert torch.equal(out.x, batch.x) and torch.equal(out.lengths, batch.lengths), aug
 
@@ -259,7 +270,7 @@ def test_permutation_moves_whole_segments() -> None:
         assert sorted(src) == list(range(len(a)))
         np.testing.assert_array_equal(b[:, DIRECTION], a[src, DIRECTION])
         # at most 3 segments: at most 2 places where consecutive packets were not neighbours
-        assert sum(1 for u, v in zip(src, src[1:]) if v != u + 1) <= 2
+        assert sum(1 for u, v in itertools.pairwise(src) if v != u + 1) <= 2
         moved += src != sorted(src)
     assert moved > len(batch) // 2
 
@@ -272,8 +283,13 @@ def test_translation_shifts_left_or_right() -> None:
         n = int(batch.lengths[i])
         a, b = batch.x[i, SIZE].numpy(), out.x[i, SIZE].numpy()
         lefts = [s for s in range(1, 4) if s < n and np.array_equal(b[: n - s], a[s:n]) and out.lengths[i] == n - s]
-        rights = [s for s in range(1, 4) if np.array_equal(b[s: min(n + s, 20)], a[: min(n, 20 - s)])
-                  and (b[:s] == 0).all() and out.lengths[i] == min(n + s, 20)]
+        rights = [
+            s
+            for s in range(1, 4)
+            if np.array_equal(b[s : min(n + s, 20)], a[: min(n, 20 - s)])
+            and (b[:s] == 0).all()
+            and out.lengths[i] == min(n + s, 20)
+        ]
         assert lefts or rights or n == 1, i
         sides |= {"left"} if lefts else set()
         sides |= {"right"} if rights else set()
@@ -384,41 +400,46 @@ def test_partners_and_beta() -> None:
 
 # -- parameters -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "kwargs", "param"), [
-    ("gaussian_noise", {"sigma": -1.0}, "sigma"),
-    ("spike_noise", {"max_spikes": 0}, "max_spikes"),
-    ("gaussian_wrapup", {"amplitude": 1.0}, "amplitude"),
-    ("gaussian_wrapup", {"width": 0.0}, "width"),
-    ("sine_wrapup", {"min_cycles": 2.0, "max_cycles": 1.0}, "max_cycles"),
-    ("constant_wrapup", {"low": -0.1}, "low"),
-    ("bernoulli_mask", {"p": 1.5}, "p"),
-    ("window_mask", {"window": 0}, "window"),
-    ("packet_loss", {"dt": 0.0}, "dt"),
-    ("packet_loss", {"iat_unit": 0.0}, "iat_unit"),
-    ("translation", {"max_shift": 0}, "max_shift"),
-    ("wrap", {"p": -0.1}, "p"),
-    ("permutation", {"n_segments": 1}, "n_segments"),
-    ("cutmix", {"max_fraction": 0.0}, "max_fraction"),
-    ("cutmix", {"same_class": False}, "num_classes"),
-    ("change_rtt", {"low": 2.0, "high": 1.0}, "high"),
-    ("time_shift", {"max_shift": -1.0}, "max_shift"),
-    ("tcbench_packet_loss", {"iat_max": 1e-4}, "iat_max"),
-    ("mixup", {"alpha": 0.0}, "alpha"),
-    # upper bounds: beyond them outputs stop being decodable flows
-    ("constant_wrapup", {"high": 100.0}, "high"),
-    ("change_rtt", {"high": 1e300}, "high"),
-    ("gaussian_noise", {"sigma": 50.0}, "sigma"),
-    ("spike_noise", {"sigma": 50.0}, "sigma"),
-    ("time_shift", {"max_shift": 1e9}, "max_shift"),
-    ("tcbench_packet_loss", {"half_window": 1e9}, "half_window"),
-    ("mixup", {"same_class": False, "num_classes": 1}, "num_classes"),
-])
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "param"),
+    [
+        ("gaussian_noise", {"sigma": -1.0}, "sigma"),
+        ("spike_noise", {"max_spikes": 0}, "max_spikes"),
+        ("gaussian_wrapup", {"amplitude": 1.0}, "amplitude"),
+        ("gaussian_wrapup", {"width": 0.0}, "width"),
+        ("sine_wrapup", {"min_cycles": 2.0, "max_cycles": 1.0}, "max_cycles"),
+        ("constant_wrapup", {"low": -0.1}, "low"),
+        ("bernoulli_mask", {"p": 1.5}, "p"),
+        ("window_mask", {"window": 0}, "window"),
+        ("packet_loss", {"dt": 0.0}, "dt"),
+        ("packet_loss", {"iat_unit": 0.0}, "iat_unit"),
+        ("translation", {"max_shift": 0}, "max_shift"),
+        ("wrap", {"p": -0.1}, "p"),
+        ("permutation", {"n_segments": 1}, "n_segments"),
+        ("cutmix", {"max_fraction": 0.0}, "max_fraction"),
+        ("cutmix", {"same_class": False}, "num_classes"),
+        ("change_rtt", {"low": 2.0, "high": 1.0}, "high"),
+        ("time_shift", {"max_shift": -1.0}, "max_shift"),
+        ("tcbench_packet_loss", {"iat_max": 1e-4}, "iat_max"),
+        ("mixup", {"alpha": 0.0}, "alpha"),
+        # upper bounds: beyond them outputs stop being decodable flows
+        ("constant_wrapup", {"high": 100.0}, "high"),
+        ("change_rtt", {"high": 1e300}, "high"),
+        ("gaussian_noise", {"sigma": 50.0}, "sigma"),
+        ("spike_noise", {"sigma": 50.0}, "sigma"),
+        ("time_shift", {"max_shift": 1e9}, "max_shift"),
+        ("tcbench_packet_loss", {"half_window": 1e9}, "half_window"),
+        ("mixup", {"same_class": False, "num_classes": 1}, "num_classes"),
+    ],
+)
 def test_bad_parameters_raise_naming_them(name: str, kwargs: dict, param: str) -> None:
     with pytest.raises(ValueError, match=param):
         HANDCRAFTED[name](**kwargs)
 
 
 # -- composition from YAML and combinators ----------------------------------------------------
+
 
 @pytest.mark.parametrize("name", list(HANDCRAFTED))
 def test_config_file_builds_its_class(name: str) -> None:
@@ -433,12 +454,19 @@ def test_classifier_module_takes_augmentations_from_yaml() -> None:
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(ClassifierModule, "model", sub_configs=True)
-    cfg = parser.parse_args(["--model.num_classes", "3", "--model.augmentation",
-                             str(ROOT / "configs/augment/translation.yaml")])
+    cfg = parser.parse_args(
+        ["--model.num_classes", "3", "--model.augmentation", str(ROOT / "configs/augment/translation.yaml")]
+    )
     assert type(parser.instantiate_classes(cfg).model.augmentation).__name__ == "Translation"
-    stacked = {"class_path": class_path(Compose), "init_args": {"augmentations": [
-        {"class_path": class_path(HANDCRAFTED["bernoulli_mask"]), "init_args": {"p": 0.2}},
-        {"class_path": class_path(HANDCRAFTED["window_mask"])}]}}
+    stacked = {
+        "class_path": class_path(Compose),
+        "init_args": {
+            "augmentations": [
+                {"class_path": class_path(HANDCRAFTED["bernoulli_mask"]), "init_args": {"p": 0.2}},
+                {"class_path": class_path(HANDCRAFTED["window_mask"])},
+            ]
+        },
+    }
     aug = build_augmentation(stacked)
     assert [type(a).__name__ for a in aug.augmentations] == ["BernoulliMask", "WindowMask"]
     batch = make_batch(20)
@@ -471,13 +499,15 @@ def test_combinators_stay_valid_and_honour_p() -> None:
 
 # -- batch policies ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(("policy", "rows"), [("double", 2), ("replace", 1)])
 def test_batch_policies(policy: str, rows: int) -> None:
     from tsda.lit.classifier import ClassifierModule
 
     batch = make_batch(22, b=16)
-    module = ClassifierModule(num_classes=K, augmentation=build("mixup", same_class=False),
-                              policy=policy, augment_p=1.0)
+    module = ClassifierModule(
+        num_classes=K, augmentation=build("mixup", same_class=False), policy=policy, augment_p=1.0
+    )
     out = module.training_batch(batch)
     assert len(out) == rows * len(batch)
     assert out.soft_labels is not None and out.soft_labels.shape == (rows * 16, K)
@@ -490,13 +520,21 @@ def test_batch_policies(policy: str, rows: int) -> None:
 
 # -- dataset enlargement ----------------------------------------------------------------------
 
+
 def small_table(n: int = 60, seed: int = 0) -> FlowTable:
     sizes, dirs, times, lengths, labels = flows(seed, n, 30)
     lengths = np.maximum(lengths, 12)
     real = np.arange(30)[None] < lengths[:, None]
-    return FlowTable(labels=labels, class_names=("a", "b", "c"), sizes=np.minimum(sizes, 1460) * real,
-                     directions=(dirs * real).astype(np.int8), times=times * real, lengths=lengths,
-                     packets=lengths + 5, meta={"capture": np.array([f"c{i % 4}" for i in range(n)])})
+    return FlowTable(
+        labels=labels,
+        class_names=("a", "b", "c"),
+        sizes=np.minimum(sizes, 1460) * real,
+        directions=(dirs * real).astype(np.int8),
+        times=times * real,
+        lengths=lengths,
+        packets=lengths + 5,
+        meta={"capture": np.array([f"c{i % 4}" for i in range(n)])},
+    )
 
 
 def test_enlarge_writes_originals_and_copies(tmp_path: Path) -> None:
@@ -529,6 +567,7 @@ def test_enlarge_writes_originals_and_copies(tmp_path: Path) -> None:
 
 # -- command line -----------------------------------------------------------------------------
 
+
 def test_cli_list_shows_every_augmentation(capsys: pytest.CaptureFixture) -> None:
     from tsda.commands.augment import main
 
@@ -549,8 +588,18 @@ def test_cli_preview_and_enlarge(tmp_path: Path, capsys: pytest.CaptureFixture) 
     common = ["--data.path", str(source), "--data.min_class_size", "5"]
     main(["preview", "flip", "--out", str(tmp_path / "p.png"), "--flows", "2", *common])
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    main(["enlarge", "--augment", str(ROOT / "configs/augment/permutation.yaml"), "--copies", "1",
-          "--out", str(tmp_path / "e.parquet"), *common])
+    main(
+        [
+            "enlarge",
+            "--augment",
+            str(ROOT / "configs/augment/permutation.yaml"),
+            "--copies",
+            "1",
+            "--out",
+            str(tmp_path / "e.parquet"),
+            *common,
+        ]
+    )
     back = read_parquet(tmp_path / "e.parquet", meta_columns=("augmentation", "split"))
     splits = FlowDataModule(path=str(source), min_class_size=5).splits
     assert len(back) == 2 * len(splits["train"]) + len(splits["val"]) + len(splits["test"])
@@ -571,17 +620,35 @@ def test_fit_with_an_augmentation_config(tmp_path: Path, monkeypatch: pytest.Mon
     calls: list[int] = []
     original = Translation.__call__
 
-    def counted(self, batch, generator):  # noqa: ANN001, ANN202
+    def counted(self, batch, generator):
         calls.append(len(batch))
         return original(self, batch, generator)
 
     monkeypatch.setattr(Translation, "__call__", counted)
-    cli = run_fit(["-c", str(ROOT / "configs/experiment/synthetic_baseline.yaml"),
-                   "--model.init_args.augmentation", str(ROOT / "configs/augment/translation.yaml"),
-                   "--model.init_args.backbone_kwargs", "{width: 8}", "--latent_plot", "false",
-                   "--data.synthetic_scale", "0.02", "--data.synthetic_apps", "4", "--data.min_class_size", "10",
-                   "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
-                   "--run_dir", str(tmp_path / "run")])
+    cli = run_fit(
+        [
+            "-c",
+            str(ROOT / "configs/experiment/synthetic_baseline.yaml"),
+            "--model.init_args.augmentation",
+            str(ROOT / "configs/augment/translation.yaml"),
+            "--model.init_args.backbone_kwargs",
+            "{width: 8}",
+            "--latent_plot",
+            "false",
+            "--data.synthetic_scale",
+            "0.02",
+            "--data.synthetic_apps",
+            "4",
+            "--data.min_class_size",
+            "10",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--run_dir",
+            str(tmp_path / "run"),
+        ]
+    )
     steps = cli.trainer.num_training_batches
     assert isinstance(cli.model.augmentation, Translation)
     assert len(calls) == steps and steps > 0 and sum(calls) == len(cli.datamodule.splits["train"])

@@ -16,23 +16,34 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from wandb_reader import offline_summary
 
-from tsda.campaign import (EXECUTORS, CampaignSpec, Executor, ResultStore, executor_for, parse_seeds, plan,
-                           run_campaign)
+from tsda.campaign import EXECUTORS, CampaignSpec, Executor, ResultStore, executor_for, parse_seeds, plan, run_campaign
 from tsda.commands.campaign import main
 from tsda.logging import log_summary_run
-from wandb_reader import offline_summary
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = REPO / "configs" / "experiment" / "synthetic_baseline.yaml"
-TINY = {"data.synthetic_scale": 0.02, "data.synthetic_apps": 4, "data.min_class_size": 5,
-        "trainer.max_epochs": 1, "trainer.enable_progress_bar": False, "model.init_args.latent_points": 100,
-        "model.init_args.backbone_kwargs": {"width": 8}}
+TINY = {
+    "data.synthetic_scale": 0.02,
+    "data.synthetic_apps": 4,
+    "data.min_class_size": 5,
+    "trainer.max_epochs": 1,
+    "trainer.enable_progress_bar": False,
+    "model.init_args.latent_points": 100,
+    "model.init_args.backbone_kwargs": {"width": 8},
+}
 
 
 def write_spec(folder: Path, conditions: dict, seeds=(0, 1), **extra) -> Path:
-    spec = {"name": "tiny", "base": str(BASE), "seeds": list(seeds), "overrides": TINY,
-            "conditions": conditions, **extra}
+    spec = {
+        "name": "tiny",
+        "base": str(BASE),
+        "seeds": list(seeds),
+        "overrides": TINY,
+        "conditions": conditions,
+        **extra,
+    }
     path = folder / "campaign.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -42,10 +53,16 @@ def test_spec_validation_names_the_bad_key(tmp_path) -> None:
     good = {"base": str(BASE), "seeds": 2, "conditions": {"a": {}, "b": ["--data.sampler", "none"]}}
     spec = CampaignSpec.from_dict(good, tmp_path)
     assert spec.reference == "a" and spec.seeds == [0, 1] and spec.name == tmp_path.name
-    for bad, match in [({"sedes": [1]}, "sedes"), ({"reference": "zz"}, "reference"), ({"control": "zz"}, "control 'zz'"),
-                       ({"base": "missing.yaml"}, "base"), ({"seeds": [1, 1]}, "seeds"),
-                       ({"conditions": {"a b": {}}}, "a b"), ({"conditions": {"a": 3}}, "conditions.a"),
-                       ({"resources": {"gpus": 1}}, "resources")]:
+    for bad, match in [
+        ({"sedes": [1]}, "sedes"),
+        ({"reference": "zz"}, "reference"),
+        ({"control": "zz"}, "control 'zz'"),
+        ({"base": "missing.yaml"}, "base"),
+        ({"seeds": [1, 1]}, "seeds"),
+        ({"conditions": {"a b": {}}}, "a b"),
+        ({"conditions": {"a": 3}}, "conditions.a"),
+        ({"resources": {"gpus": 1}}, "resources"),
+    ]:
         with pytest.raises(ValueError, match=match):
             CampaignSpec.from_dict({**good, **bad}, tmp_path)
     with pytest.raises(ValueError, match="missing key 'conditions'"):
@@ -76,9 +93,18 @@ def fake_metrics(job, f1: float) -> None:
     run_dir = Path(job.run_dir)
     run_dir.mkdir(parents=True)
     (run_dir / "run_spec.json").write_text(json.dumps({"args": list(job.args)}))
-    (run_dir / "metrics.json").write_text(json.dumps({
-        "test_weighted_f1": f1, "test_macro_f1": f1, "test_accuracy": f1, "seconds": 1.0,
-        "test_per_class_f1": {"x": f1}, "latent_silhouette": f1 / 2}))
+    (run_dir / "metrics.json").write_text(
+        json.dumps(
+            {
+                "test_weighted_f1": f1,
+                "test_macro_f1": f1,
+                "test_accuracy": f1,
+                "seconds": 1.0,
+                "test_per_class_f1": {"x": f1},
+                "latent_silhouette": f1 / 2,
+            }
+        )
+    )
 
 
 def test_finished_but_unrecorded_runs_are_adopted_not_rerun(tmp_path) -> None:
@@ -99,13 +125,18 @@ def test_finished_but_unrecorded_runs_are_adopted_not_rerun(tmp_path) -> None:
 
 
 def test_report_from_results(tmp_path) -> None:
-    spec = CampaignSpec.from_yaml(write_spec(tmp_path, {"a": {}, "b": {}, "c": {}}, seeds=[0, 1, 2],
-                                             reference="b", control="a"))
+    spec = CampaignSpec.from_yaml(
+        write_spec(tmp_path, {"a": {}, "b": {}, "c": {}}, seeds=[0, 1, 2], reference="b", control="a")
+    )
     out = tmp_path / "out"
     wobble = {0: 0.0, 1: 0.003, 2: -0.002}  # per-seed noise of c, so that its paired differences vary
     for job in plan(spec, out):
-        fake_metrics(job, {"a": 0.6, "b": 0.7, "c": 0.8}[job.condition] + 0.01 * job.seed
-                     + (wobble[job.seed] if job.condition == "c" else 0.0))
+        fake_metrics(
+            job,
+            {"a": 0.6, "b": 0.7, "c": 0.8}[job.condition]
+            + 0.01 * job.seed
+            + (wobble[job.seed] if job.condition == "c" else 0.0),
+        )
     run_campaign(spec, out)
     main(["report", str(out)])
     report = (out / "report.md").read_text()
@@ -127,8 +158,9 @@ def test_report_from_results(tmp_path) -> None:
 
 
 def test_report_of_a_selection_goes_to_its_own_folder(tmp_path) -> None:
-    spec = CampaignSpec.from_yaml(write_spec(tmp_path, {"a": {}, "b": {}, "c": {}}, seeds=[0, 1, 2],
-                                             reference="b", control="a"))
+    spec = CampaignSpec.from_yaml(
+        write_spec(tmp_path, {"a": {}, "b": {}, "c": {}}, seeds=[0, 1, 2], reference="b", control="a")
+    )
     out = tmp_path / "out"
     for job in plan(spec, out):
         if (job.condition, job.seed) != ("c", 2):  # c misses seed 2: a campaign still running
@@ -159,10 +191,14 @@ def test_report_of_a_selection_goes_to_its_own_folder(tmp_path) -> None:
 
 
 def runner(spec: Path, out: Path, *options: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tsda.cli", "campaign", "run", str(spec), "--out", str(out),
-                             *options],
-                            cwd=spec.parent, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "WANDB_MODE": "disabled"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "tsda.cli", "campaign", "run", str(spec), "--out", str(out), *options],
+        cwd=spec.parent,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
 
 
 def wait_rows(path: Path, n: int, proc: subprocess.Popen, timeout: float = 400) -> pd.DataFrame:
@@ -208,8 +244,7 @@ def test_kill_and_restart_runs_every_run_exactly_once(tmp_path) -> None:
 
 def test_ray_executor_runs_a_tiny_campaign(tmp_path) -> None:
     ray = pytest.importorskip("ray")
-    spec = CampaignSpec.from_yaml(write_spec(tmp_path, {"a": {}, "b": {"data.sampler": "class_weighted"}},
-                                             seeds=[3]))
+    spec = CampaignSpec.from_yaml(write_spec(tmp_path, {"a": {}, "b": {"data.sampler": "class_weighted"}}, seeds=[3]))
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         frame = run_campaign(spec, tmp_path / "out", executor="ray", num_cpus=1)
@@ -237,9 +272,18 @@ def test_log_summary_run_writes_an_offline_run(tmp_path, monkeypatch) -> None:
     fig.savefig(image)
     plt.close(fig)
     table = pd.DataFrame({"mean": [0.8, 0.7]}, index=pd.Index(["a", "b"], name="condition"))
-    log_summary_run("auto", "tsda-test", "tiny-report", tmp_path, group="tiny", job_type="report",
-                    config={"alpha": 0.05}, summary={"best_f1": 0.8, "n_runs": 6.0},
-                    tables={"table/summary": table}, images={"chart/cd": image})
+    log_summary_run(
+        "auto",
+        "tsda-test",
+        "tiny-report",
+        tmp_path,
+        group="tiny",
+        job_type="report",
+        config={"alpha": 0.05},
+        summary={"best_f1": 0.8, "n_runs": 6.0},
+        tables={"table/summary": table},
+        images={"chart/cd": image},
+    )
     run_dir, summary = offline_summary(tmp_path / "wandb")
     assert summary["best_f1"] == 0.8 and summary["n_runs"] == 6.0
     assert summary["table/summary/_type"] == "table-file" and summary["table/summary/nrows"] == 2
@@ -257,6 +301,8 @@ def test_progress_note_of_untested_and_failed_runs() -> None:
     from tsda.campaign.run import progress_note
 
     assert progress_note({"status": "ok", "test_weighted_f1": 0.61234, "best_score": 0.6}) == "weighted F1 0.6123"
-    assert progress_note({"status": "ok", "test_weighted_f1": None, "best_score": 0.5}) == \
-        "best validation score 0.5000 (not tested)"
+    assert (
+        progress_note({"status": "ok", "test_weighted_f1": None, "best_score": 0.5})
+        == "best validation score 0.5000 (not tested)"
+    )
     assert progress_note({"status": "failed", "error": "x" * 400}) == "x" * 300

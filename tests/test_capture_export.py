@@ -102,22 +102,39 @@ def test_export_command_and_reimport(tmp_path: Path, capsys) -> None:
     main(["data", "export", "--data.path", str(flows), "--out", str(cap)])
     assert "synthetic" in capsys.readouterr().out
     back = tmp_path / "back.parquet"
-    main(["data", "import", str(cap), "--out", str(back), "--label", str(cap.with_suffix(".rules.csv")),
-          "--idle_timeout", "3600", "--progress", "false"])
+    main(
+        [
+            "data",
+            "import",
+            str(cap),
+            "--out",
+            str(back),
+            "--label",
+            str(cap.with_suffix(".rules.csv")),
+            "--idle_timeout",
+            "3600",
+            "--progress",
+            "false",
+        ]
+    )
     read = read_parquet(back, max_packets=small.max_packets)
     assert sorted(read.class_names) == sorted(small.class_names) and len(read) == len(small)
-    assert sorted(pq.read_table(back).column("protocol").to_pylist()) == sorted(["UDP", "TCP"] * (len(small) // 2)
-                                                                              + ["TCP"] * (len(small) % 2))
+    assert sorted(pq.read_table(back).column("protocol").to_pylist()) == sorted(
+        ["UDP", "TCP"] * (len(small) // 2) + ["TCP"] * (len(small) % 2)
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--out", "{tmp}/missing/x.pcap"], r"--out .*missing/x\.pcap: the folder"),
-    (["--out", "{tmp}/x.pcap", "--protocol_column", "proto"], r"--protocol_column 'proto' applies to a flow file"),
-    (["--out", "{tmp}/x.pcap", "--client_net", "10.0.0.0/33"], r"--client_net '10\.0\.0\.0/33': not a network"),
-    (["--out", "{tmp}/x.pcap", "--server_net", "192.0.2.0/30"], r"--server_net 192\.0\.2\.0/30: 2 host addresses"),
-    (["--out", "{tmp}/x.pcap", "--protocol", "sctp"], r"--protocol must be tcp or udp"),
-    (["--out", "{tmp}/x.pcap", "--time_resolution", "ms"], r"--time_resolution must be us or ns"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--out", "{tmp}/missing/x.pcap"], r"--out .*missing/x\.pcap: the folder"),
+        (["--out", "{tmp}/x.pcap", "--protocol_column", "proto"], r"--protocol_column 'proto' applies to a flow file"),
+        (["--out", "{tmp}/x.pcap", "--client_net", "10.0.0.0/33"], r"--client_net '10\.0\.0\.0/33': not a network"),
+        (["--out", "{tmp}/x.pcap", "--server_net", "192.0.2.0/30"], r"--server_net 192\.0\.2\.0/30: 2 host addresses"),
+        (["--out", "{tmp}/x.pcap", "--protocol", "sctp"], r"--protocol must be tcp or udp"),
+        (["--out", "{tmp}/x.pcap", "--time_resolution", "ms"], r"--time_resolution must be us or ns"),
+    ],
+)
 def test_export_bad_options(args: list[str], message: str, tmp_path: Path, capsys) -> None:
     with cli_error(capsys, message):
         main(["data", "export", "--data.synthetic_scale", "0.01", *[a.format(tmp=tmp_path) for a in args]])
@@ -128,4 +145,6 @@ def test_export_names_a_missing_column_of_the_file(table: FlowTable, tmp_path: P
     flows = tmp_path / "in.parquet"
     write_parquet(table, flows)
     with cli_error(capsys, r"--start_column 'start': .*in\.parquet has no such column"):
-        main(["data", "export", "--data.path", str(flows), "--out", str(tmp_path / "x.pcap"), "--start_column", "start"])
+        main(
+            ["data", "export", "--data.path", str(flows), "--out", str(tmp_path / "x.pcap"), "--start_column", "start"]
+        )

@@ -25,8 +25,18 @@ def reference(pk: Packets, rules: FlowRules) -> list[dict]:
             done.append(open_flows.pop(key))
             f = None
         if f is None:
-            f = open_flows[key] = {"key": key, "client_b": side, "start": t, "fin": 0, "base": [None, None],
-                                   "max_end": [None, None], "series": [], "packets": 0, "bytes": 0, "first": None}
+            f = open_flows[key] = {
+                "key": key,
+                "client_b": side,
+                "start": t,
+                "fin": 0,
+                "base": [None, None],
+                "max_end": [None, None],
+                "series": [],
+                "packets": 0,
+                "bytes": 0,
+                "first": None,
+            }
         retrans = False
         if tcp and size > 0:
             if f["base"][side] is None:
@@ -47,9 +57,22 @@ def reference(pk: Packets, rules: FlowRules) -> list[dict]:
         if flags & RST or (flags & FIN and other_fin):
             done.append(open_flows.pop(key))
     done += open_flows.values()
-    return sorted(({"key": f["key"], "start": f["start"], "last": f["last"], "client_b": f["client_b"],
-                    "packets": f["packets"], "bytes": f["bytes"], "series": f["series"]}
-                   for f in done if f["series"]), key=lambda f: (f["start"], f["key"]))
+    return sorted(
+        (
+            {
+                "key": f["key"],
+                "start": f["start"],
+                "last": f["last"],
+                "client_b": f["client_b"],
+                "packets": f["packets"],
+                "bytes": f["bytes"],
+                "series": f["series"],
+            }
+            for f in done
+            if f["series"]
+        ),
+        key=lambda f: (f["start"], f["key"]),
+    )
 
 
 def assembled(pk: Packets, rules: FlowRules, cuts: list[int]) -> list[dict]:
@@ -57,8 +80,20 @@ def assembled(pk: Packets, rules: FlowRules, cuts: list[int]) -> list[dict]:
     asm, parts = FlowAssembler(rules), []
     for lo, hi in zip([0, *cuts], [*cuts, len(pk)]):
         sel = slice(lo, hi)
-        parts.append(asm.push(Packets(pk.ts_ns[sel], pk.index[sel], pk.key[sel], pk.from_b[sel], pk.payload[sel],
-                                      pk.seq[sel], pk.flags[sel], pk.sni[sel])))
+        parts.append(
+            asm.push(
+                Packets(
+                    pk.ts_ns[sel],
+                    pk.index[sel],
+                    pk.key[sel],
+                    pk.from_b[sel],
+                    pk.payload[sel],
+                    pk.seq[sel],
+                    pk.flags[sel],
+                    pk.sni[sel],
+                )
+            )
+        )
     parts.append(asm.finish())
     out = []
     for fl in parts:
@@ -70,9 +105,17 @@ def _rows(fl: Flows) -> list[dict]:
     st, rows = fl.state, []
     for f in range(len(fl)):
         lo, hi = fl.offsets[f], fl.offsets[f + 1]
-        rows.append({"key": tuple(st["key"][f].tolist()), "start": int(st["start"][f]), "last": int(st["last"][f]),
-                     "client_b": int(st["client_b"][f]), "packets": int(st["packets"][f]), "bytes": int(st["bytes"][f]),
-                     "series": list(zip(fl.sizes[lo:hi].tolist(), fl.dirs[lo:hi].tolist(), fl.times_ns[lo:hi].tolist()))})
+        rows.append(
+            {
+                "key": tuple(st["key"][f].tolist()),
+                "start": int(st["start"][f]),
+                "last": int(st["last"][f]),
+                "client_b": int(st["client_b"][f]),
+                "packets": int(st["packets"][f]),
+                "bytes": int(st["bytes"][f]),
+                "series": list(zip(fl.sizes[lo:hi].tolist(), fl.dirs[lo:hi].tolist(), fl.times_ns[lo:hi].tolist())),
+            }
+        )
     return rows
 
 
@@ -80,8 +123,9 @@ def random_packets(rng: np.random.Generator, n: int) -> Packets:
     """`n` packets of 5 keys (3 TCP, 2 UDP), seconds apart with some long silences, payloads
     of 0 or more bytes, sequence numbers that mostly advance (and sometimes repeat or wrap),
     FIN and RST now and then."""
-    keys = np.array([[0, 1, 0, 2, (1000 + k) << 24 | 443 << 8 | (TCP_KEY if k < 3 else UDP_KEY)] for k in range(5)],
-                    dtype=np.uint64)
+    keys = np.array(
+        [[0, 1, 0, 2, (1000 + k) << 24 | 443 << 8 | (TCP_KEY if k < 3 else UDP_KEY)] for k in range(5)], dtype=np.uint64
+    )
     which = rng.integers(0, 5, n)
     gaps = rng.choice([0.001, 0.5, 5.0, 150.0, 400.0], size=n, p=[0.5, 0.3, 0.17, 0.025, 0.005])
     ts = (1_000 * NS + np.cumsum(gaps * NS)).astype(np.int64)
@@ -97,17 +141,29 @@ def random_packets(rng: np.random.Generator, n: int) -> Packets:
             nxt[k] = (nxt[k] + int(payload[i])) % (1 << 32)
     tcp = (keys[which, 4] & np.uint64(0xFF)) == TCP_KEY
     flags = np.where(rng.random(n) < 0.06, FIN, 0) | np.where(rng.random(n) < 0.02, RST, 0)
-    return Packets(ts_ns=ts, index=np.arange(n, dtype=np.int64), key=keys[which], from_b=from_b,
-                   payload=payload.astype(np.int64), seq=np.where(tcp, seq, 0),
-                   flags=np.where(tcp, flags, 0).astype(np.uint8), sni=np.full(n, None, dtype=object))
+    return Packets(
+        ts_ns=ts,
+        index=np.arange(n, dtype=np.int64),
+        key=keys[which],
+        from_b=from_b,
+        payload=payload.astype(np.int64),
+        seq=np.where(tcp, seq, 0),
+        flags=np.where(tcp, flags, 0).astype(np.uint8),
+        sni=np.full(n, None, dtype=object),
+    )
 
 
 @pytest.mark.parametrize("seed", range(12))
 def test_assembler_matches_the_packet_by_packet_reference(seed: int) -> None:
     rng = np.random.default_rng(seed)
     pk = random_packets(rng, 400)
-    rules = FlowRules(idle_timeout=120, active_timeout=60 if seed % 2 else 900, max_packets=int(rng.integers(3, 30)),
-                      keep_zero_payload=bool(seed % 3 == 1), keep_retransmissions=bool(seed % 4 == 2))
+    rules = FlowRules(
+        idle_timeout=120,
+        active_timeout=60 if seed % 2 else 900,
+        max_packets=int(rng.integers(3, 30)),
+        keep_zero_payload=bool(seed % 3 == 1),
+        keep_retransmissions=bool(seed % 4 == 2),
+    )
     want = reference(pk, rules)
     assert want, "the random capture makes flows"
     cuts = sorted(rng.choice(np.arange(1, len(pk)), size=int(rng.integers(0, 12)), replace=False).tolist())

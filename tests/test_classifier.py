@@ -6,14 +6,13 @@ import lightning as L
 import pandas as pd
 import pytest
 import torch
+from flow_fixtures import random_table
 from lightning.pytorch.loggers import CSVLogger
 
 from tsda.data.batch import FlowBatch
 from tsda.data.datamodule import FlowDataModule
 from tsda.lit.classifier import ClassifierModule
 from tsda.nets.classifier import CNNResBlockClassifier, GRUClassifier, build_classifier
-
-from flow_fixtures import random_table
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -104,8 +103,14 @@ def test_load_frozen_gives_an_eval_guide_without_gradients(tmp_path) -> None:
 
     model = ClassifierModule(num_classes=3, class_names=["a", "b", "c"])
     path = tmp_path / "clf.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                "pytorch-lightning_version": lightning.__version__}, path)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": dict(model.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+        },
+        path,
+    )
     guide = ClassifierModule.load_frozen(str(path), num_classes=3)
     assert not guide.training
     assert not any(p.requires_grad for p in guide.parameters())
@@ -142,13 +147,13 @@ def flow_weighted_mean(steps: list[tuple[torch.Tensor, int]]) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("max_steps", [-1, 10])
-def test_train_loss_is_logged_once_per_epoch_as_the_flow_weighted_mean(tmp_path, monkeypatch,
-                                                                      max_steps: int) -> None:
+def test_train_loss_is_logged_once_per_epoch_as_the_flow_weighted_mean(tmp_path, monkeypatch, max_steps: int) -> None:
     """The lean step accumulates the loss on the device and logs it once per epoch: the same
     value, to the bit, as logging every step (batches of 16, 16, 16 and 12 flows); an epoch
     cut short by max_steps (10 = 2 epochs and 2 steps) still logs its part."""
-    splits = [random_table(counts, max_packets=20, seed=s) for s, counts in
-              enumerate([(30, 20, 10), (6, 6, 6), (6, 6, 6)])]
+    splits = [
+        random_table(counts, max_packets=20, seed=s) for s, counts in enumerate([(30, 20, 10), (6, 6, 6), (6, 6, 6)])
+    ]
     dm = FlowDataModule.from_tables(*splits, n_packets=20, batch_size=16, eval_batch_size=64)
     torch.manual_seed(0)
     model = ClassifierModule(num_classes=3, backbone_kwargs={"width": 8}, latent_points=0)
@@ -156,10 +161,19 @@ def test_train_loss_is_logged_once_per_epoch_as_the_flow_weighted_mean(tmp_path,
     log = model.log
     monkeypatch.setattr(model, "log", lambda name, *a, **k: (logged.append(name), log(name, *a, **k))[1])
     steps = StepLosses()
-    trainer = L.Trainer(max_epochs=3, max_steps=max_steps, accelerator="cpu", devices=1, deterministic="warn",
-                        logger=CSVLogger(tmp_path, name="", version=""), callbacks=[steps],
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_epochs=3,
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        deterministic="warn",
+        logger=CSVLogger(tmp_path, name="", version=""),
+        callbacks=[steps],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(model, datamodule=dm)
 
     assert [len(e) for e in steps.epochs] == ([4, 4, 4] if max_steps < 0 else [4, 4, 2])

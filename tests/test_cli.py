@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,18 +14,27 @@ import pytest
 
 from tsda.cli import main
 from tsda.data.sources import write_parquet
-
 from tsda.data.synthetic import make_synthetic
 
 #: a tiny synthetic job: 4 apps, a few hundred flows, one epoch
-TINY = ["--model", "tsda.lit.classifier.ClassifierModule",
-        "--data.synthetic_scale", "0.02", "--data.synthetic_apps", "4",
-        "--data.min_class_size", "5", "--trainer.max_epochs", "1",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+TINY = [
+    "--model",
+    "tsda.lit.classifier.ClassifierModule",
+    "--data.synthetic_scale",
+    "0.02",
+    "--data.synthetic_apps",
+    "4",
+    "--data.min_class_size",
+    "5",
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-REQUIRED = {"test_weighted_f1", "test_macro_f1", "test_accuracy", "test_per_class_f1",
-            "epochs", "seconds"}
-
+REQUIRED = {"test_weighted_f1", "test_macro_f1", "test_accuracy", "test_per_class_f1", "epochs", "seconds"}
 
 
 @contextmanager
@@ -70,8 +78,15 @@ def test_fit_writes_metrics(fitted: tuple[Path, dict]) -> None:
 def test_fit_is_deterministic(fitted: tuple[Path, dict], tmp_path: Path) -> None:
     _, first = fitted
     second = fit(tmp_path / "again")
-    for key in ("test_weighted_f1", "test_macro_f1", "test_accuracy", "test_loss",
-                "test_per_class_f1", "best_score", "n_flows"):
+    for key in (
+        "test_weighted_f1",
+        "test_macro_f1",
+        "test_accuracy",
+        "test_loss",
+        "test_per_class_f1",
+        "best_score",
+        "n_flows",
+    ):
         assert second[key] == first[key], key
 
 
@@ -87,7 +102,7 @@ def test_other_seed_keeps_the_split_and_changes_training(fitted: tuple[Path, dic
 
 
 def test_test_on_the_same_data(fitted: tuple[Path, dict], tmp_path: Path) -> None:
-    run_dir, fit_metrics = fitted
+    _run_dir, fit_metrics = fitted
     out = tmp_path / "test"
     main(["test", "--ckpt", fit_metrics["best_checkpoint"], "--out", str(out), *QUIET])
     metrics = json.loads((out / "metrics.json").read_text())
@@ -115,8 +130,22 @@ def test_test_reports_unseen_classes(fitted: tuple[Path, dict], tmp_path: Path, 
     other = make_synthetic(n_apps=5, scale=0.02, seed=7)  # app04 was never seen
     path = write_parquet(other, tmp_path / "other.parquet")
     out = tmp_path / "cross"
-    main(["test", "--ckpt", fit_metrics["best_checkpoint"], "--data.path", str(path),
-          "--data.split", "none", "--data.min_class_size", "0", "--out", str(out), *QUIET])
+    main(
+        [
+            "test",
+            "--ckpt",
+            fit_metrics["best_checkpoint"],
+            "--data.path",
+            str(path),
+            "--data.split",
+            "none",
+            "--data.min_class_size",
+            "0",
+            "--out",
+            str(out),
+            *QUIET,
+        ]
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     n_app04_long = int((other.packets[other.labels == 4] > 10).sum())
     assert metrics["unknown_classes"] == {"app04": n_app04_long}
@@ -126,8 +155,9 @@ def test_test_reports_unseen_classes(fitted: tuple[Path, dict], tmp_path: Path, 
     assert "app04 (" in capsys.readouterr().out
 
 
-def test_test_without_any_known_class_fails(fitted: tuple[Path, dict], tmp_path: Path,
-                                           capsys: pytest.CaptureFixture) -> None:
+def test_test_without_any_known_class_fails(
+    fitted: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     import re
 
     from flow_fixtures import random_table
@@ -135,8 +165,19 @@ def test_test_without_any_known_class_fails(fitted: tuple[Path, dict], tmp_path:
     path = write_parquet(random_table(counts=(12, 12), min_len=11, names=("x", "y")), tmp_path / "xy.parquet")
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as info:
-        main(["test", "--ckpt", fitted[1]["best_checkpoint"], "--data.path", str(path),
-              "--data.split", "none", "--out", str(out)])
+        main(
+            [
+                "test",
+                "--ckpt",
+                fitted[1]["best_checkpoint"],
+                "--data.path",
+                str(path),
+                "--data.split",
+                "none",
+                "--out",
+                str(out),
+            ]
+        )
     err = capsys.readouterr().err
     assert info.value.code == 2 and err.startswith("tsda: error: ") and "Traceback" not in err
     assert re.search(r"no test flow of a class the model knows.*x \(12\), y \(12\)", err)
@@ -146,12 +187,17 @@ def test_test_without_any_known_class_fails(fitted: tuple[Path, dict], tmp_path:
 def write_bad(tmp_path: Path) -> Path:
     """A Parquet file whose row 1 has a negative size."""
     path = tmp_path / "bad.parquet"
-    pq.write_table(pa.table({
-        "app": ["a", "b"],
-        "pkts_size": [[10, 20], [30, -1]],
-        "pkts_dir": [[0, 1], [1, 0]],
-        "timetofirst": [[0.0, 0.1], [0.0, 0.2]],
-    }), path)
+    pq.write_table(
+        pa.table(
+            {
+                "app": ["a", "b"],
+                "pkts_size": [[10, 20], [30, -1]],
+                "pkts_dir": [[0, 1], [1, 0]],
+                "timetofirst": [[0.0, 0.1], [0.0, 0.2]],
+            }
+        ),
+        path,
+    )
     return path
 
 
@@ -168,8 +214,21 @@ def test_test_on_bad_file_fails_and_writes_nothing(fitted: tuple[Path, dict], tm
     bad = write_bad(tmp_path)
     out = tmp_path / "out"
     with cli_error(capsys, r"bad\.parquet: row 1: column 'pkts_size'"):
-        main(["test", "--ckpt", fit_metrics["best_checkpoint"], "--data.path", str(bad),
-              "--data.split", "none", "--data.min_class_size", "0", "--out", str(out)])
+        main(
+            [
+                "test",
+                "--ckpt",
+                fit_metrics["best_checkpoint"],
+                "--data.path",
+                str(bad),
+                "--data.split",
+                "none",
+                "--data.min_class_size",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
     assert not out.exists()
 
 
@@ -180,8 +239,20 @@ def test_test_needs_an_existing_checkpoint(tmp_path: Path, capsys) -> None:
 
 def test_data_describe_prints_per_class_counts(tmp_path: Path, capsys) -> None:
     out = tmp_path / "describe.json"
-    main(["data", "describe", "--data.synthetic_scale", "0.02", "--data.synthetic_apps", "4",
-          "--data.min_class_size", "5", "--json", str(out)])
+    main(
+        [
+            "data",
+            "describe",
+            "--data.synthetic_scale",
+            "0.02",
+            "--data.synthetic_apps",
+            "4",
+            "--data.min_class_size",
+            "5",
+            "--json",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     table = make_synthetic(n_apps=4, scale=0.02, seed=0)
     report = json.loads(out.read_text())
@@ -195,12 +266,12 @@ def test_data_describe_prints_per_class_counts(tmp_path: Path, capsys) -> None:
 
 def test_data_describe_parquet_with_renamed_label(tmp_path: Path, capsys) -> None:
     from flow_fixtures import random_table
+
     from tsda.data.sources import ParquetColumns
 
     table = random_table(counts=(7, 3), names=("web", "chat"))
     path = write_parquet(table, tmp_path / "t.parquet", ParquetColumns(label="label"))
-    main(["data", "describe", "--data.path", str(path), "--data.label_column", "label",
-          "--data.min_class_size", "0"])
+    main(["data", "describe", "--data.path", str(path), "--data.label_column", "label", "--data.min_class_size", "0"])
     text = capsys.readouterr().out
     assert "web" in text and "chat" in text
     with cli_error(capsys, "missing column 'app'"):

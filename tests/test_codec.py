@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from flow_fixtures import random_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import torch
 
+from tsda.augment.validity import assert_valid
 from tsda.data.batch import DIRECTION, IAT, SIZE, FlowBatch
 from tsda.data.codec import FlowCodec
-from flow_fixtures import random_table
-from tsda.augment.validity import assert_valid
 
 
 def test_encode_layout_and_padding() -> None:
@@ -35,8 +35,9 @@ def test_encode_layout_and_padding() -> None:
 def test_direction_convention() -> None:
     """tcbench 0 (client to server) -> +1, 1 (server to client) -> -1."""
     codec = FlowCodec(n_packets=3)
-    x, _ = codec.encode_arrays(np.array([[100.0, 200.0, 0.0]]), np.array([[0, 1, 0]]),
-                               np.array([[0.0, 0.5, 0.0]]), np.array([2]))
+    x, _ = codec.encode_arrays(
+        np.array([[100.0, 200.0, 0.0]]), np.array([[0, 1, 0]]), np.array([[0.0, 0.5, 0.0]]), np.array([2])
+    )
     assert x[0, DIRECTION].tolist() == [1.0, -1.0, 0.0]
 
 
@@ -54,8 +55,7 @@ def test_round_trip_exact_sizes_and_directions() -> None:
 
 def test_sizes_above_mtu_are_clipped() -> None:
     codec = FlowCodec(n_packets=2)
-    x, lengths = codec.encode_arrays(np.array([[5000.0, 10.0]]), np.zeros((1, 2)),
-                                     np.zeros((1, 2)), np.array([2]))
+    x, lengths = codec.encode_arrays(np.array([[5000.0, 10.0]]), np.zeros((1, 2)), np.zeros((1, 2)), np.array([2]))
     sizes, _, _ = codec.decode_arrays(x, lengths)
     assert sizes.tolist() == [[1460.0, 10.0]]
 
@@ -120,10 +120,16 @@ def test_snap_keeps_at_least_one_packet() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), b=st.integers(1, 8), length=st.integers(1, 30),
-       scale=st.sampled_from([1e-3, 1.0, 10.0, 1e6]), special=st.sampled_from([None, "nan", "inf", "-inf", "zero"]))
-def test_snap_gives_valid_flows_from_arbitrary_tensors(seed: int, b: int, length: int, scale: float,
-                                                       special: str | None) -> None:
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    b=st.integers(1, 8),
+    length=st.integers(1, 30),
+    scale=st.sampled_from([1e-3, 1.0, 10.0, 1e6]),
+    special=st.sampled_from([None, "nan", "inf", "-inf", "zero"]),
+)
+def test_snap_gives_valid_flows_from_arbitrary_tensors(
+    seed: int, b: int, length: int, scale: float, special: str | None
+) -> None:
     """Property: whatever a generator emits (any scale, NaN, +-inf, all zeros), `snap`
     returns valid flows with at least one packet."""
     g = torch.Generator().manual_seed(seed)

@@ -9,11 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from flow_fixtures import random_table
 
 from tsda.data.curation import curate, split_indices, stratified_fraction
 from tsda.data.sources import FlowDataError, ParquetColumns, read_parquet, write_parquet
 from tsda.data.table import FlowTable
-from flow_fixtures import random_table
 
 
 def assert_tables_equal(a: FlowTable, b: FlowTable) -> None:
@@ -68,12 +68,17 @@ def test_tcbench_style_column_renames(tmp_path: Path) -> None:
 
 def test_integer_labels_are_accepted(tmp_path: Path) -> None:
     path = tmp_path / "int.parquet"
-    pq.write_table(pa.table({
-        "app": pa.array([3, 7, 3], pa.int64()),
-        "pkts_size": [[10, 20], [30], [40, 50]],
-        "pkts_dir": [[0, 1], [1], [0, 0]],
-        "timetofirst": [[0.0, 0.1], [0.0], [0.0, 0.2]],
-    }), path)
+    pq.write_table(
+        pa.table(
+            {
+                "app": pa.array([3, 7, 3], pa.int64()),
+                "pkts_size": [[10, 20], [30], [40, 50]],
+                "pkts_dir": [[0, 1], [1], [0, 0]],
+                "timetofirst": [[0.0, 0.1], [0.0], [0.0, 0.2]],
+            }
+        ),
+        path,
+    )
     table = read_parquet(path, max_packets=4)
     assert table.class_names == ("3", "7")
     assert table.labels.tolist() == [0, 1, 0]
@@ -138,26 +143,48 @@ def test_not_a_parquet_file(tmp_path: Path) -> None:
         ({"pkts_dir": [[0, 1, 1], [0, 1], [1], [0, 0, 1]]}, "pkts_dir", 2),  # unequal lengths
         ({"timetofirst": [[0.0, 0.1, 0.2], [0.0, 1.0], [0.0, 0.5], [0.0, 0.01]]}, "timetofirst", 3),
         ({"pkts_size": [[100, 200, 300], [10, -20], [1460, 5], [7, 8, 9]]}, "pkts_size", 1),  # negative
-        ({"pkts_size": [[100.0, 200.0, 300.0], [10.0, 20.0], [1460.0, float("nan")], [7.0, 8.0, 9.0]]},
-         "pkts_size", 2),  # NaN size
-        ({"timetofirst": [[0.0, 0.1, 0.2], [0.0, float("nan")], [0.0, 0.5], [0.0, 0.01, 0.02]]},
-         "timetofirst", 1),  # NaN time
-        ({"timetofirst": [[0.0, 0.1, 0.2], [-1.0, 1.0], [0.0, 0.5], [0.0, 0.01, 0.02]]},
-         "timetofirst", 1),  # negative time
-        ({"timetofirst": [[0.0, 0.1, 0.2], [0.0, 1.0], [0.0, 0.5], [0.0, 0.3, 0.02]]},
-         "timetofirst", 3),  # decreasing times
+        (
+            {"pkts_size": [[100.0, 200.0, 300.0], [10.0, 20.0], [1460.0, float("nan")], [7.0, 8.0, 9.0]]},
+            "pkts_size",
+            2,
+        ),  # NaN size
+        (
+            {"timetofirst": [[0.0, 0.1, 0.2], [0.0, float("nan")], [0.0, 0.5], [0.0, 0.01, 0.02]]},
+            "timetofirst",
+            1,
+        ),  # NaN time
+        (
+            {"timetofirst": [[0.0, 0.1, 0.2], [-1.0, 1.0], [0.0, 0.5], [0.0, 0.01, 0.02]]},
+            "timetofirst",
+            1,
+        ),  # negative time
+        (
+            {"timetofirst": [[0.0, 0.1, 0.2], [0.0, 1.0], [0.0, 0.5], [0.0, 0.3, 0.02]]},
+            "timetofirst",
+            3,
+        ),  # decreasing times
         ({"pkts_dir": [[0, 1, 1], [0, 2], [1, 0], [0, 0, 1]]}, "pkts_dir", 1),  # direction 2
         ({"app": ["a", None, "b", "b"]}, "app", 1),  # null class
         ({"app": ["a", "a", "  ", "b"]}, "app", 2),  # empty class name
         ({"app": [1.0, 1.0, 2.0, 2.0]}, "app", None),  # float labels
     ],
-    ids=["missing-column", "misnamed-column", "unequal-dir", "unequal-time", "negative-size",
-         "nan-size", "nan-time", "negative-time", "decreasing-time", "bad-direction",
-         "null-label", "empty-label", "float-label"],
+    ids=[
+        "missing-column",
+        "misnamed-column",
+        "unequal-dir",
+        "unequal-time",
+        "negative-size",
+        "nan-size",
+        "nan-time",
+        "negative-time",
+        "decreasing-time",
+        "bad-direction",
+        "null-label",
+        "empty-label",
+        "float-label",
+    ],
 )
-def test_bad_input_names_file_column_row(
-    tmp_path: Path, changes: dict, column: str, row: int | None
-) -> None:
+def test_bad_input_names_file_column_row(tmp_path: Path, changes: dict, column: str, row: int | None) -> None:
     path = write_raw(tmp_path, **changes)
     before = sorted(tmp_path.iterdir())
     with pytest.raises(FlowDataError) as info:
@@ -171,8 +198,11 @@ def test_bad_input_names_file_column_row(
 
 
 def test_invalid_rows_drop_leaves_bad_rows_out(tmp_path: Path) -> None:
-    path = write_raw(tmp_path, pkts_size=[[100, 200, 300], [10, -20], [1460, 5], [7, 8, 9]],
-                     timetofirst=[[0.0, 0.1, 0.2], [0.0, 1.0], [0.0, 0.5], [0.0, 0.3, 0.02]])
+    path = write_raw(
+        tmp_path,
+        pkts_size=[[100, 200, 300], [10, -20], [1460, 5], [7, 8, 9]],
+        timetofirst=[[0.0, 0.1, 0.2], [0.0, 1.0], [0.0, 0.5], [0.0, 0.3, 0.02]],
+    )
     with pytest.warns(UserWarning, match="left out 2 invalid rows"):
         table = read_parquet(path, max_packets=4, invalid_rows="drop")
     assert table.n_flows == 2
@@ -193,9 +223,7 @@ def test_curation_filters_and_truncates() -> None:
     assert (out.lengths == np.minimum(out.packets, 20)).all()
     # the strict "more than": a class with exactly min_class_size long flows is dropped
     exact = int(counts[2])
-    assert curate(table, 10, exact, 20).class_names == tuple(
-        n for n, c in zip(table.class_names, counts) if c > exact
-    )
+    assert curate(table, 10, exact, 20).class_names == tuple(n for n, c in zip(table.class_names, counts) if c > exact)
     assert "app2" not in curate(table, 10, exact, 20).class_names
 
 

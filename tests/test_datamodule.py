@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from flow_fixtures import random_table
 
 from tsda.data.batch import FlowBatch
 from tsda.data.datamodule import FlowDataModule, IndexBatchSampler
 from tsda.data.sources import write_parquet
-from flow_fixtures import random_table
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def parquet_path(tmp_path: Path) -> Path:
 
 
 def datamodule(path: Path, **kwargs: object) -> FlowDataModule:
-    args = dict(path=str(path), min_class_size=5, batch_size=32, eval_batch_size=64)
+    args = {"path": str(path), "min_class_size": 5, "batch_size": 32, "eval_batch_size": 64}
     return FlowDataModule(**{**args, **kwargs})
 
 

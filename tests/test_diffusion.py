@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tsda.augment.validity import assert_valid
-from tsda.data.batch import DIRECTION, IAT, SIZE, FlowBatch
+from tsda.data.batch import DIRECTION, FlowBatch
 from tsda.data.datamodule import FlowDataModule
 from tsda.data.sources import write_parquet
 from tsda.data.table import FlowTable
@@ -21,8 +21,16 @@ from tsda.lit.classifier import ClassifierModule
 from tsda.lit.diffusion import DiffusionModule
 from tsda.lit.generative import load_generative
 from tsda.nets.denoiser import FlowDenoiser
-from tsda.sampling import (MODEL_CHANNELS, PRESENCE, from_model_space, make_scheduler, predict_x0,
-                           presence_lengths, snap_model_space, to_model_space)
+from tsda.sampling import (
+    MODEL_CHANNELS,
+    PRESENCE,
+    from_model_space,
+    make_scheduler,
+    predict_x0,
+    presence_lengths,
+    snap_model_space,
+    to_model_space,
+)
 
 L_PACKETS = 8
 
@@ -39,22 +47,36 @@ def separable_table(n_per_class: int = 120, packets: int = 12, seed: int = 0) ->
     gaps = np.where(down, rng.uniform(0.2, 1.0, (n, packets)), rng.uniform(1e-4, 1e-3, (n, packets)))
     gaps[:, 0] = 0.0
     lengths = np.full(n, packets, dtype=np.int64)
-    return FlowTable(labels=labels, class_names=("up", "down"), sizes=sizes.astype(float),
-                     directions=directions, times=np.cumsum(gaps, axis=1), lengths=lengths,
-                     packets=lengths.copy())
+    return FlowTable(
+        labels=labels,
+        class_names=("up", "down"),
+        sizes=sizes.astype(float),
+        directions=directions,
+        times=np.cumsum(gaps, axis=1),
+        lengths=lengths,
+        packets=lengths.copy(),
+    )
 
 
 def trainer(root: Path, epochs: int) -> L.Trainer:
-    return L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
-                     enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, default_root_dir=root)
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+    )
 
 
 @pytest.fixture(scope="module")
 def datamodule(tmp_path_factory: pytest.TempPathFactory) -> FlowDataModule:
     path = write_parquet(separable_table(), tmp_path_factory.mktemp("data") / "flows.parquet")
-    return FlowDataModule(path=str(path), n_packets=L_PACKETS, min_packets=5, min_class_size=5,
-                          batch_size=32, eval_batch_size=64)
+    return FlowDataModule(
+        path=str(path), n_packets=L_PACKETS, min_packets=5, min_class_size=5, batch_size=32, eval_batch_size=64
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +84,9 @@ def classifier_ckpt(datamodule: FlowDataModule, tmp_path_factory: pytest.TempPat
     """A tiny classifier trained for three epochs on the separable data."""
     root = tmp_path_factory.mktemp("clf")
     torch.manual_seed(0)
-    model = ClassifierModule(num_classes=2, class_names=["up", "down"], backbone_kwargs={"width": 8}, lr=1e-2,
-                             latent_points=0)
+    model = ClassifierModule(
+        num_classes=2, class_names=["up", "down"], backbone_kwargs={"width": 8}, lr=1e-2, latent_points=0
+    )
     fit = trainer(root, epochs=3)
     fit.fit(model, datamodule=datamodule)
     path = root / "clf.ckpt"
@@ -72,15 +95,23 @@ def classifier_ckpt(datamodule: FlowDataModule, tmp_path_factory: pytest.TempPat
 
 
 @pytest.fixture(scope="module")
-def fitted(datamodule: FlowDataModule, classifier_ckpt: Path, tmp_path_factory: pytest.TempPathFactory
-           ) -> tuple[DiffusionModule, Path, dict[str, torch.Tensor]]:
+def fitted(
+    datamodule: FlowDataModule, classifier_ckpt: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[DiffusionModule, Path, dict[str, torch.Tensor]]:
     """A tiny diffusion model fitted for a few epochs through the real Trainer, with the
     guiding classifier; returns the module, its checkpoint and its initial weights."""
     root = tmp_path_factory.mktemp("diffusion")
     torch.manual_seed(0)
-    model = DiffusionModule(num_classes=2, class_names=["up", "down"], n_packets=L_PACKETS,
-                            block_out_channels=(16, 32), classifier_ckpt=str(classifier_ckpt),
-                            ema_decay=0.9, lr=3e-3, label_dropout=0.2)
+    model = DiffusionModule(
+        num_classes=2,
+        class_names=["up", "down"],
+        n_packets=L_PACKETS,
+        block_out_channels=(16, 32),
+        classifier_ckpt=str(classifier_ckpt),
+        ema_decay=0.9,
+        lr=3e-3,
+        label_dropout=0.2,
+    )
     initial = {k: v.clone() for k, v in model.denoiser.state_dict().items()}
     fit = trainer(root, epochs=3)
     fit.fit(model, datamodule=datamodule)
@@ -117,7 +148,8 @@ def test_denoiser_bad_parameters_raise() -> None:
         FlowDenoiser(num_classes=2, block_out_channels=(12, 24))
     with pytest.raises(ValueError, match="latents"):
         FlowDenoiser(num_classes=2, block_out_channels=(8, 16))(
-            torch.zeros(1, 3, 8), torch.tensor([1]), torch.tensor([0]), torch.zeros(1, 4))
+            torch.zeros(1, 3, 8), torch.tensor([1]), torch.tensor([0]), torch.zeros(1, 4)
+        )
 
 
 # -- sampling building blocks -----------------------------------------------------------
@@ -191,8 +223,11 @@ def test_bad_sampling_parameters_raise() -> None:
         make_scheduler(config, "euler", 10)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="steps"):
         make_scheduler(config, "ddim", 0)
-    with pytest.raises(ValueError, match=r"model\.prediction_type must be one of \('epsilon', 'v_prediction'\), "
-                                         r"got 'sample'"):
+    with pytest.raises(
+        ValueError,
+        match=r"model\.prediction_type must be one of \('epsilon', 'v_prediction'\), "
+        r"got 'sample'",
+    ):
         DiffusionModule(num_classes=2, prediction_type="sample")
     with pytest.raises(ValueError, match="label_dropout"):
         DiffusionModule(num_classes=2, label_dropout=1.0)
@@ -235,14 +270,17 @@ def test_ode_sampling_is_deterministic_from_a_seed(fitted: tuple[DiffusionModule
     assert not torch.equal(a.x, c.x)
 
 
-@pytest.mark.parametrize("options", [
-    {"sampler": "ddim", "steps": 4},
-    {"sampler": "ddpm", "steps": 6},
-    {"sampler": "ddim", "steps": 4, "cfg_scale": 3.0},
-    {"sampler": "ddim", "steps": 4, "latent_guidance_scale": 5.0},
-    {"sampler": "dpmpp", "steps": 4},
-    {"sampler": "dpmpp", "steps": 3, "cfg_scale": 2.0, "latent_guidance_scale": 1.0},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"sampler": "ddim", "steps": 4},
+        {"sampler": "ddpm", "steps": 6},
+        {"sampler": "ddim", "steps": 4, "cfg_scale": 3.0},
+        {"sampler": "ddim", "steps": 4, "latent_guidance_scale": 5.0},
+        {"sampler": "dpmpp", "steps": 4},
+        {"sampler": "dpmpp", "steps": 3, "cfg_scale": 2.0, "latent_guidance_scale": 1.0},
+    ],
+)
 def test_samples_are_valid_flows(fitted: tuple[DiffusionModule, Path, dict], options: dict) -> None:
     labels = torch.tensor([0, 1] * 8)
     batch = fitted[0].sample(labels, torch.Generator().manual_seed(0), **options)
@@ -286,8 +324,9 @@ def _confidence(model: DiffusionModule, batch: FlowBatch) -> float:
     return float(probs.gather(1, batch.labels[:, None]).mean())
 
 
-@pytest.mark.parametrize("weights", [{"class_weight": 1.0, "latent_weight": 0.0},
-                                     {"class_weight": 0.0, "latent_weight": 1.0}])
+@pytest.mark.parametrize(
+    "weights", [{"class_weight": 1.0, "latent_weight": 0.0}, {"class_weight": 0.0, "latent_weight": 1.0}]
+)
 def test_latent_guidance_raises_the_classifier_confidence(
     fitted: tuple[DiffusionModule, Path, dict], weights: dict[str, float]
 ) -> None:
@@ -298,22 +337,27 @@ def test_latent_guidance_raises_the_classifier_confidence(
     labels = torch.tensor([0, 1] * 16)
 
     def confidence(scale: float) -> float:
-        batch = model.sample(labels, torch.Generator().manual_seed(0), steps=10, cfg_scale=0.0,
-                             latent_guidance_scale=scale, **weights)
+        batch = model.sample(
+            labels, torch.Generator().manual_seed(0), steps=10, cfg_scale=0.0, latent_guidance_scale=scale, **weights
+        )
         return _confidence(model, batch)
 
     unguided, guided = confidence(0.0), confidence(10.0)
     assert guided > unguided + 0.1, (unguided, guided)
 
 
-def test_latent_conditioned_fit_and_sample(datamodule: FlowDataModule, classifier_ckpt: Path,
-                                           tmp_path: Path) -> None:
+def test_latent_conditioned_fit_and_sample(datamodule: FlowDataModule, classifier_ckpt: Path, tmp_path: Path) -> None:
     """With `latent_conditioning` the denoiser takes the classifier latent; sampling
     conditions on the class centroids learnt during the fit (v-prediction here)."""
     torch.manual_seed(0)
-    model = DiffusionModule(num_classes=2, n_packets=L_PACKETS, block_out_channels=(8, 16),
-                            classifier_ckpt=str(classifier_ckpt), latent_conditioning=True,
-                            prediction_type="v_prediction")
+    model = DiffusionModule(
+        num_classes=2,
+        n_packets=L_PACKETS,
+        block_out_channels=(8, 16),
+        classifier_ckpt=str(classifier_ckpt),
+        latent_conditioning=True,
+        prediction_type="v_prediction",
+    )
     assert model.denoiser.latent_proj is not None
     trainer(tmp_path, epochs=1).fit(model, datamodule=datamodule)
     centroids = model.latent_centroids
@@ -326,23 +370,36 @@ def test_sampling_a_class_never_seen_in_training_warns(classifier_ckpt: Path) ->
     """No silent zero centroid: latent-conditioned or latent-guided sampling of a class the
     training never showed names it in a warning (its centroid is the zero vector)."""
     torch.manual_seed(0)
-    model = DiffusionModule(num_classes=2, class_names=["up", "down"], n_packets=L_PACKETS,
-                            block_out_channels=(8, 16), classifier_ckpt=str(classifier_ckpt), latent_conditioning=True)
+    model = DiffusionModule(
+        num_classes=2,
+        class_names=["up", "down"],
+        n_packets=L_PACKETS,
+        block_out_channels=(8, 16),
+        classifier_ckpt=str(classifier_ckpt),
+        latent_conditioning=True,
+    )
     model.train()
     up = FlowBatch(torch.zeros(3, 3, L_PACKETS), torch.full((3,), L_PACKETS), torch.zeros(3, dtype=torch.long))
     up.x[:, DIRECTION] = 1.0
     model._latents(up)  # training-mode latents add to the class sums: "up" seen 3 times
     assert model.latent_count.tolist() == [3.0, 0.0]
     assert not model.classifier.training, "the frozen guide stays in eval mode"
-    with pytest.warns(UserWarning, match=r"DiffusionModule\.sample: classes never seen in training: \['down'\]; "
-                                         r"their target latent is the zero vector"):
+    with pytest.warns(
+        UserWarning,
+        match=r"DiffusionModule\.sample: classes never seen in training: \['down'\]; "
+        r"their target latent is the zero vector",
+    ):
         model.sample(torch.tensor([0, 1]), torch.Generator().manual_seed(0), steps=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.sample(torch.tensor([0, 0]), torch.Generator().manual_seed(0), steps=1)
         # given target latents: no centroid is used
-        model.sample(torch.tensor([1]), torch.Generator().manual_seed(0), steps=1,
-                     target_latents=torch.zeros(1, model.classifier.latent_dim))
+        model.sample(
+            torch.tensor([1]),
+            torch.Generator().manual_seed(0),
+            steps=1,
+            target_latents=torch.zeros(1, model.classifier.latent_dim),
+        )
 
 
 def test_class_sums_add_up_over_ranks_since_a_snapshot() -> None:

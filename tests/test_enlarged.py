@@ -22,8 +22,19 @@ REPO = Path(__file__).resolve().parents[1]
 COPIES = 2
 DATA = ["--data.min_packets", "3", "--data.min_class_size", "5", "--data.n_packets", "12"]
 KW = {"min_packets": 3, "min_class_size": 5, "n_packets": 12}
-FIT = [*DATA, "--data.split", "column", "--data.batch_size", "64", "--trainer.enable_progress_bar", "false",
-       "--trainer.max_epochs", "1", "--trainer.enable_model_summary", "false"]
+FIT = [
+    *DATA,
+    "--data.split",
+    "column",
+    "--data.batch_size",
+    "64",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.enable_model_summary",
+    "false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +45,20 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("enlarged")
     source = write_parquet(class_table(40), root / "source.parquet")
     out = root / "enlarged.parquet"
-    main(["enlarge", "--augment", "translation", "--copies", str(COPIES), "--out", str(out),
-          "--data.path", str(source), *DATA])
+    main(
+        [
+            "enlarge",
+            "--augment",
+            "translation",
+            "--copies",
+            str(COPIES),
+            "--out",
+            str(out),
+            "--data.path",
+            str(source),
+            *DATA,
+        ]
+    )
     return {"root": root, "source": source, "enlarged": out}
 
 
@@ -43,7 +66,7 @@ def enlarged_dm(path: Path, **kwargs: object) -> FlowDataModule:
     return FlowDataModule(path=str(path), split="column", **{**KW, **kwargs})
 
 
-def rewrite(path: Path, out: Path, column: str, change) -> Path:  # noqa: ANN001
+def rewrite(path: Path, out: Path, column: str, change) -> Path:
     """`path` with `column` replaced by `change(values)`."""
     table = pq.read_table(path)
     values = np.array(table.column(column).to_pylist(), dtype=object)
@@ -93,8 +116,7 @@ def test_stored_split_does_not_leak(files: dict[str, Path]) -> None:
 
 def test_group_fraction_is_stratified_fraction_for_single_rows() -> None:
     labels = np.repeat(np.arange(3), 20)
-    np.testing.assert_array_equal(group_fraction(labels, np.arange(60), 0.3, 1),
-                                  stratified_fraction(labels, 0.3, 1))
+    np.testing.assert_array_equal(group_fraction(labels, np.arange(60), 0.3, 1), stratified_fraction(labels, 0.3, 1))
 
 
 def test_curation_goes_by_original(files: dict[str, Path]) -> None:
@@ -107,13 +129,16 @@ def test_curation_goes_by_original(files: dict[str, Path]) -> None:
 
 
 # -- bad files ---------------------------------------------------------------------------
-@pytest.mark.parametrize("case, message", [
-    ("bad_value", r"column 'split' holds \['holdout'\]"),
-    ("outside", r"'source_row' row \d+ .*points outside the file"),
-    ("copy_in_test", r"val/test row is an augmented copy"),
-    ("copy_of_copy", r"points at a copy"),
-    ("straddles", r"copy in another 'split' than its original"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("bad_value", r"column 'split' holds \['holdout'\]"),
+        ("outside", r"'source_row' row \d+ .*points outside the file"),
+        ("copy_in_test", r"val/test row is an augmented copy"),
+        ("copy_of_copy", r"points at a copy"),
+        ("straddles", r"copy in another 'split' than its original"),
+    ],
+)
 def test_bad_stored_splits_are_refused(files: dict[str, Path], tmp_path: Path, case: str, message: str) -> None:
     path, bad = files["enlarged"], tmp_path / f"{case}.parquet"
     split = np.array(pq.read_table(path).column("split").to_pylist(), dtype=object)
@@ -140,19 +165,67 @@ def test_bad_stored_splits_are_refused(files: dict[str, Path], tmp_path: Path, c
     assert str(bad) in str(info.value)
 
 
-def test_bad_input_through_the_cli_writes_nothing(files: dict[str, Path], tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture) -> None:
+def test_bad_input_through_the_cli_writes_nothing(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from tsda.cli import main
 
     bad = rewrite(files["enlarged"], tmp_path / "bad.parquet", "split", lambda v: np.where(v == "val", "dev", v))
     out = tmp_path / "out.parquet"
     cases = [
-        (["augment", "enlarge", "--augment", "flip", "--copies", "1", "--out", str(out), "--data.path", str(bad),
-          "--data.split", "column", *DATA], "'dev'"),
-        (["augment", "enlarge", "--augment", "flip", "--copies", "1", "--out", str(out),
-          "--data.path", str(files["enlarged"]), "--data.split", "column", *DATA], "already enlarged"),
-        (["augment", "preview", "flip", "--out", str(tmp_path / "p.png"), "--data.path", str(files["source"]),
-          "--data.split", "column", "--data.split_column", "fold", *DATA], "'fold'"),
+        (
+            [
+                "augment",
+                "enlarge",
+                "--augment",
+                "flip",
+                "--copies",
+                "1",
+                "--out",
+                str(out),
+                "--data.path",
+                str(bad),
+                "--data.split",
+                "column",
+                *DATA,
+            ],
+            "'dev'",
+        ),
+        (
+            [
+                "augment",
+                "enlarge",
+                "--augment",
+                "flip",
+                "--copies",
+                "1",
+                "--out",
+                str(out),
+                "--data.path",
+                str(files["enlarged"]),
+                "--data.split",
+                "column",
+                *DATA,
+            ],
+            "already enlarged",
+        ),
+        (
+            [
+                "augment",
+                "preview",
+                "flip",
+                "--out",
+                str(tmp_path / "p.png"),
+                "--data.path",
+                str(files["source"]),
+                "--data.split",
+                "column",
+                "--data.split_column",
+                "fold",
+                *DATA,
+            ],
+            "'fold'",
+        ),
     ]
     for argv, needle in cases:
         with pytest.raises(SystemExit) as exc:
@@ -173,15 +246,48 @@ def test_enlarged_file_refuses_a_fresh_split(files: dict[str, Path]) -> None:
 
 # -- tsda fit on the enlarged file -----------------------------------------------------------
 MODELS = {
-    "classifier": ["-c", "configs/experiment/synthetic_baseline.yaml", "--model.init_args.backbone_kwargs",
-                   "{width: 8}", "--model.init_args.latent_points", "0", "--latent_plot", "false"],
-    "cgan": ["-c", "configs/experiment/fgnet_cgan.yaml", "--model.init_args.n_packets", "12",
-             "--model.init_args.width", "8", "--model.init_args.disc_width", "8", "--model.init_args.depth", "1",
-             "--model.init_args.noise_dim", "8", "--trainer.callbacks", "[]", "--model.init_args.conditional", "false",
-             "--data.sampler", "none"],
-    "diffusion": ["-c", "configs/experiment/fgnet_diffusion.yaml", "--model.init_args.n_packets", "12",
-                  "--model.init_args.block_out_channels", "[8, 16]", "--model.init_args.conditional", "false",
-                  "--data.sampler", "none"],
+    "classifier": [
+        "-c",
+        "configs/experiment/synthetic_baseline.yaml",
+        "--model.init_args.backbone_kwargs",
+        "{width: 8}",
+        "--model.init_args.latent_points",
+        "0",
+        "--latent_plot",
+        "false",
+    ],
+    "cgan": [
+        "-c",
+        "configs/experiment/fgnet_cgan.yaml",
+        "--model.init_args.n_packets",
+        "12",
+        "--model.init_args.width",
+        "8",
+        "--model.init_args.disc_width",
+        "8",
+        "--model.init_args.depth",
+        "1",
+        "--model.init_args.noise_dim",
+        "8",
+        "--trainer.callbacks",
+        "[]",
+        "--model.init_args.conditional",
+        "false",
+        "--data.sampler",
+        "none",
+    ],
+    "diffusion": [
+        "-c",
+        "configs/experiment/fgnet_diffusion.yaml",
+        "--model.init_args.n_packets",
+        "12",
+        "--model.init_args.block_out_channels",
+        "[8, 16]",
+        "--model.init_args.conditional",
+        "false",
+        "--data.sampler",
+        "none",
+    ],
 }
 
 
@@ -224,9 +330,25 @@ def test_sample_label_with_writes_a_labelled_parquet(runs: dict[str, Path], tmp_
 
     out = tmp_path / "labelled.parquet"
     steps = ["--steps", "2"] if generator == "diffusion" else []
-    main(["sample", "--ckpt", str(runs[generator] / "checkpoints" / "last.ckpt"), "--label-with",
-          str(runs["classifier"] / "checkpoints" / "best.ckpt"), "--per-class", "4", "--max-draws", "200",
-          "--seed", "1", "--no-progress", "--out", str(out), *steps])
+    main(
+        [
+            "sample",
+            "--ckpt",
+            str(runs[generator] / "checkpoints" / "last.ckpt"),
+            "--label-with",
+            str(runs["classifier"] / "checkpoints" / "best.ckpt"),
+            "--per-class",
+            "4",
+            "--max-draws",
+            "200",
+            "--seed",
+            "1",
+            "--no-progress",
+            "--out",
+            str(out),
+            *steps,
+        ]
+    )
     table = read_parquet(out, max_packets=12, meta_columns=("label_confidence", "generator", "labeller"))
     report = json.loads(out.with_suffix(".labelling.json").read_text())
     assert report["route"] == "rejection" and report["kept"] == len(table)
@@ -244,8 +366,25 @@ def test_an_enlarged_fraction_keeps_every_class_of_its_source(tmp_path: Path) ->
 
     source = write_parquet(class_table(40), tmp_path / "source.parquet")  # 40 flows a class
     out = tmp_path / "slice.parquet"
-    main(["enlarge", "--augment", "translation", "--copies", "1", "--out", str(out), "--data.path", str(source),
-          "--data.train_fraction", "0.25", *DATA[:2], "--data.min_class_size", "20", *DATA[4:]])
+    main(
+        [
+            "enlarge",
+            "--augment",
+            "translation",
+            "--copies",
+            "1",
+            "--out",
+            str(out),
+            "--data.path",
+            str(source),
+            "--data.train_fraction",
+            "0.25",
+            *DATA[:2],
+            "--data.min_class_size",
+            "20",
+            *DATA[4:],
+        ]
+    )
     dm = enlarged_dm(out, min_class_size=20)  # each class has about 8 + 4 + 4 originals in the file
     assert dm.class_names == FlowDataModule(path=str(source), **{**KW, "min_class_size": 20}).class_names
     assert len(dm.splits["val"]) == len(FlowDataModule(path=str(source), **{**KW, "min_class_size": 20}).splits["val"])

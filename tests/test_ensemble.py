@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
 from test_campaign import BASE, runner, wait_rows, write_spec
+
 from tsda.campaign import CampaignSpec, run_campaign
 from tsda.campaign.executors import ensemble_chunks
 from tsda.commands.campaign import main as campaign_main
@@ -27,14 +27,34 @@ from tsda.lit.classifier import ClassifierModule
 from tsda.lit.ensemble import EnsembleModule, EnsembleSettings, StackedClassifier, fit_ensemble
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_ARGS = ["-c", str(BASE), "--data.synthetic_scale", "0.03", "--data.synthetic_apps", "4",
-             "--data.min_class_size", "5", "--data.batch_size", "16", "--trainer.enable_progress_bar", "false",
-             "--latent_plot", "false", "--model.init_args.backbone_kwargs", "{width: 8}",
-             "--model.init_args.latent_points", "50"]
+TINY_ARGS = [
+    "-c",
+    str(BASE),
+    "--data.synthetic_scale",
+    "0.03",
+    "--data.synthetic_apps",
+    "4",
+    "--data.min_class_size",
+    "5",
+    "--data.batch_size",
+    "16",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--latent_plot",
+    "false",
+    "--model.init_args.backbone_kwargs",
+    "{width: 8}",
+    "--model.init_args.latent_points",
+    "50",
+]
 TRANSLATION = ["--model.init_args.augmentation", str(REPO / "configs/augment/translation.yaml")]
 #: a policy: each flow its own op and magnitude, drawn from the member's own generator
-TRIVIAL = ["--model.init_args.augmentation", str(REPO / "configs/augment/trivial_augment.yaml"),
-           "--model.init_args.policy", "double"]
+TRIVIAL = [
+    "--model.init_args.augmentation",
+    str(REPO / "configs/augment/trivial_augment.yaml"),
+    "--model.init_args.policy",
+    "double",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -42,19 +62,23 @@ def _no_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "disabled")
 
 
-def _weights_after(args: list[str], seeds: list[int], tmp_path: Path, precision: str = "32-true",
-                   max_steps: int = 5) -> tuple[dict, dict]:
+def _weights_after(
+    args: list[str], seeds: list[int], tmp_path: Path, precision: str = "32-true", max_steps: int = 5
+) -> tuple[dict, dict]:
     """Member weights of one ensemble and of separate `tsda fit` runs, after `args`' steps."""
     runs = [Run([*args, "--seed_everything", str(s), "--run_dir", str(tmp_path / f"m{s}")]) for s in seeds]
-    done = fit_ensemble([r.model for r in runs], runs[0].datamodule,
-                        EnsembleSettings(max_epochs=1, max_steps=max_steps, precision=precision))
+    done = fit_ensemble(
+        [r.model for r in runs],
+        runs[0].datamodule,
+        EnsembleSettings(max_epochs=1, max_steps=max_steps, precision=precision),
+    )
     outcomes = {seeds[o.index]: o.best_state for o in done}
     assert all(o.steps == max_steps and o.best_score is None for o in done)  # stopped before validating
     separate = {}
     for s in seeds:
         run_fit([*args, "--seed_everything", str(s), "--run_dir", str(tmp_path / f"fit{s}")])
         state = read_checkpoint(tmp_path / f"fit{s}" / "checkpoints" / "last.ckpt")["state_dict"]
-        separate[s] = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+        separate[s] = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
     return outcomes, separate
 
 
@@ -100,8 +124,20 @@ def test_stopped_members_leave_the_stack_with_their_optimiser_state() -> None:
 
 def test_members_stop_on_their_own_and_write_fit_run_directories(tmp_path: Path) -> None:
     jobs = tmp_path / "jobs.json"
-    runs = [[*TINY_ARGS, "--trainer.max_epochs", "6", "--patience", "1", "--seed_everything", str(s),
-             "--run_dir", str(tmp_path / f"seed{s}")] for s in range(3)]
+    runs = [
+        [
+            *TINY_ARGS,
+            "--trainer.max_epochs",
+            "6",
+            "--patience",
+            "1",
+            "--seed_everything",
+            str(s),
+            "--run_dir",
+            str(tmp_path / f"seed{s}"),
+        ]
+        for s in range(3)
+    ]
     jobs.write_text(json.dumps({"runs": runs}))
     ensemble_main([str(jobs), "--device", "cpu"])
     epochs = set()
@@ -116,8 +152,18 @@ def test_members_stop_on_their_own_and_write_fit_run_directories(tmp_path: Path)
         assert metrics["best_epoch"] == best and metrics["best_score"] == pytest.approx(scores[best])
         # patience 1: it stopped after the first validation without a strict improvement (or at max_epochs)
         assert metrics["epochs"] == 6 or scores[-1] <= max(scores[:-1])
-        for key in ("test_weighted_f1", "test_macro_f1", "test_accuracy", "test_per_class_f1", "latent_silhouette",
-                    "n_flows", "seconds", "fit_seconds", "seconds_per_epoch", "best_checkpoint"):
+        for key in (
+            "test_weighted_f1",
+            "test_macro_f1",
+            "test_accuracy",
+            "test_per_class_f1",
+            "latent_silhouette",
+            "n_flows",
+            "seconds",
+            "fit_seconds",
+            "seconds_per_epoch",
+            "best_checkpoint",
+        ):
             assert key in metrics, key
         # the best checkpoint is a tsda classifier checkpoint holding the tested weights
         model = ClassifierModule.load_classifier(metrics["best_checkpoint"])
@@ -140,8 +186,17 @@ def test_runs_that_cannot_stack_are_grouped_or_run_alone(tmp_path: Path) -> None
     assert batch_key(plain) != batch_key(augmented)  # policy double: 2B flows per step
     assert batch_key(plain) != batch_key(bigger)
     assert "gradient_clip_val" in unbatchable(clipped)
-    gru = Run([*TINY_ARGS, "--model.init_args.backbone", "gru", "--model.init_args.backbone_kwargs", "{}",
-               "--run_dir", str(tmp_path / "g")])
+    gru = Run(
+        [
+            *TINY_ARGS,
+            "--model.init_args.backbone",
+            "gru",
+            "--model.init_args.backbone_kwargs",
+            "{}",
+            "--run_dir",
+            str(tmp_path / "g"),
+        ]
+    )
     assert "recurrent" in unbatchable(gru)  # vmap has no rule for nn.GRU: it runs as a plain fit
     compiled = Run([*TINY_ARGS, "--compile", "true", "--run_dir", str(tmp_path / "c")])
     assert "--compile" in unbatchable(compiled)  # routed to a plain (compiled) tsda fit, not ignored
@@ -153,22 +208,38 @@ def test_chunks_keep_a_conditions_seeds_together(tmp_path: Path) -> None:
     from tsda.campaign import plan
 
     chunks = ensemble_chunks(plan(spec, tmp_path / "out"), 3)
-    assert [[(j.condition, j.seed) for j in c] for c in chunks] == [[("a", 0), ("a", 1), ("a", 2)],
-                                                                  [("b", 0), ("b", 1), ("b", 2)]]
+    assert [[(j.condition, j.seed) for j in c] for c in chunks] == [
+        [("a", 0), ("a", 1), ("a", 2)],
+        [("b", 0), ("b", 1), ("b", 2)],
+    ]
     assert len(ensemble_chunks(plan(spec, tmp_path / "out"), 0)) == 1
     with pytest.raises(ValueError, match="members_per_job"):
         ensemble_chunks([], -1)
 
 
 def test_a_campaign_gives_the_same_results_through_both_executors(tmp_path: Path) -> None:
-    conditions = {"a": {}, "sampled": {"data.sampler": "class_weighted"},
-                  "clipped": {"trainer.gradient_clip_val": 1.0}}  # clipped cannot stack: runs alone
-    spec = CampaignSpec.from_yaml(write_spec(tmp_path, conditions, seeds=[0, 1],
-                                             overrides={"data.synthetic_scale": 0.02, "data.synthetic_apps": 4,
-                                                        "data.min_class_size": 5, "trainer.max_epochs": 2,
-                                                        "trainer.enable_progress_bar": False, "latent_plot": False,
-                                                        "model.init_args.latent_points": 50,
-                                                        "model.init_args.backbone_kwargs": {"width": 8}}))
+    conditions = {
+        "a": {},
+        "sampled": {"data.sampler": "class_weighted"},
+        "clipped": {"trainer.gradient_clip_val": 1.0},
+    }  # clipped cannot stack: runs alone
+    spec = CampaignSpec.from_yaml(
+        write_spec(
+            tmp_path,
+            conditions,
+            seeds=[0, 1],
+            overrides={
+                "data.synthetic_scale": 0.02,
+                "data.synthetic_apps": 4,
+                "data.min_class_size": 5,
+                "trainer.max_epochs": 2,
+                "trainer.enable_progress_bar": False,
+                "latent_plot": False,
+                "model.init_args.latent_points": 50,
+                "model.init_args.backbone_kwargs": {"width": 8},
+            },
+        )
+    )
     local = run_campaign(spec, tmp_path / "local", executor="local")
     ensemble = run_campaign(spec, tmp_path / "ensemble", executor="ensemble", members_per_job=0)
     assert (ensemble["status"] == "ok").all(), ensemble["error"].tolist()
@@ -234,12 +305,14 @@ def test_bf16_mixed_runs_stack_and_train_under_autocast(tmp_path: Path) -> None:
     run = Run([*TINY_ARGS, *bf16, "--run_dir", str(tmp_path / "b")])
     assert unbatchable(run) is None
     assert batch_key(run) != batch_key(Run([*TINY_ARGS, "--run_dir", str(tmp_path / "f")]))
-    assert "precision" in unbatchable(Run([*TINY_ARGS, "--trainer.precision", "16-mixed",
-                                           "--run_dir", str(tmp_path / "h")]))
+    assert "precision" in unbatchable(
+        Run([*TINY_ARGS, "--trainer.precision", "16-mixed", "--run_dir", str(tmp_path / "h")])
+    )
     args = [*TINY_ARGS, "--trainer.max_steps", "3", *bf16]
     ensemble, separate = _weights_after(args, [0, 1], tmp_path, precision="bf16-mixed", max_steps=3)
-    fp32 = fit_ensemble([Run([*TINY_ARGS, "--seed_everything", "0"]).model], run.datamodule,
-                        EnsembleSettings(max_epochs=1, max_steps=3))[0].best_state
+    fp32 = fit_ensemble(
+        [Run([*TINY_ARGS, "--seed_everything", "0"]).model], run.datamodule, EnsembleSettings(max_epochs=1, max_steps=3)
+    )[0].best_state
     for seed, state in ensemble.items():
         for name, value in state.items():
             torch.testing.assert_close(value, separate[seed][name], rtol=0, atol=1e-2, msg=f"seed {seed} {name}")

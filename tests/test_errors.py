@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from gan_fixtures import datamodule, fit_classifier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,8 +32,9 @@ def _fails(argv: list[str], capsys: pytest.CaptureFixture, *needles: str) -> str
     return err
 
 
-@pytest.mark.parametrize("flag, value, needle", [("--data.n_packets", "0", "n_packets"),
-                                                 ("--data.batch_size", "-1", "batch_size")])
+@pytest.mark.parametrize(
+    "flag, value, needle", [("--data.n_packets", "0", "n_packets"), ("--data.batch_size", "-1", "batch_size")]
+)
 def test_fit_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture, flag: str, value: str, needle: str) -> None:
     run = tmp_path / "run"
     err = _fails(["fit", "-c", BASE, *TINY, flag, value, "--run_dir", str(run)], capsys, needle)
@@ -42,22 +42,34 @@ def test_fit_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture, flag: str
     assert not run.exists()
 
 
-def test_sample_of_a_classifier_checkpoint(classifier_ckpt: Path, tmp_path: Path,
-                                           capsys: pytest.CaptureFixture) -> None:
+def test_sample_of_a_classifier_checkpoint(
+    classifier_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "s.parquet"
-    _fails(["sample", "--ckpt", str(classifier_ckpt), "--per-class", "2", "--out", str(out)], capsys,
-           "tsda: error: ", str(classifier_ckpt), "not a generator")
+    _fails(
+        ["sample", "--ckpt", str(classifier_ckpt), "--per-class", "2", "--out", str(out)],
+        capsys,
+        "tsda: error: ",
+        str(classifier_ckpt),
+        "not a generator",
+    )
     assert not out.exists()
 
 
 @pytest.mark.parametrize("command", ["test", "sample"])
-def test_truncated_checkpoint(classifier_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
-                              command: str) -> None:
+def test_truncated_checkpoint(
+    classifier_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture, command: str
+) -> None:
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(classifier_ckpt.read_bytes()[:2000])
     extra = ["--per-class", "2", "--out", str(tmp_path / "s.parquet")] if command == "sample" else []
-    _fails([command, "--ckpt", str(truncated), *extra], capsys, "tsda: error: ", str(truncated),
-           "not a readable checkpoint")
+    _fails(
+        [command, "--ckpt", str(truncated), *extra],
+        capsys,
+        "tsda: error: ",
+        str(truncated),
+        "not a readable checkpoint",
+    )
 
 
 def test_unsafe_checkpoint_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -79,8 +91,22 @@ def test_augment_enlarge_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -
     common = ["--data.synthetic_scale", "0.02", "--out", str(out)]
     _fails(["augment", "enlarge", "--augment", "nope", "--copies", "1", *common], capsys, "nope")
     _fails(["augment", "enlarge", "--augment", "flip", "--copies", "0", *common], capsys, "--copies")
-    _fails(["augment", "enlarge", "--augment", "flip", "--copies", "1", "--data.path", "missing.parquet",
-            "--out", str(out)], capsys, "missing.parquet")
+    _fails(
+        [
+            "augment",
+            "enlarge",
+            "--augment",
+            "flip",
+            "--copies",
+            "1",
+            "--data.path",
+            "missing.parquet",
+            "--out",
+            str(out),
+        ],
+        capsys,
+        "missing.parquet",
+    )
     assert not out.exists()
 
 
@@ -106,9 +132,17 @@ def test_campaign_checks_every_condition_before_the_first_run(tmp_path: Path, ca
     import yaml
 
     spec = tmp_path / "campaign.yaml"
-    spec.write_text(yaml.safe_dump({"name": "t", "base": BASE, "seeds": [0], "overrides": TINY,
-                                    "conditions": {"good": {"trainer.max_epochs": 1},
-                                                   "typo": {"data.samplr": "none"}}}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "t",
+                "base": BASE,
+                "seeds": [0],
+                "overrides": TINY,
+                "conditions": {"good": {"trainer.max_epochs": 1}, "typo": {"data.samplr": "none"}},
+            }
+        )
+    )
     out = tmp_path / "out"
     _fails(["campaign", "run", str(spec), "--out", str(out)], capsys, "typo", "data.samplr")
     assert not (out / "runs").exists() and not (out / "results.parquet").exists()

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from gan_fixtures import N_PACKETS, class_table, datamodule, fit_classifier
 
-from tsda.data.codec import FlowCodec
-from tsda.data.sources import write_parquet
 from tsda.commands.evaluate import main
 from tsda.commands.tstr import TstrSettings, train_and_test
+from tsda.data.codec import FlowCodec
+from tsda.data.sources import write_parquet
 from tsda.metrics.discriminative import discriminative_score
 from tsda.metrics.distances import frechet_distance, memorisation, prdc
 from tsda.metrics.fidelity import FEATURES, marginal_distances, size_curve_distance
@@ -75,8 +75,14 @@ def test_memorisation_spots_copies() -> None:
 
 def test_tstr_drops_when_training_labels_are_shuffled() -> None:
     train, val, test = class_table(40, seed=1), class_table(10, seed=5), class_table(20, seed=2)
-    settings = TstrSettings(seeds=1, max_epochs=6, patience=2, batch_size=16, accelerator="cpu",
-                            model_kwargs={"backbone_kwargs": {"width": 8}, "lr": 0.01})
+    settings = TstrSettings(
+        seeds=1,
+        max_epochs=6,
+        patience=2,
+        batch_size=16,
+        accelerator="cpu",
+        model_kwargs={"backbone_kwargs": {"width": 8}, "lr": 0.01},
+    )
     good = train_and_test(train, val, test, CODEC, 0, settings)
     shuffled = train.take(np.arange(len(train)))
     shuffled.labels = np.random.default_rng(0).permutation(shuffled.labels)
@@ -95,9 +101,31 @@ def test_tsda_evaluate_writes_fidelity_json_plots_and_a_wandb_run(tmp_path: Path
     real = write_parquet(class_table(80, seed=3), tmp_path / "real.parquet")
     synthetic = write_parquet(shifted(class_table(30, seed=4)), tmp_path / "syn.parquet")
     out = tmp_path / "fid"
-    main(["--data.path", str(real), "--synthetic", str(synthetic), "--classifier", str(clf), "--out", str(out),
-          "--tstr_seeds", "2", "--tstr_max_epochs", "2", "--tstr_patience", "1", "--accelerator", "cpu",
-          "--tstr_model", "{backbone_kwargs: {width: 8}}", "--max_flows", "150", *REAL_OPTIONS])
+    main(
+        [
+            "--data.path",
+            str(real),
+            "--synthetic",
+            str(synthetic),
+            "--classifier",
+            str(clf),
+            "--out",
+            str(out),
+            "--tstr_seeds",
+            "2",
+            "--tstr_max_epochs",
+            "2",
+            "--tstr_patience",
+            "1",
+            "--accelerator",
+            "cpu",
+            "--tstr_model",
+            "{backbone_kwargs: {width: 8}}",
+            "--max_flows",
+            "150",
+            *REAL_OPTIONS,
+        ]
+    )
     result = json.loads((out / "fidelity.json").read_text())
     assert result["n_flows"]["synthetic"] == 90 and result["n_flows"]["real_test"] <= 150
     assert result["marginals"]["overall"]["size"]["w1"] > 0
@@ -116,8 +144,14 @@ def test_tsda_evaluate_writes_fidelity_json_plots_and_a_wandb_run(tmp_path: Path
     assert 0 <= gru["score"] <= 0.5 and gru["score"] == pytest.approx(abs(gru["accuracy"] - 0.5)) and gru["epochs"] >= 1
     giveaways = result["discriminative_by_feature"]
     assert len(giveaways["size"]) == N_PACKETS and giveaways["top"][0]["score"] == max(
-        [giveaways["length"], giveaways["direction_share"], *giveaways["size"], *giveaways["direction"],
-         *giveaways["iat"]])
+        [
+            giveaways["length"],
+            giveaways["direction_share"],
+            *giveaways["size"],
+            *giveaways["direction"],
+            *giveaways["iat"],
+        ]
+    )
     for png in ("marginals.png", "size_curves.png", "latent_tsne.png", "example_flows.png"):
         assert (out / png).stat().st_size > 1000
     from wandb_reader import offline_summary
@@ -144,10 +178,35 @@ def test_evaluate_compares_several_generators_against_one_trtr(tmp_path: Path) -
     near = write_parquet(class_table(40, seed=4), tmp_path / "near.parquet")
     far = write_parquet(shifted(class_table(40, seed=4)), tmp_path / "far.parquet")
     out = tmp_path / "cmp"
-    main(["--data.path", str(real), "--synthetic", str(near), str(far), "--names", "near", "far", "--out", str(out),
-          "--tstr_seeds", "1", "--tstr_max_epochs", "2", "--tstr_patience", "1", "--accelerator", "cpu",
-          "--tstr_model", "{backbone_kwargs: {width: 8}}", "--gru", "false", "--real_plus_synthetic", "false",
-          *REAL_OPTIONS])
+    main(
+        [
+            "--data.path",
+            str(real),
+            "--synthetic",
+            str(near),
+            str(far),
+            "--names",
+            "near",
+            "far",
+            "--out",
+            str(out),
+            "--tstr_seeds",
+            "1",
+            "--tstr_max_epochs",
+            "2",
+            "--tstr_patience",
+            "1",
+            "--accelerator",
+            "cpu",
+            "--tstr_model",
+            "{backbone_kwargs: {width: 8}}",
+            "--gru",
+            "false",
+            "--real_plus_synthetic",
+            "false",
+            *REAL_OPTIONS,
+        ]
+    )
     results = {n: json.loads((out / n / "fidelity.json").read_text()) for n in ("near", "far")}
     assert results["near"]["tstr"]["trtr"] == results["far"]["tstr"]["trtr"]  # trained once, shared
     assert "real_plus_synthetic" not in results["near"]["tstr"] and "discriminative_gru" not in results["near"]
@@ -167,5 +226,18 @@ def test_evaluate_rejects_a_classifier_of_other_classes(tmp_path: Path) -> None:
     real = write_parquet(other, tmp_path / "real.parquet")
     syn = write_parquet(other, tmp_path / "syn.parquet")
     with pytest.raises(ValueError, match="classifier"):
-        main(["--data.path", str(real), "--synthetic", str(syn), "--classifier", str(clf), "--out",
-              str(tmp_path / "o"), "--tstr_seeds", "0", *REAL_OPTIONS])
+        main(
+            [
+                "--data.path",
+                str(real),
+                "--synthetic",
+                str(syn),
+                "--classifier",
+                str(clf),
+                "--out",
+                str(tmp_path / "o"),
+                "--tstr_seeds",
+                "0",
+                *REAL_OPTIONS,
+            ]
+        )

@@ -28,10 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 def plain(tmp_path_factory: pytest.TempPathFactory) -> tuple[GANModule, Path, dict]:
     dm = datamodule()
     torch.manual_seed(0)
-    initial = {k: v.clone() for k, v in GANModule(num_classes=3, n_packets=N_PACKETS, **TINY_GAN)
-               .generator.state_dict().items()}
-    model, path, fit = fit_gan(tmp_path_factory.mktemp("gan"), dm, epochs=2,
-                               callbacks=[FidelityCallback(max_flows=40)])
+    initial = {
+        k: v.clone()
+        for k, v in GANModule(num_classes=3, n_packets=N_PACKETS, **TINY_GAN).generator.state_dict().items()
+    }
+    model, path, fit = fit_gan(tmp_path_factory.mktemp("gan"), dm, epochs=2, callbacks=[FidelityCallback(max_flows=40)])
     return model, path, {"initial": initial, "metrics": dict(fit.callback_metrics)}
 
 
@@ -40,8 +41,9 @@ def guided(tmp_path_factory: pytest.TempPathFactory) -> tuple[GANModule, Path, P
     root = tmp_path_factory.mktemp("guided")
     dm = datamodule()
     clf = fit_classifier(root, dm)
-    model, path, _ = fit_gan(root, dm, epochs=1, classifier_ckpt=str(clf), w_class=1.0, w_latent=0.1,
-                             latent_conditioning=True)
+    model, path, _ = fit_gan(
+        root, dm, epochs=1, classifier_ckpt=str(clf), w_class=1.0, w_latent=0.1, latent_conditioning=True
+    )
     return model, path, clf
 
 
@@ -85,8 +87,9 @@ def test_every_generator_block_is_class_conditioned() -> None:
         assert block.film.weight.grad.abs().sum() > 0
         with torch.no_grad():
             block.film.weight.normal_(0, 0.5)
-    assert not torch.allclose(gen(noise, labels, straight_through=False),
-                              gen(noise, torch.zeros_like(labels), straight_through=False))
+    assert not torch.allclose(
+        gen(noise, labels, straight_through=False), gen(noise, torch.zeros_like(labels), straight_through=False)
+    )
 
 
 def test_discriminator_scores_depend_on_class_and_latent() -> None:
@@ -117,11 +120,18 @@ def test_nets_reject_bad_parameters(kwargs: dict) -> None:
         FlowGenerator(**{"num_classes": 2, **kwargs})
 
 
-@pytest.mark.parametrize("kwargs, name", [({"w_class": -1.0}, "w_class"), ({"ema_decay": 1.0}, "ema_decay"),
-                                          ({"n_critic": 0}, "n_critic"), ({"w_recon": -1.0}, "w_recon"),
-                                          ({"w_kl": -0.1}, "w_kl"),
-                                          ({"latent_conditioning": True}, "latent_conditioning"),
-                                          ({"class_names": ["a"]}, "class_names")])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"w_class": -1.0}, "w_class"),
+        ({"ema_decay": 1.0}, "ema_decay"),
+        ({"n_critic": 0}, "n_critic"),
+        ({"w_recon": -1.0}, "w_recon"),
+        ({"w_kl": -0.1}, "w_kl"),
+        ({"latent_conditioning": True}, "latent_conditioning"),
+        ({"class_names": ["a"]}, "class_names"),
+    ],
+)
 def test_module_rejects_bad_parameters(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         GANModule(num_classes=2, **kwargs)
@@ -191,8 +201,9 @@ def test_class_regions_are_the_classifiers_latent_statistics(guided: tuple[GANMo
     for k in range(3):
         zk = z[batch.labels == k]
         torch.testing.assert_close(model.class_mu[k], zk.mean(0), atol=1e-4, rtol=1e-3)
-        torch.testing.assert_close(model.class_sigma[k], zk.std(0, unbiased=False).clamp_min(1e-3),
-                                   atol=1e-4, rtol=1e-2)
+        torch.testing.assert_close(
+            model.class_sigma[k], zk.std(0, unbiased=False).clamp_min(1e-3), atol=1e-4, rtol=1e-2
+        )
 
 
 def test_guidance_losses_reward_the_right_region(guided: tuple[GANModule, Path, Path]) -> None:
@@ -217,12 +228,10 @@ def test_sampling_latents_are_real_latents_of_the_class(guided: tuple[GANModule,
     assert (model.class_bank_n == 60).all()
     for lat, k in zip(latent, labels):
         assert torch.isclose(z[batch.labels == k], lat, atol=1e-5).all(dim=1).any()
-    torch.testing.assert_close(model._class_latent(labels, torch.Generator(), scale=0.0),
-                               model.class_mu[labels])
+    torch.testing.assert_close(model._class_latent(labels, torch.Generator(), scale=0.0), model.class_mu[labels])
 
 
-def test_guided_checkpoint_samples_without_the_classifier(guided: tuple[GANModule, Path, Path],
-                                                          tmp_path: Path) -> None:
+def test_guided_checkpoint_samples_without_the_classifier(guided: tuple[GANModule, Path, Path], tmp_path: Path) -> None:
     _, path, clf_path = guided
     moved = tmp_path / "elsewhere.ckpt"
     clf_path.rename(moved)  # the guide is a training-time dependency only
@@ -239,8 +248,13 @@ def test_guided_checkpoint_samples_without_the_classifier(guided: tuple[GANModul
 def test_generator_augmentation_plugs_into_the_classifier(plain: tuple[GANModule, Path, dict]) -> None:
     aug = GeneratorAugmentation(str(plain[1]))
     batch = FlowCodec(n_packets=N_PACKETS).encode(class_table(5, seed=3))
-    prepare_augmentation(aug, device=torch.device("cpu"), class_names=plain[0].class_names,
-                         generator=torch.Generator(), codec=plain[0].codec)
+    prepare_augmentation(
+        aug,
+        device=torch.device("cpu"),
+        class_names=plain[0].class_names,
+        generator=torch.Generator(),
+        codec=plain[0].codec,
+    )
     out = aug(batch, torch.Generator().manual_seed(0))
     assert_valid(out, like=batch)
     clf = ClassifierModule(num_classes=3, backbone_kwargs={"width": 8}, augmentation=aug, latent_points=0)
@@ -254,12 +268,36 @@ def test_tsda_fit_trains_the_cgan_from_its_config(tmp_path: Path) -> None:
     from tsda.commands.fit import run_fit
 
     data = write_parquet(class_table(40), tmp_path / "flows.parquet")
-    run_fit(["-c", str(REPO / "configs/experiment/fgnet_cgan.yaml"), "--data.path", str(data),
-             "--data.min_packets", "3", "--data.min_class_size", "5", "--data.n_packets", "12",
-             "--model.init_args.n_packets", "12", "--data.batch_size", "32",
-             "--model.init_args.width", "8", "--model.init_args.disc_width", "8",
-             "--model.init_args.depth", "1", "--trainer.max_epochs", "1",
-             "--trainer.enable_progress_bar", "false", "--run_dir", str(tmp_path / "run")])
+    run_fit(
+        [
+            "-c",
+            str(REPO / "configs/experiment/fgnet_cgan.yaml"),
+            "--data.path",
+            str(data),
+            "--data.min_packets",
+            "3",
+            "--data.min_class_size",
+            "5",
+            "--data.n_packets",
+            "12",
+            "--model.init_args.n_packets",
+            "12",
+            "--data.batch_size",
+            "32",
+            "--model.init_args.width",
+            "8",
+            "--model.init_args.disc_width",
+            "8",
+            "--model.init_args.depth",
+            "1",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--run_dir",
+            str(tmp_path / "run"),
+        ]
+    )
     assert (tmp_path / "run/checkpoints/last.ckpt").is_file()
     header = (tmp_path / "run/metrics.csv").read_text().splitlines()[0]
     assert "fidelity/size_w1" in header and "train_loss_d" in header
@@ -275,12 +313,38 @@ def test_generator_runs_checkpoint_every_epoch_without_validation(tmp_path: Path
     from tsda.commands.fit import run_fit
 
     data = write_parquet(class_table(40), tmp_path / "flows.parquet")
-    run_fit(["-c", str(REPO / "configs/experiment/fgnet_cgan.yaml"), "--data.path", str(data),
-             "--data.min_packets", "3", "--data.min_class_size", "5", "--data.n_packets", "12",
-             "--model.init_args.n_packets", "12", "--data.batch_size", "32",
-             "--model.init_args.width", "8", "--model.init_args.disc_width", "8",
-             "--model.init_args.depth", "1", "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "5",
-             "--trainer.enable_progress_bar", "false", "--run_dir", str(tmp_path / "run")])
+    run_fit(
+        [
+            "-c",
+            str(REPO / "configs/experiment/fgnet_cgan.yaml"),
+            "--data.path",
+            str(data),
+            "--data.min_packets",
+            "3",
+            "--data.min_class_size",
+            "5",
+            "--data.n_packets",
+            "12",
+            "--model.init_args.n_packets",
+            "12",
+            "--data.batch_size",
+            "32",
+            "--model.init_args.width",
+            "8",
+            "--model.init_args.disc_width",
+            "8",
+            "--model.init_args.depth",
+            "1",
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.check_val_every_n_epoch",
+            "5",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--run_dir",
+            str(tmp_path / "run"),
+        ]
+    )
     ckpt = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=False)
     assert ckpt["epoch"] == 1
     assert bool((ckpt["state_dict"]["noise_prior.n"] > 0).all())
@@ -324,8 +388,10 @@ def test_every_generator_checks_ema_decay_at_construction(decay: float) -> None:
     """One check (`tsda.lit.ema.check_ema_decay`), one message, for every generator."""
     from tsda.lit.diffusion import DiffusionModule
 
-    for make in (lambda: GANModule(num_classes=2, ema_decay=decay),
-                 lambda: DiffusionModule(num_classes=2, block_out_channels=(8, 16), ema_decay=decay)):
+    for make in (
+        lambda: GANModule(num_classes=2, ema_decay=decay),
+        lambda: DiffusionModule(num_classes=2, block_out_channels=(8, 16), ema_decay=decay),
+    ):
         with pytest.raises(ValueError, match=r"model\.ema_decay must be in \[0, 1\), got"):
             make()
 
@@ -346,9 +412,11 @@ def test_fit_refuses_data_with_other_codec_settings(tmp_path: Path, module: str)
     from tsda.lit.diffusion import DiffusionModule
 
     dm = datamodule()  # n_packets = N_PACKETS
-    model = (GANModule(num_classes=2, n_packets=N_PACKETS + 4, width=8, disc_width=8, depth=1)
-             if module == "gan" else
-             DiffusionModule(num_classes=2, n_packets=N_PACKETS + 4, block_out_channels=(8, 16)))
+    model = (
+        GANModule(num_classes=2, n_packets=N_PACKETS + 4, width=8, disc_width=8, depth=1)
+        if module == "gan"
+        else DiffusionModule(num_classes=2, n_packets=N_PACKETS + 4, block_out_channels=(8, 16))
+    )
     with pytest.raises(ValueError, match="codec settings .* differ from the data's"):
         trainer(tmp_path, 1).fit(model, datamodule=dm)
 
@@ -424,7 +492,7 @@ def test_sampling_draws_from_the_fitted_prior_unless_told_otherwise(vae: tuple) 
 def test_checkpoints_with_the_old_noise_prior_keys_load_into_the_prior(vae: tuple) -> None:
     """Checkpoints saved when the prior's buffers were the module's own (`noise_mean`,
     `noise_chol`, `noise_prior_n`) load into the submodule `noise_prior`."""
-    model, _, path, _, _ = vae
+    _model, _, path, _, _ = vae
     ckpt = torch.load(path, weights_only=False)
     for old, new in LEGACY_PRIOR_KEYS.items():
         ckpt["state_dict"][old] = ckpt["state_dict"].pop(new)
@@ -434,8 +502,10 @@ def test_checkpoints_with_the_old_noise_prior_keys_load_into_the_prior(vae: tupl
     for name, value in legacy.noise_prior.state_dict(prefix="noise_prior.").items():
         assert torch.equal(value, saved[name]), name
     labels = torch.tensor([0, 1, 2] * 4)
-    assert torch.equal(legacy.sample(labels, torch.Generator().manual_seed(0)).x,
-                       load_generative(path).sample(labels, torch.Generator().manual_seed(0)).x)
+    assert torch.equal(
+        legacy.sample(labels, torch.Generator().manual_seed(0)).x,
+        load_generative(path).sample(labels, torch.Generator().manual_seed(0)).x,
+    )
 
 
 def _batches(labels: list[int], seed: int = 0) -> list[FlowBatch]:
@@ -449,14 +519,21 @@ def test_noise_prior_warns_about_classes_it_cannot_fit() -> None:
     """No silent N(0, I): a class without training flows is named when the prior is fitted
     and when it is sampled; fitted classes sample without a warning."""
     torch.manual_seed(0)
-    model = GANModule(num_classes=3, class_names=["small_up", "big_down", "mixed"], n_packets=N_PACKETS,
-                      w_recon=1.0, **TINY_GAN)
-    with pytest.warns(UserWarning, match=r"noise prior: classes with fewer than 2 training flows: \['mixed'\]; "
-                                         r"they keep N\(0, I\)"):
+    model = GANModule(
+        num_classes=3, class_names=["small_up", "big_down", "mixed"], n_packets=N_PACKETS, w_recon=1.0, **TINY_GAN
+    )
+    with pytest.warns(
+        UserWarning,
+        match=r"noise prior: classes with fewer than 2 training flows: \['mixed'\]; "
+        r"they keep N\(0, I\)",
+    ):
         model.fit_noise_prior(_batches([0, 1]))
     assert model.noise_prior.fitted.tolist() == [True, True, False]
-    with pytest.warns(UserWarning, match=r"GANModule\.sample: the fitted noise prior has no Gaussian for "
-                                         r"classes \['mixed'\]"):
+    with pytest.warns(
+        UserWarning,
+        match=r"GANModule\.sample: the fitted noise prior has no Gaussian for "
+        r"classes \['mixed'\]",
+    ):
         model.sample(torch.tensor([0, 2]), torch.Generator().manual_seed(0))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -468,11 +545,20 @@ def test_class_regions_warn_about_classes_without_training_flows(guided: tuple[G
     """A class with fewer than 2 training flows gets the latent region of all training
     flows, named in a warning; latent-conditioned sampling of a class never seen warns too."""
     clf_path = guided[2]
-    model = GANModule(num_classes=3, class_names=["small_up", "big_down", "mixed"], n_packets=N_PACKETS,
-                      classifier_ckpt=str(clf_path), latent_conditioning=True, **TINY_GAN)
+    model = GANModule(
+        num_classes=3,
+        class_names=["small_up", "big_down", "mixed"],
+        n_packets=N_PACKETS,
+        classifier_ckpt=str(clf_path),
+        latent_conditioning=True,
+        **TINY_GAN,
+    )
     batches = _batches([0, 1])
-    with pytest.warns(UserWarning, match=r"GANModule: classes with fewer than 2 training flows: \['mixed'\]; "
-                                         r"their latent region .* is that of all training flows"):
+    with pytest.warns(
+        UserWarning,
+        match=r"GANModule: classes with fewer than 2 training flows: \['mixed'\]; "
+        r"their latent region .* is that of all training flows",
+    ):
         model._fit_class_regions(batches)
     with torch.no_grad():
         z = model.guide.encode(batches[0].x)  # (N, D)

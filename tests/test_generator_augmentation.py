@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from gan_fixtures import N_PACKETS, TINY_GAN, class_table, trainer
+
 from tsda.augment.base import AugmentContext, RandomApply
 from tsda.augment.catalog import build_augmentation
 from tsda.augment.generator import GeneratorAugmentation
@@ -27,19 +27,32 @@ from tsda.lit.generative import load_generative, prepare_augmentation
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATOR_YAML = str(ROOT / "configs/augment/generator.yaml")
-DATA_ARGS = ["--data.n_packets", str(N_PACKETS), "--data.min_packets", "3", "--data.min_class_size", "5",
-             "--data.batch_size", "32", "--data.eval_batch_size", "64"]
+DATA_ARGS = [
+    "--data.n_packets",
+    str(N_PACKETS),
+    "--data.min_packets",
+    "3",
+    "--data.min_class_size",
+    "5",
+    "--data.batch_size",
+    "32",
+    "--data.eval_batch_size",
+    "64",
+]
 
 
 def _concat(tables: list[FlowTable]) -> FlowTable:
     import numpy as np
 
-    return FlowTable(labels=np.concatenate([t.labels for t in tables]), class_names=tables[0].class_names,
-                     sizes=np.concatenate([t.sizes for t in tables]),
-                     directions=np.concatenate([t.directions for t in tables]),
-                     times=np.concatenate([t.times for t in tables]),
-                     lengths=np.concatenate([t.lengths for t in tables]),
-                     packets=np.concatenate([t.packets for t in tables]))
+    return FlowTable(
+        labels=np.concatenate([t.labels for t in tables]),
+        class_names=tables[0].class_names,
+        sizes=np.concatenate([t.sizes for t in tables]),
+        directions=np.concatenate([t.directions for t in tables]),
+        times=np.concatenate([t.times for t in tables]),
+        lengths=np.concatenate([t.lengths for t in tables]),
+        packets=np.concatenate([t.packets for t in tables]),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,29 +73,46 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         return path
 
     torch.manual_seed(0)
-    out["cgan"] = fit("cgan", GANModule(num_classes=3, class_names=dm.class_names, n_packets=N_PACKETS,
-                                        w_recon=10.0, **TINY_GAN), dm)
-    out["diffusion"] = fit("diffusion", DiffusionModule(num_classes=3, class_names=dm.class_names,
-                                                        n_packets=N_PACKETS, block_out_channels=(8, 16)), dm, 1)
-    out["classifier"] = fit("classifier", ClassifierModule(num_classes=3, class_names=dm.class_names,
-                                                           backbone_kwargs={"width": 8}, latent_points=0), dm, 1)
+    out["cgan"] = fit(
+        "cgan", GANModule(num_classes=3, class_names=dm.class_names, n_packets=N_PACKETS, w_recon=10.0, **TINY_GAN), dm
+    )
+    out["diffusion"] = fit(
+        "diffusion",
+        DiffusionModule(num_classes=3, class_names=dm.class_names, n_packets=N_PACKETS, block_out_channels=(8, 16)),
+        dm,
+        1,
+    )
+    out["classifier"] = fit(
+        "classifier",
+        ClassifierModule(num_classes=3, class_names=dm.class_names, backbone_kwargs={"width": 8}, latent_points=0),
+        dm,
+        1,
+    )
     two = write_parquet(_two_classes(class_table(100, seed=5)), root / "two.parquet")
     dm2 = FlowDataModule(path=str(two), n_packets=N_PACKETS, min_packets=3, min_class_size=5, batch_size=32)
     dm2.setup("fit")
-    out["other_classes"] = fit("other_classes", GANModule(num_classes=2, class_names=dm2.class_names,
-                                                          n_packets=N_PACKETS, **TINY_GAN), dm2, 1)
+    out["other_classes"] = fit(
+        "other_classes", GANModule(num_classes=2, class_names=dm2.class_names, n_packets=N_PACKETS, **TINY_GAN), dm2, 1
+    )
     dm10 = FlowDataModule(path=str(data), n_packets=10, min_packets=3, min_class_size=5, batch_size=32)
     dm10.setup("fit")
-    out["other_codec"] = fit("other_codec", GANModule(num_classes=3, class_names=dm10.class_names, n_packets=10,
-                                                      **TINY_GAN), dm10, 1)
+    out["other_codec"] = fit(
+        "other_codec", GANModule(num_classes=3, class_names=dm10.class_names, n_packets=10, **TINY_GAN), dm10, 1
+    )
     return out
 
 
 def _two_classes(table: FlowTable) -> FlowTable:
     keep = table.labels < 2
-    return FlowTable(labels=table.labels[keep], class_names=table.class_names[:2], sizes=table.sizes[keep],
-                     directions=table.directions[keep], times=table.times[keep], lengths=table.lengths[keep],
-                     packets=table.packets[keep])
+    return FlowTable(
+        labels=table.labels[keep],
+        class_names=table.class_names[:2],
+        sizes=table.sizes[keep],
+        directions=table.directions[keep],
+        times=table.times[keep],
+        lengths=table.lengths[keep],
+        packets=table.packets[keep],
+    )
 
 
 def _datamodule(world: dict[str, Path]) -> FlowDataModule:
@@ -94,8 +124,13 @@ def _datamodule(world: dict[str, Path]) -> FlowDataModule:
 def _prepared(world: dict[str, Path], seed: int = 0, **kwargs) -> tuple[GeneratorAugmentation, FlowDataModule]:
     dm = _datamodule(world)
     aug = GeneratorAugmentation(str(world[kwargs.pop("ckpt", "cgan")]), progress=False, **kwargs)
-    prepare_augmentation(aug, device=torch.device("cpu"), class_names=dm.class_names,
-                         generator=torch.Generator().manual_seed(seed), codec=dm.codec)
+    prepare_augmentation(
+        aug,
+        device=torch.device("cpu"),
+        class_names=dm.class_names,
+        generator=torch.Generator().manual_seed(seed),
+        codec=dm.codec,
+    )
     return aug, dm
 
 
@@ -157,10 +192,22 @@ def test_balanced_labels_draw_classes_uniformly(world: dict[str, Path]) -> None:
 def test_inside_random_apply_with_the_replace_policy(world: dict[str, Path]) -> None:
     dm = _datamodule(world)
     aug = RandomApply(GeneratorAugmentation(str(world["cgan"]), progress=False), p=0.5)
-    clf = ClassifierModule(num_classes=3, class_names=dm.class_names, backbone_kwargs={"width": 8},
-                           augmentation=aug, policy="replace", augment_p=1.0, latent_points=0)
-    prepare_augmentation(aug, device=torch.device("cpu"), class_names=dm.class_names,
-                         generator=clf.augmentation_generator(), codec=dm.codec)
+    clf = ClassifierModule(
+        num_classes=3,
+        class_names=dm.class_names,
+        backbone_kwargs={"width": 8},
+        augmentation=aug,
+        policy="replace",
+        augment_p=1.0,
+        latent_points=0,
+    )
+    prepare_augmentation(
+        aug,
+        device=torch.device("cpu"),
+        class_names=dm.class_names,
+        generator=clf.augmentation_generator(),
+        codec=dm.codec,
+    )
     batch = _train_batch(dm, 400)
     out = clf.training_batch(batch)
     replaced = (out.x != batch.x).flatten(1).any(1).float().mean()
@@ -175,9 +222,14 @@ def test_use_before_setup_and_bad_parameters_raise() -> None:
         aug(batch, torch.Generator())
     with pytest.raises(ValueError, match="load_sampler"):
         aug.setup(AugmentContext(device=torch.device("cpu"), class_names=("a",), generator=torch.Generator()))
-    for kwargs, name in (({"ckpt": ""}, "ckpt"), ({"pool_per_class": -1}, "pool_per_class"),
-                         ({"pool_per_class": 10**7}, "pool_per_class"), ({"refresh_every_n_epochs": 2}, "refresh"),
-                         ({"labels": "odd"}, "labels"), ({"sample_batch_size": 0}, "sample_batch_size")):
+    for kwargs, name in (
+        ({"ckpt": ""}, "ckpt"),
+        ({"pool_per_class": -1}, "pool_per_class"),
+        ({"pool_per_class": 10**7}, "pool_per_class"),
+        ({"refresh_every_n_epochs": 2}, "refresh"),
+        ({"labels": "odd"}, "labels"),
+        ({"sample_batch_size": 0}, "sample_batch_size"),
+    ):
         with pytest.raises(ValueError, match=name):
             GeneratorAugmentation(**{"ckpt": "x.ckpt", **kwargs})
 
@@ -186,8 +238,13 @@ def test_checkpoint_errors_name_the_checkpoint(world: dict[str, Path], tmp_path:
     dm = _datamodule(world)
 
     def setup(path: Path) -> None:
-        prepare_augmentation(GeneratorAugmentation(str(path), progress=False), device=torch.device("cpu"),
-                             class_names=dm.class_names, generator=torch.Generator(), codec=dm.codec)
+        prepare_augmentation(
+            GeneratorAugmentation(str(path), progress=False),
+            device=torch.device("cpu"),
+            class_names=dm.class_names,
+            generator=torch.Generator(),
+            codec=dm.codec,
+        )
 
     with pytest.raises(TsdaError, match="not a generator"):
         setup(world["classifier"])
@@ -207,14 +264,35 @@ def test_checkpoint_errors_name_the_checkpoint(world: dict[str, Path], tmp_path:
 def _fit(world: dict[str, Path], run_dir: Path, ckpt: str, *extra: str, config: str = GENERATOR_YAML) -> dict:
     from tsda.cli import main
 
-    main(["fit", "-c", str(ROOT / "configs/experiment/synthetic_baseline.yaml"),
-          "--data.path", str(world["data"]), *DATA_ARGS,
-          "--model.init_args.backbone_kwargs", "{width: 8}", "--model.init_args.latent_points", "0",
-          "--model.init_args.augmentation", config,
-          "--model.init_args.augmentation.init_args.ckpt", ckpt,
-          "--model.init_args.augmentation.init_args.progress", "false",
-          "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false", "--latent_plot", "false",
-          "--run_dir", str(run_dir), *extra])
+    main(
+        [
+            "fit",
+            "-c",
+            str(ROOT / "configs/experiment/synthetic_baseline.yaml"),
+            "--data.path",
+            str(world["data"]),
+            *DATA_ARGS,
+            "--model.init_args.backbone_kwargs",
+            "{width: 8}",
+            "--model.init_args.latent_points",
+            "0",
+            "--model.init_args.augmentation",
+            config,
+            "--model.init_args.augmentation.init_args.ckpt",
+            ckpt,
+            "--model.init_args.augmentation.init_args.progress",
+            "false",
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--latent_plot",
+            "false",
+            "--run_dir",
+            str(run_dir),
+            *extra,
+        ]
+    )
     return json.loads((run_dir / "metrics.json").read_text())
 
 
@@ -234,8 +312,9 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[FlowBatch, FlowBatch
     return seen
 
 
-def test_fit_from_yaml_with_a_cgan_trains_on_generated_flows(world: dict[str, Path], tmp_path: Path,
-                                                             recorded: list) -> None:
+def test_fit_from_yaml_with_a_cgan_trains_on_generated_flows(
+    world: dict[str, Path], tmp_path: Path, recorded: list
+) -> None:
     metrics = _fit(world, tmp_path / "run", str(world["cgan"]))
     assert 0.0 <= metrics["test_weighted_f1"] <= 1.0 and metrics["augment_pool_flows"] == 0
     dm = _datamodule(world)
@@ -250,18 +329,28 @@ def test_fit_from_yaml_with_a_cgan_trains_on_generated_flows(world: dict[str, Pa
         assert not any(tuple(r.flatten().tolist()) in real for r in generated.x)
 
 
-def test_fit_from_yaml_with_a_diffusion_pool_refreshed_each_epoch(world: dict[str, Path], tmp_path: Path,
-                                                                 recorded: list) -> None:
+def test_fit_from_yaml_with_a_diffusion_pool_refreshed_each_epoch(
+    world: dict[str, Path], tmp_path: Path, recorded: list
+) -> None:
     p = "--model.init_args.augmentation.init_args"
-    metrics = _fit(world, tmp_path / "run", str(world["diffusion"]), f"{p}.pool_per_class", "6",
-                   f"{p}.refresh_every_n_epochs", "1", f"{p}.options", "{sampler: dpmpp, steps: 3, cfg_scale: 2.0}")
+    metrics = _fit(
+        world,
+        tmp_path / "run",
+        str(world["diffusion"]),
+        f"{p}.pool_per_class",
+        "6",
+        f"{p}.refresh_every_n_epochs",
+        "1",
+        f"{p}.options",
+        "{sampler: dpmpp, steps: 3, cfg_scale: 2.0}",
+    )
     assert metrics["augment_pool_builds"] == 2 and metrics["augment_pool_flows"] == 18
     assert metrics["augment_pool_seconds"] > 0
     pools = []
     for batch, train, pool in recorded:
         assert torch.equal(torch.bincount(pool.labels, minlength=3), torch.tensor([6, 6, 6]))
         rows = {tuple(r.flatten().tolist()) for r in pool.x}
-        generated = train.x[len(batch):]
+        generated = train.x[len(batch) :]
         assert all(tuple(r.flatten().tolist()) in rows for r in generated)
         if not pools or not torch.equal(pools[-1], pool.x):
             pools.append(pool.x)
@@ -275,11 +364,12 @@ def test_same_seed_same_metrics_with_a_generator(world: dict[str, Path], tmp_pat
     assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
 
 
-@pytest.mark.parametrize("which, message", [("classifier", "not a generator"), ("other_classes", "classes"),
-                                            ("other_codec", "codec")])
-def test_fit_refuses_bad_generator_checkpoints_before_training(world: dict[str, Path], tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture, which: str,
-                                                               message: str) -> None:
+@pytest.mark.parametrize(
+    "which, message", [("classifier", "not a generator"), ("other_classes", "classes"), ("other_codec", "codec")]
+)
+def test_fit_refuses_bad_generator_checkpoints_before_training(
+    world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture, which: str, message: str
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         _fit(world, tmp_path / "run", str(world[which]))
     assert exit_info.value.code == 2
@@ -291,8 +381,12 @@ def test_fit_refuses_bad_generator_checkpoints_before_training(world: dict[str, 
 
 
 def test_generator_yaml_builds_and_loads_any_generator(world: dict[str, Path]) -> None:
-    aug = build_augmentation({"class_path": "tsda.augment.generator.GeneratorAugmentation",
-                              "init_args": {"ckpt": str(world["diffusion"]), "pool_per_class": 2}})
+    aug = build_augmentation(
+        {
+            "class_path": "tsda.augment.generator.GeneratorAugmentation",
+            "init_args": {"ckpt": str(world["diffusion"]), "pool_per_class": 2},
+        }
+    )
     assert isinstance(aug, GeneratorAugmentation) and aug.pool_per_class == 2
     for name in ("cgan", "diffusion"):
         assert load_generative(world[name]).class_names == _datamodule(world).class_names
@@ -304,9 +398,11 @@ def test_augment_room_imports_neither_lightning_nor_lit() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, tsda.augment.catalog, tsda.augment.generator, tsda.augment.enlarge; "
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning') "
-            "or m.startswith('tsda.lit')); print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, tsda.augment.catalog, tsda.augment.generator, tsda.augment.enlarge; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning') "
+        "or m.startswith('tsda.lit')); print(bad); sys.exit(1 if bad else 0)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -325,13 +421,17 @@ def _labelled_file(world: dict[str, Path], path: Path, keep_classes: tuple[int, 
 def _pool_prepared(world: dict[str, Path], path: Path, **kwargs) -> tuple[GeneratorAugmentation, FlowDataModule]:
     dm = _datamodule(world)
     aug = GeneratorAugmentation(pool_file=str(path), **kwargs)
-    prepare_augmentation(aug, device=torch.device("cpu"), class_names=dm.class_names,
-                         generator=torch.Generator().manual_seed(0), codec=dm.codec)
+    prepare_augmentation(
+        aug,
+        device=torch.device("cpu"),
+        class_names=dm.class_names,
+        generator=torch.Generator().manual_seed(0),
+        codec=dm.codec,
+    )
     return aug, dm
 
 
-def test_pool_file_tiles_each_class_and_absent_classes_keep_their_flows(world: dict[str, Path],
-                                                                        tmp_path: Path) -> None:
+def test_pool_file_tiles_each_class_and_absent_classes_keep_their_flows(world: dict[str, Path], tmp_path: Path) -> None:
     path, part = _labelled_file(world, tmp_path / "labelled.parquet", keep_classes=(0, 2))
     aug, dm = _pool_prepared(world, path)
     pool = aug.pool
@@ -356,9 +456,15 @@ def test_pool_file_tiles_each_class_and_absent_classes_keep_their_flows(world: d
 
 def test_pool_file_errors_name_the_file(world: dict[str, Path], tmp_path: Path) -> None:
     two = write_parquet(_two_classes(class_table(20, seed=3)), tmp_path / "two.parquet")
-    other = FlowTable(**{**{f: getattr(class_table(4, seed=1), f) for f in
-                            ("labels", "sizes", "directions", "times", "lengths", "packets")},
-                         "class_names": ("zz", "yy", "xx")})
+    other = FlowTable(
+        **{
+            **{
+                f: getattr(class_table(4, seed=1), f)
+                for f in ("labels", "sizes", "directions", "times", "lengths", "packets")
+            },
+            "class_names": ("zz", "yy", "xx"),
+        }
+    )
     foreign = write_parquet(other, tmp_path / "foreign.parquet")
     with pytest.raises(TsdaError, match="foreign.parquet.*classes the data lacks"):
         _pool_prepared(world, foreign)
@@ -373,18 +479,38 @@ def test_fit_with_a_pool_file_from_yaml(world: dict[str, Path], tmp_path: Path, 
 
     path, part = _labelled_file(world, tmp_path / "labelled.parquet", keep_classes=(0, 1, 2))
     run_dir = tmp_path / "run"
-    main(["fit", "-c", str(ROOT / "configs/experiment/synthetic_baseline.yaml"), "--data.path", str(world["data"]),
-          *DATA_ARGS, "--model.init_args.backbone_kwargs", "{width: 8}", "--model.init_args.latent_points", "0",
-          "--model.init_args.augmentation", str(ROOT / "configs/augment/generator_pool.yaml"),
-          "--model.init_args.augmentation.init_args.pool_file", str(path),
-          "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--latent_plot", "false",
-          "--run_dir", str(run_dir)])
+    main(
+        [
+            "fit",
+            "-c",
+            str(ROOT / "configs/experiment/synthetic_baseline.yaml"),
+            "--data.path",
+            str(world["data"]),
+            *DATA_ARGS,
+            "--model.init_args.backbone_kwargs",
+            "{width: 8}",
+            "--model.init_args.latent_points",
+            "0",
+            "--model.init_args.augmentation",
+            str(ROOT / "configs/augment/generator_pool.yaml"),
+            "--model.init_args.augmentation.init_args.pool_file",
+            str(path),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--latent_plot",
+            "false",
+            "--run_dir",
+            str(run_dir),
+        ]
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["augment_pool_flows"] == 15 and metrics["augment_pool_missing_classes"] == 0
     codec = _datamodule(world).codec
     file_flows = {tuple(r.flatten().tolist()) for r in codec.encode(part).x}
     for batch, train, _ in recorded:
-        generated = train.x[len(batch):]
+        generated = train.x[len(batch) :]
         assert all(tuple(r.flatten().tolist()) in file_flows for r in generated)
 
 
@@ -403,11 +529,18 @@ def test_sampling_inside_autocast_gives_the_full_precision_flows(world: dict[str
 
 
 # -- variations (mode vary) with a real generator: the cVAE-GAN can vary its flows ----------------
-def test_fit_from_yaml_with_fresh_variations_of_each_flow(world: dict[str, Path], tmp_path: Path,
-                                                          recorded: list) -> None:
+def test_fit_from_yaml_with_fresh_variations_of_each_flow(
+    world: dict[str, Path], tmp_path: Path, recorded: list
+) -> None:
     p = "--model.init_args.augmentation.init_args"
-    metrics = _fit(world, tmp_path / "run", str(world["cgan"]), f"{p}.variations_per_flow", "0",
-                   config=str(ROOT / "configs/augment/variation.yaml"))
+    metrics = _fit(
+        world,
+        tmp_path / "run",
+        str(world["cgan"]),
+        f"{p}.variations_per_flow",
+        "0",
+        config=str(ROOT / "configs/augment/variation.yaml"),
+    )
     assert 0.0 <= metrics["test_weighted_f1"] <= 1.0 and metrics["augment_pool_flows"] == 0
     dm = _datamodule(world)
     for batch, train, _ in recorded:
@@ -422,8 +555,14 @@ def test_fit_from_yaml_with_a_variation_pool(world: dict[str, Path], tmp_path: P
     """`tsda fit` hands the training split to the augmentation: a pool of K variations of
     every training flow is made at fit start and each flow of a batch gets one of its own."""
     p = "--model.init_args.augmentation.init_args"
-    metrics = _fit(world, tmp_path / "run", str(world["cgan"]), f"{p}.variations_per_flow", "2",
-                   config=str(ROOT / "configs/augment/variation.yaml"))
+    metrics = _fit(
+        world,
+        tmp_path / "run",
+        str(world["cgan"]),
+        f"{p}.variations_per_flow",
+        "2",
+        config=str(ROOT / "configs/augment/variation.yaml"),
+    )
     train = _datamodule(world).tensors["train"]
     assert metrics["augment_pool_flows"] == 2 * len(train) and metrics["augment_pool_seconds"] > 0
     for batch, trained, _ in recorded:
@@ -433,10 +572,16 @@ def test_fit_from_yaml_with_a_variation_pool(world: dict[str, Path], tmp_path: P
 
 def test_a_variation_pool_of_a_real_generator_draws_each_flows_own(world: dict[str, Path]) -> None:
     dm = _datamodule(world)
-    aug = GeneratorAugmentation(str(world["cgan"]), mode="vary", strength=[0.25, 0.5], variations_per_flow=2,
-                                progress=False)
-    prepare_augmentation(aug, device=torch.device("cpu"), class_names=dm.class_names,
-                         generator=torch.Generator().manual_seed(0), datamodule=dm)
+    aug = GeneratorAugmentation(
+        str(world["cgan"]), mode="vary", strength=[0.25, 0.5], variations_per_flow=2, progress=False
+    )
+    prepare_augmentation(
+        aug,
+        device=torch.device("cpu"),
+        class_names=dm.class_names,
+        generator=torch.Generator().manual_seed(0),
+        datamodule=dm,
+    )
     train = dm.tensors["train"]
     assert len(aug.pool) == 2 * len(train) and aug.stats()["pool_seconds"] > 0
     assert torch.equal(aug.pool.labels, train.labels.repeat_interleave(2))
@@ -446,5 +591,9 @@ def test_a_variation_pool_of_a_real_generator_draws_each_flows_own(world: dict[s
     own = aug.pool.x.view(len(train), 2, 3, N_PACKETS)[batch.rows]  # (B, 2, 3, L)
     assert (own == out.x[:, None]).flatten(2).all(2).any(1).all()
     with pytest.raises(TsdaError, match="cannot vary"):
-        prepare_augmentation(GeneratorAugmentation(str(world["other_codec"]), mode="vary", progress=False),
-                             device=torch.device("cpu"), class_names=dm.class_names, generator=torch.Generator())
+        prepare_augmentation(
+            GeneratorAugmentation(str(world["other_codec"]), mode="vary", progress=False),
+            device=torch.device("cpu"),
+            class_names=dm.class_names,
+            generator=torch.Generator(),
+        )

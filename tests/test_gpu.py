@@ -43,10 +43,26 @@ REPO = Path(__file__).resolve().parents[1]
 CUDA = torch.cuda.is_available()
 NAMES = ["small_up", "big_down", "mixed"]
 #: `tsda fit` on a sliver of the embedded dataset (as tests/test_ensemble.py's TINY_ARGS)
-TINY_FIT = ["-c", str(REPO / "configs/experiment/synthetic_baseline.yaml"), "--data.synthetic_scale", "0.03",
-            "--data.synthetic_apps", "4", "--data.min_class_size", "5", "--data.batch_size", "16",
-            "--trainer.enable_progress_bar", "false", "--latent_plot", "false",
-            "--model.init_args.backbone_kwargs", "{width: 8}", "--model.init_args.latent_points", "50"]
+TINY_FIT = [
+    "-c",
+    str(REPO / "configs/experiment/synthetic_baseline.yaml"),
+    "--data.synthetic_scale",
+    "0.03",
+    "--data.synthetic_apps",
+    "4",
+    "--data.min_class_size",
+    "5",
+    "--data.batch_size",
+    "16",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--latent_plot",
+    "false",
+    "--model.init_args.backbone_kwargs",
+    "{width: 8}",
+    "--model.init_args.latent_points",
+    "50",
+]
 TRANSLATION = ["--model.init_args.augmentation", str(REPO / "configs/augment/translation.yaml")]
 #: the embedded dataset, small, for the commands that read flows
 TINY_DATA = ["--data.synthetic_scale", "0.02", "--data.synthetic_apps", "4", "--data.min_class_size", "5"]
@@ -64,15 +80,27 @@ def gpu(test):
 def _restore_determinism():
     """A Trainer with `deterministic` switches torch's deterministic algorithms on for the
     whole process and leaves them on: each test here starts and ends with the setting it found."""
-    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    enabled, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     yield
     torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 def cuda_trainer(root: Path, epochs: int, precision: str = "bf16-mixed", **kwargs: object) -> L.Trainer:
-    return L.Trainer(max_epochs=epochs, accelerator="gpu", devices=1, precision=precision, logger=False,
-                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                     default_root_dir=root, **kwargs)
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator="gpu",
+        devices=1,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        **kwargs,
+    )
 
 
 def float_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -84,7 +112,9 @@ def assert_trained(before: dict[str, torch.Tensor], module: torch.nn.Module) -> 
     """Every parameter on CUDA and finite, and some moved from `before`."""
     assert {p.device.type for p in module.parameters()} == {"cuda"}
     after = float_state(module)
-    assert all(torch.isfinite(v).all() for v in after.values()), [k for k, v in after.items() if not torch.isfinite(v).all()]
+    assert all(torch.isfinite(v).all() for v in after.values()), [
+        k for k, v in after.items() if not torch.isfinite(v).all()
+    ]
     assert any(not torch.equal(before[k], after[k]) for k in before), "no weight moved"
 
 
@@ -102,11 +132,13 @@ def test_classifier_fits_and_tests_in_bf16_mixed_on_cuda(tmp_path: Path, augment
     dm = datamodule()
     aug = None
     if augmentation is not None:
-        aug = build_augmentation(str(REPO / "configs/augment" / augmentation) if augmentation.endswith(".yaml")
-                                 else augmentation)
+        aug = build_augmentation(
+            str(REPO / "configs/augment" / augmentation) if augmentation.endswith(".yaml") else augmentation
+        )
     torch.manual_seed(0)
-    model = ClassifierModule(num_classes=3, class_names=NAMES, backbone_kwargs={"width": 8}, augmentation=aug,
-                             latent_points=50)
+    model = ClassifierModule(
+        num_classes=3, class_names=NAMES, backbone_kwargs={"width": 8}, augmentation=aug, latent_points=50
+    )
     before = float_state(model.net)
     trainer = cuda_trainer(tmp_path, 2)
     trainer.fit(model, datamodule=dm)
@@ -124,8 +156,20 @@ def test_tsda_fit_in_bf16_mixed_on_cuda_writes_its_run(tmp_path: Path) -> None:
     from tsda.commands.fit import run_fit
 
     run_dir = tmp_path / "run"
-    run_fit([*TINY_FIT, *TRANSLATION, "--trainer.accelerator", "gpu", "--trainer.precision", "bf16-mixed",
-             "--trainer.max_epochs", "2", "--run_dir", str(run_dir)])
+    run_fit(
+        [
+            *TINY_FIT,
+            *TRANSLATION,
+            "--trainer.accelerator",
+            "gpu",
+            "--trainer.precision",
+            "bf16-mixed",
+            "--trainer.max_epochs",
+            "2",
+            "--run_dir",
+            str(run_dir),
+        ]
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and 0.0 <= metrics["test_weighted_f1"] <= 1.0
     assert "latent_silhouette" in metrics and math.isfinite(metrics["latent_silhouette"])
@@ -144,14 +188,17 @@ def build_generator(name: str, guide: Path) -> GenerativeModule:
     if name == "cgan":
         return GANModule(**common, **TINY_GAN)
     if name == "cgan_latent":
-        return GANModule(**common, **TINY_GAN, classifier_ckpt=str(guide), w_class=1.0, w_latent=0.1,
-                         latent_conditioning=True)
+        return GANModule(
+            **common, **TINY_GAN, classifier_ckpt=str(guide), w_class=1.0, w_latent=0.1, latent_conditioning=True
+        )
     if name == "diffusion":
-        return DiffusionModule(**common, block_out_channels=(16, 32), classifier_ckpt=str(guide), ema_decay=0.9,
-                               lr=3e-3, label_dropout=0.2)
+        return DiffusionModule(
+            **common, block_out_channels=(16, 32), classifier_ckpt=str(guide), ema_decay=0.9, lr=3e-3, label_dropout=0.2
+        )
     if name == "transformer":
-        return TransformerModule(**common, d_model=16, n_layers=1, n_heads=2, vocab_size=32, size_bins=8,
-                                 gap_bins=16, lr=1e-2)
+        return TransformerModule(
+            **common, d_model=16, n_layers=1, n_heads=2, vocab_size=32, size_bins=8, gap_bins=16, lr=1e-2
+        )
     raise ValueError(name)
 
 
@@ -179,12 +226,40 @@ def generators(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
     data = write_parquet(class_table(40), root / "flows.parquet")
     tiny_gen = {"noise_dim": 8, "width": 8, "depth": 1, "disc_width": 8, "w_recon": 1.0, "ema_decay": 0.9}
     run_dir = root / "joint"
-    run_fit(["-c", str(REPO / "configs/experiment/synthetic_joint.yaml"), "--data.path", str(data),
-             "--data.min_packets", "3", "--data.min_class_size", "5", "--data.n_packets", str(N_PACKETS),
-             "--data.batch_size", "32", "--model.init_args.backbone_kwargs", "{width: 8}",
-             "--model.init_args.n_packets", str(N_PACKETS), "--model.init_args.generator_kwargs", json.dumps(tiny_gen),
-             "--latent_plot", "false", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "gpu",
-             "--trainer.precision", "bf16-mixed", "--trainer.max_epochs", "3", "--run_dir", str(run_dir)])
+    run_fit(
+        [
+            "-c",
+            str(REPO / "configs/experiment/synthetic_joint.yaml"),
+            "--data.path",
+            str(data),
+            "--data.min_packets",
+            "3",
+            "--data.min_class_size",
+            "5",
+            "--data.n_packets",
+            str(N_PACKETS),
+            "--data.batch_size",
+            "32",
+            "--model.init_args.backbone_kwargs",
+            "{width: 8}",
+            "--model.init_args.n_packets",
+            str(N_PACKETS),
+            "--model.init_args.generator_kwargs",
+            json.dumps(tiny_gen),
+            "--latent_plot",
+            "false",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.accelerator",
+            "gpu",
+            "--trainer.precision",
+            "bf16-mixed",
+            "--trainer.max_epochs",
+            "3",
+            "--run_dir",
+            str(run_dir),
+        ]
+    )
     out["joint"] = (None, json.loads((run_dir / "metrics.json").read_text()), run_dir / "checkpoints/last.ckpt", None)
     return out
 
@@ -208,13 +283,21 @@ def test_joint_module_fits_in_bf16_mixed_on_cuda(generators: dict[str, tuple]) -
 
 
 # -- sampling on CUDA ---------------------------------------------------------------------------------
-SAMPLING = [("cgan", {}), ("cgan_latent", {}), ("transformer", {}), ("joint", {}),
-            ("diffusion", {"sampler": "dpmpp", "steps": 4}), ("diffusion", {"sampler": "ddpm", "steps": 6}),
-            ("diffusion", {"sampler": "ddim", "steps": 4, "cfg_scale": 2.0, "latent_guidance_scale": 1.0})]
+SAMPLING = [
+    ("cgan", {}),
+    ("cgan_latent", {}),
+    ("transformer", {}),
+    ("joint", {}),
+    ("diffusion", {"sampler": "dpmpp", "steps": 4}),
+    ("diffusion", {"sampler": "ddpm", "steps": 6}),
+    ("diffusion", {"sampler": "ddim", "steps": 4, "cfg_scale": 2.0, "latent_guidance_scale": 1.0}),
+]
 
 
 @gpu
-@pytest.mark.parametrize(("name", "options"), SAMPLING, ids=[f"{n}-{'-'.join(map(str, o.values()))}" for n, o in SAMPLING])
+@pytest.mark.parametrize(
+    ("name", "options"), SAMPLING, ids=[f"{n}-{'-'.join(map(str, o.values()))}" for n, o in SAMPLING]
+)
 def test_sampling_on_cuda_gives_valid_float32_flows(generators: dict[str, tuple], name: str, options: dict) -> None:
     """Loaded onto CUDA as `tsda sample` loads it: valid float32 flows on the device, the same
     from the same seed, and still valid float32 flows when drawn under bf16 autocast (as a
@@ -237,15 +320,17 @@ def test_sampling_on_cuda_gives_valid_float32_flows(generators: dict[str, tuple]
 
 @gpu
 @pytest.mark.parametrize("name", ["cgan", "diffusion", "transformer"])
-def test_generator_augmentation_under_cuda_autocast_draws_full_precision_flows(generators: dict[str, tuple],
-                                                                               name: str) -> None:
+def test_generator_augmentation_under_cuda_autocast_draws_full_precision_flows(
+    generators: dict[str, tuple], name: str
+) -> None:
     from tsda.augment.generator import GeneratorAugmentation
 
     options = {"sampler": "dpmpp", "steps": 4} if name == "diffusion" else {}
     aug = GeneratorAugmentation(str(generators[name][2]), options=options, progress=False)
     codec = FlowCodec(n_packets=N_PACKETS)
-    prepare_augmentation(aug, device=torch.device("cuda"), class_names=NAMES, generator=seeded_generator(0, "cuda"),
-                         codec=codec)
+    prepare_augmentation(
+        aug, device=torch.device("cuda"), class_names=NAMES, generator=seeded_generator(0, "cuda"), codec=codec
+    )
     batch = codec.encode(class_table(8, seed=5)).to("cuda")
     plain = aug(batch, seeded_generator(3, "cuda"))
     with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -262,8 +347,22 @@ def test_tsda_sample_on_cuda_and_auto_picks_it(generators: dict[str, tuple], tmp
     tables = {}
     for device in ("cuda", "auto"):
         out = tmp_path / f"{device}.parquet"
-        main(["sample", "--ckpt", ckpt, "--per-class", "10", "--seed", "1", "--device", device, "--out", str(out),
-              "--no-progress"])
+        main(
+            [
+                "sample",
+                "--ckpt",
+                ckpt,
+                "--per-class",
+                "10",
+                "--seed",
+                "1",
+                "--device",
+                device,
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
         tables[device] = read_parquet(out, max_packets=N_PACKETS)
     assert len(tables["cuda"]) == 30
     assert (tables["cuda"].sizes == tables["auto"].sizes).all()  # auto = cuda here: the same draws
@@ -282,9 +381,28 @@ def test_tsda_evaluate_encodes_latents_on_cuda_like_the_cpu(tmp_path: Path, monk
     synthetic = write_parquet(class_table(30, seed=4), tmp_path / "syn.parquet")
     results = {}
     for device in ("cuda", "cpu"):
-        main(["evaluate", "--data.path", str(real), "--synthetic", str(synthetic), "--classifier", str(clf),
-              "--out", str(tmp_path / device), "--tstr_seeds", "0", "--gru", "false", "--plots", "false",
-              "--device", device, *REAL_OPTIONS])
+        main(
+            [
+                "evaluate",
+                "--data.path",
+                str(real),
+                "--synthetic",
+                str(synthetic),
+                "--classifier",
+                str(clf),
+                "--out",
+                str(tmp_path / device),
+                "--tstr_seeds",
+                "0",
+                "--gru",
+                "false",
+                "--plots",
+                "false",
+                "--device",
+                device,
+                *REAL_OPTIONS,
+            ]
+        )
         results[device] = json.loads((tmp_path / device / "fidelity.json").read_text())["latent"]
     assert devices == ["cuda"] * 3 + ["cpu"] * 3  # real test, synthetic, real train latents
     assert results["cuda"]["frechet"] == pytest.approx(results["cpu"]["frechet"], rel=0.02, abs=1e-3)
@@ -297,8 +415,21 @@ def test_tsda_augment_preview_and_enlarge_on_cuda(tmp_path: Path) -> None:
     main(["augment", "preview", "translation", "--out", str(tmp_path / "p.png"), "--device", "cuda", *TINY_DATA])
     assert (tmp_path / "p.png").stat().st_size > 1000
     out = tmp_path / "big.parquet"
-    main(["augment", "enlarge", "--augment", "translation", "--copies", "2", "--out", str(out), "--device", "cuda",
-          *TINY_DATA])
+    main(
+        [
+            "augment",
+            "enlarge",
+            "--augment",
+            "translation",
+            "--copies",
+            "2",
+            "--out",
+            str(out),
+            "--device",
+            "cuda",
+            *TINY_DATA,
+        ]
+    )
     import pyarrow.parquet as pq
 
     frame = pq.read_table(out, columns=["augmentation", "split"]).to_pandas()
@@ -312,8 +443,9 @@ def test_tsda_augment_preview_and_enlarge_on_cuda(tmp_path: Path) -> None:
 
 # -- the ensemble executor on CUDA ------------------------------------------------------------------------
 @gpu
-def test_a_campaign_gives_the_same_results_through_both_executors_on_cuda(tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_campaign_gives_the_same_results_through_both_executors_on_cuda(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """tests/test_ensemble.py's campaign (stacked, class-weighted and a run that cannot stack),
     on CUDA: every `tsda fit` process and the `tsda ensemble` process train on the GPU."""
     from test_campaign import write_spec
@@ -321,15 +453,29 @@ def test_a_campaign_gives_the_same_results_through_both_executors_on_cuda(tmp_pa
     from tsda.campaign import CampaignSpec, run_campaign
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    conditions = {"a": {}, "sampled": {"data.sampler": "class_weighted"},
-                  "clipped": {"trainer.gradient_clip_val": 1.0}}  # clipped cannot stack: runs alone
-    spec = CampaignSpec.from_yaml(write_spec(tmp_path, conditions, seeds=[0, 1],
-                                             overrides={"data.synthetic_scale": 0.02, "data.synthetic_apps": 4,
-                                                        "data.min_class_size": 5, "trainer.max_epochs": 2,
-                                                        "trainer.accelerator": "gpu",
-                                                        "trainer.enable_progress_bar": False, "latent_plot": False,
-                                                        "model.init_args.latent_points": 50,
-                                                        "model.init_args.backbone_kwargs": {"width": 8}}))
+    conditions = {
+        "a": {},
+        "sampled": {"data.sampler": "class_weighted"},
+        "clipped": {"trainer.gradient_clip_val": 1.0},
+    }  # clipped cannot stack: runs alone
+    spec = CampaignSpec.from_yaml(
+        write_spec(
+            tmp_path,
+            conditions,
+            seeds=[0, 1],
+            overrides={
+                "data.synthetic_scale": 0.02,
+                "data.synthetic_apps": 4,
+                "data.min_class_size": 5,
+                "trainer.max_epochs": 2,
+                "trainer.accelerator": "gpu",
+                "trainer.enable_progress_bar": False,
+                "latent_plot": False,
+                "model.init_args.latent_points": 50,
+                "model.init_args.backbone_kwargs": {"width": 8},
+            },
+        )
+    )
     local = run_campaign(spec, tmp_path / "local", executor="local", workers=3)
     ensemble = run_campaign(spec, tmp_path / "ensemble", executor="ensemble", members_per_job=0)
     assert (local["status"] == "ok").all(), local["error"].tolist()
@@ -381,16 +527,31 @@ def test_the_classifier_training_step_makes_no_host_sync(bf16: bool) -> None:
 # -- determinism on CUDA ------------------------------------------------------------------------------
 @gpu
 @pytest.mark.parametrize("augment", [[], TRANSLATION], ids=["no_aug", "translation"])
-def test_a_deterministic_fit_on_cuda_gives_the_same_weights_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                   augment: list[str]) -> None:
+def test_a_deterministic_fit_on_cuda_gives_the_same_weights_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, augment: list[str]
+) -> None:
     from tsda.commands.fit import run_fit
 
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what Lightning sets for deterministic=True
     states, scores = [], []
     for i in range(2):
         run_dir = tmp_path / f"run{i}"
-        run_fit([*TINY_FIT, *augment, "--trainer.accelerator", "gpu", "--trainer.deterministic", "true",
-                 "--trainer.max_epochs", "2", "--seed_everything", "3", "--run_dir", str(run_dir)])
+        run_fit(
+            [
+                *TINY_FIT,
+                *augment,
+                "--trainer.accelerator",
+                "gpu",
+                "--trainer.deterministic",
+                "true",
+                "--trainer.max_epochs",
+                "2",
+                "--seed_everything",
+                "3",
+                "--run_dir",
+                str(run_dir),
+            ]
+        )
         states.append(read_checkpoint(run_dir / "checkpoints/last.ckpt")["state_dict"])
         scores.append(json.loads((run_dir / "metrics.json").read_text())["test_weighted_f1"])
     assert states[0].keys() == states[1].keys()
@@ -430,14 +591,24 @@ def _device_commands(tmp_path: Path) -> dict[str, list[str]]:
     return {
         "evaluate": ["evaluate", "--synthetic", str(syn), "--out", str(tmp_path / "e")],
         "preview": ["augment", "preview", "translation", "--out", str(tmp_path / "p.png"), *TINY_DATA],
-        "enlarge": ["augment", "enlarge", "--augment", "translation", "--copies", "1", "--out",
-                    str(tmp_path / "x.parquet"), *TINY_DATA],
+        "enlarge": [
+            "augment",
+            "enlarge",
+            "--augment",
+            "translation",
+            "--copies",
+            "1",
+            "--out",
+            str(tmp_path / "x.parquet"),
+            *TINY_DATA,
+        ],
     }
 
 
 @pytest.mark.parametrize("command", ["evaluate", "preview", "enlarge"])
-def test_an_unknown_device_is_a_tsda_error_naming_device(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                         command: str) -> None:
+def test_an_unknown_device_is_a_tsda_error_naming_device(
+    tmp_path: Path, capsys: pytest.CaptureFixture, command: str
+) -> None:
     err = _tsda_error([*_device_commands(tmp_path)[command], "--device", "gpu0"], capsys)
     assert "--device 'gpu0': not a device" in err
     assert not (tmp_path / "e").exists() and not (tmp_path / "x.parquet").exists()  # checked before any work
@@ -456,8 +627,21 @@ def test_augment_preview_and_enlarge_run_with_device_cpu(tmp_path: Path) -> None
     outs = {}
     for device in ("cpu", "auto") if not CUDA else ("cpu",):
         outs[device] = tmp_path / f"{device}.parquet"
-        main(["augment", "enlarge", "--augment", "translation", "--copies", "1", "--out", str(outs[device]),
-              "--device", device, *TINY_DATA])
+        main(
+            [
+                "augment",
+                "enlarge",
+                "--augment",
+                "translation",
+                "--copies",
+                "1",
+                "--out",
+                str(outs[device]),
+                "--device",
+                device,
+                *TINY_DATA,
+            ]
+        )
     if "auto" in outs:  # auto is the CPU here: the same file
         assert read_parquet(outs["cpu"]).sizes.tolist() == read_parquet(outs["auto"]).sizes.tolist()
 
@@ -483,9 +667,30 @@ def test_evaluate_encodes_latents_on_the_device_given(tmp_path: Path) -> None:
     clf = fit_classifier(tmp_path, datamodule(), epochs=1)
     real = write_parquet(class_table(40, seed=3), tmp_path / "real.parquet")
     synthetic = write_parquet(class_table(15, seed=4), tmp_path / "syn.parquet")
-    main(["evaluate", "--data.path", str(real), "--synthetic", str(synthetic), "--classifier", str(clf),
-          "--out", str(tmp_path / "fid"), "--tstr_seeds", "0", "--gru", "false", "--plots", "false",
-          "--device", "cpu", "--max_flows", "60", *REAL_OPTIONS])
+    main(
+        [
+            "evaluate",
+            "--data.path",
+            str(real),
+            "--synthetic",
+            str(synthetic),
+            "--classifier",
+            str(clf),
+            "--out",
+            str(tmp_path / "fid"),
+            "--tstr_seeds",
+            "0",
+            "--gru",
+            "false",
+            "--plots",
+            "false",
+            "--device",
+            "cpu",
+            "--max_flows",
+            "60",
+            *REAL_OPTIONS,
+        ]
+    )
     latent = json.loads((tmp_path / "fid/fidelity.json").read_text())["latent"]
     assert math.isfinite(latent["frechet"]) and 0.0 <= latent["coverage"] <= 1.0
 
@@ -507,28 +712,71 @@ def test_gpu_report_prints_one_table_of_the_parts(tmp_path: Path) -> None:
     (tmp_path / "tests.xml").write_text(
         '<testsuites><testsuite name="pytest" tests="4" failures="1" errors="0" skipped="1" time="12.6">'
         '<testcase name="test_a"/><testcase name="test_b"><failure message="x"/></testcase>'
-        '<testcase name="test_c"/><testcase name="test_d"><skipped/></testcase></testsuite></testsuites>')
+        '<testcase name="test_c"/><testcase name="test_d"><skipped/></testcase></testsuite></testsuites>'
+    )
     (tmp_path / "tests.status").write_text("failed (exit 1)")
-    run = {"gpu": None, "threads": 16, "n_train": 1000, "data": "synthetic", "batch_size": 512,
-           "fit_wall_s_per_epoch": 0.5}
+    run = {
+        "gpu": None,
+        "threads": 16,
+        "n_train": 1000,
+        "data": "synthetic",
+        "batch_size": 512,
+        "fit_wall_s_per_epoch": 0.5,
+    }
     (tmp_path / "throughput_cpu.json").write_text(json.dumps({**run, "train_flows_per_s": 1000.0}))
-    (tmp_path / "throughput_cuda_bf16.json").write_text(json.dumps({**run, "gpu": "H100", "train_flows_per_s": 30000.0}))
+    (tmp_path / "throughput_cuda_bf16.json").write_text(
+        json.dumps({**run, "gpu": "H100", "train_flows_per_s": 30000.0})
+    )
     (tmp_path / "throughput_cuda_fp32.status").write_text("timed out after 60 s")
-    (tmp_path / "syncs.json").write_text(json.dumps({"rows": {"module step, fp32": {"per_step": 0.0, "sources": {}},
-                                                              "Lightning step, bf16-mixed":
-                                                                  {"per_step": 1.0, "sources": {"datamodule.py:110": 20}}}}))
-    (tmp_path / "campaign.json").write_text(json.dumps({"device": "cuda", "ratio": {"ensemble": 2.5}, "runs": 8, "epochs": 3, "workers": 4,
-                                                        "runs_per_hour": {"ensemble": 500.0, "process": 200.0},
-                                                        "max_abs_diff_weighted_f1": {"ensemble": 0.01}}))
-    (tmp_path / "sampling.json").write_text(json.dumps({"device": "cuda", "num_classes": 53, "n_packets": 20, "rows": [
-        {"generator": "cgan", "setting": "one pass", "batch": 8192, "flows_per_s": 1e6, "note": ""},
-        {"generator": "cgan", "setting": "one pass", "batch": 1024, "flows_per_s": 5e5, "note": ""}]}))
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks/gpu_report.py"), "table", str(tmp_path)],
-                          capture_output=True, text=True, check=True)
+    (tmp_path / "syncs.json").write_text(
+        json.dumps(
+            {
+                "rows": {
+                    "module step, fp32": {"per_step": 0.0, "sources": {}},
+                    "Lightning step, bf16-mixed": {"per_step": 1.0, "sources": {"datamodule.py:110": 20}},
+                }
+            }
+        )
+    )
+    (tmp_path / "campaign.json").write_text(
+        json.dumps(
+            {
+                "device": "cuda",
+                "ratio": {"ensemble": 2.5},
+                "runs": 8,
+                "epochs": 3,
+                "workers": 4,
+                "runs_per_hour": {"ensemble": 500.0, "process": 200.0},
+                "max_abs_diff_weighted_f1": {"ensemble": 0.01},
+            }
+        )
+    )
+    (tmp_path / "sampling.json").write_text(
+        json.dumps(
+            {
+                "device": "cuda",
+                "num_classes": 53,
+                "n_packets": 20,
+                "rows": [
+                    {"generator": "cgan", "setting": "one pass", "batch": 8192, "flows_per_s": 1e6, "note": ""},
+                    {"generator": "cgan", "setting": "one pass", "batch": 1024, "flows_per_s": 5e5, "note": ""},
+                ],
+            }
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/gpu_report.py"), "table", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     lines = done.stdout.splitlines()
     assert lines[0] == "| check | result | detail |"
     body = "\n".join(lines)
-    assert "| gpu tests (`pytest -m gpu`) | 2 passed, 1 failed, 1 skipped | 13 s; failed: test_b; failed (exit 1) |" in body
+    assert (
+        "| gpu tests (`pytest -m gpu`) | 2 passed, 1 failed, 1 skipped | 13 s; failed: test_b; failed (exit 1) |"
+        in body
+    )
     assert "| classifier training, CUDA, bf16-mixed | 30,000 flows/s | 30.0x CPU; H100" in body
     assert "| classifier training, CUDA, fp32 | - | timed out after 60 s |" in body
     assert "| host syncs per step: Lightning step, bf16-mixed | 1.00 | datamodule.py:110 x20 |" in body
@@ -539,8 +787,15 @@ def test_gpu_report_prints_one_table_of_the_parts(tmp_path: Path) -> None:
 @pytest.mark.skipif(CUDA, reason="the dry run is what a machine without CUDA gets")
 def test_gpu_check_without_cuda_is_a_dry_run(tmp_path: Path) -> None:
     env = {**os.environ, "GPU_CHECK_OUT": str(tmp_path / "out"), "PATH": "/usr/bin:/bin"}  # no nvidia-smi on PATH
-    done = subprocess.run(["bash", str(REPO / "benchmarks/gpu_check.sh")], capture_output=True, text=True, cwd=REPO,
-                          env=env, timeout=120, check=False)
+    done = subprocess.run(
+        ["bash", str(REPO / "benchmarks/gpu_check.sh")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "no CUDA device: dry run, nothing measured" in done.stdout
     assert "pytest -m gpu" in done.stdout and "sampling_throughput.py" in done.stdout

@@ -102,8 +102,9 @@ def test_transformer_loss_is_the_masked_mean_without_reading_the_device() -> Non
     from tsda.lit.transformer import TransformerModule
 
     torch.manual_seed(0)
-    module = TransformerModule(num_classes=3, n_packets=8, d_model=16, n_layers=1, n_heads=2, vocab_size=8,
-                               size_bins=4, gap_bins=4)
+    module = TransformerModule(
+        num_classes=3, n_packets=8, d_model=16, n_layers=1, n_heads=2, vocab_size=8, size_bins=4, gap_bins=4
+    )
     batch = _flows()
     module.fit_vocabulary([batch])
     for b in (batch, batch.index(torch.tensor([1, 2])).replace(lengths=torch.tensor([1, 1]))):
@@ -201,15 +202,21 @@ def test_ensemble_member_scores_read_the_device_once(monkeypatch: pytest.MonkeyP
     pred[0] = labels  # a perfect member
     pred[1, :5] = 4  # predicts the absent class
     loss_sum = torch.rand(3, generator=g) * 40
-    want = [{"loss": float(loss_sum[k]) / 40,
-             "weighted_f1": float(multiclass_f1_score(pred[k], labels, 5, average="weighted")),
-             "macro_f1": float(multiclass_f1_score(pred[k], labels, 5, average="macro")),
-             "accuracy": float(multiclass_accuracy(pred[k], labels, 5, average="micro"))} for k in range(3)]
+    want = [
+        {
+            "loss": float(loss_sum[k]) / 40,
+            "weighted_f1": float(multiclass_f1_score(pred[k], labels, 5, average="weighted")),
+            "macro_f1": float(multiclass_f1_score(pred[k], labels, 5, average="macro")),
+            "accuracy": float(multiclass_accuracy(pred[k], labels, 5, average="micro")),
+        }
+        for k in range(3)
+    ]
     reads = []
     for name in ("__float__", "__int__", "__bool__", "item", "tolist"):
         original = getattr(torch.Tensor, name)
-        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: (reads.append(_n),
-                                                                                                _o(self, *a, **k))[1])
+        monkeypatch.setattr(
+            torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: (reads.append(_n), _o(self, *a, **k))[1]
+        )
     got = member_scores(pred, loss_sum, labels, 5)
     monkeypatch.undo()
     assert len(reads) <= 1, reads
@@ -275,8 +282,16 @@ def test_denoise_copies_nothing_to_the_device_per_step(monkeypatch: pytest.Monke
         labels = torch.zeros(2, dtype=torch.long, device=META)
         with monkeypatch.context() as m:
             m.setattr(torch.Tensor, "to", counting_to)
-            denoise(lambda x, t, y, z: torch.zeros_like(x), config, labels, torch.Generator().manual_seed(0), 8,
-                    null_label=3, steps=steps, sampler=sampler)
+            denoise(
+                lambda x, t, y, z: torch.zeros_like(x),
+                config,
+                labels,
+                torch.Generator().manual_seed(0),
+                8,
+                null_label=3,
+                steps=steps,
+                sampler=sampler,
+            )
         return len(copies)
 
     for sampler in ("ddim", "dpmpp"):  # (ddpm's noise comes from the generator's device: the GPU's in use)

@@ -83,11 +83,22 @@ def test_the_checker_catches_a_wrong_way_arrow(tmp_path: Path) -> None:
     assert "tsda.lit.classifier" in imports(bad)
 
 
-@pytest.mark.parametrize("argv", [["fit", "--help"], ["test", "--help"], ["data", "describe", "--help"],
-                                  ["data", "import", "--help"], ["data", "export", "--help"],
-                                  ["augment", "--help"], ["augment", "enlarge", "--help"],
-                                  ["augment", "search", "--help"], ["campaign", "--help"],
-                                  ["sample", "--help"], ["evaluate", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["fit", "--help"],
+        ["test", "--help"],
+        ["data", "describe", "--help"],
+        ["data", "import", "--help"],
+        ["data", "export", "--help"],
+        ["augment", "--help"],
+        ["augment", "enlarge", "--help"],
+        ["augment", "search", "--help"],
+        ["campaign", "--help"],
+        ["sample", "--help"],
+        ["evaluate", "--help"],
+    ],
+)
 def test_every_command_answers_help(argv: list[str], capsys: pytest.CaptureFixture) -> None:
     from tsda.cli import main
 

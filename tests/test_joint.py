@@ -32,12 +32,33 @@ from tsda.lit.joint_schedule import JointSchedule
 REPO = Path(__file__).resolve().parents[1]
 TINY_GEN = {"noise_dim": 8, "width": 8, "depth": 1, "disc_width": 8, "w_recon": 1.0, "ema_decay": 0.9}
 #: tiny data and nets for `tsda fit -c configs/experiment/synthetic_joint.yaml`: 3 steps an epoch
-TINY = ["--data.min_packets", "3", "--data.min_class_size", "5", "--data.n_packets", str(N_PACKETS),
-        "--data.batch_size", "32",
-        "--model.init_args.backbone_kwargs", "{width: 8}", "--latent_plot", "false",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-JOINT = ["-c", "configs/experiment/synthetic_joint.yaml", *TINY, "--model.init_args.n_packets", str(N_PACKETS),
-         "--model.init_args.generator_kwargs", json.dumps(TINY_GEN)]
+TINY = [
+    "--data.min_packets",
+    "3",
+    "--data.min_class_size",
+    "5",
+    "--data.n_packets",
+    str(N_PACKETS),
+    "--data.batch_size",
+    "32",
+    "--model.init_args.backbone_kwargs",
+    "{width: 8}",
+    "--latent_plot",
+    "false",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+]
+JOINT = [
+    "-c",
+    "configs/experiment/synthetic_joint.yaml",
+    *TINY,
+    "--model.init_args.n_packets",
+    str(N_PACKETS),
+    "--model.init_args.generator_kwargs",
+    json.dumps(TINY_GEN),
+]
 EPOCHS = 3  # 1 classifier warm-up, 1 generator warm-up, 1 joint (the synthetic config's schedule)
 
 
@@ -67,25 +88,52 @@ def fitted(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
 
 def _module(**kwargs: object) -> JointModule:
     torch.manual_seed(0)
-    args = {"num_classes": 3, "class_names": ["small_up", "big_down", "mixed"], "n_packets": N_PACKETS,
-            "backbone_kwargs": {"width": 8}, "generator_kwargs": TINY_GEN, "latent_points": 0, **kwargs}
+    args = {
+        "num_classes": 3,
+        "class_names": ["small_up", "big_down", "mixed"],
+        "n_packets": N_PACKETS,
+        "backbone_kwargs": {"width": 8},
+        "generator_kwargs": TINY_GEN,
+        "latent_points": 0,
+        **kwargs,
+    }
     return JointModule(**args)
 
 
 # -- tsda fit, tsda test, tsda sample --------------------------------------------------------
-def test_fit_writes_the_metrics_of_a_classifier_fit(fitted: tuple[Path, dict], data: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fit_writes_the_metrics_of_a_classifier_fit(
+    fitted: tuple[Path, dict], data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_dir, metrics = fitted
     monkeypatch.chdir(REPO)
-    classifier = _fit(["-c", "configs/experiment/synthetic_baseline.yaml", *TINY, "--data.path", str(data),
-                       "--model.init_args.latent_points", "1000"], tmp_path / "clf", 1)
+    classifier = _fit(
+        [
+            "-c",
+            "configs/experiment/synthetic_baseline.yaml",
+            *TINY,
+            "--data.path",
+            str(data),
+            "--model.init_args.latent_points",
+            "1000",
+        ],
+        tmp_path / "clf",
+        1,
+    )
     assert set(metrics) == set(classifier)
     assert metrics["epochs"] == EPOCHS and 0.0 <= metrics["test_weighted_f1"] <= 1.0
     assert Path(metrics["best_checkpoint"]).name == "best.ckpt"
     assert (run_dir / "checkpoints/last.ckpt").is_file()
     header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
-    for key in ("train_loss_d", "train_loss_g", "train_class", "train_latent", "train_diversity",
-                "train_w_generated", "val_generated_accuracy", "val_weighted_f1"):
+    for key in (
+        "train_loss_d",
+        "train_loss_g",
+        "train_class",
+        "train_latent",
+        "train_diversity",
+        "train_w_generated",
+        "val_generated_accuracy",
+        "val_weighted_f1",
+    ):
         assert key in header, key
 
 
@@ -93,10 +141,25 @@ def test_tsda_test_loads_the_joint_classifier(fitted: tuple[Path, dict], tmp_pat
     """In a fresh process: nothing has imported `tsda.lit.joint` there (Lightning resolves a
     checkpoint's class only among imported ones)."""
     _, fit_metrics = fitted
-    done = subprocess.run([sys.executable, "-m", "tsda.cli", "test", "--ckpt", fit_metrics["best_checkpoint"],
-                           "--out", str(tmp_path / "test"), "--trainer.enable_progress_bar", "false",
-                           "--trainer.enable_model_summary", "false"], capture_output=True, text=True,
-                          env={**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tsda.cli",
+            "test",
+            "--ckpt",
+            fit_metrics["best_checkpoint"],
+            "--out",
+            str(tmp_path / "test"),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.enable_model_summary",
+            "false",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((tmp_path / "test/metrics.json").read_text())
     assert metrics["n_flows"] == fit_metrics["n_flows"]
@@ -120,14 +183,14 @@ def test_the_checkpoint_is_a_generator(fitted: tuple[Path, dict]) -> None:
     a, b = (model.sample(labels, torch.Generator().manual_seed(1)) for _ in range(2))
     assert_valid(a, model.codec, num_classes=3)
     assert torch.equal(a.x, b.x) and torch.equal(a.labels, labels)
-    assert_valid(model.sample(labels, torch.Generator().manual_seed(1), prior="standard", use_ema=False),
-                 model.codec)
+    assert_valid(model.sample(labels, torch.Generator().manual_seed(1), prior="standard", use_ema=False), model.codec)
     with pytest.raises(TypeError):
         model.sample(labels, torch.Generator(), steps=10)
     # ... that the generator augmentation of a classifier takes
     aug = GeneratorAugmentation(str(last))
-    prepare_augmentation(aug, device=torch.device("cpu"), class_names=model.class_names,
-                         generator=torch.Generator(), codec=model.codec)
+    prepare_augmentation(
+        aug, device=torch.device("cpu"), class_names=model.class_names, generator=torch.Generator(), codec=model.codec
+    )
     batch = FlowCodec(n_packets=N_PACKETS).encode(class_table(5, seed=3))
     assert_valid(aug(batch, torch.Generator().manual_seed(0)), like=batch)
 
@@ -145,18 +208,27 @@ def test_the_joint_classifier_guides_and_scores_like_a_classifier(fitted: tuple[
     assert torch.allclose(guide.encode(x), again.eval().encode(x))
 
 
-def test_same_seed_same_metrics(fitted: tuple[Path, dict], data: Path, tmp_path: Path,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_same_seed_same_metrics(
+    fitted: tuple[Path, dict], data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(REPO)
     again = _fit([*JOINT, "--data.path", str(data)], tmp_path / "again")
     first = fitted[1]
-    for key in ("test_weighted_f1", "test_macro_f1", "test_accuracy", "test_loss", "test_per_class_f1",
-                "best_score", "n_flows"):
+    for key in (
+        "test_weighted_f1",
+        "test_macro_f1",
+        "test_accuracy",
+        "test_loss",
+        "test_per_class_f1",
+        "best_score",
+        "n_flows",
+    ):
         assert again[key] == first[key], key
 
 
-def test_resume_from_last_matches_an_uninterrupted_run(fitted: tuple[Path, dict], data: Path, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_from_last_matches_an_uninterrupted_run(
+    fitted: tuple[Path, dict], data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Stopped inside the generator warm-up, resumed into the joint phase: the same weights
     (classifier, generator, EMA, critic, noise prior, class regions) and metrics."""
     monkeypatch.chdir(REPO)
@@ -183,8 +255,7 @@ def test_without_generated_flows_the_classifier_trains_exactly_as_classifier_mod
     joint = _module(w_generated=0.0, classifier_warmup_epochs=1, generator_warmup_epochs=0)
     trainer(tmp_path / "j", 2).fit(joint, datamodule=dm)
     torch.manual_seed(0)
-    plain = ClassifierModule(num_classes=3, class_names=dm.class_names, backbone_kwargs={"width": 8},
-                             latent_points=0)
+    plain = ClassifierModule(num_classes=3, class_names=dm.class_names, backbone_kwargs={"width": 8}, latent_points=0)
     trainer(tmp_path / "c", 2).fit(plain, datamodule=datamodule())
     assert int(joint.generator_steps) > 0
     for name, tensor in plain.net.state_dict().items():
@@ -210,8 +281,13 @@ def test_generated_flows_join_the_classifier_batch_by_policy(policy: str) -> Non
 
 
 def test_supervised_contrastive_views_train(tmp_path: Path) -> None:
-    model = _module(w_supcon=0.5, view_augmentation=Translation(max_shift=2), classifier_warmup_epochs=0,
-                    generator_warmup_epochs=0, generated_rampup_epochs=0)
+    model = _module(
+        w_supcon=0.5,
+        view_augmentation=Translation(max_shift=2),
+        classifier_warmup_epochs=0,
+        generator_warmup_epochs=0,
+        generated_rampup_epochs=0,
+    )
     fit = trainer(tmp_path, 1)
     fit.fit(model, datamodule=datamodule())
     metrics = {k: float(v) for k, v in fit.callback_metrics.items()}
@@ -281,21 +357,32 @@ def test_supervised_contrastive_rewards_class_clusters() -> None:
     assert losses.supervised_contrastive(clustered, torch.arange(6)).item() == 0.0
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    ({"w_class": -1.0}, "w_class"), ({"w_latent": -0.1}, "w_latent"), ({"w_diversity": -1.0}, "w_diversity"),
-    ({"w_generated": -1.0}, "w_generated"), ({"w_supcon": -1.0}, "w_supcon"),
-    ({"classifier_warmup_epochs": -1}, "classifier_warmup_epochs"),
-    ({"generator_warmup_epochs": -2}, "generator_warmup_epochs"),
-    ({"generated_rampup_epochs": -1}, "generated_rampup_epochs"),
-    ({"generated_rampup": "cosine"}, "generated_rampup"), ({"generator": "diffusion"}, "generator"),
-    ({"generator_kwargs": {"noise": 8}}, r"generator_kwargs: unknown key\(s\) \['noise'\]"),
-    ({"generator_kwargs": {"w_recon": -1.0}}, r"generator_kwargs\.w_recon"),
-    ({"generator_kwargs": {"width": 0}}, r"generator_kwargs\.width"),
-    ({"generator_kwargs": {"ema_decay": 1.0}}, r"generator_kwargs\.ema_decay"),
-    ({"supcon_temperature": 0.0}, "supcon_temperature"), ({"region_decay": 1.0}, "region_decay"),
-    ({"n_critic": 0}, "n_critic"), ({"lr_g": 0.0}, "lr_g"), ({"betas": (0.5, 1.0)}, "betas"),
-    ({"policy": "triple"}, "policy"), ({"class_names": ["a"]}, "class_names"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"w_class": -1.0}, "w_class"),
+        ({"w_latent": -0.1}, "w_latent"),
+        ({"w_diversity": -1.0}, "w_diversity"),
+        ({"w_generated": -1.0}, "w_generated"),
+        ({"w_supcon": -1.0}, "w_supcon"),
+        ({"classifier_warmup_epochs": -1}, "classifier_warmup_epochs"),
+        ({"generator_warmup_epochs": -2}, "generator_warmup_epochs"),
+        ({"generated_rampup_epochs": -1}, "generated_rampup_epochs"),
+        ({"generated_rampup": "cosine"}, "generated_rampup"),
+        ({"generator": "diffusion"}, "generator"),
+        ({"generator_kwargs": {"noise": 8}}, r"generator_kwargs: unknown key\(s\) \['noise'\]"),
+        ({"generator_kwargs": {"w_recon": -1.0}}, r"generator_kwargs\.w_recon"),
+        ({"generator_kwargs": {"width": 0}}, r"generator_kwargs\.width"),
+        ({"generator_kwargs": {"ema_decay": 1.0}}, r"generator_kwargs\.ema_decay"),
+        ({"supcon_temperature": 0.0}, "supcon_temperature"),
+        ({"region_decay": 1.0}, "region_decay"),
+        ({"n_critic": 0}, "n_critic"),
+        ({"lr_g": 0.0}, "lr_g"),
+        ({"betas": (0.5, 1.0)}, "betas"),
+        ({"policy": "triple"}, "policy"),
+        ({"class_names": ["a"]}, "class_names"),
+    ],
+)
 def test_bad_settings_are_refused(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=rf"model\.{name}"):
         _module(**kwargs)

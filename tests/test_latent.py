@@ -9,13 +9,15 @@ import pytest
 import torch
 
 from tsda.augment.base import Augmentation
+from tsda.callbacks import embed_augmented
 from tsda.data.batch import FlowBatch
 from tsda.lit.classifier import ClassifierModule
-from tsda.callbacks import embed_augmented
 from tsda.metrics.latent import LATENT_KEYS, latent_metrics, plot_latent, subsample
 
 
-def blobs(separation: float, n_per_class: int = 60, k: int = 3, d: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def blobs(
+    separation: float, n_per_class: int = 60, k: int = 3, d: int = 8, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """`k` Gaussian clusters in `d` dims, centres `separation` apart: `z (N, D)`, `labels (N,)`."""
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(k), n_per_class)

@@ -3,14 +3,15 @@ RandAugment): the mappings, per-flow ops, determinism, YAML and bad input."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
 import pytest
 import torch
-
 from test_augment import gen, make_batch
-from tsda.augment.base import AugmentContext, Augmentation, Compose, Identity, OneOf
+
+from tsda.augment.base import Augmentation, AugmentContext, Compose, Identity, OneOf
 from tsda.augment.catalog import HANDCRAFTED, POLICIES, build_augmentation, class_path
 from tsda.augment.magnitude import MAGNITUDES, from_magnitude
 from tsda.augment.mixing import PairAugmentation
@@ -41,6 +42,7 @@ def long_flows(seed: int) -> FlowBatch:
 
 # -- magnitudes ----------------------------------------------------------------------------
 
+
 def test_every_handcrafted_op_has_a_magnitude() -> None:
     assert set(MAGNITUDES) == set(HANDCRAFTED.values())
     assert {cls for cls, spec in MAGNITUDES.items() if not spec.param} == {Flip, Interpolation}
@@ -51,7 +53,7 @@ def test_magnitude_bounds_and_default(cls: type[Augmentation]) -> None:
     spec = MAGNITUDES[cls]
     values = [spec.value(m / 20) for m in range(21)]
     assert values[0] == spec.bottom and values[-1] == spec.top
-    assert all(a <= b for a, b in zip(values, values[1:]))
+    assert all(a <= b for a, b in itertools.pairwise(values))
     batch = make_batch(1, b=32)
     for m in (0.01, 0.3, 0.77, 1.0):  # every setting builds and gives valid flows
         assert_valid(from_magnitude(cls, m)(batch, gen(0)), FlowCodec(), like=batch)
@@ -72,7 +74,7 @@ def test_magnitude_zero_is_the_identity_and_strength_grows(cls: type[Augmentatio
     if not MAGNITUDES[cls].integer and cls is not TimeShift:
         assert strength(from_magnitude(cls, 1e-3)(batch, gen(0)), batch) < 0.02
     levels = [strength(from_magnitude(cls, m)(batch, gen(0)), batch) for m in GRID]
-    assert all(a < b for a, b in zip(levels, levels[1:])), levels
+    assert all(a < b for a, b in itertools.pairwise(levels)), levels
 
 
 def test_ops_without_a_parameter_are_themselves_at_every_m() -> None:
@@ -94,13 +96,14 @@ def test_magnitude_out_of_range_raises(m: float) -> None:
 
 # -- policies: which op each flow gets -------------------------------------------------------
 
+
 def spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Augmentation, int]]:
     """Record each call of an op on its flows (`apply_to`): `(op, number of flows)`."""
     calls: list[tuple[Augmentation, int]] = []
     for base in (Augmentation, PairAugmentation):  # PairAugmentation overrides apply_to
         original = base.apply_to
 
-        def recorded(self, batch, rows, generator, _original=original):  # noqa: ANN001, ANN202
+        def recorded(self, batch, rows, generator, _original=original):
             calls.append((self, rows.stop - rows.start))
             return _original(self, batch, rows, generator)
 
@@ -194,15 +197,15 @@ def test_mixing_ops_take_partners_from_the_whole_batch() -> None:
     batch = make_batch(8, b=64)
     row = int(torch.nonzero((batch.lengths >= 6) & (torch.bincount(batch.labels)[batch.labels] > 1))[0, 0])
     alone = CutMix(max_fraction=1.0)(batch.index(slice(row, row + 1)), gen(0))
-    assert torch.equal(alone.x, batch.x[row: row + 1])  # a one-flow batch: its own partner
+    assert torch.equal(alone.x, batch.x[row : row + 1])  # a one-flow batch: its own partner
     within = CutMix(max_fraction=1.0).apply_to(batch, slice(row, row + 1), gen(0))
-    assert not torch.equal(within.x, batch.x[row: row + 1]) and torch.equal(within.labels, batch.labels[row: row + 1])
+    assert not torch.equal(within.x, batch.x[row : row + 1]) and torch.equal(within.labels, batch.labels[row : row + 1])
 
 
 # -- determinism, validity, composition ------------------------------------------------------
 
-@pytest.mark.parametrize("policy", [TrivialAugment(), RandAugment(), TrivialAugment(ops="mixing", levels=3)],
-                         ids=repr)
+
+@pytest.mark.parametrize("policy", [TrivialAugment(), RandAugment(), TrivialAugment(ops="mixing", levels=3)], ids=repr)
 def test_same_seed_same_output_and_valid(policy: Augmentation) -> None:
     batch = make_batch(9)
     a, b, c = policy(batch, gen(3)), policy(batch, gen(3)), policy(batch, gen(4))
@@ -227,9 +230,18 @@ def test_policies_from_yaml_compose_and_setup() -> None:
     for name, cls in POLICIES.items():
         assert type(build_augmentation(ROOT / "configs/augment" / f"{name}.yaml")) is cls
         assert type(build_augmentation(name)) is cls
-    spec = {"class_path": class_path(Compose), "init_args": {"augmentations": [
-        {"class_path": class_path(TrivialAugment), "init_args": {"ops": ["order", "mask"], "magnitude": "uniform"}},
-        {"class_path": class_path(RandAugment), "init_args": {"n": 1, "m": 0.3, "ops": "time"}}]}}
+    spec = {
+        "class_path": class_path(Compose),
+        "init_args": {
+            "augmentations": [
+                {
+                    "class_path": class_path(TrivialAugment),
+                    "init_args": {"ops": ["order", "mask"], "magnitude": "uniform"},
+                },
+                {"class_path": class_path(RandAugment), "init_args": {"n": 1, "m": 0.3, "ops": "time"}},
+            ]
+        },
+    }
     aug = build_augmentation(spec)
     assert {c.family for c in aug.augmentations[0]._ops} == {"order", "mask"}
     batch = make_batch(10)
@@ -246,7 +258,8 @@ def test_policies_from_yaml_compose_and_setup() -> None:
 def test_one_of_applies_each_candidate_once_on_its_flows(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = spy(monkeypatch)
     out = OneOf([Flip(), HANDCRAFTED["mixup"](same_class=False, num_classes=3)], weights=[1, 1])(
-        make_batch(11, b=300), gen(0))
+        make_batch(11, b=300), gen(0)
+    )
     counts = flows_per_op(calls)
     assert sum(counts.values()) == 300 and set(counts) == {"Flip", "Mixup"}
     assert out.soft_labels is not None and out.soft_labels.shape == (300, 3)
@@ -254,26 +267,30 @@ def test_one_of_applies_each_candidate_once_on_its_flows(monkeypatch: pytest.Mon
 
 # -- bad input -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("build", "param"), [
-    (lambda: TrivialAugment(magnitude="gaussian"), r"TrivialAugment\.magnitude"),
-    (lambda: TrivialAugment(levels=1), r"TrivialAugment\.levels"),
-    (lambda: TrivialAugment(ops=[]), r"TrivialAugment\.ops"),
-    (lambda: TrivialAugment(ops=["wrap", "nope"]), r"TrivialAugment\.ops.*nope"),
-    (lambda: TrivialAugment(ops="wrap", weights=[1.0, 2.0]), r"TrivialAugment\.weights"),
-    (lambda: TrivialAugment(ops=["wrap", "flip"], weights=[-1.0, 2.0]), r"TrivialAugment\.weights"),
-    (lambda: TrivialAugment(ops=["wrap", "flip"], weights=[0.0, 0.0]), r"TrivialAugment\.weights"),
-    (lambda: TrivialAugment(n=0), r"TrivialAugment\.n"),
-    (lambda: TrivialAugment(ops="wrap", ranges=[(0.2, 1.5)]), r"TrivialAugment\.ranges"),
-    (lambda: TrivialAugment(ops="wrap", ranges=[(-0.1, 0.5)]), r"TrivialAugment\.ranges"),
-    (lambda: TrivialAugment(ops="wrap", ranges=[(0.7, 0.3)]), r"TrivialAugment\.ranges"),
-    (lambda: TrivialAugment(ops=["wrap", "flip"], ranges=[(0.0, 1.0)]), r"TrivialAugment\.ranges"),
-    (lambda: TrivialAugment(ops="wrap", magnitude="fixed", ranges=[(0.0, 1.0)]), r"TrivialAugment\.ranges"),
-    (lambda: RandAugment(n=0), r"RandAugment\.n"),
-    (lambda: RandAugment(n=19), r"RandAugment\.n"),
-    (lambda: RandAugment(n=2, ops=["wrap", "flip", "time"], weights=[1, 0, 0, 0, 0]), r"RandAugment\.n"),
-    (lambda: RandAugment(ops="everything"), r"RandAugment\.ops"),
-])
-def test_bad_input_raises_naming_the_parameter(build, param: str) -> None:  # noqa: ANN001
+
+@pytest.mark.parametrize(
+    ("build", "param"),
+    [
+        (lambda: TrivialAugment(magnitude="gaussian"), r"TrivialAugment\.magnitude"),
+        (lambda: TrivialAugment(levels=1), r"TrivialAugment\.levels"),
+        (lambda: TrivialAugment(ops=[]), r"TrivialAugment\.ops"),
+        (lambda: TrivialAugment(ops=["wrap", "nope"]), r"TrivialAugment\.ops.*nope"),
+        (lambda: TrivialAugment(ops="wrap", weights=[1.0, 2.0]), r"TrivialAugment\.weights"),
+        (lambda: TrivialAugment(ops=["wrap", "flip"], weights=[-1.0, 2.0]), r"TrivialAugment\.weights"),
+        (lambda: TrivialAugment(ops=["wrap", "flip"], weights=[0.0, 0.0]), r"TrivialAugment\.weights"),
+        (lambda: TrivialAugment(n=0), r"TrivialAugment\.n"),
+        (lambda: TrivialAugment(ops="wrap", ranges=[(0.2, 1.5)]), r"TrivialAugment\.ranges"),
+        (lambda: TrivialAugment(ops="wrap", ranges=[(-0.1, 0.5)]), r"TrivialAugment\.ranges"),
+        (lambda: TrivialAugment(ops="wrap", ranges=[(0.7, 0.3)]), r"TrivialAugment\.ranges"),
+        (lambda: TrivialAugment(ops=["wrap", "flip"], ranges=[(0.0, 1.0)]), r"TrivialAugment\.ranges"),
+        (lambda: TrivialAugment(ops="wrap", magnitude="fixed", ranges=[(0.0, 1.0)]), r"TrivialAugment\.ranges"),
+        (lambda: RandAugment(n=0), r"RandAugment\.n"),
+        (lambda: RandAugment(n=19), r"RandAugment\.n"),
+        (lambda: RandAugment(n=2, ops=["wrap", "flip", "time"], weights=[1, 0, 0, 0, 0]), r"RandAugment\.n"),
+        (lambda: RandAugment(ops="everything"), r"RandAugment\.ops"),
+    ],
+)
+def test_bad_input_raises_naming_the_parameter(build, param: str) -> None:
     with pytest.raises(ValueError, match=param):
         build()
 

@@ -12,22 +12,58 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from gan_fixtures import class_table
+
 from tsda.data.sources import write_parquet
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_DATA = ["--data.min_packets", "3", "--data.min_class_size", "5", "--data.n_packets", "12",
-             "--data.batch_size", "32", "--trainer.enable_progress_bar", "false"]
+TINY_DATA = [
+    "--data.min_packets",
+    "3",
+    "--data.min_class_size",
+    "5",
+    "--data.n_packets",
+    "12",
+    "--data.batch_size",
+    "32",
+    "--trainer.enable_progress_bar",
+    "false",
+]
 MODULES = {
-    "classifier": ["-c", "configs/experiment/synthetic_baseline.yaml", "--model.init_args.backbone_kwargs",
-                   "{width: 8}", "--model.init_args.latent_points", "0", "--latent_plot", "false",
-                   "--model.init_args.augmentation", "configs/augment/translation.yaml"],
-    "cgan": ["-c", "configs/experiment/fgnet_cgan.yaml", "--model.init_args.n_packets", "12",
-             "--model.init_args.width", "8", "--model.init_args.disc_width", "8", "--model.init_args.depth", "1",
-             "--trainer.callbacks", "[]"],
-    "diffusion": ["-c", "configs/experiment/fgnet_diffusion.yaml", "--model.init_args.n_packets", "12",
-                  "--model.init_args.block_out_channels", "[8, 16]"],
+    "classifier": [
+        "-c",
+        "configs/experiment/synthetic_baseline.yaml",
+        "--model.init_args.backbone_kwargs",
+        "{width: 8}",
+        "--model.init_args.latent_points",
+        "0",
+        "--latent_plot",
+        "false",
+        "--model.init_args.augmentation",
+        "configs/augment/translation.yaml",
+    ],
+    "cgan": [
+        "-c",
+        "configs/experiment/fgnet_cgan.yaml",
+        "--model.init_args.n_packets",
+        "12",
+        "--model.init_args.width",
+        "8",
+        "--model.init_args.disc_width",
+        "8",
+        "--model.init_args.depth",
+        "1",
+        "--trainer.callbacks",
+        "[]",
+    ],
+    "diffusion": [
+        "-c",
+        "configs/experiment/fgnet_diffusion.yaml",
+        "--model.init_args.n_packets",
+        "12",
+        "--model.init_args.block_out_channels",
+        "[8, 16]",
+    ],
 }
 
 
@@ -39,8 +75,9 @@ def _fit(args: list[str], run_dir: Path, epochs: int, *extra: str) -> dict:
 
 
 @pytest.mark.parametrize("module", list(MODULES))
-def test_resume_from_last_matches_an_uninterrupted_run(module: str, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_from_last_matches_an_uninterrupted_run(
+    module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(REPO)
     data = write_parquet(class_table(40), tmp_path / "flows.parquet")
     args = [*MODULES[module], "--data.path", str(data), *TINY_DATA]

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from gan_fixtures import N_PACKETS, datamodule, fit_gan
 
-from tsda.data.sources import read_parquet
 from tsda.commands.sample import main
+from tsda.data.sources import read_parquet
 from tsda.generate import plan_labels
 
 
@@ -27,9 +27,16 @@ def test_plan_labels_balances_classes() -> None:
     assert plan_labels(names, per_class=1, labels=["1"]).tolist() == [1]
 
 
-@pytest.mark.parametrize("kwargs, message", [({}, "exactly one"), ({"n": 2, "per_class": 2}, "exactly one"),
-                                             ({"n": 0}, ">= 1"), ({"n": 3, "labels": ["zz"]}, "unknown"),
-                                             ({"n": 3, "labels": ["7"]}, "out of range")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "exactly one"),
+        ({"n": 2, "per_class": 2}, "exactly one"),
+        ({"n": 0}, ">= 1"),
+        ({"n": 3, "labels": ["zz"]}, "unknown"),
+        ({"n": 3, "labels": ["7"]}, "out of range"),
+    ],
+)
 def test_plan_labels_rejects_bad_requests(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         plan_labels(["a", "b"], **kwargs)
@@ -37,8 +44,21 @@ def test_plan_labels_rejects_bad_requests(kwargs: dict, message: str) -> None:
 
 def test_sample_writes_a_parquet_that_reads_back(ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "syn.parquet"
-    main(["--ckpt", str(ckpt), "--per-class", "7", "--seed", "1", "--out", str(out), "--batch-size", "5",
-          "--no-progress"])
+    main(
+        [
+            "--ckpt",
+            str(ckpt),
+            "--per-class",
+            "7",
+            "--seed",
+            "1",
+            "--out",
+            str(out),
+            "--batch-size",
+            "5",
+            "--no-progress",
+        ]
+    )
     table = read_parquet(out, max_packets=N_PACKETS)
     assert len(table) == 21 and table.class_counts().tolist() == [7, 7, 7]
     assert set(table.class_names) == {"small_up", "big_down", "mixed"}
@@ -53,8 +73,7 @@ def test_sample_writes_a_parquet_that_reads_back(ckpt: Path, tmp_path: Path) -> 
 def test_sample_is_deterministic_from_the_seed(ckpt: Path, tmp_path: Path) -> None:
     def draw(seed: int, name: str) -> object:
         out = tmp_path / name
-        main(["--ckpt", str(ckpt), "--n", "12", "--seed", str(seed), "--out", str(out),
-              "--no-progress"])
+        main(["--ckpt", str(ckpt), "--n", "12", "--seed", str(seed), "--out", str(out), "--no-progress"])
         return pq.read_table(out).drop(["generator"])
 
     a, b, c = draw(0, "a.parquet"), draw(0, "b.parquet"), draw(1, "c.parquet")
@@ -63,10 +82,20 @@ def test_sample_is_deterministic_from_the_seed(ckpt: Path, tmp_path: Path) -> No
 
 def test_unknown_generator_options_raise(ckpt: Path, tmp_path: Path) -> None:
     with pytest.raises(TypeError):
-        main(["--ckpt", str(ckpt), "--n", "3", "--steps", "10", "--out", str(tmp_path / "x.parquet"),
-              "--no-progress"])
-    main(["--ckpt", str(ckpt), "--n", "3", "--option", "latent_scale=0.5", "--out", str(tmp_path / "y.parquet"),
-          "--no-progress"])
+        main(["--ckpt", str(ckpt), "--n", "3", "--steps", "10", "--out", str(tmp_path / "x.parquet"), "--no-progress"])
+    main(
+        [
+            "--ckpt",
+            str(ckpt),
+            "--n",
+            "3",
+            "--option",
+            "latent_scale=0.5",
+            "--out",
+            str(tmp_path / "y.parquet"),
+            "--no-progress",
+        ]
+    )
     assert (tmp_path / "y.parquet").is_file() and not (tmp_path / "x.parquet").exists()
 
 
@@ -81,8 +110,13 @@ def test_sample_to_pcap_imports_back_to_the_same_flows(ckpt: Path, tmp_path: Pat
     main([*args, "--out", str(tmp_path / "s.parquet")])
     main([*args, "--out", str(tmp_path / "s.pcap")])
     back = tmp_path / "back.parquet"
-    import_captures([tmp_path / "s.pcap"], back, FlowRules(idle_timeout=3600),  # generated gaps reach minutes
-                    Labeller(str(tmp_path / "s.rules.csv")), progress=False)
+    import_captures(
+        [tmp_path / "s.pcap"],
+        back,
+        FlowRules(idle_timeout=3600),  # generated gaps reach minutes
+        Labeller(str(tmp_path / "s.rules.csv")),
+        progress=False,
+    )
     key = lambda r: (r["app"], r["pkts_size"], r["pkts_dir"])  # noqa: E731
     want = sorted(pq.read_table(tmp_path / "s.parquet").to_pylist(), key=key)
     got = sorted(pq.read_table(back).to_pylist(), key=key)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from test_cli import cli_error
+
 from tsda.augment.catalog import build_augmentation
 from tsda.augment.policy import TrivialAugment
 from tsda.campaign import executors
@@ -21,13 +21,41 @@ from tsda.data.datamodule import FlowDataModule
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "configs/experiment/synthetic_baseline.yaml"
 #: tiny synthetic data, quiet trainer: fit overrides every trial gets
-DATA = ["--data.synthetic_scale", "0.02", "--data.synthetic_apps", "4", "--data.min_class_size", "5",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+DATA = [
+    "--data.synthetic_scale",
+    "0.02",
+    "--data.synthetic_apps",
+    "4",
+    "--data.min_class_size",
+    "5",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+]
 
 
 def search(out: Path, trials: int, *extra: str) -> dict:
-    main(["augment", "search", "-c", str(BASE), "--out", str(out), "--trials", str(trials), "--epochs", "1",
-          "--workers", "1", "--seed", "0", *DATA, *extra])
+    main(
+        [
+            "augment",
+            "search",
+            "-c",
+            str(BASE),
+            "--out",
+            str(out),
+            "--trials",
+            str(trials),
+            "--epochs",
+            "1",
+            "--workers",
+            "1",
+            "--seed",
+            "0",
+            *DATA,
+            *extra,
+        ]
+    )
     return json.loads((out / "search.json").read_text())
 
 
@@ -90,12 +118,12 @@ class SplitReadError(RuntimeError):
 def test_the_search_never_reads_the_test_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     original = FlowDataModule.split_table
 
-    def split_table(self, name):  # noqa: ANN001, ANN202
+    def split_table(self, name):
         if name == "test":
             raise SplitReadError("the test split was read")
         return original(self, name)
 
-    def test_dataloader(self):  # noqa: ANN001, ANN202
+    def test_dataloader(self):
         raise SplitReadError("the test split was loaded")
 
     monkeypatch.setattr(executors, "_tsda", _in_process)  # the trial runs here, where the poison is
@@ -108,8 +136,22 @@ def test_the_search_never_reads_the_test_split(tmp_path: Path, monkeypatch: pyte
     # the poison bites: a plain `tsda fit` with the searched policy trains, then its test reads the split
     run = tmp_path / "fit"
     with pytest.raises(SplitReadError):
-        main(["fit", "-c", str(BASE), *DATA, "--trainer.max_epochs", "1", "--latent_plot", "false",
-              "--model.init_args.augmentation", str(out / "policy.yaml"), "--run_dir", str(run)])
+        main(
+            [
+                "fit",
+                "-c",
+                str(BASE),
+                *DATA,
+                "--trainer.max_epochs",
+                "1",
+                "--latent_plot",
+                "false",
+                "--model.init_args.augmentation",
+                str(out / "policy.yaml"),
+                "--run_dir",
+                str(run),
+            ]
+        )
     assert (run / "checkpoints" / "best.ckpt").is_file()
 
 
@@ -172,8 +214,9 @@ OPTIONS = {
 
 
 @pytest.mark.parametrize("case", [*SPACES, *OPTIONS])
-def test_bad_input_names_the_option_and_writes_nothing(case: str, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture) -> None:
+def test_bad_input_names_the_option_and_writes_nothing(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "out"
     argv = ["augment", "search", "-c", str(BASE), "--out", str(out), "--trials", "2", "--epochs", "1", *DATA]
     if case in SPACES:

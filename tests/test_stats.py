@@ -20,15 +20,29 @@ def results(means: dict[str, float], n_seeds: int = 10, noise: float = 0.005, se
     for s in range(n_seeds):
         for c, m in means.items():
             f1 = m + seed_effect[s] + rng.normal(0, noise)
-            rows.append({"condition": c, "seed": s, "status": "ok", "test_weighted_f1": f1,
-                         "test_macro_f1": f1 - 0.05, "test_accuracy": f1 + 0.01,
-                         "test_per_class_f1": json.dumps({"x": f1, "y": 1 - f1})})
+            rows.append(
+                {
+                    "condition": c,
+                    "seed": s,
+                    "status": "ok",
+                    "test_weighted_f1": f1,
+                    "test_macro_f1": f1 - 0.05,
+                    "test_accuracy": f1 + 0.01,
+                    "test_per_class_f1": json.dumps({"x": f1, "y": 1 - f1}),
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def test_summary_mean_ci_and_delta() -> None:
-    frame = pd.DataFrame({"condition": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2,
-                          "status": ["ok"] * 6, "test_weighted_f1": [1.0, 2.0, 3.0, 2.0, 3.0, 4.0]})
+    frame = pd.DataFrame(
+        {
+            "condition": ["a"] * 3 + ["b"] * 3,
+            "seed": [0, 1, 2] * 2,
+            "status": ["ok"] * 6,
+            "test_weighted_f1": [1.0, 2.0, 3.0, 2.0, 3.0, 4.0],
+        }
+    )
     table = stats.summarize(frame, reference="a")
     assert list(table.index) == ["b", "a"]  # best first
     assert table.loc["a", "mean"] == pytest.approx(2.0) and table.loc["a", "std"] == pytest.approx(1.0)
@@ -81,12 +95,16 @@ def test_paired_against_the_control_removes_the_seed_effect() -> None:
     assert up["p"] < 1e-3 and up["ci_low"] > 0
     assert table.loc["same", "p"] > 0.05 and table.loc["same", "ci_low"] < 0 < table.loc["same", "ci_high"]
     from scipy.stats import ttest_ind
-    unpaired = ttest_ind(frame[frame.condition == "up"].test_weighted_f1,
-                         frame[frame.condition == "control"].test_weighted_f1).pvalue
+
+    unpaired = ttest_ind(
+        frame[frame.condition == "up"].test_weighted_f1, frame[frame.condition == "control"].test_weighted_f1
+    ).pvalue
     assert unpaired > 100 * up["p"]
     assert (table["p_holm"] >= table["p"]).all()
     # a seed the control lacks is left out of every pair
-    assert stats.paired_against(frame[~((frame.condition == "control") & (frame.seed == 0))], "control")["n"].eq(7).all()
+    assert (
+        stats.paired_against(frame[~((frame.condition == "control") & (frame.seed == 0))], "control")["n"].eq(7).all()
+    )
     with pytest.raises(ValueError, match="control condition 'nope'"):
         stats.paired_against(frame, "nope")
 
@@ -134,5 +152,8 @@ def test_latent_correlation_follows_the_conditions() -> None:
 
 def test_markdown_table_formats_ints_and_floats() -> None:
     table = pd.DataFrame({"n": [3], "mean": [0.123456]}, index=pd.Index(["a"], name="condition"))
-    assert stats.markdown_table(table).splitlines() == ["| condition | n | mean |", "|---|---|---|",
-                                                        "| a | 3 | 0.1235 |"]
+    assert stats.markdown_table(table).splitlines() == [
+        "| condition | n | mean |",
+        "|---|---|---|",
+        "| a | 3 | 0.1235 |",
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -18,7 +20,7 @@ def test_mirage19_counts():
     c = MIRAGE19_COUNTS
     assert len(c) == 20 and sum(c) == 64172
     assert c[0] == 7505 and c[-1] == 1013
-    assert all(a > b for a, b in zip(c, c[1:]))
+    assert all(a > b for a, b in itertools.pairwise(c))
     assert all(isinstance(x, int) for x in c)
 
 
@@ -61,7 +63,7 @@ def test_app_flows_do_not_depend_on_n_apps():
 
 def test_validity(small):
     t = small
-    n, p = t.sizes.shape
+    _n, p = t.sizes.shape
     assert p == 64
     real = np.arange(p)[None, :] < t.lengths[:, None]
     assert (t.lengths == np.minimum(t.packets, p)).all()

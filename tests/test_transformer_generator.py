@@ -122,7 +122,7 @@ def test_vocabulary_holds_the_most_frequent_exact_values() -> None:
     assert vocab.token_count[EOS] == 10 and vocab.token_count.sum() == batch.lengths.sum() + 10
     assert vocab.gap_count.sum() == (batch.lengths - 1).sum()
     # every byte value belongs to exactly one token, and drawing a token back gives a byte of it
-    size, d = vocab.packet_fields(batch, 1460.0)
+    size, _d = vocab.packet_fields(batch, 1460.0)
     real = batch.mask()
     drawn, direction = vocab.draw_packets(tokens[real], torch.Generator().manual_seed(0))
     back = vocab.byte_token[(direction < 0).long(), drawn.long()]
@@ -169,13 +169,18 @@ def test_fit_logs_the_losses_per_epoch(tmp_path: Path) -> None:
     assert {"train_loss", "train_loss_packet", "train_loss_gap", "val_loss"} <= set(run.callback_metrics)
 
 
-def test_a_fitted_vocabulary_is_kept_when_training_goes_on(fitted: tuple[TransformerModule, Path],
-                                                           tmp_path: Path) -> None:
+def test_a_fitted_vocabulary_is_kept_when_training_goes_on(
+    fitted: tuple[TransformerModule, Path], tmp_path: Path
+) -> None:
     model = load_generative(fitted[1])
     before = {k: v.clone() for k, v in model.vocab.state_dict().items()}
     other = type(datamodule())
-    dm = other.from_tables(*[class_table(n, 40 + i) for i, n in enumerate((30, 10, 10))], n_packets=N_PACKETS,
-                           batch_size=32, eval_batch_size=64)
+    dm = other.from_tables(
+        *[class_table(n, 40 + i) for i, n in enumerate((30, 10, 10))],
+        n_packets=N_PACKETS,
+        batch_size=32,
+        eval_batch_size=64,
+    )
     trainer(tmp_path, 1).fit(model.train(), datamodule=dm)
     assert all(torch.equal(before[k], v) for k, v in model.vocab.state_dict().items())
 
@@ -196,8 +201,9 @@ def test_samples_are_valid_of_the_asked_classes_and_learnt(fitted: tuple[Transfo
 
 
 @pytest.mark.parametrize("temperature", [1.0, 5.0])
-def test_sampled_sizes_are_vocabulary_values_or_seen_bin_sizes(fitted: tuple[TransformerModule, Path],
-                                                               temperature: float) -> None:
+def test_sampled_sizes_are_vocabulary_values_or_seen_bin_sizes(
+    fitted: tuple[TransformerModule, Path], temperature: float
+) -> None:
     """Even at a high temperature no token unseen in training is drawn (nor EOS first)."""
     model, _ = fitted
     out = sample(model, [0, 1, 2] * 30, seed=3, temperature=temperature)
@@ -259,12 +265,28 @@ def test_tsda_sample_writes_its_flows(fitted: tuple[TransformerModule, Path], tm
 
     path = fitted[1]
     out = tmp_path / "syn.parquet"
-    main(["--ckpt", str(path), "--per-class", "5", "--seed", "1", "--out", str(out), "--batch-size", "4",
-          "--option", "temperature=0.9", "--no-progress"])
+    main(
+        [
+            "--ckpt",
+            str(path),
+            "--per-class",
+            "5",
+            "--seed",
+            "1",
+            "--out",
+            str(out),
+            "--batch-size",
+            "4",
+            "--option",
+            "temperature=0.9",
+            "--no-progress",
+        ]
+    )
     table = read_parquet(out, max_packets=N_PACKETS)
     assert len(table) == 15 and table.class_counts().tolist() == [5, 5, 5]
     assert set(pq.read_table(out, columns=["generator"]).column("generator").to_pylist()) == {
-        f"TransformerModule:{path}"}
+        f"TransformerModule:{path}"
+    }
     with pytest.raises(TypeError):
         main(["--ckpt", str(path), "--n", "3", "--steps", "5", "--out", str(tmp_path / "x.parquet"), "--no-progress"])
 
@@ -272,15 +294,16 @@ def test_tsda_sample_writes_its_flows(fitted: tuple[TransformerModule, Path], tm
 def test_the_generator_augmentation_takes_it(fitted: tuple[TransformerModule, Path]) -> None:
     model, path = fitted
     aug = GeneratorAugmentation(str(path), pool_per_class=4, progress=False)
-    prepare_augmentation(aug, device=torch.device("cpu"), class_names=NAMES, generator=torch.Generator(),
-                         codec=model.codec)
+    prepare_augmentation(
+        aug, device=torch.device("cpu"), class_names=NAMES, generator=torch.Generator(), codec=model.codec
+    )
     batch = train_batch()
     out = aug(batch, torch.Generator().manual_seed(0))
     assert_valid(out, like=batch)
 
 
 def test_unconditional_mode_ignores_the_labels(tmp_path: Path) -> None:
-    model, path = fit(tmp_path, 1, conditional=False)
+    _model, path = fit(tmp_path, 1, conditional=False)
     loaded = load_generative(path)
     assert loaded.conditional is False and loaded.net.class_emb is None
     assert read_checkpoint(path)["hyper_parameters"]["conditional"] is False
@@ -298,11 +321,38 @@ def test_tsda_fit_trains_it_from_its_config(tmp_path: Path) -> None:
     from tsda.commands.fit import run_fit
 
     data = write_parquet(class_table(30), tmp_path / "flows.parquet")
-    run_fit(["-c", str(REPO / "configs/experiment/fgnet_transformer.yaml"), "--data.path", str(data),
-             "--data.min_packets", "3", "--data.min_class_size", "5", "--data.n_packets", "12",
-             "--model.init_args.n_packets", "12", "--data.batch_size", "32", "--model.init_args.d_model", "16",
-             "--model.init_args.n_layers", "1", "--model.init_args.vocab_size", "16", "--trainer.max_epochs", "1",
-             "--trainer.enable_progress_bar", "false", "--latent_plot", "false", "--run_dir", str(tmp_path / "run")])
+    run_fit(
+        [
+            "-c",
+            str(REPO / "configs/experiment/fgnet_transformer.yaml"),
+            "--data.path",
+            str(data),
+            "--data.min_packets",
+            "3",
+            "--data.min_class_size",
+            "5",
+            "--data.n_packets",
+            "12",
+            "--model.init_args.n_packets",
+            "12",
+            "--data.batch_size",
+            "32",
+            "--model.init_args.d_model",
+            "16",
+            "--model.init_args.n_layers",
+            "1",
+            "--model.init_args.vocab_size",
+            "16",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--latent_plot",
+            "false",
+            "--run_dir",
+            str(tmp_path / "run"),
+        ]
+    )
     header = (tmp_path / "run/metrics.csv").read_text().splitlines()[0]
     assert "train_loss_packet" in header and "val_loss_gap" in header
     # no monitor (the held-out NLL picks too early a checkpoint): last.ckpt is the one sampled

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -38,8 +39,15 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["gan"] = fit_gan(root, dm, epochs=1, conditional=False, w_recon=1.0)[1]
     for name, extra in (("diffusion", {}), ("diffusion_guided", {"classifier_ckpt": str(out["classifier"])})):
         torch.manual_seed(0)
-        model = DiffusionModule(num_classes=3, class_names=NAMES, n_packets=N_PACKETS, block_out_channels=(8, 16),
-                                conditional=False, ema_decay=0.0, **extra)
+        model = DiffusionModule(
+            num_classes=3,
+            class_names=NAMES,
+            n_packets=N_PACKETS,
+            block_out_channels=(8, 16),
+            conditional=False,
+            ema_decay=0.0,
+            **extra,
+        )
         fit = trainer(root, 1)
         fit.fit(model, datamodule=dm)
         out[name] = root / f"{name}.ckpt"
@@ -47,7 +55,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def sample(model, labels: list[int], seed: int = 0, **options: object) -> FlowBatch:  # noqa: ANN001
+def sample(model, labels: list[int], seed: int = 0, **options: object) -> FlowBatch:
     return model.sample(torch.tensor(labels), torch.Generator().manual_seed(seed), **options)
 
 
@@ -60,7 +68,9 @@ def test_unconditional_checkpoints_record_it(models: dict[str, Path]) -> None:
     gan = load_generative(models["gan"])
     assert gan.generator.embed is None and gan.discriminator.embed is None and gan.encoder.embed is None
     assert gan.noise_prior.mean.shape[0] == 1 and bool(gan.noise_prior.fitted.all())  # one prior, fitted
-    assert GANModule(num_classes=3).conditional and DiffusionModule(num_classes=3, block_out_channels=(8, 16)).conditional
+    assert (
+        GANModule(num_classes=3).conditional and DiffusionModule(num_classes=3, block_out_channels=(8, 16)).conditional
+    )
 
 
 @pytest.mark.parametrize("name", ["gan", "diffusion"])
@@ -73,8 +83,9 @@ def test_unconditional_samples_ignore_the_labels(models: dict[str, Path], name: 
 
 
 def test_unconditional_diffusion_trains_on_the_null_label() -> None:
-    model = DiffusionModule(num_classes=3, n_packets=N_PACKETS, block_out_channels=(8, 16), conditional=False,
-                            label_dropout=0.0)
+    model = DiffusionModule(
+        num_classes=3, n_packets=N_PACKETS, block_out_channels=(8, 16), conditional=False, label_dropout=0.0
+    )
     seen: list[torch.Tensor] = []
     forward = model.denoiser.forward
     model.denoiser.forward = lambda x, t, labels, latents=None: (seen.append(labels), forward(x, t, labels, latents))[1]
@@ -83,13 +94,18 @@ def test_unconditional_diffusion_trains_on_the_null_label() -> None:
     assert len(seen) == 1 and (seen[0] == model.denoiser.null_label).all()
 
 
-@pytest.mark.parametrize("build, message", [
-    (lambda: GANModule(num_classes=3, conditional=False, w_class=1.0), "model.w_class"),
-    (lambda: GANModule(num_classes=3, conditional=False, classifier_ckpt="x.ckpt"), "model.classifier_ckpt"),
-    (lambda: DiffusionModule(num_classes=3, conditional=False, latent_conditioning=True, classifier_ckpt="x"),
-     "latent_conditioning"),
-])
-def test_unconditional_refuses_what_needs_labels(build, message: str) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: GANModule(num_classes=3, conditional=False, w_class=1.0), "model.w_class"),
+        (lambda: GANModule(num_classes=3, conditional=False, classifier_ckpt="x.ckpt"), "model.classifier_ckpt"),
+        (
+            lambda: DiffusionModule(num_classes=3, conditional=False, latent_conditioning=True, classifier_ckpt="x"),
+            "latent_conditioning",
+        ),
+    ],
+)
+def test_unconditional_refuses_what_needs_labels(build, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build()
 
@@ -119,18 +135,28 @@ def test_an_outside_guide_steers_an_unconditional_diffusion_model(models: dict[s
 def test_generator_augmentation_refuses_an_unconditional_generator(models: dict[str, Path]) -> None:
     aug = GeneratorAugmentation(ckpt=str(models["gan"]), progress=False)
     with pytest.raises(TsdaError, match="unconditional"):
-        prepare_augmentation(aug, device=torch.device("cpu"), class_names=NAMES, generator=torch.Generator(),
-                             codec=FlowCodec(n_packets=N_PACKETS))
+        prepare_augmentation(
+            aug,
+            device=torch.device("cpu"),
+            class_names=NAMES,
+            generator=torch.Generator(),
+            codec=FlowCodec(n_packets=N_PACKETS),
+        )
 
 
 # -- tsda sample without a labeller ------------------------------------------------------------
-def test_sample_refuses_classes_of_an_unconditional_model(models: dict[str, Path], tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture) -> None:
+def test_sample_refuses_classes_of_an_unconditional_model(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from tsda.cli import main
 
     out = tmp_path / "x.parquet"
-    for extra in (["--per-class", "3"], ["--n", "3", "--labels", "mixed"], ["--n", "3", "--latent-guidance-scale", "1"],
-                  ["--n", "3", "--min-confidence", "0.5"]):
+    for extra in (
+        ["--per-class", "3"],
+        ["--n", "3", "--labels", "mixed"],
+        ["--n", "3", "--latent-guidance-scale", "1"],
+        ["--n", "3", "--min-confidence", "0.5"],
+    ):
         with pytest.raises(SystemExit) as exc:
             main(["sample", "--ckpt", str(models["diffusion"]), *extra, "--out", str(out), "--no-progress"])
         assert exc.value.code == 2
@@ -147,7 +173,7 @@ class FakeSampler:
     """Flows whose class is their first size (k / 10); unconditional: k drawn uniformly,
     conditional: the requested class, except that class 2 comes out as class 0."""
 
-    class_names = ["a", "b", "c"]
+    class_names: ClassVar[list[str]] = ["a", "b", "c"]
     codec = FlowCodec(n_packets=4)
     device = torch.device("cpu")
 
@@ -173,19 +199,34 @@ class FakeLabeller:
 
 
 def test_rejection_sampling_fills_quotas_and_reports_rates() -> None:
-    batch, confidence, report = label_samples(FakeSampler(False), FakeLabeller(), np.array([5, 5, 5]), seed=0,
-                                              batch_size=10, min_confidence=0.9, max_draws=100)
+    batch, confidence, report = label_samples(
+        FakeSampler(False),
+        FakeLabeller(),
+        np.array([5, 5, 5]),
+        seed=0,
+        batch_size=10,
+        min_confidence=0.9,
+        max_draws=100,
+    )
     assert batch.labels.tolist() == [0] * 5 + [1] * 5 and (confidence == 0.95).all()
     assert torch.equal((batch.x[:, 0, 0] * 10).round().long(), batch.labels)  # the labeller's labels
     c = report["classes"]
     assert report["route"] == "rejection" and report["draws"] == 100 and report["unfilled"] == ["c"]
     assert c["c"] == {"quota": 5, "kept": 0, "drawn": 100, "eligible": 0, "acceptance_rate": 0.0}
     assert c["a"]["kept"] == 5 and 0.2 < c["a"]["acceptance_rate"] < 0.5 and c["a"]["drawn"] == 100
-    again = label_samples(FakeSampler(False), FakeLabeller(), np.array([5, 5, 5]), seed=0, batch_size=10,
-                          min_confidence=0.9, max_draws=100)
+    again = label_samples(
+        FakeSampler(False),
+        FakeLabeller(),
+        np.array([5, 5, 5]),
+        seed=0,
+        batch_size=10,
+        min_confidence=0.9,
+        max_draws=100,
+    )
     assert torch.equal(again[0].x, batch.x) and again[2] == report
-    _, _, low = label_samples(FakeSampler(False), FakeLabeller(), np.array([5, 5, 5]), batch_size=10,
-                              min_confidence=0.5)
+    _, _, low = label_samples(
+        FakeSampler(False), FakeLabeller(), np.array([5, 5, 5]), batch_size=10, min_confidence=0.5
+    )
     assert low["unfilled"] == [] and low["kept"] == 15
 
 
@@ -202,17 +243,42 @@ def test_targeted_labelling_keeps_what_the_labeller_confirms() -> None:
 def _label(models: dict[str, Path], out: Path, gen: str = "gan", *extra: str) -> None:
     from tsda.commands.sample import main
 
-    main(["--ckpt", str(models[gen]), "--label-with", str(models["classifier"]), "--per-class", "3",
-          "--max-draws", "120", "--batch-size", "40", "--out", str(out), "--no-progress", *extra])
+    main(
+        [
+            "--ckpt",
+            str(models[gen]),
+            "--label-with",
+            str(models["classifier"]),
+            "--per-class",
+            "3",
+            "--max-draws",
+            "120",
+            "--batch-size",
+            "40",
+            "--out",
+            str(out),
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 def test_label_with_writes_confidence_and_is_deterministic(models: dict[str, Path], tmp_path: Path) -> None:
     for name in ("a", "b", "c"):
-        _label(models, tmp_path / f"{name}.parquet", "gan", "--seed", "2" if name == "c" else "1",
-               "--min-confidence", "0.4")
+        _label(
+            models,
+            tmp_path / f"{name}.parquet",
+            "gan",
+            "--seed",
+            "2" if name == "c" else "1",
+            "--min-confidence",
+            "0.4",
+        )
     a, b, c = (pq.read_table(tmp_path / f"{n}.parquet") for n in "abc")
     assert a.equals(b) and not a.equals(c)
-    assert {"app", "pkts_size", "pkts_dir", "timetofirst", "label_confidence", "generator", "labeller"} <= set(a.column_names)
+    assert {"app", "pkts_size", "pkts_dir", "timetofirst", "label_confidence", "generator", "labeller"} <= set(
+        a.column_names
+    )
     assert min(a.column("label_confidence").to_pylist()) >= 0.4
     report = json.loads((tmp_path / "a.labelling.json").read_text())
     counts = {k: v["kept"] for k, v in report["classes"].items()}
@@ -239,9 +305,14 @@ def test_labellers_with_other_classes_or_codec_are_refused(models: dict[str, Pat
     assert not (tmp_path / "g.parquet").exists()
 
 
-@pytest.mark.parametrize("gen, guide, expected", [("diffusion", "auto", "labeller"),
-                                                  ("diffusion_guided", "auto", "model"),
-                                                  ("diffusion_guided", "labeller", "labeller")])
+@pytest.mark.parametrize(
+    "gen, guide, expected",
+    [
+        ("diffusion", "auto", "labeller"),
+        ("diffusion_guided", "auto", "model"),
+        ("diffusion_guided", "labeller", "labeller"),
+    ],
+)
 def test_latent_guided_labelling(models: dict[str, Path], tmp_path: Path, gen: str, guide: str, expected: str) -> None:
     """The guided route: each draw is guided toward a class still short (by the stored guide,
     else the labeller) and kept when the labeller agrees; rejection on the same model
@@ -260,8 +331,17 @@ def test_latent_guided_labelling(models: dict[str, Path], tmp_path: Path, gen: s
 
 def test_guide_model_needs_a_stored_guide(models: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(TsdaError, match="--guide model"):
-        _label(models, tmp_path / "x.parquet", "diffusion", "--steps", "2", "--latent-guidance-scale", "1",
-               "--guide", "model")
+        _label(
+            models,
+            tmp_path / "x.parquet",
+            "diffusion",
+            "--steps",
+            "2",
+            "--latent-guidance-scale",
+            "1",
+            "--guide",
+            "model",
+        )
     with pytest.raises(TsdaError, match="--guide labeller needs --latent-guidance-scale"):
         _label(models, tmp_path / "x.parquet", "diffusion", "--steps", "2", "--guide", "labeller")
     assert not (tmp_path / "x.parquet").exists()

@@ -47,14 +47,24 @@ def batch() -> FlowBatch:
 # -- tiny, untrained generators of every family (what `vary` does does not need training) --
 def diffusion() -> DiffusionModule:
     torch.manual_seed(0)
-    return DiffusionModule(num_classes=3, class_names=NAMES, n_packets=N_PACKETS, block_out_channels=(8, 16),
-                           ema_decay=0.0)
+    return DiffusionModule(
+        num_classes=3, class_names=NAMES, n_packets=N_PACKETS, block_out_channels=(8, 16), ema_decay=0.0
+    )
 
 
 def transformer() -> TransformerModule:
     torch.manual_seed(0)
-    model = TransformerModule(num_classes=3, class_names=NAMES, n_packets=N_PACKETS, d_model=16, n_layers=1,
-                              n_heads=2, vocab_size=32, size_bins=8, gap_bins=16)
+    model = TransformerModule(
+        num_classes=3,
+        class_names=NAMES,
+        n_packets=N_PACKETS,
+        d_model=16,
+        n_layers=1,
+        n_heads=2,
+        vocab_size=32,
+        size_bins=8,
+        gap_bins=16,
+    )
     model.fit_vocabulary([CODEC.encode(class_table(20, seed=5))])
     return model
 
@@ -68,8 +78,14 @@ def cvae_gan(**kwargs: Any) -> GANModule:
 
 def joint(**generator_kwargs: Any) -> JointModule:
     torch.manual_seed(0)
-    model = JointModule(num_classes=3, class_names=NAMES, n_packets=N_PACKETS, backbone_kwargs={"width": 8},
-                        latent_points=0, generator_kwargs={**TINY_JOINT_GEN, **generator_kwargs})
+    model = JointModule(
+        num_classes=3,
+        class_names=NAMES,
+        n_packets=N_PACKETS,
+        backbone_kwargs={"width": 8},
+        latent_points=0,
+        generator_kwargs={**TINY_JOINT_GEN, **generator_kwargs},
+    )
     model.generator_steps.fill_(1)  # as if trained: no "untrained generator" warning
     model.part.refit([CODEC.encode(class_table(10, seed=7))])
     return model
@@ -135,8 +151,7 @@ def test_the_nearer_the_smaller_the_strength(family: tuple, batch: FlowBatch) ->
     """Mean |x - input| over the batch and three seeds rises strictly with the strength (a
     `vary` that ignored the strength would give equal distances above 0)."""
     model, options = family
-    d = [sum(distance(model.vary(batch, s, g(seed), **options), batch) for seed in range(3)) / 3
-         for s in STRENGTHS]
+    d = [sum(distance(model.vary(batch, s, g(seed), **options), batch) for seed in range(3)) / 3 for s in STRENGTHS]
     assert d[0] == 0.0
     assert all(a < b for a, b in pairwise(d)), d
 
@@ -160,8 +175,7 @@ def test_diffusion_strength_one_is_the_sample_of_the_labels(batch: FlowBatch, sa
     model = _built.setdefault(diffusion, diffusion())
     out = model.vary(batch, 1.0, g(4), steps=6, sampler=sampler)
     assert torch.equal(out.x, model.sample(batch.labels, g(4), steps=6, sampler=sampler).x)
-    assert_valid(model.vary(batch, torch.linspace(0, 1, len(batch)), g(0), steps=6, sampler=sampler), CODEC,
-                 like=batch)
+    assert_valid(model.vary(batch, torch.linspace(0, 1, len(batch)), g(0), steps=6, sampler=sampler), CODEC, like=batch)
 
 
 def test_transformer_continuation_at_one_and_gan_at_one_are_samples(batch: FlowBatch) -> None:
@@ -170,8 +184,7 @@ def test_transformer_continuation_at_one_and_gan_at_one_are_samples(batch: FlowB
     gan = _built.setdefault(cvae_gan, cvae_gan())
     assert torch.equal(gan.vary(batch, 1.0, g(2)).x, gan.sample(batch.labels, g(2)).x)
     jm = _built.setdefault(joint, joint())
-    assert torch.equal(jm.vary(batch, 1.0, g(2), prior="standard").x,
-                       jm.sample(batch.labels, g(2), prior="standard").x)
+    assert torch.equal(jm.vary(batch, 1.0, g(2), prior="standard").x, jm.sample(batch.labels, g(2), prior="standard").x)
 
 
 # -- family specifics ------------------------------------------------------------------------
@@ -207,8 +220,8 @@ def test_continuation_keeps_the_prefix_exactly(batch: FlowBatch) -> None:
 
 def test_cvae_variation_fades_the_reconstruction_residual() -> None:
     x = torch.rand(4, 3, 5)
-    enc = lambda flows: flows.mean((1, 2))[:, None].expand(4, 2)
-    gen = lambda z: z.sum(1)[:, None, None].expand(4, 3, 5) * 0.1
+    enc = lambda flows: flows.mean((1, 2))[:, None].expand(4, 2)  # noqa: E731
+    gen = lambda z: z.sum(1)[:, None, None].expand(4, 3, 5) * 0.1  # noqa: E731
     prior = torch.randn(4, 2)
     s = torch.tensor([0.0, 0.3, 0.7, 1.0])
     out = cvae_vary(gen, enc, x, s, prior)
@@ -218,15 +231,17 @@ def test_cvae_variation_fades_the_reconstruction_residual() -> None:
 
 
 def test_latent_conditioned_gan_is_conditioned_on_each_flow_own_latent(batch: FlowBatch) -> None:
-    guide = load_guide(3, hparams={"num_classes": 3, "class_names": NAMES, "backbone_kwargs": {"width": 8},
-                                   "latent_points": 0})
+    guide = load_guide(
+        3, hparams={"num_classes": 3, "class_names": NAMES, "backbone_kwargs": {"width": 8}, "latent_points": 0}
+    )
     model = cvae_gan(latent_conditioning=True, latent_dim=guide.latent_dim)
     object.__setattr__(model, "_guide", guide)
     s = torch.full((len(batch),), 0.5)
     out = model.vary(batch, s, g(0))
     net, y, latent = model.generator_ema.module.eval(), batch.labels, guide.encode(batch.x)
-    expected = cvae_vary(lambda z: net(z, y, latent), lambda f: model.encoder(f, y)[0], batch.x, s,
-                         model._prior_noise(y, g(0), "fitted"))
+    expected = cvae_vary(
+        lambda z: net(z, y, latent), lambda f: model.encoder(f, y)[0], batch.x, s, model._prior_noise(y, g(0), "fitted")
+    )
     assert torch.equal(out.x, CODEC.snap(expected).x)
     object.__setattr__(model, "_guide", None)  # a checkpoint sampling without its guide: class latents
     assert_valid(model.vary(batch, 0.5, g(0)), CODEC, like=batch)
@@ -243,8 +258,17 @@ def test_unconditional_generators_vary_too(batch: FlowBatch) -> None:
 
 def transformer_unconditional() -> TransformerModule:
     torch.manual_seed(0)
-    model = TransformerModule(num_classes=3, n_packets=N_PACKETS, d_model=16, n_layers=1, n_heads=2, vocab_size=8,
-                              size_bins=4, gap_bins=8, conditional=False)
+    model = TransformerModule(
+        num_classes=3,
+        n_packets=N_PACKETS,
+        d_model=16,
+        n_layers=1,
+        n_heads=2,
+        vocab_size=8,
+        size_bins=4,
+        gap_bins=8,
+        conditional=False,
+    )
     model.fit_vocabulary([CODEC.encode(class_table(10, seed=5))])
     return model
 
@@ -260,9 +284,11 @@ def test_generators_that_cannot_vary_say_so(batch: FlowBatch) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         plain_joint = joint(w_recon=0.0)
-    for model, match in ((plain, "GANModule cannot vary flows: it needs an encoder"),
-                         (plain_joint, "JointModule cannot vary flows: its generator needs an encoder"),
-                         (_NoVariation(), "_NoVariation cannot vary flows")):
+    for model, match in (
+        (plain, "GANModule cannot vary flows: it needs an encoder"),
+        (plain_joint, "JointModule cannot vary flows: its generator needs an encoder"),
+        (_NoVariation(), "_NoVariation cannot vary flows"),
+    ):
         assert not model.can_vary
         with pytest.raises(TsdaError, match=match):
             model.vary(batch, 0.5, g(0))

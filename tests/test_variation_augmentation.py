@@ -52,8 +52,9 @@ class FakeSampler:
         x[:, 0, 0], x[:, 1, 0] = torch.rand(len(labels), generator=generator, device=labels.device), 1.0
         return FlowBatch(x, torch.ones_like(labels), labels)
 
-    def vary(self, batch: FlowBatch, strength: float | torch.Tensor, generator: torch.Generator,
-             **options: Any) -> FlowBatch:
+    def vary(
+        self, batch: FlowBatch, strength: float | torch.Tensor, generator: torch.Generator, **options: Any
+    ) -> FlowBatch:
         s = torch.as_tensor(strength, dtype=torch.float32, device=batch.device).expand(len(batch))  # (B,)
         self.strengths.append(s.clone())
         self.options.append(dict(options))
@@ -72,10 +73,14 @@ def dm() -> FlowDataModule:
 
 
 def _context(dm: FlowDataModule, sampler: FakeSampler, seed: int = 0, train: bool = True) -> AugmentContext:
-    return AugmentContext(device=torch.device("cpu"), class_names=tuple(dm.class_names),
-                          generator=torch.Generator().manual_seed(seed), codec=dm.codec,
-                          load_sampler=lambda path, device: sampler,
-                          train_flows=dm.tensors["train"] if train else None)
+    return AugmentContext(
+        device=torch.device("cpu"),
+        class_names=tuple(dm.class_names),
+        generator=torch.Generator().manual_seed(seed),
+        codec=dm.codec,
+        load_sampler=lambda path, device: sampler,
+        train_flows=dm.tensors["train"] if train else None,
+    )
 
 
 def _setup(aug, dm: FlowDataModule, sampler: FakeSampler | None = None, seed: int = 0):
@@ -117,8 +122,9 @@ def test_rows_survive_every_flowbatch_operation(dm: FlowDataModule) -> None:
     plain = FlowBatch(b.x, b.lengths, b.labels)
     assert FlowBatch.cat([b, plain]).rows is None  # generated flows have no training row
     mask = torch.arange(8) % 2 == 0
-    assert torch.equal(select(mask, b, b.index(torch.arange(8).flip(0))).rows,
-                       torch.where(mask, b.rows, b.rows.flip(0)))
+    assert torch.equal(
+        select(mask, b, b.index(torch.arange(8).flip(0))).rows, torch.where(mask, b.rows, b.rows.flip(0))
+    )
     with pytest.raises(ValueError, match="rows"):
         FlowBatch(b.x, b.lengths, b.labels, rows=torch.arange(3))
 
@@ -166,8 +172,12 @@ def test_the_pool_holds_k_variations_of_every_training_flow_and_draws_a_flows_ow
     assert torch.equal(out.rows, batch.rows) and torch.equal(out.labels, batch.labels)
     own = pool.x.view(len(train), 3, 3, N_PACKETS)[batch.rows]  # (B, K, 3, L) each flow's own variations
     assert (own == out.x[:, None]).flatten(2).all(2).any(1).all()
-    picks = torch.stack([(own == aug(batch, torch.Generator().manual_seed(s)).x[:, None]).flatten(2).all(2)
-                         .float().argmax(1) for s in range(20)])  # (20, B) which of its K each draw took
+    picks = torch.stack(
+        [
+            (own == aug(batch, torch.Generator().manual_seed(s)).x[:, None]).flatten(2).all(2).float().argmax(1)
+            for s in range(20)
+        ]
+    )  # (20, B) which of its K each draw took
     assert set(picks.flatten().tolist()) == {0, 1, 2}
 
 
@@ -198,8 +208,9 @@ def test_prepare_augmentation_gives_the_datamodules_training_flows(monkeypatch: 
     monkeypatch.setattr(generative, "load_generative", lambda path, map_location: FakeSampler())
     fresh = datamodule()  # not set up: prepare_augmentation encodes the training split
     aug = _vary(variations_per_flow=2)
-    generative.prepare_augmentation(aug, device=torch.device("cpu"), class_names=fresh.class_names,
-                                    generator=torch.Generator(), datamodule=fresh)
+    generative.prepare_augmentation(
+        aug, device=torch.device("cpu"), class_names=fresh.class_names, generator=torch.Generator(), datamodule=fresh
+    )
     assert len(aug.pool) == 2 * len(fresh.tensors["train"])
 
 
@@ -243,8 +254,14 @@ def test_the_classifier_double_policy_keeps_each_flow_beside_its_variation(dm: F
     from tsda.lit.classifier import ClassifierModule
 
     aug = _setup(_vary(variations_per_flow=2), dm)
-    clf = ClassifierModule(num_classes=3, class_names=dm.class_names, backbone_kwargs={"width": 8},
-                           augmentation=aug, policy="double", latent_points=0)
+    clf = ClassifierModule(
+        num_classes=3,
+        class_names=dm.class_names,
+        backbone_kwargs={"width": 8},
+        augmentation=aug,
+        policy="double",
+        latent_points=0,
+    )
     batch = _batch(dm, 16)
     out = clf.training_batch(batch)
     assert len(out) == 32 and torch.equal(out.x[:16], batch.x)
@@ -252,14 +269,21 @@ def test_the_classifier_double_policy_keeps_each_flow_beside_its_variation(dm: F
 
 
 # -- option checks ------------------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs, name", [
-    ({"mode": "vary", "strength": 1.5}, "strength"), ({"mode": "vary", "strength": -0.1}, "strength"),
-    ({"mode": "vary", "strength": []}, "strength"), ({"mode": "vary", "strength": [0.5, 2.0]}, "strength"),
-    ({"mode": "other"}, "mode"), ({"mode": "vary", "pool_per_class": 5}, "pool_per_class"),
-    ({"variations_per_flow": 2}, "variations_per_flow"), ({"mode": "vary", "variations_per_flow": -1}, "variations"),
-    ({"mode": "vary", "labels": "balanced"}, "labels"),
-    ({"mode": "vary", "refresh_every_n_epochs": 1}, "refresh_every_n_epochs"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"mode": "vary", "strength": 1.5}, "strength"),
+        ({"mode": "vary", "strength": -0.1}, "strength"),
+        ({"mode": "vary", "strength": []}, "strength"),
+        ({"mode": "vary", "strength": [0.5, 2.0]}, "strength"),
+        ({"mode": "other"}, "mode"),
+        ({"mode": "vary", "pool_per_class": 5}, "pool_per_class"),
+        ({"variations_per_flow": 2}, "variations_per_flow"),
+        ({"mode": "vary", "variations_per_flow": -1}, "variations"),
+        ({"mode": "vary", "labels": "balanced"}, "labels"),
+        ({"mode": "vary", "refresh_every_n_epochs": 1}, "refresh_every_n_epochs"),
+    ],
+)
 def test_bad_options_name_themselves(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         GeneratorAugmentation("x.ckpt", **kwargs)
@@ -285,9 +309,12 @@ def cvae(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from gan_fixtures import fit_gan
 
     root = tmp_path_factory.mktemp("vary")
-    return {"ckpt": fit_gan(root / "cvae", datamodule(), epochs=1, w_recon=10.0)[1],
-            "plain": fit_gan(root / "plain", datamodule(), epochs=1)[1],
-            "real": write_parquet(class_table(80, seed=3), root / "real.parquet"), "root": root}
+    return {
+        "ckpt": fit_gan(root / "cvae", datamodule(), epochs=1, w_recon=10.0)[1],
+        "plain": fit_gan(root / "plain", datamodule(), epochs=1)[1],
+        "real": write_parquet(class_table(80, seed=3), root / "real.parquet"),
+        "root": root,
+    }
 
 
 def _sample(*args: str) -> None:
@@ -302,8 +329,23 @@ def test_sample_vary_writes_variations_with_their_source_rows(cvae: dict[str, Pa
     from tsda.data.sources import read_parquet
 
     out = tmp_path / "var.parquet"
-    _sample("--ckpt", str(cvae["ckpt"]), "--vary", str(cvae["real"]), "--strength", "0", "0.5", "--variations", "2",
-            "--seed", "1", "--batch-size", "50", "--out", str(out))
+    _sample(
+        "--ckpt",
+        str(cvae["ckpt"]),
+        "--vary",
+        str(cvae["real"]),
+        "--strength",
+        "0",
+        "0.5",
+        "--variations",
+        "2",
+        "--seed",
+        "1",
+        "--batch-size",
+        "50",
+        "--out",
+        str(out),
+    )
     real = read_parquet(cvae["real"], max_packets=N_PACKETS)
     table = read_parquet(out, max_packets=N_PACKETS, meta_columns=("source_row", "strength"))
     assert len(table) == 4 * len(real)
@@ -317,44 +359,90 @@ def test_sample_vary_writes_variations_with_their_source_rows(cvae: dict[str, Pa
     assert not np.array_equal(table.sizes[~same], real.sizes[source[~same]])
     assert set(pq.read_table(out, columns=["generator"]).column(0).to_pylist()) == {f"GANModule:{cvae['ckpt']}"}
     again = tmp_path / "again.parquet"
-    _sample("--ckpt", str(cvae["ckpt"]), "--vary", str(cvae["real"]), "--strength", "0", "0.5", "--variations", "2",
-            "--seed", "1", "--batch-size", "50", "--out", str(again))
+    _sample(
+        "--ckpt",
+        str(cvae["ckpt"]),
+        "--vary",
+        str(cvae["real"]),
+        "--strength",
+        "0",
+        "0.5",
+        "--variations",
+        "2",
+        "--seed",
+        "1",
+        "--batch-size",
+        "50",
+        "--out",
+        str(again),
+    )
     assert pq.read_table(out).equals(pq.read_table(again))
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--strength", "1.5"], "--strength must be in"), (["--strength", "0.5", "--per-class", "3"], "--per-class"),
-    (["--strength", "0.5", "--label-with", "x.ckpt"], "--label-with"), ([], "--strength"),
-    (["--strength", "0.5", "--variations", "0"], "--variations"),
-])
-def test_sample_vary_refuses_bad_options(cvae: dict[str, Path], tmp_path: Path, extra: list[str],
-                                         message: str) -> None:
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--strength", "1.5"], "--strength must be in"),
+        (["--strength", "0.5", "--per-class", "3"], "--per-class"),
+        (["--strength", "0.5", "--label-with", "x.ckpt"], "--label-with"),
+        ([], "--strength"),
+        (["--strength", "0.5", "--variations", "0"], "--variations"),
+    ],
+)
+def test_sample_vary_refuses_bad_options(cvae: dict[str, Path], tmp_path: Path, extra: list[str], message: str) -> None:
     out = tmp_path / "x.parquet"
     with pytest.raises(TsdaError, match=message):
         _sample("--ckpt", str(cvae["ckpt"]), "--vary", str(cvae["real"]), *extra, "--out", str(out))
     assert not out.exists()
 
 
-def test_sample_vary_refuses_files_and_generators_it_cannot_vary(cvae: dict[str, Path], tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture) -> None:
+def test_sample_vary_refuses_files_and_generators_it_cannot_vary(
+    cvae: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from tsda.cli import main
 
     other = class_table(5, seed=1)
     other.class_names = ("a", "b", "c")
-    cases = [(cvae["plain"], cvae["real"], "cannot vary"),
-             (cvae["ckpt"], write_parquet(other, tmp_path / "other.parquet"), "other.parquet.*does not know"),
-             (cvae["ckpt"], write_parquet(class_table(5, seed=1, packets=20), tmp_path / "long.parquet"),
-              "long.parquet.*longer than the generator's 12 packets")]
+    cases = [
+        (cvae["plain"], cvae["real"], "cannot vary"),
+        (cvae["ckpt"], write_parquet(other, tmp_path / "other.parquet"), "other.parquet.*does not know"),
+        (
+            cvae["ckpt"],
+            write_parquet(class_table(5, seed=1, packets=20), tmp_path / "long.parquet"),
+            "long.parquet.*longer than the generator's 12 packets",
+        ),
+    ]
     out = tmp_path / "x.parquet"
     for ckpt, data, message in cases:
         with pytest.raises(SystemExit) as exit_info:
-            main(["sample", "--ckpt", str(ckpt), "--vary", str(data), "--strength", "0.5", "--out", str(out),
-                  "--no-progress"])
+            main(
+                [
+                    "sample",
+                    "--ckpt",
+                    str(ckpt),
+                    "--vary",
+                    str(data),
+                    "--strength",
+                    "0.5",
+                    "--out",
+                    str(out),
+                    "--no-progress",
+                ]
+            )
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and err.startswith("tsda: error: ") and re.search(message, err), err
         assert not out.exists()
-    _sample("--ckpt", str(cvae["ckpt"]), "--vary", str(tmp_path / "long.parquet"), "--strength", "0.5",
-            "--truncate", "--out", str(out))
+    _sample(
+        "--ckpt",
+        str(cvae["ckpt"]),
+        "--vary",
+        str(tmp_path / "long.parquet"),
+        "--strength",
+        "0.5",
+        "--truncate",
+        "--out",
+        str(out),
+    )
     assert out.is_file()
     with pytest.raises(TsdaError, match="--strength needs --vary"):
         _sample("--ckpt", str(cvae["ckpt"]), "--n", "3", "--strength", "0.5", "--out", str(tmp_path / "y.parquet"))
@@ -364,10 +452,36 @@ def test_evaluate_reports_the_distance_of_variations_to_their_sources(cvae: dict
     from tsda.commands.evaluate import main as evaluate
 
     varied = tmp_path / "var.parquet"
-    _sample("--ckpt", str(cvae["ckpt"]), "--vary", str(cvae["real"]), "--strength", "0", "0.5", "1", "--seed", "0",
-            "--out", str(varied))
-    options = ["--synthetic", str(varied), "--tstr_seeds", "0", "--gru", "false", "--plots", "false",
-               "--data.min_packets", "3", "--data.min_class_size", "5", "--data.n_packets", str(N_PACKETS)]
+    _sample(
+        "--ckpt",
+        str(cvae["ckpt"]),
+        "--vary",
+        str(cvae["real"]),
+        "--strength",
+        "0",
+        "0.5",
+        "1",
+        "--seed",
+        "0",
+        "--out",
+        str(varied),
+    )
+    options = [
+        "--synthetic",
+        str(varied),
+        "--tstr_seeds",
+        "0",
+        "--gru",
+        "false",
+        "--plots",
+        "false",
+        "--data.min_packets",
+        "3",
+        "--data.min_class_size",
+        "5",
+        "--data.n_packets",
+        str(N_PACKETS),
+    ]
     evaluate(["--data.path", str(cvae["real"]), "--out", str(tmp_path / "fid"), *options])
     result = json.loads((tmp_path / "fid" / "fidelity.json").read_text())
     assert "memorisation_input" in result and "marginals" in result  # what any generated set gets

@@ -20,8 +20,8 @@ def wandb_records(path: Path) -> list:
         if 32768 - pos % 32768 < 7:  # a block's tail too short for a chunk header is padding
             pos += 32768 - pos % 32768
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk, pos = chunk + data[pos + 7:pos + 7 + length], pos + 7 + length
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk, pos = chunk + data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind in (1, 4):  # FULL or LAST: a whole record
             record = wandb_internal_pb2.Record()
             record.ParseFromString(chunk)
@@ -42,8 +42,12 @@ def offline_summary(wandb_dir: Path, wait: float = 30.0) -> tuple[Path, dict[str
         summary: dict[str, Any] = {}
         for record in wandb_records(next(run_dir.glob("run-*.wandb"))):
             if record.WhichOneof("record_type") == "summary":
-                summary.update({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                                for item in record.summary.update})
+                summary.update(
+                    {
+                        item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                        for item in record.summary.update
+                    }
+                )
         if summary or time.monotonic() > deadline:
             return run_dir, summary
         time.sleep(0.5)

@@ -29,7 +29,8 @@ CUBLAS_WORKSPACE = ":4096:8"
 
 #: every command and the module whose `main(argv)` serves it (imported on use)
 COMMANDS: dict[str, str] = {
-    name: f"tsda.commands.{name}" for name in ("fit", "test", "data", "augment", "campaign", "sample", "evaluate", "ensemble")
+    name: f"tsda.commands.{name}"
+    for name in ("fit", "test", "data", "augment", "campaign", "sample", "evaluate", "ensemble")
 }
 
 

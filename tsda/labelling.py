@@ -97,32 +97,43 @@ def load_labeller(path: str, generator: GenerativeModule, flag: str = "--label-w
         raise FileNotFoundError(f"{flag} {path}: no such checkpoint")
     ckpt = read_checkpoint(path)
     if GenerativeModule.CLASS_PATH_KEY in ckpt:
-        raise TsdaError(f"{flag} {path}: a generator checkpoint ({ckpt[GenerativeModule.CLASS_PATH_KEY]}), "
-                        "not a classifier (ClassifierModule)")
+        raise TsdaError(
+            f"{flag} {path}: a generator checkpoint ({ckpt[GenerativeModule.CLASS_PATH_KEY]}), "
+            "not a classifier (ClassifierModule)"
+        )
     try:
         classifier = ClassifierModule.load_frozen(path)
     except (TypeError, KeyError, RuntimeError) as exc:
-        raise TsdaError(f"{flag} {path}: not a ClassifierModule checkpoint ({type(exc).__name__}: "
-                        f"{str(exc)[:200]})") from exc
+        raise TsdaError(
+            f"{flag} {path}: not a ClassifierModule checkpoint ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
     labeller = Labeller(classifier.to(generator.device), str(path))
     if labeller.class_names != list(generator.class_names):
-        raise TsdaError(f"{flag} {path}: the classifier knows the classes {_short(labeller.class_names)}, the "
-                        f"generator {_short(list(generator.class_names))} (train both on the same classes, "
-                        "in the same order)")
+        raise TsdaError(
+            f"{flag} {path}: the classifier knows the classes {_short(labeller.class_names)}, the "
+            f"generator {_short(list(generator.class_names))} (train both on the same classes, "
+            "in the same order)"
+        )
     data = ckpt.get("datamodule_hyper_parameters") or {}
     if "n_packets" in data:
         defaults = FlowCodec()
-        codec = FlowCodec(n_packets=int(data["n_packets"]), mtu=float(data.get("mtu", defaults.mtu)),
-                          iat_unit=float(data.get("iat_unit", defaults.iat_unit)),
-                          iat_max=float(data.get("iat_max", defaults.iat_max)))
+        codec = FlowCodec(
+            n_packets=int(data["n_packets"]),
+            mtu=float(data.get("mtu", defaults.mtu)),
+            iat_unit=float(data.get("iat_unit", defaults.iat_unit)),
+            iat_max=float(data.get("iat_max", defaults.iat_max)),
+        )
         if codec != generator.codec:
-            raise TsdaError(f"{flag} {path}: the classifier was trained on flows encoded as {codec}, the "
-                            f"generator makes {generator.codec} (set the same --data.n_packets/mtu/iat_*)")
+            raise TsdaError(
+                f"{flag} {path}: the classifier was trained on flows encoded as {codec}, the "
+                f"generator makes {generator.codec} (set the same --data.n_packets/mtu/iat_*)"
+            )
     return labeller
 
 
-def guidance_options(model: GenerativeModule, labeller: Labeller, options: dict[str, Any],
-                     guide: GuideChoice = "auto") -> tuple[dict[str, Any], str | None]:
+def guidance_options(
+    model: GenerativeModule, labeller: Labeller, options: dict[str, Any], guide: GuideChoice = "auto"
+) -> tuple[dict[str, Any], str | None]:
     """The sampling options with the guide of latent guidance chosen, and which guide
     (`model`, `labeller`, or None without guidance). `auto`: the model's stored guide when
     it has one, else the labeller.
@@ -138,13 +149,15 @@ def guidance_options(model: GenerativeModule, labeller: Labeller, options: dict[
             raise TsdaError(f"--guide {guide} needs --latent-guidance-scale > 0")
         return options, None
     if "guide" not in inspect.signature(model.sample).parameters:
-        raise TsdaError(f"--latent-guidance-scale: {type(model).__name__} has no sampling-time guidance "
-                        "(the diffusion model has)")
+        raise TsdaError(
+            f"--latent-guidance-scale: {type(model).__name__} has no sampling-time guidance (the diffusion model has)"
+        )
     stored = getattr(model, "classifier", None) is not None
     chosen = ("model" if stored else "labeller") if guide == "auto" else guide
     if chosen == "model" and not stored:
-        raise TsdaError("--guide model: the generator holds no guide (trained without model.classifier_ckpt); "
-                        "use --guide labeller")
+        raise TsdaError(
+            "--guide model: the generator holds no guide (trained without model.classifier_ckpt); use --guide labeller"
+        )
     return ({**options, "guide": labeller.guide} if chosen == "labeller" else options), chosen
 
 
@@ -234,24 +247,42 @@ def label_samples(
     classes = {}
     for k in np.flatnonzero(quotas):
         could = int(aimed[k]) if targeted else drawn
-        classes[names[k]] = {"quota": int(quotas[k]), "kept": int(quotas[k] - remaining[k]), "drawn": could,
-                             "eligible": int(eligible[k]),
-                             "acceptance_rate": float(eligible[k] / could) if could else None}
-    report = {"route": route, "guide": guide_used, "labeller": labeller.path, "min_confidence": min_confidence,
-              "max_draws": max_draws, "draws": drawn, "kept": int(len(out)), "seed": seed, "classes": classes,
-              "unfilled": [names[k] for k in np.flatnonzero(remaining)]}
+        classes[names[k]] = {
+            "quota": int(quotas[k]),
+            "kept": int(quotas[k] - remaining[k]),
+            "drawn": could,
+            "eligible": int(eligible[k]),
+            "acceptance_rate": float(eligible[k] / could) if could else None,
+        }
+    report = {
+        "route": route,
+        "guide": guide_used,
+        "labeller": labeller.path,
+        "min_confidence": min_confidence,
+        "max_draws": max_draws,
+        "draws": drawn,
+        "kept": len(out),
+        "seed": seed,
+        "classes": classes,
+        "unfilled": [names[k] for k in np.flatnonzero(remaining)],
+    }
     return out.index(order), confidence[order.numpy()], report
 
 
 def format_report(report: dict[str, Any]) -> str:
     """The human lines of a `label_samples` report."""
     guide = f", guide {report['guide']}" if report["guide"] else ""
-    lines = [f"labelled by {report['labeller']} ({report['route']}{guide}, confidence >= "
-             f"{report['min_confidence']:g}): {report['kept']} flows kept of {report['draws']} drawn"]
+    lines = [
+        (
+            f"labelled by {report['labeller']} ({report['route']}{guide}, confidence >= "
+            f"{report['min_confidence']:g}): {report['kept']} flows kept of {report['draws']} drawn"
+        )
+    ]
     for name, c in report["classes"].items():
         rate = "n/a" if c["acceptance_rate"] is None else f"{c['acceptance_rate']:.3f}"
-        lines.append(f"  {name}: {c['kept']}/{c['quota']} kept, acceptance rate {rate} "
-                     f"({c['eligible']} of {c['drawn']} draws)")
+        lines.append(
+            f"  {name}: {c['kept']}/{c['quota']} kept, acceptance rate {rate} ({c['eligible']} of {c['drawn']} draws)"
+        )
     if report["unfilled"]:
         lines.append(f"could not fill within --max-draws {report['max_draws']}: {report['unfilled']}")
     return "\n".join(lines)

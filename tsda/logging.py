@@ -66,8 +66,12 @@ def run_loggers(run_dir: Path, wandb: WandbSettings, config: dict | None = None)
         from lightning.pytorch.loggers import WandbLogger
 
         logger = WandbLogger(
-            project=wandb.project, group=wandb.group, name=wandb.name or run_dir.name,
-            tags=list(wandb.tags), save_dir=str(run_dir), offline=(mode == "offline"),
+            project=wandb.project,
+            group=wandb.group,
+            name=wandb.name or run_dir.name,
+            tags=list(wandb.tags),
+            save_dir=str(run_dir),
+            offline=(mode == "offline"),
         )
         if config:
             logger.log_hyperparams(config)
@@ -102,8 +106,17 @@ def log_summary_run(
         return
     import wandb
 
-    run = wandb.init(project=project, name=name, group=group, job_type=job_type, tags=list(tags),
-                     config=config, mode=resolved, dir=str(dir), reinit="finish_previous")
+    run = wandb.init(
+        project=project,
+        name=name,
+        group=group,
+        job_type=job_type,
+        tags=list(tags),
+        config=config,
+        mode=resolved,
+        dir=str(dir),
+        reinit="finish_previous",
+    )
     try:
         if tables:
             run.log({key: wandb.Table(dataframe=frame.reset_index()) for key, frame in tables.items()})

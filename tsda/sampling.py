@@ -92,7 +92,7 @@ def from_model_space(x: torch.Tensor) -> torch.Tensor:
     shift = x.new_tensor(_SHIFT)[None, :, None]  # (1, 3, 1)
     out = (x[:, :PRESENCE] - shift) / scale  # (B, 3, L)
     soft = ((x[:, PRESENCE] + 1.0) / 2.0).clamp(0.0, 1.0)  # (B, L)
-    return torch.cat([out[:, :DIRECTION], (out[:, DIRECTION] * soft)[:, None], out[:, DIRECTION + 1:]], dim=1)
+    return torch.cat([out[:, :DIRECTION], (out[:, DIRECTION] * soft)[:, None], out[:, DIRECTION + 1 :]], dim=1)
 
 
 def presence_lengths(presence: torch.Tensor) -> torch.Tensor:
@@ -185,7 +185,8 @@ def make_scheduler(scheduler_config: dict[str, Any], sampler: SamplerName, steps
     if sampler == "dpmpp":
         # x0 clipping is done by the loop (`denoise`); the solver's own thresholding stays off
         scheduler = DPMSolverMultistepScheduler.from_config(
-            config, prediction_type="sample", algorithm_type="dpmsolver++", solver_order=2)
+            config, prediction_type="sample", algorithm_type="dpmsolver++", solver_order=2
+        )
     else:
         cls = DDIMScheduler if sampler == "ddim" else DDPMScheduler
         scheduler = cls.from_config(config, prediction_type="sample")
@@ -229,8 +230,9 @@ def guided_output(
     if cfg_scale == 0.0:
         return denoiser(x_t, timesteps, null, null_latents)
     both_latents = None if latents is None else torch.cat([null_latents, latents])  # (2B, D)
-    out = denoiser(torch.cat([x_t, x_t]), torch.cat([timesteps, timesteps]),
-                   torch.cat([null, labels]), both_latents)  # (2B, C, L)
+    out = denoiser(
+        torch.cat([x_t, x_t]), torch.cat([timesteps, timesteps]), torch.cat([null, labels]), both_latents
+    )  # (2B, C, L)
     uncond, cond = out.chunk(2)
     return uncond + cfg_scale * (cond - uncond)
 
@@ -301,8 +303,13 @@ def denoise(
     x = torch.randn(shape, generator=generator, device=generator.device).to(device)  # (B, C, L)
     timesteps = scheduler.timesteps[start_index:]
     if start_index > 0:  # SDEdit: the given flows, noised to the first step run
-        x = init.to(device) if len(timesteps) == 0 else DDPMScheduler.from_config(scheduler_config).add_noise(
-            init.to(device), x, timesteps[:1].to(device).expand(shape[0]))
+        x = (
+            init.to(device)
+            if len(timesteps) == 0
+            else DDPMScheduler.from_config(scheduler_config).add_noise(
+                init.to(device), x, timesteps[:1].to(device).expand(shape[0])
+            )
+        )
         if hasattr(scheduler, "set_begin_index"):  # multistep solvers count steps from where they start
             scheduler.set_begin_index(start_index)
     step_kwargs: dict[str, Any] = {"eta": eta} if sampler == "ddim" else {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
+from typing import ClassVar
 
 import torch
 
@@ -191,7 +192,7 @@ class ConstantWrapUp(_Amplitude):
             253 ms, about the spread of ChangeRTT's x0.5 to x1.5.
     """
 
-    alters = {"size": 0.0, "direction": 0.0, "iat": 1.0}
+    alters: ClassVar[dict[str, float]] = {"size": 0.0, "direction": 0.0, "iat": 1.0}
 
     def __init__(self, low: float = 0.8, high: float = 1.2) -> None:
         check_range("ConstantWrapUp", low, high, "low", "high")

@@ -88,10 +88,10 @@ class Augmentation(ABC):
         for child in self.children():
             yield from child.walk()
 
-    def setup(self, context: AugmentContext) -> None:
+    def setup(self, context: AugmentContext) -> None:  # noqa: B027 - a hook: by default nothing to do
         """Called once before training, on every augmentation of the tree."""
 
-    def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
+    def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:  # noqa: B027 - a hook
         """Called before each training epoch (0-based `epoch`)."""
 
     def stats(self) -> dict[str, float]:
@@ -189,13 +189,15 @@ def check_weights(name: str, weights: Sequence[float] | None, n: int) -> list[fl
         return [1.0] * n
     w = [float(v) for v in weights]
     if len(w) != n or not all(math.isfinite(v) and v >= 0 for v in w) or sum(w) <= 0:
-        raise ValueError(f"{name} must be {n} finite non-negative numbers (one per augmentation), "
-                         f"not all 0, got {list(weights)}")
+        raise ValueError(
+            f"{name} must be {n} finite non-negative numbers (one per augmentation), not all 0, got {list(weights)}"
+        )
     return w
 
 
-def apply_each(batch: FlowBatch, pick: torch.Tensor, augmentations: Sequence[Augmentation],
-               generator: torch.Generator) -> FlowBatch:
+def apply_each(
+    batch: FlowBatch, pick: torch.Tensor, augmentations: Sequence[Augmentation], generator: torch.Generator
+) -> FlowBatch:
     """Apply `augmentations[i]` to the flows with `pick == i`, each once on all its flows.
 
     Args:
@@ -216,8 +218,11 @@ def apply_each(batch: FlowBatch, pick: torch.Tensor, augmentations: Sequence[Aug
     grouped = batch.index(order)  # each candidate's flows are then a slice: views, no copies
     ends = list(itertools.accumulate(counts))
     parts = [grouped.index(slice(0, ends[0]))]
-    parts += [aug.apply_to(grouped, slice(start, end), generator)
-              for aug, start, end in zip(augmentations, ends, ends[1:]) if end > start]
+    parts += [
+        aug.apply_to(grouped, slice(start, end), generator)
+        for aug, start, end in zip(augmentations, ends, ends[1:])
+        if end > start
+    ]
     return FlowBatch.cat(parts).index(order.argsort())
 
 

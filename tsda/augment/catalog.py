@@ -64,8 +64,11 @@ def defaults(cls: type[Augmentation]) -> dict[str, Any]:
 def required(cls: type[Augmentation]) -> list[str]:
     """Parameters of `cls.__init__` without a default (e.g. a generator's `ckpt`)."""
     params = inspect.signature(cls.__init__).parameters
-    return [k for k, p in params.items() if k != "self" and p.default is inspect.Parameter.empty
-            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return [
+        k
+        for k, p in params.items()
+        if k != "self" and p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
 
 
 def class_path(cls: type) -> str:
@@ -89,8 +92,9 @@ def build_augmentation(spec: str | Path | dict[str, Any]) -> Augmentation:
 
         path = Path(spec)
         if not path.is_file():
-            raise ValueError(f"--augment: {spec!r} is neither an augmentation name ({', '.join(AUGMENTATIONS)}) "
-                             "nor a YAML file")
+            raise ValueError(
+                f"--augment: {spec!r} is neither an augmentation name ({', '.join(AUGMENTATIONS)}) nor a YAML file"
+            )
         spec = yaml.safe_load(path.read_text())
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--augmentation", type=Augmentation, required=True)

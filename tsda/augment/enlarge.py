@@ -45,8 +45,9 @@ def _decoded(batch: FlowBatch, codec: FlowCodec, source: FlowTable) -> FlowTable
     return table
 
 
-def augment_table(table: FlowTable, codec: FlowCodec, augmentation: Augmentation,
-                  generator: torch.Generator, chunk: int = 65536) -> FlowTable:
+def augment_table(
+    table: FlowTable, codec: FlowCodec, augmentation: Augmentation, generator: torch.Generator, chunk: int = 65536
+) -> FlowTable:
     """One augmented copy of every flow of `table`, batched `chunk` flows at a time.
 
     Soft labels of cross-class mixing are not stored: a row keeps the hard label
@@ -55,14 +56,22 @@ def augment_table(table: FlowTable, codec: FlowCodec, augmentation: Augmentation
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     batch = codec.encode(table)
-    parts = [augmentation(batch.index(torch.arange(i, min(i + chunk, len(batch)))), generator)
-             for i in range(0, len(batch), chunk)]
+    parts = [
+        augmentation(batch.index(torch.arange(i, min(i + chunk, len(batch)))), generator)
+        for i in range(0, len(batch), chunk)
+    ]
     return _decoded(FlowBatch.cat(parts) if parts else batch, codec, table)
 
 
-def enlarge(table: FlowTable, codec: FlowCodec, augmentation: Augmentation, copies: int,
-            seed: int = 0, split: np.ndarray | None = None, split_column: str = "split",
-            ) -> tuple[FlowTable, dict[str, np.ndarray]]:
+def enlarge(
+    table: FlowTable,
+    codec: FlowCodec,
+    augmentation: Augmentation,
+    copies: int,
+    seed: int = 0,
+    split: np.ndarray | None = None,
+    split_column: str = "split",
+) -> tuple[FlowTable, dict[str, np.ndarray]]:
     """The flows of `table` (encoded and decoded, so truncated to `L` packets like the
     copies) followed by `copies` augmented copies of each training flow, and the extra
     columns.
@@ -107,9 +116,16 @@ def enlarge(table: FlowTable, codec: FlowCodec, augmentation: Augmentation, copi
     return FlowTable.concat(tables), extra
 
 
-def enlarge_to_parquet(table: FlowTable, codec: FlowCodec, augmentation: Augmentation, copies: int,
-                       out: str | os.PathLike[str], seed: int = 0, split: np.ndarray | None = None,
-                       split_column: str = "split") -> Path:
+def enlarge_to_parquet(
+    table: FlowTable,
+    codec: FlowCodec,
+    augmentation: Augmentation,
+    copies: int,
+    out: str | os.PathLike[str],
+    seed: int = 0,
+    split: np.ndarray | None = None,
+    split_column: str = "split",
+) -> Path:
     """`enlarge` and write the result atomically in the tcbench Parquet schema."""
     enlarged, extra = enlarge(table, codec, augmentation, copies, seed, split, split_column)
     return write_parquet(enlarged, out, extra=extra)

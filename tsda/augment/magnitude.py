@@ -96,12 +96,17 @@ MAGNITUDES: dict[type[Augmentation], Magnitude] = {
     PacketLoss: Magnitude("dt", 0.1, "0.1 s: two mobile round trips lost"),
     Translation: Magnitude("max_shift", 8, "40 % of 20 packets; the flow's start must survive", integer=True),
     Wrap: Magnitude("p", 0.4, "about 4 drops and 4 insertions in 20 packets"),
-    Permutation: Magnitude("n_segments", 7, "segments of about 3 packets; shorter ones keep no order",
-                           bottom=1, integer=True),
+    Permutation: Magnitude(
+        "n_segments", 7, "segments of about 3 packets; shorter ones keep no order", bottom=1, integer=True
+    ),
     CutMix: Magnitude("max_fraction", 1.0, f"up to the whole shorter flow ({_SAME_CLASS})"),
     ChangeRTT: Magnitude("spread", 1.0, "times x0..2; tcbench's x0.5..1.5 at m = 0.5", spread=True),
-    TimeShift: Magnitude("max_shift", 2.0, "2 s; tcbench's 1 s at m = 0.5 (any m > 0 drops the first "
-                         "packet of half the flows: a negative shift moves t = 0 below 0)"),
+    TimeShift: Magnitude(
+        "max_shift",
+        2.0,
+        "2 s; tcbench's 1 s at m = 0.5 (any m > 0 drops the first "
+        "packet of half the flows: a negative shift moves t = 0 below 0)",
+    ),
     TcbenchPacketLoss: Magnitude("half_window", 0.2, "+-0.2 s; tcbench's +-0.1 s at m = 0.5"),
     Mixup: Magnitude("alpha", 0.4, f"alpha -> 0 keeps each flow; mixes nearer 50/50 above ({_SAME_CLASS})"),
 }

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import ClassVar
 
 import torch
 
@@ -55,7 +56,7 @@ class Mixup(PairAugmentation):
     """
 
     family = "mixing"
-    alters = {"size": 1.0, "direction": 0.0, "iat": 1.0}
+    alters: ClassVar[dict[str, float]] = {"size": 1.0, "direction": 0.0, "iat": 1.0}
 
     def __init__(self, alpha: float = 0.2, same_class: bool = True, num_classes: int | None = None) -> None:
         check_positive("Mixup.alpha", alpha)

@@ -18,8 +18,13 @@ from tsda.seeds import cumsum
 # -- random draws --------------------------------------------------------------------------
 
 
-def uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.device,
-            low: float | torch.Tensor = 0.0, high: float | torch.Tensor = 1.0) -> torch.Tensor:
+def uniform(
+    shape: tuple[int, ...],
+    generator: torch.Generator,
+    device: torch.device,
+    low: float | torch.Tensor = 0.0,
+    high: float | torch.Tensor = 1.0,
+) -> torch.Tensor:
     """`shape` float32 draws from U[low, high)."""
     return low + (high - low) * torch.rand(shape, generator=generator, device=device)
 
@@ -30,8 +35,7 @@ def randint_upto(high: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     return torch.minimum((u * (high + 1)).long(), high)
 
 
-def feature_draw(alters: Mapping[str, float], n: int, generator: torch.Generator,
-                 device: torch.device) -> torch.Tensor:
+def feature_draw(alters: Mapping[str, float], n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
     """`(B, 3)` bool: which features of each flow are altered, each True with its
     probability in `alters` (the paper's table: 1, 0.5 or 0), drawn independently."""
     p = torch.tensor([float(alters.get(c, 0.0)) for c in CHANNELS], device=device)  # (3,)
@@ -51,8 +55,9 @@ def sample_beta(alpha: float, n: int, generator: torch.Generator, device: torch.
     return g[0] / (g[0] + g[1]).clamp_min(1e-30)
 
 
-def _sample_gamma(alpha: float, n: int, generator: torch.Generator, device: torch.device,
-                  tries: int = 4) -> torch.Tensor:
+def _sample_gamma(
+    alpha: float, n: int, generator: torch.Generator, device: torch.device, tries: int = 4
+) -> torch.Tensor:
     a = alpha + 1.0 if alpha < 1.0 else alpha
     d = a - 1.0 / 3.0
     c = 1.0 / math.sqrt(9.0 * d)
@@ -156,8 +161,9 @@ def last_time(times: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return times.gather(1, (lengths - 1).clamp_min(0)[:, None])[:, 0]
 
 
-def drop_packets(batch: FlowBatch, drop: torch.Tensor, codec: FlowCodec,
-                 times: torch.Tensor | None = None) -> FlowBatch:
+def drop_packets(
+    batch: FlowBatch, drop: torch.Tensor, codec: FlowCodec, times: torch.Tensor | None = None
+) -> FlowBatch:
     """Remove packets `drop (B, L)` in real time and re-pack the rest to the front.
 
     Survivors keep their arrival times (`times (B, L)`, from `flow_times` when not
@@ -181,8 +187,7 @@ def drop_packets(batch: FlowBatch, drop: torch.Tensor, codec: FlowCodec,
 # -- value changes -------------------------------------------------------------------------
 
 
-def alter_values(batch: FlowBatch, proposal: torch.Tensor, chosen: torch.Tensor,
-                 channels: slice) -> FlowBatch:
+def alter_values(batch: FlowBatch, proposal: torch.Tensor, chosen: torch.Tensor, channels: slice) -> FlowBatch:
     """Take `proposal (B, k, L)` for the features `channels` (k of them) on the real
     packets of the flows where `chosen (B, k)` is True.
 
@@ -224,8 +229,9 @@ def partners(labels: torch.Tensor, same_class: bool, generator: torch.Generator)
     return order[following][order.argsort()]
 
 
-def mix_labels(batch: FlowBatch, other: FlowBatch, own: torch.Tensor, same_class: bool,
-               num_classes: int | None) -> FlowBatch:
+def mix_labels(
+    batch: FlowBatch, other: FlowBatch, own: torch.Tensor, same_class: bool, num_classes: int | None
+) -> FlowBatch:
     """Labels of `batch` after mixing in `other` with weight `1 - own (B,)` on each flow.
 
     Same-class mixing keeps the labels (and any soft labels). Across classes the soft
@@ -264,8 +270,7 @@ def check_at_most(name: str, value: float, bound: float) -> None:
         raise ValueError(f"{name} must be <= {bound} (beyond it flows stop being valid), got {value}")
 
 
-def check_range(name: str, low: float, high: float, low_name: str, high_name: str,
-                minimum: float = 0.0) -> None:
+def check_range(name: str, low: float, high: float, low_name: str, high_name: str, minimum: float = 0.0) -> None:
     """Raise `ValueError` unless `minimum <= low <= high` (both finite)."""
     if not (math.isfinite(low) and math.isfinite(high)) or low < minimum:
         raise ValueError(f"{name}.{low_name} must be finite and >= {minimum}, got {low}")

@@ -122,9 +122,16 @@ class TrivialAugment(_Policy):
             TrivialAugment.
     """
 
-    def __init__(self, ops: str | Sequence[str] = "all", magnitude: Literal["uniform", "fixed"] = "uniform",
-                 m: float = 0.5, levels: int = 5, weights: Sequence[float] | None = None,
-                 ranges: Sequence[tuple[float, float]] | None = None, n: int = 1) -> None:
+    def __init__(
+        self,
+        ops: str | Sequence[str] = "all",
+        magnitude: Literal["uniform", "fixed"] = "uniform",
+        m: float = 0.5,
+        levels: int = 5,
+        weights: Sequence[float] | None = None,
+        ranges: Sequence[tuple[float, float]] | None = None,
+        n: int = 1,
+    ) -> None:
         if magnitude not in ("uniform", "fixed"):
             raise ValueError(f"TrivialAugment.magnitude must be 'uniform' or 'fixed', got {magnitude!r}")
         check_magnitude("TrivialAugment.m", m)
@@ -151,12 +158,14 @@ class TrivialAugment(_Policy):
             raise ValueError(f"{name} needs magnitude 'uniform' (a fixed magnitude has no range)")
         spans = [tuple(float(v) for v in r) for r in ranges]
         if len(spans) != len(self._ops):
-            raise ValueError(f"{name} must hold one [lo, hi] per op ({len(self._ops)} as ops resolves), "
-                             f"got {len(spans)}")
+            raise ValueError(
+                f"{name} must hold one [lo, hi] per op ({len(self._ops)} as ops resolves), got {len(spans)}"
+            )
         for i, span in enumerate(spans):
             if len(span) != 2 or not 0.0 <= span[0] <= span[1] <= 1.0:  # False for NaN too
-                raise ValueError(f"{name}[{i}] ({self._ops[i].__name__}) must be [lo, hi] with "
-                                 f"0 <= lo <= hi <= 1, got {list(span)}")
+                raise ValueError(
+                    f"{name}[{i}] ({self._ops[i].__name__}) must be [lo, hi] with 0 <= lo <= hi <= 1, got {list(span)}"
+                )
         return spans  # type: ignore[return-value]
 
     def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
@@ -182,14 +191,16 @@ class RandAugment(_Policy):
         weights: op weights (see `_Policy`).
     """
 
-    def __init__(self, n: int = 2, m: float = 0.5, ops: str | Sequence[str] = "all",
-                 weights: Sequence[float] | None = None) -> None:
+    def __init__(
+        self, n: int = 2, m: float = 0.5, ops: str | Sequence[str] = "all", weights: Sequence[float] | None = None
+    ) -> None:
         check_magnitude("RandAugment.m", m)
         super().__init__(ops, weights)
         drawable = sum(w > 0 for w in self._weights)
         if not 1 <= n <= drawable:
-            raise ValueError(f"RandAugment.n must be in 1..{drawable} (distinct ops per flow, "
-                             f"from the ops with weight > 0), got {n}")
+            raise ValueError(
+                f"RandAugment.n must be in 1..{drawable} (distinct ops per flow, from the ops with weight > 0), got {n}"
+            )
         self.n, self.m = n, m
         self._table = self._settings([m])[:, 0]  # (n_ops,)
 

@@ -10,9 +10,11 @@ with `iat_unit` / `iat_max` left unset, each takes the codec of the run it is se
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
-from tsda.augment.base import AugmentContext, Augmentation
+from tsda.augment.base import Augmentation, AugmentContext
 from tsda.augment.ops import (
     check_at_most,
     check_positive,
@@ -46,8 +48,11 @@ class _TimeBased(Augmentation):
 
     def __init__(self, iat_unit: float | None, iat_max: float | None) -> None:
         default = FlowCodec()
-        self._codec = time_codec(self.name, default.iat_unit if iat_unit is None else iat_unit,
-                                 default.iat_max if iat_max is None else iat_max)
+        self._codec = time_codec(
+            self.name,
+            default.iat_unit if iat_unit is None else iat_unit,
+            default.iat_max if iat_max is None else iat_max,
+        )
         self.iat_unit, self.iat_max = iat_unit, iat_max
 
     def setup(self, context: AugmentContext) -> None:
@@ -57,8 +62,10 @@ class _TimeBased(Augmentation):
         for name in ("iat_unit", "iat_max"):
             mine, data = getattr(self, name), getattr(codec, name)
             if mine is not None and mine != data:
-                raise ValueError(f"{self.name}.{name} = {mine} differs from the data's codec ({name} = {data}); "
-                                 f"leave it unset to use the data's")
+                raise ValueError(
+                    f"{self.name}.{name} = {mine} differs from the data's codec ({name} = {data}); "
+                    f"leave it unset to use the data's"
+                )
         self._codec = time_codec(self.name, codec.iat_unit, codec.iat_max)
 
 
@@ -71,10 +78,11 @@ class ChangeRTT(_TimeBased):
         iat_unit, iat_max: see `_TimeBased` (default: the data's codec).
     """
 
-    alters = {"size": 0.0, "direction": 0.0, "iat": 1.0}
+    alters: ClassVar[dict[str, float]] = {"size": 0.0, "direction": 0.0, "iat": 1.0}
 
-    def __init__(self, low: float = 0.5, high: float = 1.5, iat_unit: float | None = None,
-                 iat_max: float | None = None) -> None:
+    def __init__(
+        self, low: float = 0.5, high: float = 1.5, iat_unit: float | None = None, iat_max: float | None = None
+    ) -> None:
         check_range("ChangeRTT", low, high, "low", "high")
         check_at_most("ChangeRTT.high", high, MAX_FACTOR)
         super().__init__(iat_unit, iat_max)

@@ -49,7 +49,9 @@ def check_valid(batch: FlowBatch, codec: FlowCodec | None = None, num_classes: i
     if num_classes is not None and ((batch.labels < 0) | (batch.labels >= num_classes)).any():
         problems.append(f"label outside [0, {num_classes})")
     soft = batch.soft_labels
-    if soft is not None and ((soft < -1e-6).any() or not torch.allclose(soft.sum(1), torch.ones_like(soft[:, 0]), atol=1e-4)):
+    if soft is not None and (
+        (soft < -1e-6).any() or not torch.allclose(soft.sum(1), torch.ones_like(soft[:, 0]), atol=1e-4)
+    ):
         problems.append("soft labels are not distributions (non-negative, rows summing to 1)")
     if codec is not None:
         if batch.n_packets != codec.n_packets:
@@ -59,8 +61,13 @@ def check_valid(batch: FlowBatch, codec: FlowCodec | None = None, num_classes: i
     return problems
 
 
-def assert_valid(batch: FlowBatch, codec: FlowCodec | None = None, like: FlowBatch | None = None,
-                 keep_labels: bool = True, num_classes: int | None = None) -> None:
+def assert_valid(
+    batch: FlowBatch,
+    codec: FlowCodec | None = None,
+    like: FlowBatch | None = None,
+    keep_labels: bool = True,
+    num_classes: int | None = None,
+) -> None:
     """Raise `AssertionError` listing the problems of `batch`.
 
     With `like` (the input of an augmentation) also check that the batch size, `L`,

@@ -41,8 +41,9 @@ def check_strengths(name: str, strength: float | Sequence[float]) -> list[float]
     return out
 
 
-def draw_strengths(strengths: Sequence[float], n: int, generator: torch.Generator,
-                   device: torch.device) -> float | torch.Tensor:
+def draw_strengths(
+    strengths: Sequence[float], n: int, generator: torch.Generator, device: torch.device
+) -> float | torch.Tensor:
     """One strength per flow: the only one (a number, nothing drawn) or `(n,)` drawn
     uniformly from `strengths` with `generator`, on `device`."""
     if len(strengths) == 1:
@@ -52,8 +53,13 @@ def draw_strengths(strengths: Sequence[float], n: int, generator: torch.Generato
     return values[pick]
 
 
-def vary(sampler: FlowSampler, batch: FlowBatch, strength: float | torch.Tensor, generator: torch.Generator,
-         options: dict[str, Any]) -> FlowBatch:
+def vary(
+    sampler: FlowSampler,
+    batch: FlowBatch,
+    strength: float | torch.Tensor,
+    generator: torch.Generator,
+    options: dict[str, Any],
+) -> FlowBatch:
     """`sampler.vary` in full precision, with `batch`'s training rows kept on the output.
 
     Autocast is off: fresh variations are drawn inside `training_step`, under the Trainer's
@@ -67,9 +73,16 @@ def vary(sampler: FlowSampler, batch: FlowBatch, strength: float | torch.Tensor,
     return out.replace(rows=batch.rows)
 
 
-def vary_in_batches(sampler: FlowSampler, flows: FlowBatch, strength: float | torch.Tensor,
-                    generator: torch.Generator, options: dict[str, Any], batch_size: int,
-                    progress: bool = False, desc: str = "variations") -> FlowBatch:
+def vary_in_batches(
+    sampler: FlowSampler,
+    flows: FlowBatch,
+    strength: float | torch.Tensor,
+    generator: torch.Generator,
+    options: dict[str, Any],
+    batch_size: int,
+    progress: bool = False,
+    desc: str = "variations",
+) -> FlowBatch:
     """A variation of every flow of `flows` (`N`), `batch_size` flows per `vary` call.
 
     Args:
@@ -84,8 +97,7 @@ def vary_in_batches(sampler: FlowSampler, flows: FlowBatch, strength: float | to
     from tqdm.auto import tqdm
 
     parts = []
-    for start in tqdm(range(0, len(flows), batch_size), desc=desc, unit="batch", disable=not progress,
-                      leave=False):
+    for start in tqdm(range(0, len(flows), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
         part = flows.index(slice(start, start + batch_size))
         s = strength if isinstance(strength, float) else strength[start : start + batch_size]
         parts.append(vary(sampler, part, s, generator, options).to(flows.device))
@@ -95,17 +107,25 @@ def vary_in_batches(sampler: FlowSampler, flows: FlowBatch, strength: float | to
     return out
 
 
-def variation_pool(sampler: FlowSampler, flows: FlowBatch, per_flow: int, strengths: Sequence[float],
-                   generator: torch.Generator, options: dict[str, Any], batch_size: int,
-                   progress: bool) -> FlowBatch:
+def variation_pool(
+    sampler: FlowSampler,
+    flows: FlowBatch,
+    per_flow: int,
+    strengths: Sequence[float],
+    generator: torch.Generator,
+    options: dict[str, Any],
+    batch_size: int,
+    progress: bool,
+) -> FlowBatch:
     """`per_flow` (K) variations of each of the `N` training flows, flow-major: the
     variations of training row r are pool rows r*K .. r*K + K-1 (`rows` = r), each at a
     strength drawn from `strengths`."""
     n = len(flows)
     source = torch.arange(n, device=flows.device).repeat_interleave(per_flow)  # (N*K,)
     strength = draw_strengths(strengths, len(source), generator, flows.device)
-    return vary_in_batches(sampler, flows.index(source), strength, generator, options, batch_size, progress,
-                           desc="variation pool")
+    return vary_in_batches(
+        sampler, flows.index(source), strength, generator, options, batch_size, progress, desc="variation pool"
+    )
 
 
 def draw_from_pool(pool: FlowBatch, per_flow: int, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
@@ -116,9 +136,11 @@ def draw_from_pool(pool: FlowBatch, per_flow: int, batch: FlowBatch, generator: 
         ValueError: `batch` does not say which training flow each flow is (no `rows`).
     """
     if batch.rows is None:
-        raise ValueError("GeneratorAugmentation (mode vary, variations_per_flow > 0) needs batches that say which "
-                         "training flow each flow is (FlowBatch.rows, set on FlowDataModule's training tensors); "
-                         "this batch has none: use variations_per_flow 0 (fresh variations), or place the "
-                         "generator augmentation before augmentations that make new flows")
+        raise ValueError(
+            "GeneratorAugmentation (mode vary, variations_per_flow > 0) needs batches that say which "
+            "training flow each flow is (FlowBatch.rows, set on FlowDataModule's training tensors); "
+            "this batch has none: use variations_per_flow 0 (fresh variations), or place the "
+            "generator augmentation before augmentations that make new flows"
+        )
     offset = torch.randint(0, per_flow, (len(batch),), generator=generator, device=batch.device)  # (B,)
     return pool.index(batch.rows * per_flow + offset)

@@ -71,17 +71,24 @@ def _fresh_run_dir(job: RunJob) -> Path:
     run_dir = Path(job.run_dir)
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    write_json_atomic(run_dir / "run_spec.json", {"condition": job.condition, "seed": job.seed,
-                                                  "args": list(job.args), "cwd": job.cwd})
+    write_json_atomic(
+        run_dir / "run_spec.json",
+        {"condition": job.condition, "seed": job.seed, "args": list(job.args), "cwd": job.cwd},
+    )
     return run_dir
 
 
 def _tsda(arguments: list[str], cwd: str, log_path: Path, env: dict[str, str] | None) -> int:
     """Run `python -m tsda.cli ARGUMENTS` in `cwd` (when it exists), output into `log_path`."""
     with open(log_path, "w") as log:
-        proc = subprocess.run([sys.executable, "-m", "tsda.cli", *arguments], cwd=cwd if Path(cwd).is_dir() else None,
-                              stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                              preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        proc = subprocess.run(
+            [sys.executable, "-m", "tsda.cli", *arguments],
+            cwd=cwd if Path(cwd).is_dir() else None,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
     return proc.returncode
 
 
@@ -163,16 +170,20 @@ def ensemble_chunks(jobs: Sequence[RunJob], members_per_job: int) -> list[list[R
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
-def execute_ensemble(jobs: Sequence[RunJob], on_result: OnResult, members_per_job: int = 0,
-                     workers: int = 1) -> None:
+def execute_ensemble(jobs: Sequence[RunJob], on_result: OnResult, members_per_job: int = 0, workers: int = 1) -> None:
     """Run `jobs` as `tsda ensemble` processes of `members_per_job` runs, `workers` at a time."""
     env = thread_env(workers)
     chunks = ensemble_chunks(jobs, members_per_job)
     _in_threads([lambda chunk=chunk: run_ensemble_job(chunk, env) for chunk in chunks], on_result, workers)
 
 
-def execute_ray(jobs: Sequence[RunJob], on_result: OnResult,
-                address: str | None = None, num_cpus: float = 1.0, num_gpus: float = 0.0) -> None:
+def execute_ray(
+    jobs: Sequence[RunJob],
+    on_result: OnResult,
+    address: str | None = None,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+) -> None:
     """Each job a Ray task requesting `num_cpus` / `num_gpus`; rows come back to this process.
 
     Joins the running Ray instance when one is initialised, else `ray.init(address)`

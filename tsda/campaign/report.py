@@ -28,8 +28,9 @@ class Sections:
     images: dict[str, Path] = field(default_factory=dict)
 
 
-def _header(report: Sections, info: dict[str, Any], name: str, results: pd.DataFrame, runs: pd.DataFrame,
-            reference: str | None) -> None:
+def _header(
+    report: Sections, info: dict[str, Any], name: str, results: pd.DataFrame, runs: pd.DataFrame, reference: str | None
+) -> None:
     """Title, description and one paragraph of counts, seeds, base config and overrides."""
     report.lines += [f"# Campaign `{name}`", ""]
     if info.get("description"):
@@ -37,19 +38,29 @@ def _header(report: Sections, info: dict[str, Any], name: str, results: pd.DataF
     failed = results[results["status"] != "ok"]
     if info.get("subset"):
         sub = info["subset"]
-        report.lines += [f"A subset of campaign `{sub['of']}`: conditions "
-                         f"{sub.get('conditions') or 'all'}, seeds {sub.get('seeds') or 'all'}"
-                         f"{'; only seeds every selected condition finished' if sub.get('complete') else ''}"
-                         f"{'; with ' + sub['with'] if sub.get('with') else ''}.", ""]
+        report.lines += [
+            (
+                f"A subset of campaign `{sub['of']}`: conditions "
+                f"{sub.get('conditions') or 'all'}, seeds {sub.get('seeds') or 'all'}"
+                f"{'; only seeds every selected condition finished' if sub.get('complete') else ''}"
+                f"{'; with ' + sub['with'] if sub.get('with') else ''}."
+            ),
+            "",
+        ]
     report.lines += [
-        f"{len(runs)} finished run(s), {len(failed)} failed; {runs['condition'].nunique()} condition(s), "
-        f"seeds {sorted(int(s) for s in runs['seed'].unique())}; reference: `{reference}`.",
-        f"Base config `{info.get('base', '?')}`; overrides for every run: "
-        f"`{' '.join(info.get('overrides', []) + info.get('extra', [])) or 'none'}`.", ""]
+        (
+            f"{len(runs)} finished run(s), {len(failed)} failed; {runs['condition'].nunique()} condition(s), "
+            f"seeds {sorted(int(s) for s in runs['seed'].unique())}; reference: `{reference}`."
+        ),
+        (
+            f"Base config `{info.get('base', '?')}`; overrides for every run: "
+            f"`{' '.join(info.get('overrides', []) + info.get('extra', [])) or 'none'}`."
+        ),
+        "",
+    ]
 
 
-def _scores(report: Sections, results: pd.DataFrame, runs: pd.DataFrame, metric: str,
-            reference: str | None) -> None:
+def _scores(report: Sections, results: pd.DataFrame, runs: pd.DataFrame, metric: str, reference: str | None) -> None:
     """One table per score of `stats.SCORES` present (mean, std, t-interval, delta); the
     `metric` table also holds the mean run seconds."""
     from tsda.metrics import stats
@@ -60,12 +71,17 @@ def _scores(report: Sections, results: pd.DataFrame, runs: pd.DataFrame, metric:
             if score == metric and "seconds" in runs:
                 table["seconds"] = runs.groupby("condition")["seconds"].mean()
             report.tables[score] = table
-            report.lines += [f"## {score} (mean, std, 95% t-interval, delta vs `{reference}`)", "",
-                             stats.markdown_table(table), ""]
+            report.lines += [
+                f"## {score} (mean, std, 95% t-interval, delta vs `{reference}`)",
+                "",
+                stats.markdown_table(table),
+                "",
+            ]
 
 
-def _ranks(report: Sections, results: pd.DataFrame, out: Path, metric: str, alpha: float,
-           reference: str | None) -> None:
+def _ranks(
+    report: Sections, results: pd.DataFrame, out: Path, metric: str, alpha: float, reference: str | None
+) -> None:
     """Friedman test and Nemenyi mean ranks of `metric` over the seeds, with `cd_<metric>.png`."""
     from tsda.metrics import stats
 
@@ -84,11 +100,19 @@ def _ranks(report: Sections, results: pd.DataFrame, out: Path, metric: str, alph
     if reference is not None:
         ranks[f"Nemenyi p vs {reference}"] = test.nemenyi[reference]
     report.tables["ranks"] = ranks
-    report.lines += [f"## Ranks of {metric} over {test.n_blocks} seeds", "",
-                     f"{friedman} Nemenyi critical difference of mean ranks: CD = {test.cd:.3f} (k = {test.k}); "
-                     "conditions joined by a bar are not significantly different.", "",
-                     f"![critical difference chart]({report.images['cd_chart'].name})", "",
-                     stats.markdown_table(ranks, 3), ""]
+    report.lines += [
+        f"## Ranks of {metric} over {test.n_blocks} seeds",
+        "",
+        (
+            f"{friedman} Nemenyi critical difference of mean ranks: CD = {test.cd:.3f} (k = {test.k}); "
+            "conditions joined by a bar are not significantly different."
+        ),
+        "",
+        f"![critical difference chart]({report.images['cd_chart'].name})",
+        "",
+        stats.markdown_table(ranks, 3),
+        "",
+    ]
 
 
 def _paired(report: Sections, results: pd.DataFrame, metric: str, control: str | None) -> None:
@@ -101,10 +125,17 @@ def _paired(report: Sections, results: pd.DataFrame, metric: str, control: str |
     if table.empty:
         return
     report.tables["paired"] = table
-    report.lines += [f"## {metric} paired against the control `{control}`", "",
-                     "Per seed, condition minus control: mean difference with its 95% t-interval, seeds won, "
-                     "two-sided paired t-test p and Holm-adjusted p over the conditions below.", "",
-                     stats.markdown_table(table), ""]
+    report.lines += [
+        f"## {metric} paired against the control `{control}`",
+        "",
+        (
+            "Per seed, condition minus control: mean difference with its 95% t-interval, seeds won, "
+            "two-sided paired t-test p and Holm-adjusted p over the conditions below."
+        ),
+        "",
+        stats.markdown_table(table),
+        "",
+    ]
 
 
 def _per_class(report: Sections, results: pd.DataFrame, runs: pd.DataFrame, out: Path) -> None:
@@ -114,8 +145,12 @@ def _per_class(report: Sections, results: pd.DataFrame, runs: pd.DataFrame, out:
     per_class = stats.per_class_matrix(results) if "test_per_class_f1" in runs else pd.DataFrame()
     if not per_class.empty:
         report.images["per_class_f1"] = stats.plot_heatmap(per_class, out / "per_class_f1.png")
-        report.lines += ["## Per-class F1 (mean over seeds)", "",
-                         f"![per-class F1]({report.images['per_class_f1'].name})", ""]
+        report.lines += [
+            "## Per-class F1 (mean over seeds)",
+            "",
+            f"![per-class F1]({report.images['per_class_f1'].name})",
+            "",
+        ]
 
 
 def _latent(report: Sections, results: pd.DataFrame, metric: str) -> None:
@@ -127,20 +162,35 @@ def _latent(report: Sections, results: pd.DataFrame, metric: str) -> None:
         return
     corr = stats.latent_correlation(results, metric)
     report.tables["latent"], report.tables["latent_correlation"] = latent, corr
-    report.lines += ["## Latent-space geometry of the test split (mean over seeds)", "",
-                     "silhouette, calinski_harabasz, margin: higher = classes better separated; "
-                     "davies_bouldin, spread: lower = better (see `tsda.metrics.latent`).", "",
-                     stats.markdown_table(latent), "",
-                     f"Spearman correlation with {metric} (over condition means and over single runs):", "",
-                     stats.markdown_table(corr, 3), ""]
+    report.lines += [
+        "## Latent-space geometry of the test split (mean over seeds)",
+        "",
+        (
+            "silhouette, calinski_harabasz, margin: higher = classes better separated; "
+            "davies_bouldin, spread: lower = better (see `tsda.metrics.latent`)."
+        ),
+        "",
+        stats.markdown_table(latent),
+        "",
+        f"Spearman correlation with {metric} (over condition means and over single runs):",
+        "",
+        stats.markdown_table(corr, 3),
+        "",
+    ]
 
 
 def _failures(report: Sections, results: pd.DataFrame) -> None:
     """One line per failed run: condition, seed and the end of its error."""
     failed = results[results["status"] != "ok"]
     if len(failed):
-        report.lines += ["## Failed runs", ""] + [f"- `{c}` seed {s}: {str(e)[-300:]!r}" for c, s, e in
-                                                zip(failed["condition"], failed["seed"], failed["error"])] + [""]
+        report.lines += (
+            ["## Failed runs", ""]
+            + [
+                f"- `{c}` seed {s}: {str(e)[-300:]!r}"
+                for c, s, e in zip(failed["condition"], failed["seed"], failed["error"])
+            ]
+            + [""]
+        )
 
 
 def read_results(out: str | Path) -> pd.DataFrame:
@@ -151,8 +201,9 @@ def read_results(out: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def write_report(out: str | Path, metric: str = "test_weighted_f1", alpha: float = 0.05,
-                 control: str | None = None) -> Path:
+def write_report(
+    out: str | Path, metric: str = "test_weighted_f1", alpha: float = 0.05, control: str | None = None
+) -> Path:
     """`out/report.md` with the summary tables, CD chart, paired differences against the
     control (`control`, else the spec's `control`, if any), per-class heatmap and latent
     geometry; the same tables and charts logged to W&B as the campaign's summary run."""
@@ -183,15 +234,27 @@ def write_report(out: str | Path, metric: str = "test_weighted_f1", alpha: float
     path = out / "report.md"
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(report.lines))
-    log_summary_run("auto", info.get("wandb_project", "tsda"), f"{name}-report", out, group=name,
-                    job_type="report", tags=["report"],
-                    tables={f"table/{k}": t for k, t in report.tables.items()},
-                    images={f"chart/{k}": p for k, p in report.images.items()})
+    log_summary_run(
+        "auto",
+        info.get("wandb_project", "tsda"),
+        f"{name}-report",
+        out,
+        group=name,
+        job_type="report",
+        tags=["report"],
+        tables={f"table/{k}": t for k, t in report.tables.items()},
+        images={f"chart/{k}": p for k, p in report.images.items()},
+    )
     return path
 
 
-def select_runs(results: pd.DataFrame, conditions: list[str] | None = None, seeds: list[int] | None = None,
-                complete: bool = False, metric: str = "test_weighted_f1") -> pd.DataFrame:
+def select_runs(
+    results: pd.DataFrame,
+    conditions: list[str] | None = None,
+    seeds: list[int] | None = None,
+    complete: bool = False,
+    metric: str = "test_weighted_f1",
+) -> pd.DataFrame:
     """The rows of `conditions` (all if None) and `seeds` (all if None); with `complete`,
     only the seeds every selected condition finished (the paired, Friedman-ready block).
     Unknown conditions and an empty selection are `ValueError`s naming the flag."""
@@ -200,8 +263,9 @@ def select_runs(results: pd.DataFrame, conditions: list[str] | None = None, seed
     if conditions is not None:
         unknown = sorted(set(conditions) - set(results["condition"]))
         if unknown:
-            raise ValueError(f"--conditions: unknown condition(s) {unknown}; the campaign has "
-                             f"{sorted(set(results['condition']))}")
+            raise ValueError(
+                f"--conditions: unknown condition(s) {unknown}; the campaign has {sorted(set(results['condition']))}"
+            )
         results = results[results["condition"].isin(conditions)]
     if seeds is not None:
         results = results[results["seed"].isin(seeds)]
@@ -212,9 +276,16 @@ def select_runs(results: pd.DataFrame, conditions: list[str] | None = None, seed
     return results
 
 
-def write_subset_report(out: str | Path, results: pd.DataFrame, into: str, subset: dict[str, Any],
-                        metric: str = "test_weighted_f1", alpha: float = 0.05, control: str | None = None,
-                        **info: Any) -> Path:
+def write_subset_report(
+    out: str | Path,
+    results: pd.DataFrame,
+    into: str,
+    subset: dict[str, Any],
+    metric: str = "test_weighted_f1",
+    alpha: float = 0.05,
+    control: str | None = None,
+    **info: Any,
+) -> Path:
     """The report of `results` (a selection of campaign `out`'s runs, see `select_runs`, or
     their union with another campaign's) in `out/into/`: its own results.parquet, the
     campaign's campaign.json with `subset` (what was selected, shown in the header) and any

@@ -81,7 +81,9 @@ def run_campaign(
         _print_row(row)
 
     options = ExecutorOptions(
-        workers=workers, members_per_job=members_per_job, address=address,
+        workers=workers,
+        members_per_job=members_per_job,
+        address=address,
         num_cpus=spec.resources["num_cpus"] if num_cpus is None else num_cpus,
         num_gpus=spec.resources["num_gpus"] if num_gpus is None else num_gpus,
     )

@@ -34,11 +34,11 @@ import math
 import os
 import resource
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tsda.campaign.executors import run_job, thread_env
 from tsda.campaign.space import SearchSpace, policy_spec, policy_yaml, summary
@@ -79,8 +79,12 @@ class SearchSettings:
     wandb: WandbSettings = field(default_factory=WandbSettings)
 
     def __post_init__(self) -> None:
-        for name, value, least in (("--trials", self.trials, 1), ("--workers", self.workers, 1),
-                                   ("--epochs", self.epochs, 1), ("--seed", self.seed, 0)):
+        for name, value, least in (
+            ("--trials", self.trials, 1),
+            ("--workers", self.workers, 1),
+            ("--epochs", self.epochs, 1),
+            ("--seed", self.seed, 0),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise TsdaError(f"{name} must be an integer >= {least}, got {value!r}")
         if not Path(self.base).is_file():
@@ -94,20 +98,49 @@ class SearchSettings:
 
     def identity(self) -> dict[str, Any]:
         """What must stay the same for a rerun to resume the search (not trials, workers)."""
-        return {"base": str(Path(self.base).resolve()), "overrides": list(self.overrides),
-                "space": self.space.to_json(), "epochs": self.epochs, "seed": self.seed}
+        return {
+            "base": str(Path(self.base).resolve()),
+            "overrides": list(self.overrides),
+            "space": self.space.to_json(),
+            "epochs": self.epochs,
+            "seed": self.seed,
+        }
 
     def fit_args(self, policy: str, run_dir: Path, number: int | None = None) -> list[str]:
         """The `tsda fit` arguments of a trial: overrides may change the policy mode, not
         the augmentation, epochs, seed, run directory or testing."""
-        wandb = ["--wandb.mode", self.wandb.mode, "--wandb.project", self.wandb.project,
-                 "--wandb.group", self.name, "--wandb.tags", "[search]"]
+        wandb = [
+            "--wandb.mode",
+            self.wandb.mode,
+            "--wandb.project",
+            self.wandb.project,
+            "--wandb.group",
+            self.name,
+            "--wandb.tags",
+            "[search]",
+        ]
         if number is not None:
             wandb += ["--wandb.name", f"{self.name}-trial{number}"]
-        return ["-c", str(Path(self.base).resolve()), "--model.init_args.policy", "double", *self.overrides,
-                "--model.init_args.augmentation", policy, "--trainer.max_epochs", str(self.epochs),
-                "--seed_everything", str(self.seed), "--run_dir", str(run_dir), "--test_after_fit", "false",
-                "--latent_plot", "false", *wandb]
+        return [
+            "-c",
+            str(Path(self.base).resolve()),
+            "--model.init_args.policy",
+            "double",
+            *self.overrides,
+            "--model.init_args.augmentation",
+            policy,
+            "--trainer.max_epochs",
+            str(self.epochs),
+            "--seed_everything",
+            str(self.seed),
+            "--run_dir",
+            str(run_dir),
+            "--test_after_fit",
+            "false",
+            "--latent_plot",
+            "false",
+            *wandb,
+        ]
 
 
 def check_search(settings: SearchSettings, check: Callable[[list[str]], None] | None) -> None:
@@ -147,29 +180,34 @@ def _open_study(settings: SearchSettings):  # -> optuna.Study
         study.set_user_attr("settings", settings.identity())
     elif identity != settings.identity():
         changed = [k for k in identity if identity[k] != settings.identity().get(k)]
-        raise TsdaError(f"--out {settings.out} holds a search with other {', '.join(changed)}: rerun it with the "
-                        "same settings to resume, or use a new --out")
+        raise TsdaError(
+            f"--out {settings.out} holds a search with other {', '.join(changed)}: rerun it with the "
+            "same settings to resume, or use a new --out"
+        )
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by a killed search
-        storage.set_trial_user_attr(trial._trial_id, "interrupted", True)  # noqa: SLF001 - the lock makes us alone
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # noqa: SLF001
+        storage.set_trial_user_attr(trial._trial_id, "interrupted", True)  # private ids: the lock makes us alone
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
     # a sampler seeded by the trials so far: a resumed search does not redraw the first trials' startup points
     study.sampler = optuna.samplers.TPESampler(seed=settings.seed + len(study.trials))
     return study
 
 
-def _finished(study) -> list:  # noqa: ANN001 - optuna types imported lazily
+def _finished(study) -> list:  # optuna types imported lazily
     """The trials that count towards `trials`: complete, or failed other than by an interruption."""
     from optuna.trial import TrialState
 
-    return [t for t in study.get_trials(deepcopy=False)
-            if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted"))]
+    return [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted"))
+    ]
 
 
 def _objective(settings: SearchSettings, env: dict[str, str]) -> Callable[[Any], float]:
     out = Path(settings.out).resolve()
 
-    def objective(trial) -> float:  # noqa: ANN001
+    def objective(trial) -> float:
         params = settings.space.suggest(trial)
         trial.set_user_attr("policy", params)
         folder = out / "trials" / str(trial.number)
@@ -177,8 +215,7 @@ def _objective(settings: SearchSettings, env: dict[str, str]) -> Callable[[Any],
         path = folder / "policy.yaml"
         path.write_text(policy_yaml(policy_spec(params), f"trial {trial.number} of {settings.name}"))
         args = settings.fit_args(str(path), folder / "run", trial.number)
-        row = run_job(RunJob(f"trial{trial.number}", settings.seed, str(folder / "run"), tuple(args), os.getcwd()),
-                      env)
+        row = run_job(RunJob(f"trial{trial.number}", settings.seed, str(folder / "run"), tuple(args), os.getcwd()), env)
         trial.set_user_attr("seconds", float(row["seconds"]))
         trial.set_user_attr("cpu_seconds", float(row.get("cpu_seconds") or 0.0))
         value = row.get("best_score")
@@ -194,7 +231,8 @@ def _objective(settings: SearchSettings, env: dict[str, str]) -> Callable[[Any],
 def _progress(settings: SearchSettings, started: float) -> Callable[[Any, Any], None]:
     """One line per finished trial (value, seconds, policy, the best so far); stops the
     search when a trial fails before any trial has finished (a broken setup, not a policy)."""
-    def report(study, trial) -> None:  # noqa: ANN001
+
+    def report(study, trial) -> None:
         a = trial.user_attrs
         what = f"value {trial.value:.4f}" if trial.value is not None else "failed"
         try:
@@ -203,9 +241,11 @@ def _progress(settings: SearchSettings, started: float) -> Callable[[Any, Any], 
             best = "no trial finished yet"
         policy = a.get("policy")
         error = f"; {' '.join(a['error'].split())[-300:]}" if a.get("error") else ""
-        print(f"[trial {trial.number}] {len(_finished(study))}/{settings.trials} {what} in {a.get('seconds', 0):.0f} s "
-              f"({summary(policy) if policy else '-'}); {best}; {time.perf_counter() - started:.0f} s so far{error}",
-              flush=True)
+        print(
+            f"[trial {trial.number}] {len(_finished(study))}/{settings.trials} {what} in {a.get('seconds', 0):.0f} s "
+            f"({summary(policy) if policy else '-'}); {best}; {time.perf_counter() - started:.0f} s so far{error}",
+            flush=True,
+        )
         if trial.value is None and best == "no trial finished yet":
             print("stopping: a trial failed before any finished; see its run.log", flush=True)
             study.stop()
@@ -213,15 +253,22 @@ def _progress(settings: SearchSettings, started: float) -> Callable[[Any, Any], 
     return report
 
 
-def trial_table(study) -> list[dict[str, Any]]:  # noqa: ANN001
+def trial_table(study) -> list[dict[str, Any]]:
     """One row per trial: number, state, value, seconds, cpu_seconds, policy, error."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
-        rows.append({"number": t.number, "state": t.state.name.lower() + (" (interrupted)" if a.get("interrupted")
-                                                                          else ""),
-                     "value": t.value, "seconds": a.get("seconds"), "cpu_seconds": a.get("cpu_seconds"),
-                     "policy": a.get("policy"), "error": a.get("error")})
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name.lower() + (" (interrupted)" if a.get("interrupted") else ""),
+                "value": t.value,
+                "seconds": a.get("seconds"),
+                "cpu_seconds": a.get("cpu_seconds"),
+                "policy": a.get("policy"),
+                "error": a.get("error"),
+            }
+        )
     return rows
 
 
@@ -250,22 +297,35 @@ def run_search(settings: SearchSettings, check: Callable[[list[str]], None] | No
         study = _open_study(settings)
         done = len(_finished(study))
         todo = max(settings.trials - done, 0)
-        print(f"{settings.name}: {done} trial(s) done, {todo} to run into {out} "
-              f"({settings.workers} at a time)", flush=True)
+        print(
+            f"{settings.name}: {done} trial(s) done, {todo} to run into {out} ({settings.workers} at a time)",
+            flush=True,
+        )
         started, cpu = time.perf_counter(), _children_cpu()
         if todo:
-            study.optimize(_objective(settings, thread_env(settings.workers)), n_trials=todo,
-                           n_jobs=settings.workers, catch=(TrialFailed,), callbacks=[_progress(settings, started)])
-        now = {"trials": len(_finished(study)) - done, "wall_seconds": time.perf_counter() - started,
-               "cpu_seconds": _children_cpu() - cpu}
+            study.optimize(
+                _objective(settings, thread_env(settings.workers)),
+                n_trials=todo,
+                n_jobs=settings.workers,
+                catch=(TrialFailed,),
+                callbacks=[_progress(settings, started)],
+            )
+        now = {
+            "trials": len(_finished(study)) - done,
+            "wall_seconds": time.perf_counter() - started,
+            "cpu_seconds": _children_cpu() - cpu,
+        }
         study.set_user_attr("invocations", [*study.user_attrs.get("invocations", []), now])
         return _write_results(settings, study, now)
 
 
 def _last_value(tokens: Sequence[str], option: str) -> str:
     """The value the last `option` (`--opt v` or `--opt=v`) in `tokens` gives it."""
-    values = [t.split("=", 1)[1] if "=" in t else (tokens[i + 1] if i + 1 < len(tokens) else "")
-              for i, t in enumerate(tokens) if t.split("=", 1)[0] == option]
+    values = [
+        t.split("=", 1)[1] if "=" in t else (tokens[i + 1] if i + 1 < len(tokens) else "")
+        for i, t in enumerate(tokens)
+        if t.split("=", 1)[0] == option
+    ]
     return values[-1]
 
 
@@ -274,39 +334,66 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _write_results(settings: SearchSettings, study, now: dict[str, Any]) -> dict[str, Any]:  # noqa: ANN001
+def _write_results(settings: SearchSettings, study, now: dict[str, Any]) -> dict[str, Any]:
     out = Path(settings.out)
     rows = trial_table(study)
     counted = [r for r in rows if r["state"] in ("complete", "fail")]
     runs = study.user_attrs.get("invocations", [])  # a killed invocation's are lost with it
-    cost = {"trials": len(counted), "failed": sum(r["state"] == "fail" for r in counted),
-            "trial_seconds": sum(r["seconds"] or 0.0 for r in rows),
-            "wall_seconds": sum(r["wall_seconds"] for r in runs), "cpu_seconds": sum(r["cpu_seconds"] for r in runs),
-            "invocations": len(runs), "this_invocation": now}
+    cost = {
+        "trials": len(counted),
+        "failed": sum(r["state"] == "fail" for r in counted),
+        "trial_seconds": sum(r["seconds"] or 0.0 for r in rows),
+        "wall_seconds": sum(r["wall_seconds"] for r in runs),
+        "cpu_seconds": sum(r["cpu_seconds"] for r in runs),
+        "invocations": len(runs),
+        "this_invocation": now,
+    }
     complete = [r for r in rows if r["state"] == "complete"]
     best = max(complete, key=lambda r: r["value"]) if complete else None
-    result = {"settings": {**settings.identity(), "trials": settings.trials, "workers": settings.workers},
-              "best": best, "cost": cost, "trials": rows}
+    result = {
+        "settings": {**settings.identity(), "trials": settings.trials, "workers": settings.workers},
+        "best": best,
+        "cost": cost,
+        "trials": rows,
+    }
     write_json_atomic(out / "search.json", result)
-    print(f"cost: {cost['trials']} trial(s) ({cost['failed']} failed), {cost['wall_seconds']:.0f} s wall "
-          f"({cost['trial_seconds']:.0f} s of trial runs), {cost['cpu_seconds']:.0f} CPU-seconds of the trial "
-          f"processes over {cost['invocations']} invocation(s); this one: {now['trials']} trial(s), "
-          f"{now['wall_seconds']:.0f} s, {now['cpu_seconds']:.0f} CPU-seconds; the test split was not read; "
-          f"{out / 'search.json'}", flush=True)
+    print(
+        f"cost: {cost['trials']} trial(s) ({cost['failed']} failed), {cost['wall_seconds']:.0f} s wall "
+        f"({cost['trial_seconds']:.0f} s of trial runs), {cost['cpu_seconds']:.0f} CPU-seconds of the trial "
+        f"processes over {cost['invocations']} invocation(s); this one: {now['trials']} trial(s), "
+        f"{now['wall_seconds']:.0f} s, {now['cpu_seconds']:.0f} CPU-seconds; the test split was not read; "
+        f"{out / 'search.json'}",
+        flush=True,
+    )
     if best is not None:
         mode = _last_value(["--model.init_args.policy", "double", *settings.overrides], "--model.init_args.policy")
-        how = (f"Found by `tsda augment search` (Optuna TPE, seed {settings.seed}): trial {best['number']}, the "
-               f"best of {len(complete)} finished trial(s) by validation weighted F1 ({best['value']:.4f}) after "
-               f"{settings.epochs} epoch(s) of\n  {' '.join(['tsda fit -c', str(settings.base), *settings.overrides])}"
-               f"\n(policy {mode}; the test split was never read). Train with it:\n"
-               f"  tsda fit -c {settings.base} --model.init_args.augmentation {out / 'policy.yaml'}")
+        how = (
+            f"Found by `tsda augment search` (Optuna TPE, seed {settings.seed}): trial {best['number']}, the "
+            f"best of {len(complete)} finished trial(s) by validation weighted F1 ({best['value']:.4f}) after "
+            f"{settings.epochs} epoch(s) of\n  {' '.join(['tsda fit -c', str(settings.base), *settings.overrides])}"
+            f"\n(policy {mode}; the test split was never read). Train with it:\n"
+            f"  tsda fit -c {settings.base} --model.init_args.augmentation {out / 'policy.yaml'}"
+        )
         with atomic_path(out / "policy.yaml") as tmp:
             tmp.write_text(policy_yaml(policy_spec(best["policy"]), how))
-        print(f"best: trial {best['number']} ({best['value']:.4f}, {summary(best['policy'])}); "
-              f"policy: {out / 'policy.yaml'}", flush=True)
-    log_summary_run(settings.wandb.mode, settings.wandb.project, settings.name, out, group=settings.name,
-                    job_type="search", tags=["search"], config=result["settings"],
-                    summary={"best_value": best["value"] if best else float("nan"),
-                             **{k: cost[k] for k in ("trials", "failed", "wall_seconds", "cpu_seconds")}},
-                    tables={"table/trials": _flat(rows)} if rows else None)
+        print(
+            f"best: trial {best['number']} ({best['value']:.4f}, {summary(best['policy'])}); "
+            f"policy: {out / 'policy.yaml'}",
+            flush=True,
+        )
+    log_summary_run(
+        settings.wandb.mode,
+        settings.wandb.project,
+        settings.name,
+        out,
+        group=settings.name,
+        job_type="search",
+        tags=["search"],
+        config=result["settings"],
+        summary={
+            "best_value": best["value"] if best else float("nan"),
+            **{k: cost[k] for k in ("trials", "failed", "wall_seconds", "cpu_seconds")},
+        },
+        tables={"table/trials": _flat(rows)} if rows else None,
+    )
     return result

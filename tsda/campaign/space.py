@@ -33,8 +33,11 @@ DECIMALS = 4
 
 def _bounds(where: str, value: Any, positive_top: bool = False) -> tuple[float, float]:
     """`[lo, hi]` with `0 <= lo <= hi <= 1` (and `hi > 0` with `positive_top`), else TsdaError."""
-    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ok = (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
     if ok:
         lo, hi = float(value[0]), float(value[1])
         ok = 0.0 <= lo <= hi <= 1.0 and (hi > 0 or not positive_top)
@@ -71,14 +74,20 @@ class SearchSpace:
             raise TsdaError(str(exc)) from None
         n = raw.get("n", [1, 2])
         n = [n] if isinstance(n, int) and not isinstance(n, bool) else n
-        if not (isinstance(n, list) and n and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
-                                                   for k in n)):
+        if not (
+            isinstance(n, list) and n and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in n)
+        ):
             raise TsdaError(f"{where}: n must be a non-empty list of rounds >= 1, got {raw.get('n')!r}")
         levels = raw.get("levels", 5)
         if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
             raise TsdaError(f"{where}: levels must be an integer >= 2, got {levels!r}")
-        return cls(ops=ops, n=sorted(set(n)), weight=_bounds(f"{where}: weight", raw.get("weight", [0, 1]), True),
-                   magnitude=_bounds(f"{where}: magnitude", raw.get("magnitude", [0, 1])), levels=levels)
+        return cls(
+            ops=ops,
+            n=sorted(set(n)),
+            weight=_bounds(f"{where}: weight", raw.get("weight", [0, 1]), True),
+            magnitude=_bounds(f"{where}: magnitude", raw.get("magnitude", [0, 1])),
+            levels=levels,
+        )
 
     @classmethod
     def from_yaml(cls, path: str | Path | None) -> SearchSpace:
@@ -110,14 +119,26 @@ class SearchSpace:
         n = trial.suggest_categorical("n", self.n) if len(self.n) > 1 else self.n[0]
         if sum(weights) <= 0:  # every weight drawn (or rounded) to 0: draw uniformly instead
             weights = [1.0] * len(weights)
-        return {"ops": list(self.ops), "magnitude": "uniform", "levels": self.levels, "weights": weights,
-                "ranges": ranges, "n": int(n)}
+        return {
+            "ops": list(self.ops),
+            "magnitude": "uniform",
+            "levels": self.levels,
+            "weights": weights,
+            "ranges": ranges,
+            "n": int(n),
+        }
 
     def example(self) -> dict[str, Any]:
         """The arguments of the space's middle policy (every op, mid weights and ranges)."""
         w = (self.weight[0] + self.weight[1]) / 2
-        return {"ops": list(self.ops), "magnitude": "uniform", "levels": self.levels,
-                "weights": [w] * len(self.ops), "ranges": [list(self.magnitude)] * len(self.ops), "n": self.n[0]}
+        return {
+            "ops": list(self.ops),
+            "magnitude": "uniform",
+            "levels": self.levels,
+            "weights": [w] * len(self.ops),
+            "ranges": [list(self.magnitude)] * len(self.ops),
+            "n": self.n[0],
+        }
 
 
 def policy_spec(init_args: dict[str, Any]) -> dict[str, Any]:

@@ -11,8 +11,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SPEC_KEYS = ("name", "description", "base", "conditions", "seeds", "reference", "control", "overrides",
-             "resources", "wandb_project")
+SPEC_KEYS = (
+    "name",
+    "description",
+    "base",
+    "conditions",
+    "seeds",
+    "reference",
+    "control",
+    "overrides",
+    "resources",
+    "wandb_project",
+)
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
@@ -41,8 +51,8 @@ def override_args(value: Sequence[str] | dict[str, Any] | None, where: str) -> l
 
 def parse_seeds(value: Any, where: str = "seeds") -> list[int]:
     """Seeds from a list of ints, an int `n` (= 0..n-1), or a string `"0,3,7"` / `"0-29"`."""
-    if isinstance(value, bool):
-        raise ValueError(f"{where} must be a list of ints, a count or 'a-b', got {value!r}")
+    if isinstance(value, bool):  # spec errors are ValueErrors (the CLI and tests rely on it)
+        raise ValueError(f"{where} must be a list of ints, a count or 'a-b', got {value!r}")  # noqa: TRY004
     if isinstance(value, int):
         seeds = list(range(value))
     elif isinstance(value, str):
@@ -119,7 +129,7 @@ class CampaignSpec:
     def from_dict(cls, raw: dict[str, Any], root: Path = Path(".")) -> CampaignSpec:
         """Validate a parsed spec; `root` is the folder relative paths (`base`) start from."""
         if not isinstance(raw, dict):
-            raise ValueError(f"a campaign spec must be a mapping, got {type(raw).__name__}")
+            raise ValueError(f"a campaign spec must be a mapping, got {type(raw).__name__}")  # noqa: TRY004 - spec errors are ValueErrors
         unknown = [k for k in raw if k not in SPEC_KEYS]
         if unknown:
             raise ValueError(f"campaign spec: unknown key(s) {unknown}; known: {list(SPEC_KEYS)}")
@@ -131,7 +141,7 @@ class CampaignSpec:
             raise ValueError(f"campaign base: no config file at {base}")
         conditions = raw["conditions"]
         if not isinstance(conditions, dict):
-            raise ValueError("campaign conditions must be a mapping {name: overrides}")
+            raise ValueError("campaign conditions must be a mapping {name: overrides}")  # noqa: TRY004 - as above
         return cls(
             base=base,
             conditions={str(k): override_args(v, f"campaign conditions.{k}") for k, v in conditions.items()},
@@ -177,8 +187,14 @@ class RunJob:
         return self.condition, self.seed
 
 
-def plan(spec: CampaignSpec, out: Path, extra: Sequence[str] = (), conditions: Sequence[str] | None = None,
-         seeds: Sequence[int] | None = None, cwd: Path | None = None) -> list[RunJob]:
+def plan(
+    spec: CampaignSpec,
+    out: Path,
+    extra: Sequence[str] = (),
+    conditions: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    cwd: Path | None = None,
+) -> list[RunJob]:
     """The campaign's runs, seed-major (every condition of seed 0 first: complete blocks early)."""
     chosen = list(conditions) if conditions else list(spec.conditions)
     for name in chosen:
@@ -190,10 +206,23 @@ def plan(spec: CampaignSpec, out: Path, extra: Sequence[str] = (), conditions: S
         for name in chosen:
             run_dir = out / "runs" / name / f"seed{seed}"
             args = (
-                "-c", str(spec.base), *spec.overrides, *spec.conditions[name], *extra,
-                "--run_dir", str(run_dir), "--seed_everything", str(seed),
-                "--wandb.project", spec.wandb_project, "--wandb.group", spec.name,
-                "--wandb.name", f"{name}-seed{seed}", "--wandb.tags", f"[{name},seed{seed}]",
+                "-c",
+                str(spec.base),
+                *spec.overrides,
+                *spec.conditions[name],
+                *extra,
+                "--run_dir",
+                str(run_dir),
+                "--seed_everything",
+                str(seed),
+                "--wandb.project",
+                spec.wandb_project,
+                "--wandb.group",
+                spec.name,
+                "--wandb.name",
+                f"{name}-seed{seed}",
+                "--wandb.tags",
+                f"[{name},seed{seed}]",
             )
             jobs.append(RunJob(name, int(seed), str(run_dir), args, str(cwd)))
     return jobs

@@ -22,12 +22,18 @@ from tsda.runs import atomic_path
 ROW_KEYS = ("condition", "seed", "status", "error", "seconds", "attempts", "returncode", "run_dir", "args_json")
 
 
-def result_row(job: RunJob, metrics: dict[str, Any] | None, seconds: float, returncode: int | None,
-               error: str | None) -> dict[str, Any]:
+def result_row(
+    job: RunJob, metrics: dict[str, Any] | None, seconds: float, returncode: int | None, error: str | None
+) -> dict[str, Any]:
     """One results row: identity, status, every scalar metric, per-class F1 and all metrics as JSON."""
     row: dict[str, Any] = {
-        "condition": job.condition, "seed": job.seed, "status": "ok" if metrics is not None else "failed",
-        "error": error, "seconds": float(seconds), "returncode": returncode, "run_dir": job.run_dir,
+        "condition": job.condition,
+        "seed": job.seed,
+        "status": "ok" if metrics is not None else "failed",
+        "error": error,
+        "seconds": float(seconds),
+        "returncode": returncode,
+        "run_dir": job.run_dir,
         "args_json": json.dumps(list(job.args)),
     }
     if metrics is not None:

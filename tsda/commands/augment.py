@@ -69,8 +69,10 @@ def list_augmentations() -> str:
     rows = [("name", "family", "size", "dir", "iat", "magnitude m: 0..1", "defaults")]
     for name, cls in AUGMENTATIONS.items():
         a = cls.alters
-        params = ", ".join([*(f"{k}=<required>" for k in required(cls)),
-                            *(f"{k}={v!r}" for k, v in defaults(cls).items())]) or "-"
+        params = (
+            ", ".join([*(f"{k}=<required>" for k in required(cls)), *(f"{k}={v!r}" for k, v in defaults(cls).items())])
+            or "-"
+        )
         span = MAGNITUDES[cls].describe(cls) if cls in MAGNITUDES else "-"
         # a policy alters what its ops alter: no fixed probabilities of its own
         alters = ["-"] * 3 if cls.family == "combinator" else [f"{a[k]:g}" for k in ("size", "direction", "iat")]
@@ -79,16 +81,16 @@ def list_augmentations() -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows)
 
 
-def _prepared(spec: str, cfg: Namespace, device: torch.device
-              ) -> tuple[Augmentation, FlowDataModule, torch.Generator]:
+def _prepared(spec: str, cfg: Namespace, device: torch.device) -> tuple[Augmentation, FlowDataModule, torch.Generator]:
     """The augmentation `spec`, the datamodule of the `--data.*` options, and the seeded
     generator of the draws on `device`, the augmentation set up as in training on `device`
     (the data's classes and codec; generator checkpoints loaded there and checked)."""
     augmentation = build_augmentation(spec)
     dm = build_datamodule(cfg)
     g = seeded_generator(cfg.seed, device)
-    prepare_augmentation(augmentation, device=device, class_names=dm.class_names, generator=g, codec=dm.codec,
-                         datamodule=dm)
+    prepare_augmentation(
+        augmentation, device=device, class_names=dm.class_names, generator=g, codec=dm.codec, datamodule=dm
+    )
     return augmentation, dm, g
 
 
@@ -170,12 +172,22 @@ def enlarge(cfg: Namespace) -> Path:
     names = np.empty(len(dm.table), dtype=object)
     for k in STORED_SPLITS:
         names[splits[k]] = k
-    out = enlarge_to_parquet(dm.table.take(rows), dm.codec, augmentation, cfg.copies, cfg.out, seed=cfg.seed,
-                             split=names[rows], split_column=h.split_column)
+    out = enlarge_to_parquet(
+        dm.table.take(rows),
+        dm.codec,
+        augmentation,
+        cfg.copies,
+        cfg.out,
+        seed=cfg.seed,
+        split=names[rows],
+        split_column=h.split_column,
+    )
     n = {k: len(splits[k]) for k in STORED_SPLITS}
-    print(f"wrote {out}: {n['train']} training flows + {cfg.copies} copies each, {n['val']} validation and "
-          f"{n['test']} test flows untouched ({len(rows) + cfg.copies * n['train']} rows) with {augmentation!r}; "
-          f"train on it with --data.path {out} --data.split column")
+    print(
+        f"wrote {out}: {n['train']} training flows + {cfg.copies} copies each, {n['val']} validation and "
+        f"{n['test']} test flows untouched ({len(rows) + cfg.copies * n['train']} rows) with {augmentation!r}; "
+        f"train on it with --data.path {out} --data.split column"
+    )
     return out
 
 
@@ -187,8 +199,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("name", help=f"one of {', '.join(AUGMENTATIONS)}, or a YAML file")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--flows", type=int, default=4, help="flows to show")
-    e = command_parser("tsda augment enlarge", "every flow with a stored split column + K augmented copies "
-                       "of each training flow, as Parquet")
+    e = command_parser(
+        "tsda augment enlarge",
+        "every flow with a stored split column + K augmented copies of each training flow, as Parquet",
+    )
     e.add_argument("--augment", required=True, help="augmentation name or YAML config")
     e.add_argument("--copies", type=int, required=True, help="augmented copies per flow (K)")
     e.add_argument("--out", required=True, help="Parquet file to write")

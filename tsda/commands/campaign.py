@@ -45,8 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="campaign directory (results.parquet, runs/)")
     run.add_argument("--executor", choices=list(EXECUTORS), default="local")
     run.add_argument("--workers", type=int, default=1, help="local, ensemble: concurrent processes")
-    run.add_argument("--members_per_job", type=int, default=0,
-                     help="ensemble: runs per process (0 = all); runs that stack train as one batched model")
+    run.add_argument(
+        "--members_per_job",
+        type=int,
+        default=0,
+        help="ensemble: runs per process (0 = all); runs that stack train as one batched model",
+    )
     run.add_argument("--address", default=None, help="ray: cluster address (auto, ray://host:10001)")
     run.add_argument("--num_cpus", type=float, default=None, help="ray: CPUs per run (default: spec)")
     run.add_argument("--num_gpus", type=float, default=None, help="ray: GPUs per run (default: spec)")
@@ -57,12 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("out", help="campaign directory")
     report.add_argument("--metric", default="test_weighted_f1")
     report.add_argument("--alpha", type=float, default=0.05)
-    report.add_argument("--control", default=None,
-                        help="condition to pair every other one with per seed (default: the spec's control)")
+    report.add_argument(
+        "--control", default=None, help="condition to pair every other one with per seed (default: the spec's control)"
+    )
     report.add_argument("--conditions", default=None, help="report on these conditions only (comma-separated)")
     report.add_argument("--seeds", default=None, help="report on these seeds only: '0,3,7' or '0-3'")
-    report.add_argument("--complete", action="store_true",
-                        help="keep only the seeds every selected condition finished")
+    report.add_argument("--complete", action="store_true", help="keep only the seeds every selected condition finished")
     report.add_argument("--into", default="subset", help="folder in DIR for the report of a selection")
     return parser
 
@@ -99,12 +103,26 @@ def main(argv: list[str] | None = None) -> None:
         return
     from tsda.commands.fit import check_fit_args  # Lightning: imported only to run
 
-    frame = run_campaign(spec, args.out, args.executor, args.workers, extra, conditions, seeds,
-                         args.address, args.num_cpus, args.num_gpus, check=check_fit_args,
-                         members_per_job=args.members_per_job)
+    frame = run_campaign(
+        spec,
+        args.out,
+        args.executor,
+        args.workers,
+        extra,
+        conditions,
+        seeds,
+        args.address,
+        args.num_cpus,
+        args.num_gpus,
+        check=check_fit_args,
+        members_per_job=args.members_per_job,
+    )
     failed = int((frame["status"] != "ok").sum())
-    print(f"campaign {spec.name}: {len(frame) - failed} ok, {failed} failed; results: "
-          f"{Path(args.out) / 'results.parquet'}", flush=True)
+    print(
+        f"campaign {spec.name}: {len(frame) - failed} ok, {failed} failed; results: "
+        f"{Path(args.out) / 'results.parquet'}",
+        flush=True,
+    )
     if failed:
         raise SystemExit(1)
 

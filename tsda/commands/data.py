@@ -41,16 +41,20 @@ from tsda.data.table import FlowTable
 from tsda.errors import TsdaError
 from tsda.runs import write_json_atomic
 
-_HELP = ("usage: tsda data {describe,import,export} [options]\n\ncommands:\n"
-         "  describe  flows per class, lengths, size and IAT summaries of a source\n"
-         "  import    pcap/pcapng files or folders to a flow table (Parquet)\n"
-         "  export    a flow table to a pcap file of synthetic packets\n"
-         "`tsda data COMMAND --help` describes each.")
+_HELP = (
+    "usage: tsda data {describe,import,export} [options]\n\ncommands:\n"
+    "  describe  flows per class, lengths, size and IAT summaries of a source\n"
+    "  import    pcap/pcapng files or folders to a flow table (Parquet)\n"
+    "  export    a flow table to a pcap file of synthetic packets\n"
+    "`tsda data COMMAND --help` describes each."
+)
 
 
 def describe_parser() -> ArgumentParser:
-    parser = command_parser("tsda data describe", "flows per class, lengths, size and IAT summaries of a source "
-                            "(the --data.* options are tsda fit's)")
+    parser = command_parser(
+        "tsda data describe",
+        "flows per class, lengths, size and IAT summaries of a source (the --data.* options are tsda fit's)",
+    )
     parser.add_argument("--max_packets", type=int, default=64, help="packets read per flow")
     parser.add_argument("--json", type=str | None, default=None, help="also write the report as JSON to this file")
     add_data_arguments(parser)
@@ -58,38 +62,73 @@ def describe_parser() -> ArgumentParser:
 
 
 def import_parser() -> ArgumentParser:
-    parser = command_parser("tsda data import", "pcap/pcapng files or folders to a tcbench-schema flow table "
-                            "(README: Bring your own capture)")
+    parser = command_parser(
+        "tsda data import",
+        "pcap/pcapng files or folders to a tcbench-schema flow table (README: Bring your own capture)",
+    )
     parser.add_argument("captures", nargs="+", type=str, help="pcap/pcapng files or folders (searched recursively)")
     parser.add_argument("--out", type=str, required=True, help="the flow table to write (.parquet)")
-    parser.add_argument("--label", type=str, default="folder",
-                        help="folder (the capture's parent folder), file:REGEX (on the file name), RULES.csv, or none")
+    parser.add_argument(
+        "--label",
+        type=str,
+        default="folder",
+        help="folder (the capture's parent folder), file:REGEX (on the file name), RULES.csv, or none",
+    )
     parser.add_argument("--unmatched", type=str, default="drop", help="--label RULES.csv: drop or unknown")
     parser.add_argument("--max_packets", type=int, default=64, help="series packets kept per flow")
     parser.add_argument("--idle_timeout", type=float, default=120.0, help="seconds of silence that end a flow")
     parser.add_argument("--active_timeout", type=float, default=1800.0, help="seconds after which a flow is cut")
-    parser.add_argument("--keep_zero_payload", type=bool, default=False,
-                        help="keep packets without payload (pure ACKs, handshakes) in the series")
-    parser.add_argument("--keep_retransmissions", type=bool, default=False,
-                        help="keep retransmitted (and out-of-order) TCP segments in the series")
-    parser.add_argument("--invalid_packets", type=str, default="error",
-                        help="error, or skip (leave undecodable packets out with a warning and a count)")
+    parser.add_argument(
+        "--keep_zero_payload",
+        type=bool,
+        default=False,
+        help="keep packets without payload (pure ACKs, handshakes) in the series",
+    )
+    parser.add_argument(
+        "--keep_retransmissions",
+        type=bool,
+        default=False,
+        help="keep retransmitted (and out-of-order) TCP segments in the series",
+    )
+    parser.add_argument(
+        "--invalid_packets",
+        type=str,
+        default="error",
+        help="error, or skip (leave undecodable packets out with a warning and a count)",
+    )
     parser.add_argument("--progress", type=bool, default=True, help="show a progress bar")
     return parser
 
 
 def export_parser() -> ArgumentParser:
-    parser = command_parser("tsda data export", "a flow table (--data.*) to a pcap of synthetic packets (valid "
-                            "headers, zero payload bytes) and OUT.rules.csv to label them again on import")
+    parser = command_parser(
+        "tsda data export",
+        "a flow table (--data.*) to a pcap of synthetic packets (valid "
+        "headers, zero payload bytes) and OUT.rules.csv to label them again on import",
+    )
     parser.add_argument("--out", type=str, required=True, help="the pcap file to write")
     parser.add_argument("--protocol", type=str, default="tcp", help="tcp or udp, for flows without a protocol column")
-    parser.add_argument("--protocol_column", type=str | None, default=None,
-                        help="column naming each flow's protocol (TCP/UDP or 6/17); default: `protocol` if the file has it")
-    parser.add_argument("--start_column", type=str | None, default=None,
-                        help="column of each flow's unix start time; default: `start_timestamp` if the file has it")
-    parser.add_argument("--start_time", type=float, default=START_TIME,
-                        help="unix time of the first flow's start where no start column is used")
-    parser.add_argument("--flow_gap", type=float, default=FLOW_GAP, help="seconds between flow starts without a start column")
+    parser.add_argument(
+        "--protocol_column",
+        type=str | None,
+        default=None,
+        help="column naming each flow's protocol (TCP/UDP or 6/17); default: `protocol` if the file has it",
+    )
+    parser.add_argument(
+        "--start_column",
+        type=str | None,
+        default=None,
+        help="column of each flow's unix start time; default: `start_timestamp` if the file has it",
+    )
+    parser.add_argument(
+        "--start_time",
+        type=float,
+        default=START_TIME,
+        help="unix time of the first flow's start where no start column is used",
+    )
+    parser.add_argument(
+        "--flow_gap", type=float, default=FLOW_GAP, help="seconds between flow starts without a start column"
+    )
     parser.add_argument("--client_net", type=str, default="10.0.0.0/8", help="IPv4 network of the clients' addresses")
     parser.add_argument("--server_net", type=str, default="192.0.2.0/24", help="IPv4 network of the servers' addresses")
     parser.add_argument("--server_port", type=int, default=443)
@@ -113,16 +152,26 @@ def run_import(cfg: Namespace) -> None:
         raise TsdaError(f"--invalid_packets must be error or skip, got {cfg.invalid_packets!r}")
     if Path(cfg.out).suffix.lower() != ".parquet":
         raise TsdaError(f"--out {cfg.out}: the flow table is written as Parquet: name it *.parquet")
-    rules = FlowRules(cfg.idle_timeout, cfg.active_timeout, cfg.max_packets, cfg.keep_zero_payload,
-                      cfg.keep_retransmissions)
-    report = import_captures(cfg.captures, cfg.out, rules, Labeller(cfg.label, cfg.unmatched),
-                             skip_invalid=cfg.invalid_packets == "skip", progress=cfg.progress)
+    rules = FlowRules(
+        cfg.idle_timeout, cfg.active_timeout, cfg.max_packets, cfg.keep_zero_payload, cfg.keep_retransmissions
+    )
+    report = import_captures(
+        cfg.captures,
+        cfg.out,
+        rules,
+        Labeller(cfg.label, cfg.unmatched),
+        skip_invalid=cfg.invalid_packets == "skip",
+        progress=cfg.progress,
+    )
     for warning in report.warnings:
         print(f"tsda: warning: {warning}", file=sys.stderr)
     skipped = {k: v for k, v in report.left_out.items() if v}
-    print(f"read {report.packets} packets of {report.files} capture(s) in {report.seconds:.1f} s "
-          f"({report.packets_per_second:,.0f} packets/s); wrote {report.flows} flows to {cfg.out}"
-          + (f"; left out: {skipped}" if skipped else ""), flush=True)
+    print(
+        f"read {report.packets} packets of {report.files} capture(s) in {report.seconds:.1f} s "
+        f"({report.packets_per_second:,.0f} packets/s); wrote {report.flows} flows to {cfg.out}"
+        + (f"; left out: {skipped}" if skipped else ""),
+        flush=True,
+    )
 
 
 def _column(path: str | None, flag: str, name: str | None, default: str, rows: np.ndarray) -> np.ndarray | None:
@@ -161,23 +210,44 @@ def run_export(cfg: Namespace) -> None:
         raise TsdaError(f"--out {out}: the folder {out.parent} does not exist")
     dm = build_datamodule(cfg)
     path = dm.hparams.path
-    width = 64 if path is None else max(1, int(pc.max(pc.list_value_length(
-        pq.read_table(path, columns=[dm.hparams.sizes_column]).column(0))).as_py() or 1))
+    width = (
+        64
+        if path is None
+        else max(
+            1,
+            int(
+                pc.max(pc.list_value_length(pq.read_table(path, columns=[dm.hparams.sizes_column]).column(0))).as_py()
+                or 1
+            ),
+        )
+    )
     table: FlowTable = dm.raw_table(width)
     rows = table.meta.get(FILE_ROW, np.arange(len(table)))
     protocol_values = _column(path, "--protocol_column", cfg.protocol_column, "protocol", rows)
-    tcp = _protocols(protocol_values, cfg.protocol, len(table), f"--protocol_column {cfg.protocol_column or 'protocol'}")
+    tcp = _protocols(
+        protocol_values, cfg.protocol, len(table), f"--protocol_column {cfg.protocol_column or 'protocol'}"
+    )
     starts = _column(path, "--start_column", cfg.start_column, "start_timestamp", rows)
-    start_ns = (spaced_starts(len(table), cfg.start_time, cfg.flow_gap) if starts is None
-                else np.rint(np.asarray(starts, dtype=np.float64) * 1e9).astype(np.int64))
-    n, rules = export_table(table, out, tcp, start_ns, cfg.client_net, cfg.server_net, cfg.server_port,
-                            cfg.time_resolution == "ns")
-    print(f"wrote {len(table)} flows ({n} packets, synthetic: valid headers, zero payload bytes) to {out}; "
-          f"labels: --label {rules}", flush=True)
+    start_ns = (
+        spaced_starts(len(table), cfg.start_time, cfg.flow_gap)
+        if starts is None
+        else np.rint(np.asarray(starts, dtype=np.float64) * 1e9).astype(np.int64)
+    )
+    n, rules = export_table(
+        table, out, tcp, start_ns, cfg.client_net, cfg.server_net, cfg.server_port, cfg.time_resolution == "ns"
+    )
+    print(
+        f"wrote {len(table)} flows ({n} packets, synthetic: valid headers, zero payload bytes) to {out}; "
+        f"labels: --label {rules}",
+        flush=True,
+    )
 
 
-COMMANDS = {"describe": (describe_parser, run_describe), "import": (import_parser, run_import),
-            "export": (export_parser, run_export)}
+COMMANDS = {
+    "describe": (describe_parser, run_describe),
+    "import": (import_parser, run_import),
+    "export": (export_parser, run_export),
+}
 
 
 def main(argv: list[str] | None = None) -> None:

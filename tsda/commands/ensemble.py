@@ -41,10 +41,19 @@ from tsda.runs import atomic_path
 
 #: Trainer options and the values the ensemble implements (anything else runs as `tsda fit`)
 TRAINER_DEFAULTS: dict[str, tuple[Any, ...]] = {
-    "precision": (None, "32", "32-true", 32, "bf16-mixed"), "accumulate_grad_batches": (1,), "gradient_clip_val": (None, 0, 0.0),
-    "max_time": (None,), "limit_train_batches": (None, 1.0), "limit_val_batches": (None, 1.0),
-    "val_check_interval": (None, 1.0), "callbacks": (None, []), "devices": (None, 1, "1", "auto"),
-    "num_nodes": (1,), "strategy": ("auto",), "min_epochs": (None,), "min_steps": (None,),
+    "precision": (None, "32", "32-true", 32, "bf16-mixed"),
+    "accumulate_grad_batches": (1,),
+    "gradient_clip_val": (None, 0, 0.0),
+    "max_time": (None,),
+    "limit_train_batches": (None, 1.0),
+    "limit_val_batches": (None, 1.0),
+    "val_check_interval": (None, 1.0),
+    "callbacks": (None, []),
+    "devices": (None, 1, "1", "auto"),
+    "num_nodes": (1,),
+    "strategy": ("auto",),
+    "min_epochs": (None,),
+    "min_steps": (None,),
 }
 
 
@@ -94,13 +103,25 @@ def batch_key(run: Run) -> str:
     h, trainer = run.model.hparams, run.config.trainer
     data = {k: v for k, v in run.datamodule.hparams.items() if k != "sampler_seed"}
     doubles = run.model.augmentation is not None and h.policy == "double"
-    return json.dumps({
-        "data": data, "backbone": h.backbone, "backbone_kwargs": h.backbone_kwargs, "lr": h.lr,
-        "weight_decay": h.weight_decay, "label_smoothing": h.label_smoothing, "doubles": doubles,
-        "max_epochs": trainer.max_epochs, "max_steps": trainer.max_steps, "patience": run.config.patience,
-        "check_val_every_n_epoch": trainer.check_val_every_n_epoch, "accelerator": trainer.accelerator,
-        "precision": _precision(run),
-    }, sort_keys=True, default=str)
+    return json.dumps(
+        {
+            "data": data,
+            "backbone": h.backbone,
+            "backbone_kwargs": h.backbone_kwargs,
+            "lr": h.lr,
+            "weight_decay": h.weight_decay,
+            "label_smoothing": h.label_smoothing,
+            "doubles": doubles,
+            "max_epochs": trainer.max_epochs,
+            "max_steps": trainer.max_steps,
+            "patience": run.config.patience,
+            "check_val_every_n_epoch": trainer.check_val_every_n_epoch,
+            "accelerator": trainer.accelerator,
+            "precision": _precision(run),
+        },
+        sort_keys=True,
+        default=str,
+    )
 
 
 def groups(runs: Sequence[Run]) -> list[list[Run]]:
@@ -134,9 +155,16 @@ def finish_member(run: Run, outcome: MemberOutcome, datamodule: FlowDataModule, 
     model.net.load_state_dict(outcome.best_state)
     run_dir = run.run_dir
     assert run_dir is not None
-    trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=_precision(run),
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=str(run_dir))
+    trainer = L.Trainer(
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        precision=_precision(run),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(run_dir),
+    )
     metrics = run_test(trainer, model, datamodule)
     ckpt = run_dir / "checkpoints" / "best.ckpt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -145,12 +173,21 @@ def finish_member(run: Run, outcome: MemberOutcome, datamodule: FlowDataModule, 
     _write_history(run_dir / "metrics.csv", outcome.history)
     with atomic_path(run_dir / "config.yaml") as tmp:
         tmp.write_text(run.config_yaml)
-    metrics.update({
-        "epochs": outcome.epochs, "steps": outcome.steps, "seconds": outcome.fit_seconds,
-        "fit_seconds": outcome.fit_seconds, "seconds_per_epoch": outcome.fit_seconds / max(outcome.epochs, 1),
-        "best_checkpoint": str(ckpt), "best_score": outcome.best_score, "best_epoch": outcome.best_epoch,
-        "seed": run.seed, "executor": "ensemble", "ensemble_members": n_members,
-    })
+    metrics.update(
+        {
+            "epochs": outcome.epochs,
+            "steps": outcome.steps,
+            "seconds": outcome.fit_seconds,
+            "fit_seconds": outcome.fit_seconds,
+            "seconds_per_epoch": outcome.fit_seconds / max(outcome.epochs, 1),
+            "best_checkpoint": str(ckpt),
+            "best_score": outcome.best_score,
+            "best_epoch": outcome.best_epoch,
+            "seed": run.seed,
+            "executor": "ensemble",
+            "ensemble_members": n_members,
+        }
+    )
     _log_member(run, metrics, outcome.history)
     write_run_metrics(trainer, run_dir, metrics)
 
@@ -161,9 +198,18 @@ def _log_member(run: Run, metrics: dict[str, Any], history: list[dict[str, float
 
     w = run.config.wandb
     scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    log_summary_run(w.mode, w.project, w.name or run.run_dir.name, run.run_dir, group=w.group, job_type="fit",
-                    tags=list(w.tags or []), config={"args": run.args, "executor": "ensemble"},
-                    summary=scalars, tables={"history": pd.DataFrame(history)} if history else None)
+    log_summary_run(
+        w.mode,
+        w.project,
+        w.name or run.run_dir.name,
+        run.run_dir,
+        group=w.group,
+        job_type="fit",
+        tags=list(w.tags or []),
+        config={"args": run.args, "executor": "ensemble"},
+        summary=scalars,
+        tables={"history": pd.DataFrame(history)} if history else None,
+    )
 
 
 def train_group(group: Sequence[Run], device: str) -> None:
@@ -171,14 +217,19 @@ def train_group(group: Sequence[Run], device: str) -> None:
     weights and write its run directory."""
     first = group[0]
     trainer = first.config.trainer
-    settings = EnsembleSettings(max_epochs=int(trainer.max_epochs if trainer.max_epochs is not None else 1000),
-                                max_steps=int(trainer.max_steps if trainer.max_steps is not None else -1),
-                                patience=int(first.config.patience),
-                                check_val_every_n_epoch=int(trainer.check_val_every_n_epoch or 1),
-                                device=_device(str(trainer.accelerator), device), precision=_precision(first))
+    settings = EnsembleSettings(
+        max_epochs=int(trainer.max_epochs if trainer.max_epochs is not None else 1000),
+        max_steps=int(trainer.max_steps if trainer.max_steps is not None else -1),
+        patience=int(first.config.patience),
+        check_val_every_n_epoch=int(trainer.check_val_every_n_epoch or 1),
+        device=_device(str(trainer.accelerator), device),
+        precision=_precision(first),
+    )
     datamodule = first.datamodule
-    print(f"ensemble: {len(group)} member(s) on {settings.device}: "
-          + ", ".join(str(r.run_dir) for r in group), flush=True)
+    print(
+        f"ensemble: {len(group)} member(s) on {settings.device}: " + ", ".join(str(r.run_dir) for r in group),
+        flush=True,
+    )
     for outcome in fit_ensemble([r.model for r in group], datamodule, settings):  # type: ignore[misc]
         finish_member(group[outcome.index], outcome, datamodule, settings.device, len(group))
 
@@ -206,8 +257,12 @@ def main(argv: list[str]) -> None:
     """`tsda ensemble JOBS.json [--device auto]`."""
     parser = argparse.ArgumentParser(prog="tsda ensemble", description=__doc__.split("\n\n")[0])
     parser.add_argument("jobs", help='JSON file {"runs": [[tsda fit args...], ...]}')
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                        help="training device (auto: the runs' trainer.accelerator)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="training device (auto: the runs' trainer.accelerator)",
+    )
     cfg = parser.parse_args(argv)
     path = Path(cfg.jobs)
     try:

@@ -13,8 +13,8 @@ anything (campaigns validate every condition with it before the first run).
 
 from __future__ import annotations
 
-import warnings
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from tsda.lit.distributed import strategy_for
 from tsda.logging import WandbSettings, run_loggers
 from tsda.runs import default_run_dir, write_json_atomic
 
+
 def _seed(value: Any) -> int:
     return 0 if isinstance(value, bool) or value is None else int(value)
 
@@ -37,18 +38,30 @@ class TsdaCLI(LightningCLI):
     """LightningCLI with tsda's run directory, loggers, checkpointing and metrics.json."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--run_dir", type=str | None, default=None,
-                            help="run directory (default runs/fit-<time>)")
-        parser.add_argument("--patience", type=int, default=10,
-                            help="early stopping patience in epochs (on the module's monitor)")
-        parser.add_argument("--latent_plot", type=bool, default=True,
-                            help="write the run's latent t-SNE PNG after testing (costs ~10-20 s on CPU)")
-        parser.add_argument("--test_after_fit", type=bool, default=True,
-                            help="test the best checkpoint after training; false: the test split is never "
-                                 "read (metrics.json without test_* keys; what `tsda augment search` trials use)")
-        parser.add_argument("--compile", type=bool, default=False,
-                            help="torch.compile the module's networks (inductor; classifiers): faster steps "
-                                 "after a one-off compilation that the on-disk cache keeps for later runs")
+        parser.add_argument("--run_dir", type=str | None, default=None, help="run directory (default runs/fit-<time>)")
+        parser.add_argument(
+            "--patience", type=int, default=10, help="early stopping patience in epochs (on the module's monitor)"
+        )
+        parser.add_argument(
+            "--latent_plot",
+            type=bool,
+            default=True,
+            help="write the run's latent t-SNE PNG after testing (costs ~10-20 s on CPU)",
+        )
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="test the best checkpoint after training; false: the test split is never "
+            "read (metrics.json without test_* keys; what `tsda augment search` trials use)",
+        )
+        parser.add_argument(
+            "--compile",
+            type=bool,
+            default=False,
+            help="torch.compile the module's networks (inductor; classifiers): faster steps "
+            "after a one-off compilation that the on-disk cache keeps for later runs",
+        )
         parser.add_class_arguments(WandbSettings, "wandb")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
@@ -63,22 +76,35 @@ class TsdaCLI(LightningCLI):
         wandb = WandbSettings(**dict(cfg.wandb))
         monitor = getattr(type(self.model), "monitor", None)
         configured = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
-        callbacks = [*(configured if isinstance(configured, list) else [configured]),
-                     *(kwargs.pop("callbacks", None) or [])]  # the config's trainer.callbacks too
+        callbacks = [
+            *(configured if isinstance(configured, list) else [configured]),
+            *(kwargs.pop("callbacks", None) or []),
+        ]  # the config's trainer.callbacks too
         if monitor is not None:
             metric, mode = monitor
-            callbacks.append(ModelCheckpoint(dirpath=self.run_dir / "checkpoints", monitor=metric,
-                                             mode=mode, save_top_k=1, filename="best"))
-            callbacks.append(EarlyStopping(monitor=metric, mode=mode, patience=cfg.patience,
-                                           check_on_train_epoch_end=False))  # at validation end: a run
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=self.run_dir / "checkpoints", monitor=metric, mode=mode, save_top_k=1, filename="best"
+                )
+            )
+            callbacks.append(
+                EarlyStopping(monitor=metric, mode=mode, patience=cfg.patience, check_on_train_epoch_end=False)
+            )  # at validation end: a run
             # that max_steps stops mid-epoch (no validation yet) ends instead of failing
         # every run keeps last.ckpt, the state to resume from with --ckpt_path, written at the end
         # of every training epoch (after that epoch's validation, so early stopping and the best
         # score travel with it; also when validation runs less often), so a run stopped by
         # max_time or killed loses at most the epoch in progress; modules without a score to
         # rank by (generators) are tested and sampled from it
-        callbacks.append(ModelCheckpoint(dirpath=self.run_dir / "checkpoints", filename="last", save_top_k=1,
-                                         every_n_epochs=1, save_on_train_epoch_end=True))
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=self.run_dir / "checkpoints",
+                filename="last",
+                save_top_k=1,
+                every_n_epochs=1,
+                save_on_train_epoch_end=True,
+            )
+        )
         if cfg.latent_plot:
             callbacks.append(LatentPlotCallback(self.run_dir / "latent_tsne.png"))
         kwargs["default_root_dir"] = str(self.run_dir)
@@ -103,20 +129,26 @@ class TsdaCLI(LightningCLI):
         if self.config[self.subcommand].test_after_fit:
             metrics = run_test(trainer, model, self.datamodule, ckpt or None)
         else:
-            metrics = {"n_flows": {k: int(len(v)) for k, v in self.datamodule.splits.items()}} \
-                if isinstance(self.datamodule, FlowDataModule) else {}
+            metrics = (
+                {"n_flows": {k: len(v) for k, v in self.datamodule.splits.items()}}
+                if isinstance(self.datamodule, FlowDataModule)
+                else {}
+            )
         epochs = trainer.current_epoch
-        metrics.update({
-            "epochs": epochs,
-            "seconds": time.perf_counter() - self.started,
-            "fit_seconds": fit_seconds,
-            "seconds_per_epoch": fit_seconds / max(epochs, 1),
-            "best_checkpoint": ckpt,
-            "best_score": float(trainer.checkpoint_callback.best_model_score)
-            if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None else None,
-            "seed": _seed(self.config[self.subcommand].seed_everything),
-            "cpu_seconds": time.process_time(),  # this process's CPU time (all threads) until now
-        })
+        metrics.update(
+            {
+                "epochs": epochs,
+                "seconds": time.perf_counter() - self.started,
+                "fit_seconds": fit_seconds,
+                "seconds_per_epoch": fit_seconds / max(epochs, 1),
+                "best_checkpoint": ckpt,
+                "best_score": float(trainer.checkpoint_callback.best_model_score)
+                if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None
+                else None,
+                "seed": _seed(self.config[self.subcommand].seed_everything),
+                "cpu_seconds": time.process_time(),  # this process's CPU time (all threads) until now
+            }
+        )
         write_run_metrics(trainer, self.run_dir, metrics)
 
 
@@ -129,8 +161,9 @@ def compile_networks(model: L.LightningModule) -> None:
     """
     compile_fn = getattr(model, "compile_networks", None)
     if compile_fn is None:
-        raise TsdaError(f"--compile: {type(model).__name__} has no networks to compile "
-                        "(supported: classifiers); drop --compile")
+        raise TsdaError(
+            f"--compile: {type(model).__name__} has no networks to compile (supported: classifiers); drop --compile"
+        )
     compile_fn()
 
 
@@ -150,7 +183,7 @@ def run_test(
     if hasattr(model, "run_metrics"):
         metrics.update(model.run_metrics())
     if isinstance(datamodule, FlowDataModule):
-        metrics["n_flows"] = {k: int(len(v)) for k, v in datamodule.splits.items()}
+        metrics["n_flows"] = {k: len(v) for k, v in datamodule.splits.items()}
     return metrics
 
 
@@ -178,8 +211,10 @@ def _print_summary(metrics: dict[str, Any], run_dir: Path) -> None:
     keys = [k for k in ("test_weighted_f1", "test_macro_f1", "test_accuracy") if k in metrics]
     parts = ", ".join(f"{k} = {metrics[k]:.4f}" for k in keys)
     epochs = f"{metrics['epochs']} epochs " if "epochs" in metrics else ""
-    print(f"\n{parts}{'; ' if parts else ''}{epochs}in {metrics['seconds']:.1f} s; "
-          f"metrics: {run_dir / 'metrics.json'}", flush=True)
+    print(
+        f"\n{parts}{'; ' if parts else ''}{epochs}in {metrics['seconds']:.1f} s; metrics: {run_dir / 'metrics.json'}",
+        flush=True,
+    )
 
 
 def run_fit(args: list[str]) -> TsdaCLI:
@@ -216,10 +251,17 @@ def check_fit_args(args: list[str]) -> None:
 
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
     try:
-        _ParseOnlyCLI(L.LightningModule, FlowDataModule, subclass_mode_model=True, seed_everything_default=0,
-                      trainer_defaults={"use_distributed_sampler": False, "max_epochs": 20},
-                      parser_kwargs={"exit_on_error": False}, args=list(args), run=False,
-                      auto_configure_optimizers=False)
+        _ParseOnlyCLI(
+            L.LightningModule,
+            FlowDataModule,
+            subclass_mode_model=True,
+            seed_everything_default=0,
+            trainer_defaults={"use_distributed_sampler": False, "max_epochs": 20},
+            parser_kwargs={"exit_on_error": False},
+            args=list(args),
+            run=False,
+            auto_configure_optimizers=False,
+        )
     except (ArgumentError, TypeError, KeyError) as exc:
         message = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
         raise ValueError(message[:600]) from None
@@ -245,7 +287,14 @@ def build_fit(args: list[str]) -> tuple[L.LightningModule, FlowDataModule, Any, 
     them (the global seed is set from `seed_everything` first, so the model's initial weights
     are those of the `tsda fit` run; the caller forks the global RNG if it must be kept)."""
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
-    cli = _BuildOnlyCLI(L.LightningModule, FlowDataModule, subclass_mode_model=True, seed_everything_default=0,
-                        trainer_defaults={"use_distributed_sampler": False, "max_epochs": 20},
-                        args=list(args), run=False, auto_configure_optimizers=False)
+    cli = _BuildOnlyCLI(
+        L.LightningModule,
+        FlowDataModule,
+        subclass_mode_model=True,
+        seed_everything_default=0,
+        trainer_defaults={"use_distributed_sampler": False, "max_epochs": 20},
+        args=list(args),
+        run=False,
+        auto_configure_optimizers=False,
+    )
     return cli.model, cli.datamodule, cli.config, cli.parser.dump(cli.config, skip_none=False)

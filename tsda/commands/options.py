@@ -78,8 +78,10 @@ def resolve_device(value: str, flag: str = "--device") -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-            raise TsdaError(f"{flag} {value}: no CUDA device here (torch {torch.__version__}, {build}); "
-                            "use --device cpu or auto (on a GPU machine: make setup-gpu)")
+            raise TsdaError(
+                f"{flag} {value}: no CUDA device here (torch {torch.__version__}, {build}); "
+                "use --device cpu or auto (on a GPU machine: make setup-gpu)"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise TsdaError(f"{flag} {value}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device

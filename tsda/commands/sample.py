@@ -65,7 +65,6 @@ from tsda.lit.generative import GenerativeModule, load_generative
 from tsda.runs import write_json_atomic
 from tsda.seeds import seeded_generator
 
-
 PCAP_SUFFIXES = (".pcap", ".cap")
 
 
@@ -80,8 +79,9 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tsda sample", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="tsda sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--ckpt", required=True, help="generator checkpoint (any GenerativeModule)")
     p.add_argument("--n", type=int, help="flows in all, spread evenly over the chosen classes")
     p.add_argument("--per-class", type=int, help="flows per class (instead of --n)")
@@ -91,56 +91,99 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (default: cuda when present)")
     p.add_argument("--steps", type=int, help="generator option: sampling steps (diffusion)")
-    p.add_argument("--sampler", type=str, help="generator option: diffusion sampler, ddpm, ddim or dpmpp (DPM-Solver++)")
+    p.add_argument(
+        "--sampler", type=str, help="generator option: diffusion sampler, ddpm, ddim or dpmpp (DPM-Solver++)"
+    )
     p.add_argument("--cfg-scale", type=float, help="generator option: classifier-free guidance scale")
     p.add_argument("--latent-guidance-scale", type=float, help="generator option: latent guidance scale")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other generator option (JSON value), e.g. --option latent_scale=0.8")
-    p.add_argument("--label-with", metavar="CLASSIFIER_CKPT",
-                   help="label the drawn flows with this classifier's predictions (rejection sampling of quotas)")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other generator option (JSON value), e.g. --option latent_scale=0.8",
+    )
+    p.add_argument(
+        "--label-with",
+        metavar="CLASSIFIER_CKPT",
+        help="label the drawn flows with this classifier's predictions (rejection sampling of quotas)",
+    )
     p.add_argument("--min-confidence", type=float, help="--label-with: least confidence of a kept flow (default 0)")
     p.add_argument("--max-draws", type=int, help="--label-with: flows drawn at most (default 20 per flow asked for)")
-    p.add_argument("--guide", choices=("auto", "model", "labeller"),
-                   help="--label-with and --latent-guidance-scale: the guide (default auto: the model's, else the labeller)")
-    p.add_argument("--vary", metavar="FILE",
-                   help="vary the flows of this Parquet file (tcbench schema) instead of drawing new ones")
-    p.add_argument("--strength", type=float, nargs="+",
-                   help="--vary: how far from each flow, in [0, 1] (0 = itself, 1 = a fresh sample); several: each")
+    p.add_argument(
+        "--guide",
+        choices=("auto", "model", "labeller"),
+        help="--label-with and --latent-guidance-scale: the guide (default auto: the model's, else the labeller)",
+    )
+    p.add_argument(
+        "--vary",
+        metavar="FILE",
+        help="vary the flows of this Parquet file (tcbench schema) instead of drawing new ones",
+    )
+    p.add_argument(
+        "--strength",
+        type=float,
+        nargs="+",
+        help="--vary: how far from each flow, in [0, 1] (0 = itself, 1 = a fresh sample); several: each",
+    )
     p.add_argument("--variations", type=int, help="--vary: variations per flow and strength (default 1)")
-    p.add_argument("--truncate", action="store_true",
-                   help="--vary: vary the first L packets of flows longer than the generator's L (else refused)")
-    p.add_argument("--invalid-rows", choices=("error", "drop"),
-                   help="--vary: malformed rows of FILE stop the command (error, default) or are left out (drop)")
+    p.add_argument(
+        "--truncate",
+        action="store_true",
+        help="--vary: vary the first L packets of flows longer than the generator's L (else refused)",
+    )
+    p.add_argument(
+        "--invalid-rows",
+        choices=("error", "drop"),
+        help="--vary: malformed rows of FILE stop the command (error, default) or are left out (drop)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
 
-def _labelled(model: GenerativeModule, args: argparse.Namespace, labels: np.ndarray, options: dict[str, Any]
-              ) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
+def _labelled(
+    model: GenerativeModule, args: argparse.Namespace, labels: np.ndarray, options: dict[str, Any]
+) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
     """`--label-with`: the labelled table, its extra columns and the report."""
     from tsda.labelling import format_report, label_samples, load_labeller
 
     labeller = load_labeller(args.label_with, model)
     quotas = np.bincount(labels, minlength=len(model.class_names))
     batch, confidence, report = label_samples(
-        model, labeller, quotas, seed=args.seed, batch_size=args.batch_size,
-        min_confidence=0.0 if args.min_confidence is None else args.min_confidence, max_draws=args.max_draws,
-        options=options, guide=args.guide or "auto", progress=not args.no_progress)
+        model,
+        labeller,
+        quotas,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        min_confidence=0.0 if args.min_confidence is None else args.min_confidence,
+        max_draws=args.max_draws,
+        options=options,
+        guide=args.guide or "auto",
+        progress=not args.no_progress,
+    )
     print(format_report(report), flush=True)
     if report["kept"] == 0:
-        raise TsdaError(f"--label-with {args.label_with}: no drawn flow reached --min-confidence "
-                        f"{report['min_confidence']:g} within --max-draws {report['max_draws']}; nothing written")
-    extra = {"label_confidence": confidence.astype(np.float64),
-             "labeller": np.full(len(batch), str(args.label_with), dtype=object)}
+        raise TsdaError(
+            f"--label-with {args.label_with}: no drawn flow reached --min-confidence "
+            f"{report['min_confidence']:g} within --max-draws {report['max_draws']}; nothing written"
+        )
+    extra = {
+        "label_confidence": confidence.astype(np.float64),
+        "labeller": np.full(len(batch), str(args.label_with), dtype=object),
+    }
     return to_table(model, batch), extra, report
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     """The generator options given on the command line (only those given)."""
     options: dict[str, Any] = {
-        key: value for key, value in (("steps", args.steps), ("sampler", args.sampler),
-                                      ("cfg_scale", args.cfg_scale),
-                                      ("latent_guidance_scale", args.latent_guidance_scale))
+        key: value
+        for key, value in (
+            ("steps", args.steps),
+            ("sampler", args.sampler),
+            ("cfg_scale", args.cfg_scale),
+            ("latent_guidance_scale", args.latent_guidance_scale),
+        )
         if value is not None
     }
     options.update(dict(_parse_option(o) for o in args.option))
@@ -151,17 +194,29 @@ def _check_vary_arguments(args: argparse.Namespace) -> list[float]:
     """The strengths of `--vary`, after refusing options that do not go with it (or that
     need it), all before the checkpoint is loaded."""
     if args.vary is None:
-        for flag, value in (("--strength", args.strength), ("--variations", args.variations),
-                            ("--truncate", args.truncate or None), ("--invalid-rows", args.invalid_rows)):
+        for flag, value in (
+            ("--strength", args.strength),
+            ("--variations", args.variations),
+            ("--truncate", args.truncate or None),
+            ("--invalid-rows", args.invalid_rows),
+        ):
             if value is not None:
                 raise TsdaError(f"{flag} needs --vary FILE")
         return []
-    for flag, value in (("--n", args.n), ("--per-class", args.per_class), ("--labels", args.labels),
-                        ("--label-with", args.label_with), ("--min-confidence", args.min_confidence),
-                        ("--max-draws", args.max_draws), ("--guide", args.guide)):
+    for flag, value in (
+        ("--n", args.n),
+        ("--per-class", args.per_class),
+        ("--labels", args.labels),
+        ("--label-with", args.label_with),
+        ("--min-confidence", args.min_confidence),
+        ("--max-draws", args.max_draws),
+        ("--guide", args.guide),
+    ):
         if value is not None:
-            raise TsdaError(f"{flag} does not apply to --vary {args.vary} (one variation of each of its flows per "
-                            "strength, --variations K for more)")
+            raise TsdaError(
+                f"{flag} does not apply to --vary {args.vary} (one variation of each of its flows per "
+                "strength, --variations K for more)"
+            )
     if args.strength is None:
         raise TsdaError("--vary needs --strength S (in [0, 1]: 0 = the flow itself, 1 = a fresh sample)")
     try:
@@ -187,18 +242,23 @@ def _vary(model: GenerativeModule, args: argparse.Namespace, strengths: list[flo
     """
     where = f"--vary {args.vary}"
     if not model.conditional:
-        raise TsdaError(f"--ckpt {args.ckpt}: an unconditional generator (trained with conditional: false) cannot "
-                        "vary a flow within its class")
+        raise TsdaError(
+            f"--ckpt {args.ckpt}: an unconditional generator (trained with conditional: false) cannot "
+            "vary a flow within its class"
+        )
     if not getattr(model, "can_vary", False):
         raise TsdaError(f"--ckpt {args.ckpt}: its generator ({type(model).__name__}) cannot vary flows")
     n_packets = model.codec.n_packets
-    raw = read_parquet(args.vary, max_packets=n_packets + 1, invalid_rows=args.invalid_rows or "error",
-                       row_index=FILE_ROW)
+    raw = read_parquet(
+        args.vary, max_packets=n_packets + 1, invalid_rows=args.invalid_rows or "error", row_index=FILE_ROW
+    )
     table, unknown = raw.relabel(model.class_names)
     if unknown:
         known = ", ".join(model.class_names[:4]) + (", ..." if len(model.class_names) > 4 else "")
-        raise TsdaError(f"{where}: flows of classes the generator does not know: {unknown} (it knows "
-                        f"{len(model.class_names)}: {known})")
+        raise TsdaError(
+            f"{where}: flows of classes the generator does not know: {unknown} (it knows "
+            f"{len(model.class_names)}: {known})"
+        )
     rows = table.meta[FILE_ROW]  # (N,) FILE's row of each flow
     if len(table) == 0:
         raise TsdaError(f"{where}: holds no flow")
@@ -206,18 +266,29 @@ def _vary(model: GenerativeModule, args: argparse.Namespace, strengths: list[flo
         raise TsdaError(f"{where}: row {int(rows[np.argmax(table.lengths < 1)])} holds no packet")
     longer = table.lengths > n_packets
     if longer.any() and not args.truncate:
-        raise TsdaError(f"{where}: {int(longer.sum())} flows are longer than the generator's {n_packets} packets "
-                        f"(first: row {int(rows[np.argmax(longer)])}); --truncate varies their first {n_packets}")
+        raise TsdaError(
+            f"{where}: {int(longer.sum())} flows are longer than the generator's {n_packets} packets "
+            f"(first: row {int(rows[np.argmax(longer)])}); --truncate varies their first {n_packets}"
+        )
     flows = model.codec.encode(table.truncate(n_packets)).to(model.device)
     k = args.variations or 1
     source = np.repeat(np.arange(len(flows)), len(strengths) * k)  # (N*S*K,) source-major
     strength = np.tile(np.repeat(np.asarray(strengths, dtype=np.float64), k), len(flows))  # (N*S*K,) then strength
     g = seeded_generator(args.seed, model.device)
-    varied = vary_in_batches(model, flows.index(torch.from_numpy(source).to(model.device)),
-                             torch.from_numpy(strength).float().to(model.device), g, _options(args),
-                             args.batch_size, progress=not args.no_progress)
-    extra = {"generator": np.full(len(varied), f"{type(model).__name__}:{args.ckpt}", dtype=object),
-             "source_row": rows[source].astype(np.int64), "strength": strength}
+    varied = vary_in_batches(
+        model,
+        flows.index(torch.from_numpy(source).to(model.device)),
+        torch.from_numpy(strength).float().to(model.device),
+        g,
+        _options(args),
+        args.batch_size,
+        progress=not args.no_progress,
+    )
+    extra = {
+        "generator": np.full(len(varied), f"{type(model).__name__}:{args.ckpt}", dtype=object),
+        "source_row": rows[source].astype(np.int64),
+        "strength": strength,
+    }
     out = write_parquet(to_table(model, varied.to("cpu")), args.out, extra=extra)
     print(f"wrote {len(varied)} variations of {len(flows)} flows of {args.vary} to {out}", flush=True)
 
@@ -230,20 +301,29 @@ def main(argv: list[str]) -> None:
         _vary(load_generative(args.ckpt, map_location=device), args, strengths)
         return
     if args.label_with is None:
-        for flag, value in (("--min-confidence", args.min_confidence), ("--max-draws", args.max_draws),
-                            ("--guide", args.guide)):
+        for flag, value in (
+            ("--min-confidence", args.min_confidence),
+            ("--max-draws", args.max_draws),
+            ("--guide", args.guide),
+        ):
             if value is not None:
                 raise TsdaError(f"{flag} needs --label-with CLASSIFIER_CKPT")
     model = load_generative(args.ckpt, map_location=device)
     if not model.conditional and args.label_with is None and (args.per_class or args.labels):
-        raise TsdaError(f"--ckpt {args.ckpt}: an unconditional generator (trained with conditional: false) cannot "
-                        "draw flows of a class (--per-class, --labels): label its flows with --label-with "
-                        "CLASSIFIER_CKPT, or draw unlabelled flows with --n")
+        raise TsdaError(
+            f"--ckpt {args.ckpt}: an unconditional generator (trained with conditional: false) cannot "
+            "draw flows of a class (--per-class, --labels): label its flows with --label-with "
+            "CLASSIFIER_CKPT, or draw unlabelled flows with --n"
+        )
     if not model.conditional and args.label_with is None and args.latent_guidance_scale:
-        raise TsdaError("--latent-guidance-scale on an unconditional generator guides toward classes: "
-                        "add --label-with CLASSIFIER_CKPT (which checks the flows' classes)")
+        raise TsdaError(
+            "--latent-guidance-scale on an unconditional generator guides toward classes: "
+            "add --label-with CLASSIFIER_CKPT (which checks the flows' classes)"
+        )
     labels = plan_labels(
-        model.class_names, n=args.n, per_class=args.per_class,
+        model.class_names,
+        n=args.n,
+        per_class=args.per_class,
         labels=[s.strip() for s in args.labels.split(",") if s.strip()] if args.labels else None,
     )
     options = _options(args)
@@ -252,8 +332,9 @@ def main(argv: list[str]) -> None:
     if args.label_with is not None:
         table, extra, report = _labelled(model, args, labels, options)
     else:
-        batch = sample_flows(model, labels, seed=args.seed, batch_size=args.batch_size,
-                             progress=not args.no_progress, **options)
+        batch = sample_flows(
+            model, labels, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress, **options
+        )
         table = to_table(model, batch) if model.conditional else unlabelled_table(model, batch)
     tag = f"{type(model).__name__}:{args.ckpt}"
     if Path(args.out).suffix.lower() in PCAP_SUFFIXES:

@@ -31,16 +31,31 @@ _FLAGS = ("-h", "--help")
 
 def build_parser() -> ArgumentParser:
     """The search's own options; `main` hands every other option to the trials."""
-    p = ArgumentParser(prog="tsda augment search", exit_on_error=False, description=(
-        "search a TrivialAugment policy (ops, weights, magnitude ranges, rounds) with Optuna; "
-        "other options are tsda fit overrides for every trial"))
-    p.add_argument("-c", "--config", type=str | None, default=None,
-                   help="the tsda fit config every trial starts from (e.g. experiments/handcrafted/base.yaml)")
-    p.add_argument("--space", type=str | None, default=None,
-                   help="search space YAML: ops, n, weight, magnitude, levels (default: the values of "
-                        "configs/search/policy_space.yaml)")
-    p.add_argument("--out", type=str | None, default=None,
-                   help="search directory: study.db, trials/, search.json, policy.yaml")
+    p = ArgumentParser(
+        prog="tsda augment search",
+        exit_on_error=False,
+        description=(
+            "search a TrivialAugment policy (ops, weights, magnitude ranges, rounds) with Optuna; "
+            "other options are tsda fit overrides for every trial"
+        ),
+    )
+    p.add_argument(
+        "-c",
+        "--config",
+        type=str | None,
+        default=None,
+        help="the tsda fit config every trial starts from (e.g. experiments/handcrafted/base.yaml)",
+    )
+    p.add_argument(
+        "--space",
+        type=str | None,
+        default=None,
+        help="search space YAML: ops, n, weight, magnitude, levels (default: the values of "
+        "configs/search/policy_space.yaml)",
+    )
+    p.add_argument(
+        "--out", type=str | None, default=None, help="search directory: study.db, trials/, search.json, policy.yaml"
+    )
     p.add_argument("--trials", type=int, default=16, help="trials wanted in all (a rerun resumes)")
     p.add_argument("--workers", type=int, default=1, help="trials at once, each a process")
     p.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial's run")
@@ -53,7 +68,7 @@ def build_parser() -> ArgumentParser:
 def split_argv(argv: list[str], parser: ArgumentParser) -> tuple[list[str], list[str]]:
     """`(the search's options, the tsda fit overrides)`: every option `parser` knows (with
     its value) goes to the first list, everything else to the second, in order."""
-    known = {s for action in parser._actions for s in action.option_strings}  # noqa: SLF001
+    known = {s for action in parser._actions for s in action.option_strings}
     own, rest, i = [], [], 0
     while i < len(argv):
         token = argv[i]
@@ -94,11 +109,21 @@ def main(argv: list[str]) -> None:
     wandb = WandbSettings(mode=cfg.wandb.mode, project=cfg.wandb.project)
     if wandb.mode not in ("auto", "online", "offline", "disabled"):
         raise ValueError(f"--wandb.mode must be auto, online, offline or disabled, got {wandb.mode!r}")
-    settings = SearchSettings(base=Path(cfg.config), out=Path(cfg.out), space=SearchSpace.from_yaml(cfg.space),
-                              trials=cfg.trials, workers=cfg.workers, seed=cfg.seed, epochs=cfg.epochs,
-                              overrides=tuple(overrides), wandb=wandb)
+    settings = SearchSettings(
+        base=Path(cfg.config),
+        out=Path(cfg.out),
+        space=SearchSpace.from_yaml(cfg.space),
+        trials=cfg.trials,
+        workers=cfg.workers,
+        seed=cfg.seed,
+        epochs=cfg.epochs,
+        overrides=tuple(overrides),
+        wandb=wandb,
+    )
     result = run_search(settings, check=check_fit_args)
     if result["best"] is None:
-        print(f"tsda augment search: no trial finished; see {Path(cfg.out) / 'search.json'} and the trials' run.log",
-              flush=True)
+        print(
+            f"tsda augment search: no trial finished; see {Path(cfg.out) / 'search.json'} and the trials' run.log",
+            flush=True,
+        )
         raise SystemExit(1)

@@ -43,8 +43,7 @@ from tsda.runs import default_run_dir
 
 #: FlowDataModule init arguments that the command line may set (the model fixes the classes)
 _DATA_ARGS = tuple(
-    name for name in inspect.signature(FlowDataModule.__init__).parameters
-    if name not in ("self", "class_names")
+    name for name in inspect.signature(FlowDataModule.__init__).parameters if name not in ("self", "class_names")
 )
 
 #: data settings `tsda test` does not take from the checkpoint (see the module docstring)
@@ -56,17 +55,23 @@ def build_parser() -> LightningArgumentParser:
     parser = LightningArgumentParser(prog="tsda test", description=__doc__)
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML with any of these options")
     parser.add_argument("--ckpt", type=str, required=True, help="ClassifierModule checkpoint (.ckpt)")
-    parser.add_argument("--out", type=str | None, default=None,
-                        help="output directory for metrics.json and logs (default runs/test-<time>)")
+    parser.add_argument(
+        "--out",
+        type=str | None,
+        default=None,
+        help="output directory for metrics.json and logs (default runs/test-<time>)",
+    )
     add_data_arguments(parser)
     parser.add_lightning_class_args(L.Trainer, "trainer")
     parser.add_class_arguments(WandbSettings, "wandb")
-    parser.set_defaults({
-        "trainer.enable_checkpointing": False,
-        "trainer.use_distributed_sampler": False,
-        "trainer.devices": 1,
-        "data.min_class_size": 0,
-    })
+    parser.set_defaults(
+        {
+            "trainer.enable_checkpointing": False,
+            "trainer.use_distributed_sampler": False,
+            "trainer.devices": 1,
+            "data.min_class_size": 0,
+        }
+    )
     return parser
 
 
@@ -90,8 +95,7 @@ def unknown_classes_line(unknown: dict[str, int]) -> str:
     if not unknown:
         return "every flow belongs to a class the model knows"
     listed = ", ".join(f"{name} ({n})" for name, n in sorted(unknown.items()))
-    return (f"left out {sum(unknown.values())} flows of {len(unknown)} classes the model "
-            f"never saw: {listed}")
+    return f"left out {sum(unknown.values())} flows of {len(unknown)} classes the model never saw: {listed}"
 
 
 def parse(argv: list[str]) -> tuple[Namespace, LightningArgumentParser, dict[str, Any]]:
@@ -111,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     """`tsda test --ckpt CKPT [--data.* ...] [--out DIR] [--trainer.* ...]`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
-    cfg, parser, ckpt = parse(argv)
+    cfg, parser, _ckpt = parse(argv)
     model = ClassifierModule.load_classifier(cfg.ckpt)
 
     # 1. the data, matched to the model's classes by name; bad input fails here, before
@@ -133,20 +137,21 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     init = parser.instantiate_classes(cfg)
     trainer_kwargs = dict(vars(init.trainer))
-    trainer_kwargs.update(default_root_dir=str(out),
-                          logger=run_loggers(out, WandbSettings(**dict(cfg.wandb))))
+    trainer_kwargs.update(default_root_dir=str(out), logger=run_loggers(out, WandbSettings(**dict(cfg.wandb))))
     trainer = L.Trainer(**trainer_kwargs)
     metrics = run_test(trainer, model, datamodule)
 
     # 3. metrics.json, like `tsda fit`
     support = np.bincount(table.labels[test_rows], minlength=len(model.class_names))  # (K,)
-    metrics.update({
-        "checkpoint": str(Path(cfg.ckpt).resolve()),
-        "source": str(source),
-        "unknown_classes": unknown,
-        "test_support": dict(zip(model.class_names, (int(n) for n in support.tolist()))),
-        "seconds": time.perf_counter() - started,
-    })
+    metrics.update(
+        {
+            "checkpoint": str(Path(cfg.ckpt).resolve()),
+            "source": str(source),
+            "unknown_classes": unknown,
+            "test_support": dict(zip(model.class_names, (int(n) for n in support.tolist()))),
+            "seconds": time.perf_counter() - started,
+        }
+    )
     write_run_metrics(trainer, out, metrics)
 
 

@@ -73,12 +73,14 @@ class TstrSettings:
         if self.seeds < 1:
             raise ValueError(f"--tstr_seeds must be >= 1, got {self.seeds}")
         if self.max_epochs < 1 or self.patience < 1:
-            raise ValueError(f"--tstr_max_epochs and --tstr_patience must be >= 1, got "
-                             f"{self.max_epochs} and {self.patience}")
+            raise ValueError(
+                f"--tstr_max_epochs and --tstr_patience must be >= 1, got {self.max_epochs} and {self.patience}"
+            )
 
 
-def train_and_test(train: FlowTable, val: FlowTable, test: FlowTable, codec: FlowCodec, seed: int,
-                   settings: TstrSettings) -> dict[str, Any]:
+def train_and_test(
+    train: FlowTable, val: FlowTable, test: FlowTable, codec: FlowCodec, seed: int, settings: TstrSettings
+) -> dict[str, Any]:
     """Test metrics (`SCORES`) of one classifier trained on `train` to early stopping on
     `val`, best weights, plus `epochs` (trained), `best_epoch`, `seconds`. The three tables
     share `class_names`."""
@@ -88,28 +90,49 @@ def train_and_test(train: FlowTable, val: FlowTable, test: FlowTable, codec: Flo
         raise ValueError(f"TSTR needs flows in every set, got train {len(train)}, val {len(val)}, test {len(test)}")
     started = time.perf_counter()
     dm = FlowDataModule.from_tables(
-        train, val, test, n_packets=codec.n_packets, mtu=codec.mtu, iat_unit=codec.iat_unit,
-        iat_max=codec.iat_max, batch_size=settings.batch_size, sampler="class_weighted",
-        split_seed=seed, sampler_seed=seed,
+        train,
+        val,
+        test,
+        n_packets=codec.n_packets,
+        mtu=codec.mtu,
+        iat_unit=codec.iat_unit,
+        iat_max=codec.iat_max,
+        batch_size=settings.batch_size,
+        sampler="class_weighted",
+        split_seed=seed,
+        sampler_seed=seed,
     )
     with seeded_init(seed):
-        model = ClassifierModule(num_classes=len(train.class_names), class_names=list(train.class_names),
-                                 seed=seed, **{"latent_points": 0, **settings.model_kwargs})
+        model = ClassifierModule(
+            num_classes=len(train.class_names),
+            class_names=list(train.class_names),
+            seed=seed,
+            **{"latent_points": 0, **settings.model_kwargs},
+        )
     metric, mode = ClassifierModule.monitor or ("val_weighted_f1", "max")
     with tempfile.TemporaryDirectory(prefix="tsda-tstr-") as work:
         best = ModelCheckpoint(dirpath=work, monitor=metric, mode=mode, save_top_k=1, filename="best")
         trainer = L.Trainer(
-            max_epochs=settings.max_epochs, logger=False, default_root_dir=work,
+            max_epochs=settings.max_epochs,
+            logger=False,
+            default_root_dir=work,
             callbacks=[best, EarlyStopping(monitor=metric, mode=mode, patience=settings.patience)],
-            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-            accelerator=settings.accelerator, devices=1,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            accelerator=settings.accelerator,
+            devices=1,
         )
         trainer.fit(model, dm)
         (result,) = trainer.test(model, dm, ckpt_path=best.best_model_path or None, verbose=False)
         best_epoch = _best_epoch(best)
     scores = {k: float(result[f"test_{k}"]) for k in SCORES}
-    return {**scores, "epochs": int(trainer.current_epoch), "best_epoch": best_epoch,
-            "seconds": time.perf_counter() - started}
+    return {
+        **scores,
+        "epochs": int(trainer.current_epoch),
+        "best_epoch": best_epoch,
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def _best_epoch(callback: ModelCheckpoint) -> int | None:
@@ -133,54 +156,89 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def repeated(train: FlowTable, val: FlowTable, test: FlowTable, codec: FlowCodec,
-             settings: TstrSettings, what: str) -> dict[str, Any]:
+def repeated(
+    train: FlowTable, val: FlowTable, test: FlowTable, codec: FlowCodec, settings: TstrSettings, what: str
+) -> dict[str, Any]:
     """`train_and_test` for seeds 0 .. settings.seeds - 1, aggregated; prints one line each."""
     runs = []
     for seed in range(settings.seeds):
         run = train_and_test(train, val, test, codec, seed, settings)
-        print(f"tsda evaluate: {what} seed {seed}: weighted F1 {run['weighted_f1']:.4f} after "
-              f"{run['epochs']} epochs ({run['seconds']:.0f} s)", flush=True)
+        print(
+            f"tsda evaluate: {what} seed {seed}: weighted F1 {run['weighted_f1']:.4f} after "
+            f"{run['epochs']} epochs ({run['seconds']:.0f} s)",
+            flush=True,
+        )
         runs.append({"seed": seed, **run})
     return aggregate(runs)
 
 
-def trtr(real_train: FlowTable, val: FlowTable, test: FlowTable, codec: FlowCodec,
-         settings: TstrSettings) -> dict[str, Any]:
+def trtr(
+    real_train: FlowTable, val: FlowTable, test: FlowTable, codec: FlowCodec, settings: TstrSettings
+) -> dict[str, Any]:
     """Train on real, test on real: the reference every generator is divided by."""
     return {**repeated(real_train, val, test, codec, settings, "TRTR"), "n_train": len(real_train)}
 
 
-def tstr(synthetic: FlowTable, real_train: FlowTable, val: FlowTable, test: FlowTable, codec: FlowCodec,
-         settings: TstrSettings, reference: dict[str, Any], real_plus_synthetic: bool = True) -> dict[str, Any]:
+def tstr(
+    synthetic: FlowTable,
+    real_train: FlowTable,
+    val: FlowTable,
+    test: FlowTable,
+    codec: FlowCodec,
+    settings: TstrSettings,
+    reference: dict[str, Any],
+    real_plus_synthetic: bool = True,
+) -> dict[str, Any]:
     """TSTR (and real + synthetic, unless switched off) of one generator against the TRTR
     `reference` (from `trtr`)."""
     on_synthetic = repeated(synthetic, val, test, codec, settings, "TSTR")
     ref = reference["mean"]["weighted_f1"]
-    out: dict[str, Any] = {"tstr": {**on_synthetic, "n_train": len(synthetic)}, "trtr": reference,
-                           "ratio": on_synthetic["mean"]["weighted_f1"] / ref if ref > 0 else None}
+    out: dict[str, Any] = {
+        "tstr": {**on_synthetic, "n_train": len(synthetic)},
+        "trtr": reference,
+        "ratio": on_synthetic["mean"]["weighted_f1"] / ref if ref > 0 else None,
+    }
     if real_plus_synthetic:
-        both = repeated(FlowTable.concat([real_train, synthetic.truncate(codec.n_packets)]), val, test, codec,
-                        settings, "real + synthetic")
+        both = repeated(
+            FlowTable.concat([real_train, synthetic.truncate(codec.n_packets)]),
+            val,
+            test,
+            codec,
+            settings,
+            "real + synthetic",
+        )
         out["real_plus_synthetic"] = {**both, "n_train": len(real_train) + len(synthetic)}
         out["real_plus_synthetic_gain"] = both["mean"]["weighted_f1"] - ref
     return {
         **out,
-        "protocol": {"seeds": settings.seeds, "max_epochs": settings.max_epochs, "patience": settings.patience,
-                     "batch_size": settings.batch_size, "validation": "real val split", "test": "real test split"},
+        "protocol": {
+            "seeds": settings.seeds,
+            "max_epochs": settings.max_epochs,
+            "patience": settings.patience,
+            "batch_size": settings.batch_size,
+            "validation": "real val split",
+            "test": "real test split",
+        },
     }
 
 
 def source_table(real: FlowTable, synthetic: FlowTable) -> FlowTable:
     """Real and synthetic flows as one two-class table: label 1 = `real`, 0 = `synthetic`."""
+
     def relabel(t: FlowTable, label: int) -> FlowTable:
         return replace(t, labels=np.full(len(t), label, dtype=np.int64), class_names=("synthetic", "real"), meta={})
 
     return FlowTable.concat([relabel(synthetic, 0), relabel(real, 1)])
 
 
-def gru_discriminative_score(real: FlowTable, synthetic: FlowTable, codec: FlowCodec, settings: TstrSettings,
-                             seed: int = 0, max_flows: int = 5000) -> dict[str, Any]:
+def gru_discriminative_score(
+    real: FlowTable,
+    synthetic: FlowTable,
+    codec: FlowCodec,
+    settings: TstrSettings,
+    seed: int = 0,
+    max_flows: int = 5000,
+) -> dict[str, Any]:
     """The post-hoc GRU discriminator's `|held-out accuracy - 0.5|` (module docstring)."""
     from tsda.data.curation import split_indices
 
@@ -193,6 +251,11 @@ def gru_discriminative_score(real: FlowTable, synthetic: FlowTable, codec: FlowC
     parts = split_indices(both, "stratified", seed, val_fraction=0.1, test_fraction=0.2)
     gru = replace(settings, model_kwargs={"backbone": "gru", "backbone_kwargs": {"hidden": 32, "latent_dim": 32}})
     run = train_and_test(*(both.take(parts[k]) for k in ("train", "val", "test")), codec, seed, gru)
-    return {"accuracy": run["accuracy"], "score": abs(run["accuracy"] - 0.5), "n_per_source": int(n),
-            "epochs": run["epochs"], "seconds": run["seconds"],
-            "protocol": "2-layer bidirectional GRU (hidden 32), 70/10/20 split, early stopping on validation"}
+    return {
+        "accuracy": run["accuracy"],
+        "score": abs(run["accuracy"] - 0.5),
+        "n_per_source": int(n),
+        "epochs": run["epochs"],
+        "seconds": run["seconds"],
+        "protocol": "2-layer bidirectional GRU (hidden 32), 70/10/20 split, early stopping on validation",
+    }

@@ -43,12 +43,9 @@ class FlowBatch:
         b = self.x.shape[0]
         if self.lengths.shape != (b,) or self.labels.shape != (b,):
             raise ValueError(
-                f"FlowBatch lengths {tuple(self.lengths.shape)} and labels "
-                f"{tuple(self.labels.shape)} must be ({b},)"
+                f"FlowBatch lengths {tuple(self.lengths.shape)} and labels {tuple(self.labels.shape)} must be ({b},)"
             )
-        if self.soft_labels is not None and (
-            self.soft_labels.ndim != 2 or self.soft_labels.shape[0] != b
-        ):
+        if self.soft_labels is not None and (self.soft_labels.ndim != 2 or self.soft_labels.shape[0] != b):
             raise ValueError(f"FlowBatch.soft_labels must be (B={b}, K)")
         if self.rows is not None and self.rows.shape != (b,):
             raise ValueError(f"FlowBatch.rows {tuple(self.rows.shape)} must be ({b},)")

@@ -77,9 +77,12 @@ class FlowCodec:
         lengths = np.minimum(np.asarray(lengths, dtype=np.int64), L)
         real = np.arange(L)[None, :] < lengths[:, None]  # (N, L)
         x = np.zeros((n, 3, L), dtype=np.float32)
-        size = np.zeros((n, L)); size[:, :p] = sizes[:, :p]
-        dirs = np.zeros((n, L)); dirs[:, :p] = directions[:, :p]
-        t = np.zeros((n, L)); t[:, :p] = times[:, :p]
+        size = np.zeros((n, L))
+        size[:, :p] = sizes[:, :p]
+        dirs = np.zeros((n, L))
+        dirs[:, :p] = directions[:, :p]
+        t = np.zeros((n, L))
+        t[:, :p] = times[:, :p]
         gaps = np.diff(t, axis=1, prepend=t[:, :1])  # (N, L), first gap 0
         gaps = np.clip(gaps, 0.0, None)
         x[:, SIZE] = np.clip(size, 0.0, self.mtu) / self.mtu
@@ -119,9 +122,7 @@ class FlowCodec:
         labels = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         return FlowBatch(out, lengths, labels)
 
-    def decode_arrays(
-        self, x: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def decode_arrays(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Decode `x (N, 3, L)` to padded sizes (bytes), directions (0/1), times (s)."""
         x = x.detach().cpu().double().numpy()
         lengths = lengths.detach().cpu().numpy().astype(np.int64)

@@ -30,9 +30,7 @@ SOURCE_ROW = "source_row"
 FILE_ROW = "_file_row"
 
 
-def curate(
-    table: FlowTable, min_packets: int = 10, min_class_size: int = 100, n_packets: int = 20
-) -> FlowTable:
+def curate(table: FlowTable, min_packets: int = 10, min_class_size: int = 100, n_packets: int = 20) -> FlowTable:
     """Keep flows with more than `min_packets` packets, then classes with more than
     `min_class_size` such flows, truncated to the first `n_packets` packets."""
     if min_packets < 0 or min_class_size < 0:
@@ -40,9 +38,7 @@ def curate(
     kept = table.take(table.packets > min_packets)
     kept = kept.with_classes(kept.class_counts() > min_class_size)
     if kept.n_flows == 0:
-        raise ValueError(
-            f"curation left no flow (min_packets={min_packets}, min_class_size={min_class_size})"
-        )
+        raise ValueError(f"curation left no flow (min_packets={min_packets}, min_class_size={min_class_size})")
     return kept.truncate(n_packets)
 
 
@@ -80,7 +76,7 @@ def split_indices(
                 f"{sorted(table.meta) or 'no metadata columns'}"
             )
         groups = table.meta[group_column]
-        n_folds = max(2, int(round(1 / min(val_fraction, test_fraction))))
+        n_folds = max(2, round(1 / min(val_fraction, test_fraction)))
         folds = list(StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(everything, y, groups))
         test = folds[0][1]
         val = folds[1][1]
@@ -101,7 +97,7 @@ def stratified_fraction(labels: np.ndarray, fraction: float, seed: int) -> np.nd
     keep = []
     for k in np.unique(labels):
         rows = np.flatnonzero(labels == k)
-        m = max(1, int(round(fraction * len(rows))))
+        m = max(1, round(fraction * len(rows)))
         keep.append(rng.choice(rows, size=m, replace=False))
     return np.sort(np.concatenate(keep))
 
@@ -155,15 +151,19 @@ def check_stored_split(table: FlowTable, split_column: str, source: str, n_rows:
             column and the first bad row (its row in the file).
     """
     if split_column not in table.meta:
-        raise FlowDataError(f"{source}: --data.split column needs the column {split_column!r}, which the file "
-                            "lacks (name it with --data.split_column; tsda augment enlarge writes 'split')")
+        raise FlowDataError(
+            f"{source}: --data.split column needs the column {split_column!r}, which the file "
+            "lacks (name it with --data.split_column; tsda augment enlarge writes 'split')"
+        )
     split = np.asarray(table.meta[split_column]).astype(str)
     rows = file_rows(table)
     bad = ~np.isin(split, STORED_SPLITS)
     if bad.any():
         values = sorted(set(split[bad].tolist()))
-        raise FlowDataError(f"{source}: column {split_column!r} holds {values[:5]} (first at row "
-                            f"{int(rows[bad][0])}); a stored split is one of {', '.join(STORED_SPLITS)}")
+        raise FlowDataError(
+            f"{source}: column {split_column!r} holds {values[:5]} (first at row "
+            f"{int(rows[bad][0])}); a stored split is one of {', '.join(STORED_SPLITS)}"
+        )
     if SOURCE_ROW not in table.meta:
         return
     raw = np.asarray(table.meta[SOURCE_ROW])
@@ -174,23 +174,29 @@ def check_stored_split(table: FlowTable, split_column: str, source: str, n_rows:
     def refuse(rows_bad: np.ndarray, what: str) -> None:
         if rows_bad.any():
             i = int(np.flatnonzero(rows_bad)[0])
-            raise FlowDataError(f"{source}: column {SOURCE_ROW!r} row {int(rows[i])} (source_row {int(src[i])}): "
-                                f"{what} ({int(rows_bad.sum())} such rows)")
+            raise FlowDataError(
+                f"{source}: column {SOURCE_ROW!r} row {int(rows[i])} (source_row {int(src[i])}): "
+                f"{what} ({int(rows_bad.sum())} such rows)"
+            )
 
     refuse((src < 0) | (src >= n_rows), f"points outside the file (rows 0..{n_rows - 1})")
     copy = src != rows
-    refuse(copy & (split != "train"), f"a {split_column!r} val/test row is an augmented copy; validation and "
-           "test rows must be untouched originals")
+    refuse(
+        copy & (split != "train"),
+        f"a {split_column!r} val/test row is an augmented copy; validation and test rows must be untouched originals",
+    )
     original = _original_positions(table, n_rows)  # (N,) -1: the original was left out
     present = original >= 0
-    refuse(copy & present & (source_rows(table)[np.maximum(original, 0)] != src),
-           "points at a copy, not at an original")
-    refuse(copy & present & (split[np.maximum(original, 0)] != split),
-           f"a copy in another {split_column!r} than its original (copies must not straddle splits)")
+    refuse(
+        copy & present & (source_rows(table)[np.maximum(original, 0)] != src), "points at a copy, not at an original"
+    )
+    refuse(
+        copy & present & (split[np.maximum(original, 0)] != split),
+        f"a copy in another {split_column!r} than its original (copies must not straddle splits)",
+    )
 
 
-def curate_stored(table: FlowTable, min_packets: int = 10, n_packets: int = 20,
-                  n_rows: int | None = None) -> FlowTable:
+def curate_stored(table: FlowTable, min_packets: int = 10, n_packets: int = 20, n_rows: int | None = None) -> FlowTable:
     """`curate` for a file with a stored split, by original: a row is kept when its original
     (`source_row`) was read and has more than `min_packets` packets. Classes are not dropped
     (`min_class_size` does not apply): a stored split was curated when it was made, and an

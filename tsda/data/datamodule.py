@@ -21,7 +21,6 @@ from tsda.data.sources import FlowDataError, ParquetColumns, parquet_rows, read_
 from tsda.data.table import FlowTable
 from tsda.seeds import seeded_generator
 
-
 #: hyper-parameters that do not change the curated table (left out of its cache key)
 _NOT_TABLE = ("batch_size", "eval_batch_size", "sampler", "sampler_seed", "split_seed", "train_fraction")
 #: curated tables of the last sources read in this process (a campaign's ensemble job builds
@@ -166,6 +165,8 @@ class FlowDataModule(L.LightningDataModule):
             classes are counted in `dropped_classes` and left out.
         mtu, iat_unit, iat_max: the `FlowCodec` settings.
     """
+
+    hparams: Any  # for mypy: Lightning types it AttributeDict | MutableMapping, read by attribute here
 
     def __init__(
         self,

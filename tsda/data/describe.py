@@ -53,9 +53,7 @@ def summarize(table: FlowTable) -> dict[str, Any]:
     }
 
 
-def describe(
-    table: FlowTable, min_packets: int = 10, min_class_size: int = 100, n_packets: int = 20
-) -> dict[str, Any]:
+def describe(table: FlowTable, min_packets: int = 10, min_class_size: int = 100, n_packets: int = 20) -> dict[str, Any]:
     """Per-class counts through curation and summaries of the raw and curated flows.
 
     `per_class[name]` = `{"raw": flows, "long": flows with more than min_packets packets,
@@ -73,8 +71,7 @@ def describe(
         for name, raw, long in zip(table.class_names, table.class_counts(), long_counts)
     }
     return {
-        "curation": {"min_packets": min_packets, "min_class_size": min_class_size,
-                     "n_packets": n_packets},
+        "curation": {"min_packets": min_packets, "min_class_size": min_class_size, "n_packets": n_packets},
         "per_class": per_class,
         "raw": summarize(table),
         "curated": summarize(curated) if curated is not None else None,
@@ -84,9 +81,13 @@ def describe(
 def format_report(report: dict[str, Any], source: str) -> str:
     """The human-readable text of a `describe` report."""
     c = report["curation"]
-    lines = [f"source: {source}",
-             f"flows per class (long = more than {c['min_packets']} packets; curated = classes "
-             f"with more than {c['min_class_size']} long flows, first {c['n_packets']} packets)"]
+    lines = [
+        f"source: {source}",
+        (
+            f"flows per class (long = more than {c['min_packets']} packets; curated = classes "
+            f"with more than {c['min_class_size']} long flows, first {c['n_packets']} packets)"
+        ),
+    ]
     width = max([len(n) for n in report["per_class"]] + [5])
     lines.append(f"  {'class':<{width}} {'raw':>8} {'long':>8} {'curated':>8}")
     for name, n in report["per_class"].items():
@@ -98,10 +99,11 @@ def format_report(report: dict[str, Any], source: str) -> str:
             continue
         share = s["upstream_share"]
         share_text = "n/a" if share is None else f"{share:.3f}"
-        lines.append(f"{stage}: {s['flows']} flows, {s['classes']} classes, "
-                     f"upstream (client to server) share of packets {share_text}")
-        for key in ("packets", "stored_packets", "size_bytes", "size_bytes_up",
-                    "size_bytes_down", "iat_seconds"):
+        lines.append(
+            f"{stage}: {s['flows']} flows, {s['classes']} classes, "
+            f"upstream (client to server) share of packets {share_text}"
+        )
+        for key in ("packets", "stored_packets", "size_bytes", "size_bytes_up", "size_bytes_down", "iat_seconds"):
             lines.append(f"  {key:<16} {_format_quantiles(s[key])}")
     return "\n".join(lines)
 

@@ -66,9 +66,7 @@ def _list_column(table: pa.Table, name: str, path: Path) -> tuple[np.ndarray, np
     values = arr.values
     if values.null_count:
         bad = values.is_null().to_numpy(zero_copy_only=False)
-        raise FlowDataError(
-            f"{path}: column {name!r} row {_first_bad_row(offsets - offsets[0], bad)} holds a null"
-        )
+        raise FlowDataError(f"{path}: column {name!r} row {_first_bad_row(offsets - offsets[0], bad)} holds a null")
     if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
         raise FlowDataError(f"{path}: column {name!r} must hold numbers, got {values.type}")
     vals = values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
@@ -77,11 +75,13 @@ def _list_column(table: pa.Table, name: str, path: Path) -> tuple[np.ndarray, np
 
 def _labels(table: pa.Table, name: str, path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
     col = table.column(name)
-    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
-            or pa.types.is_integer(col.type) or pa.types.is_dictionary(col.type)):
-        raise FlowDataError(
-            f"{path}: label column {name!r} must be strings or integers, got {col.type}"
-        )
+    if not (
+        pa.types.is_string(col.type)
+        or pa.types.is_large_string(col.type)
+        or pa.types.is_integer(col.type)
+        or pa.types.is_dictionary(col.type)
+    ):
+        raise FlowDataError(f"{path}: label column {name!r} must be strings or integers, got {col.type}")
     arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     if pa.types.is_dictionary(arr.type):
         arr = arr.cast(arr.type.value_type)
@@ -91,9 +91,7 @@ def _labels(table: pa.Table, name: str, path: Path) -> tuple[np.ndarray, tuple[s
     raw = np.asarray(arr.to_numpy(zero_copy_only=False)).astype(str)
     empty = np.char.str_len(np.char.strip(raw)) == 0
     if empty.any():
-        raise FlowDataError(
-            f"{path}: label column {name!r} row {int(np.flatnonzero(empty)[0])} is an empty class name"
-        )
+        raise FlowDataError(f"{path}: label column {name!r} row {int(np.flatnonzero(empty)[0])} is an empty class name")
     names, labels = np.unique(raw, return_inverse=True)
     return labels.astype(np.int64), tuple(names.tolist())
 
@@ -157,8 +155,12 @@ def read_parquet(
         problems.append((np.diff(off) != lens, f"column {name!r} and {columns.sizes!r} differ in length"))
     for name, off, vals in ((columns.sizes, s_off, sizes), (columns.times, t_off, times)):
         problems.append((_rows(off, ~np.isfinite(vals) | (vals < 0)), f"column {name!r} holds a negative or NaN value"))
-    problems.append((_rows(d_off, (dirs != 0) & (dirs != 1)),
-                     f"column {columns.directions!r} holds a value other than 0 (client to server) or 1 (server to client)"))
+    problems.append(
+        (
+            _rows(d_off, (dirs != 0) & (dirs != 1)),
+            f"column {columns.directions!r} holds a value other than 0 (client to server) or 1 (server to client)",
+        )
+    )
     step = np.diff(times, prepend=0.0)
     step[t_off[:-1][np.diff(t_off) > 0]] = 0.0  # the first packet of each row
     problems.append((_rows(t_off, step < 0), f"column {columns.times!r}: times decrease"))
@@ -184,8 +186,7 @@ def read_parquet(
     else:
         packets = lens.astype(np.int64)
     meta = {
-        c: np.asarray(table.column(c).to_numpy(zero_copy_only=False))
-        for c in meta_columns if c in table.column_names
+        c: np.asarray(table.column(c).to_numpy(zero_copy_only=False)) for c in meta_columns if c in table.column_names
     }
     if row_index:
         meta[row_index] = np.arange(n, dtype=np.int64)

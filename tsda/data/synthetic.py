@@ -70,8 +70,26 @@ from tsda.data.table import FlowTable
 #: flows per app in MIRAGE19 as tcbench curates it (64,172 flows), largest first:
 #: a geometric-like decay from 7,505 to 1,013 (exponent on the index fitted to the total).
 MIRAGE19_COUNTS: tuple[int, ...] = (
-    7505, 6635, 5918, 5295, 4747, 4262, 3831, 3447, 3104, 2797,
-    2522, 2275, 2053, 1854, 1675, 1514, 1368, 1238, 1119, 1013,
+    7505,
+    6635,
+    5918,
+    5295,
+    4747,
+    4262,
+    3831,
+    3447,
+    3104,
+    2797,
+    2522,
+    2275,
+    2053,
+    1854,
+    1675,
+    1514,
+    1368,
+    1238,
+    1119,
+    1013,
 )
 
 #: apps per family (apps of one family share a base profile)
@@ -130,10 +148,25 @@ def _family_profile(rng: np.random.Generator) -> dict[str, np.ndarray]:
 # how far (in log units, times APP_SPREAD) an app moves each log-scale parameter; the
 # probabilities/weights move on the logit scale with the same spread.
 _LOG_SHIFT = {
-    "ch_mu": 0.25, "cert_mu": 0.35, "sh_mu": 0.2, "cf_mu": 0.25, "ticket_mu": 0.3,
-    "req_mu": 0.5, "resp_mu": 0.8, "ctrl_mu": 0.2, "burst_mu": 0.6, "rtt_mu": 0.5,
-    "srv_mu": 0.8, "cli_mu": 0.6, "think_mu": 1.0, "len_mu": 0.6,
-    "req_sd": 0.3, "resp_sd": 0.3, "burst_sd": 0.3, "think_sd": 0.3, "len_sd": 0.3,
+    "ch_mu": 0.25,
+    "cert_mu": 0.35,
+    "sh_mu": 0.2,
+    "cf_mu": 0.25,
+    "ticket_mu": 0.3,
+    "req_mu": 0.5,
+    "resp_mu": 0.8,
+    "ctrl_mu": 0.2,
+    "burst_mu": 0.6,
+    "rtt_mu": 0.5,
+    "srv_mu": 0.8,
+    "cli_mu": 0.6,
+    "think_mu": 1.0,
+    "len_mu": 0.6,
+    "req_sd": 0.3,
+    "resp_sd": 0.3,
+    "burst_sd": 0.3,
+    "think_sd": 0.3,
+    "len_sd": 0.3,
     "ticket_n": 0.4,
 }
 _LOGIT_SHIFT = {"resume_p": 1.0, "cf2_p": 1.0, "ctrl_p": 1.0, "odd_p": 0.5, "short_p": 0.3}
@@ -311,27 +344,22 @@ def make_synthetic(
     """
     if isinstance(n_apps, bool) or not isinstance(n_apps, (int, np.integer)) or n_apps < 1:
         raise ValueError(f"n_apps must be an int >= 1, got {n_apps!r}")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number)) or not (
-        np.isfinite(scale) and scale > 0
+    if (
+        isinstance(scale, bool)
+        or not isinstance(scale, (int, float, np.number))
+        or not (np.isfinite(scale) and scale > 0)
     ):
         raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    if (
-        isinstance(max_packets, bool)
-        or not isinstance(max_packets, (int, np.integer))
-        or max_packets < 1
-    ):
+    if isinstance(max_packets, bool) or not isinstance(max_packets, (int, np.integer)) or max_packets < 1:
         raise ValueError(f"max_packets must be an int >= 1, got {max_packets!r}")
     if isinstance(min_flows, bool) or not isinstance(min_flows, (int, np.integer)) or min_flows < 1:
         raise ValueError(f"min_flows must be an int >= 1, got {min_flows!r}")
     n_apps, seed, max_packets, min_flows = int(n_apps), int(seed), int(max_packets), int(min_flows)
 
     names = tuple(f"app{a:02d}" for a in range(n_apps))
-    counts = [
-        max(min_flows, int(round(MIRAGE19_COUNTS[a % len(MIRAGE19_COUNTS)] * scale)))
-        for a in range(n_apps)
-    ]
+    counts = [max(min_flows, round(MIRAGE19_COUNTS[a % len(MIRAGE19_COUNTS)] * scale)) for a in range(n_apps)]
     profiles = _profiles(n_apps, seed)
     flow_ss = np.random.SeedSequence([seed, 2]).spawn(n_apps)
 
@@ -341,15 +369,13 @@ def make_synthetic(
     for a in range(n_apps):
         rng = np.random.default_rng(flow_ss[a])
         n = counts[a]
-        n_cap = min(n, max(3, int(round(n / FLOWS_PER_CAPTURE))))
+        n_cap = min(n, max(3, round(n / FLOWS_PER_CAPTURE)))
         cap = (np.arange(n) * n_cap) // n  # contiguous, balanced captures
         cap_mss = rng.choice(_MSS_CHOICES, size=n_cap, p=_MSS_PROBS)[cap]
         cap_rtt = np.exp(0.3 * rng.standard_normal(n_cap))[cap]
         for lo in range(0, n, _BLOCK):
             hi = min(n, lo + _BLOCK)
-            parts.append(
-                _simulate(profiles[a], hi - lo, cap_mss[lo:hi], cap_rtt[lo:hi], max_packets, rng)
-            )
+            parts.append(_simulate(profiles[a], hi - lo, cap_mss[lo:hi], cap_rtt[lo:hi], max_packets, rng))
         width = max(3, len(str(n_cap - 1)))
         captures.append(np.array([f"{names[a]}-c{k:0{width}d}" for k in range(n_cap)])[cap])
         labels.append(np.full(n, a, dtype=np.int64))

@@ -60,7 +60,7 @@ class FlowTable:
 
     @property
     def n_flows(self) -> int:
-        return int(len(self.labels))
+        return len(self.labels)
 
     @property
     def max_packets(self) -> int:
@@ -130,10 +130,7 @@ class FlowTable:
         mapping = np.array([position.get(c, -1) for c in self.class_names], dtype=np.int64)
         new_labels = mapping[self.labels] if len(self.labels) else self.labels
         known = new_labels >= 0
-        dropped = {
-            c: int(n) for c, n, m in zip(self.class_names, self.class_counts(), mapping)
-            if m < 0 and n > 0
-        }
+        dropped = {c: int(n) for c, n, m in zip(self.class_names, self.class_counts(), mapping) if m < 0 and n > 0}
         out = self.take(known)
         out.labels = new_labels[known]
         out.class_names = tuple(class_names)

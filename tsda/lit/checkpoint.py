@@ -32,7 +32,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated, foreign or unsafe files fail in many ways
+    except Exception as exc:  # truncated, foreign or unsafe files fail in many ways
         reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise TsdaError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {reason})") from exc
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:

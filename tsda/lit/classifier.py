@@ -67,6 +67,8 @@ class ClassifierModule(L.LightningModule):
             this many flows, stored as `latent_*` in `metrics.json`; 0 = off.
     """
 
+    hparams: Any  # for mypy: Lightning types it AttributeDict | MutableMapping, read by attribute here
+
     #: (metric, mode) that checkpointing and early stopping follow
     monitor: ClassVar[tuple[str, str] | None] = ("val_weighted_f1", "max")
 
@@ -148,17 +150,18 @@ class ClassifierModule(L.LightningModule):
             raise FileNotFoundError(f"model.classifier_ckpt not found: {path}")
         guide = cls.load_classifier(path)
         if num_classes is not None and guide.hparams.num_classes != num_classes:
-            raise ValueError(f"model.classifier_ckpt has {guide.hparams.num_classes} classes, "
-                             f"the data {num_classes}")
+            raise ValueError(f"model.classifier_ckpt has {guide.hparams.num_classes} classes, the data {num_classes}")
         return guide.eval().requires_grad_(False)
 
     @staticmethod
     def _metrics(k: int, prefix: str) -> torch.nn.ModuleDict:
-        return torch.nn.ModuleDict({
-            f"{prefix}_weighted_f1": MulticlassF1Score(k, average="weighted"),
-            f"{prefix}_macro_f1": MulticlassF1Score(k, average="macro"),
-            f"{prefix}_accuracy": MulticlassAccuracy(k, average="micro"),
-        })
+        return torch.nn.ModuleDict(
+            {
+                f"{prefix}_weighted_f1": MulticlassF1Score(k, average="weighted"),
+                f"{prefix}_macro_f1": MulticlassF1Score(k, average="macro"),
+                f"{prefix}_accuracy": MulticlassAccuracy(k, average="micro"),
+            }
+        )
 
     @property
     def class_names(self) -> list[str]:
@@ -220,9 +223,14 @@ class ClassifierModule(L.LightningModule):
             return
         from tsda.lit.generative import prepare_augmentation
 
-        prepare_augmentation(self.augmentation, device=self.device, class_names=self.class_names,
-                             generator=self.augmentation_generator(),
-                             codec=getattr(datamodule, "codec", None), datamodule=datamodule)
+        prepare_augmentation(
+            self.augmentation,
+            device=self.device,
+            class_names=self.class_names,
+            generator=self.augmentation_generator(),
+            codec=getattr(datamodule, "codec", None),
+            datamodule=datamodule,
+        )
 
     def start_augmentation_epoch(self, epoch: int) -> None:
         """The augmentations' epoch hooks (pool refreshes) with this run's generator."""
@@ -337,5 +345,9 @@ class ClassifierModule(L.LightningModule):
         return {"test_per_class_f1": self.per_class_f1, **latent, **self.augmentation_stats()}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
-                                fused=True if self._fused_adam else None)
+        return torch.optim.Adam(
+            self.parameters(),
+            lr=self.hparams.lr,
+            weight_decay=self.hparams.weight_decay,
+            fused=True if self._fused_adam else None,
+        )

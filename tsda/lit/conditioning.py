@@ -23,8 +23,9 @@ LATENT_BANK = 128
 ALL_FLOWS = "all flows"
 
 
-def check_unconditional(conditional: bool, *, classifier_ckpt: str | None, w_class: float, w_latent: float,
-                        latent_conditioning: bool) -> None:
+def check_unconditional(
+    conditional: bool, *, classifier_ckpt: str | None, w_class: float, w_latent: float, latent_conditioning: bool
+) -> None:
     """An unconditional cGAN takes no guide: every guidance term needs each flow's class.
 
     Raises:
@@ -32,11 +33,21 @@ def check_unconditional(conditional: bool, *, classifier_ckpt: str | None, w_cla
     """
     if conditional:
         return
-    given = [name for name, on in (("classifier_ckpt", bool(classifier_ckpt)), ("w_class", w_class > 0),
-                                   ("w_latent", w_latent > 0), ("latent_conditioning", latent_conditioning)) if on]
+    given = [
+        name
+        for name, on in (
+            ("classifier_ckpt", bool(classifier_ckpt)),
+            ("w_class", w_class > 0),
+            ("w_latent", w_latent > 0),
+            ("latent_conditioning", latent_conditioning),
+        )
+        if on
+    ]
     if given:
-        raise ValueError(f"model.conditional false trains without labels, so without a guide: unset "
-                         f"{', '.join('model.' + g for g in given)} (they need each flow's class)")
+        raise ValueError(
+            f"model.conditional false trains without labels, so without a guide: unset "
+            f"{', '.join('model.' + g for g in given)} (they need each flow's class)"
+        )
 
 
 def prior_classes(conditional: bool, num_classes: int) -> tuple[int, list[str] | None]:
@@ -67,8 +78,15 @@ def fill_bank(bank: torch.Tensor, bank_n: torch.Tensor, z: torch.Tensor, labels:
         bank_n[k] += len(rows)
 
 
-def bank_latent(labels: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, bank: torch.Tensor,
-                bank_n: torch.Tensor, generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:
+def bank_latent(
+    labels: torch.Tensor,
+    mu: torch.Tensor,
+    sigma: torch.Tensor,
+    bank: torch.Tensor,
+    bank_n: torch.Tensor,
+    generator: torch.Generator,
+    scale: float = 1.0,
+) -> torch.Tensor:
     """A conditioning latent per label: `(B, D)`.
 
     A stored real latent of the class (`mu + scale * (z - mu)`), or, for a class without

@@ -51,9 +51,14 @@ def check_unused_parameters(module: Any) -> None:
     """
     trainer = getattr(module, "_trainer", None)
     wrapped = getattr(getattr(trainer, "strategy", None), "model", None)
-    if needs_unused_parameters(module) and isinstance(wrapped, DistributedDataParallel) \
-            and not wrapped.find_unused_parameters:
-        raise TsdaError(f"{type(module).__name__} runs one backward per part each step (manual optimisation), "
-                        "so under DDP it needs the search for unused parameters: use --trainer.strategy ddp "
-                        "(tsda fit turns it on) or --trainer.strategy ddp_find_unused_parameters_true, or a "
-                        "DDPStrategy with find_unused_parameters: true")
+    if (
+        needs_unused_parameters(module)
+        and isinstance(wrapped, DistributedDataParallel)
+        and not wrapped.find_unused_parameters
+    ):
+        raise TsdaError(
+            f"{type(module).__name__} runs one backward per part each step (manual optimisation), "
+            "so under DDP it needs the search for unused parameters: use --trainer.strategy ddp "
+            "(tsda fit turns it on) or --trainer.strategy ddp_find_unused_parameters_true, or a "
+            "DDPStrategy with find_unused_parameters: true"
+        )

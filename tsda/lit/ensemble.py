@@ -39,6 +39,7 @@ import copy
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import lightning as L
 import torch
@@ -251,6 +252,8 @@ class EnsembleModule(L.LightningModule):
 
     After `Trainer.fit`, `outcomes` holds one `MemberOutcome` per member, in member order.
     """
+
+    hparams: Any  # for mypy: Lightning types it AttributeDict | MutableMapping, read by attribute here
 
     def __init__(self, members: Sequence[ClassifierModule], datamodule: FlowDataModule, patience: int) -> None:
         super().__init__()

@@ -10,17 +10,16 @@ gives every augmentation its run context, with `load_generative` as the checkpoi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import importlib
 import os
 from abc import abstractmethod
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
 
-from tsda.augment.base import AugmentContext, Augmentation
+from tsda.augment.base import Augmentation, AugmentContext
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
 from tsda.errors import TsdaError
@@ -36,6 +35,8 @@ class GenerativeModule(L.LightningModule):
     `mtu`, `iat_unit`, `iat_max`) in their hparams so that a checkpoint alone can sample
     and decode flows.
     """
+
+    hparams: Any  # for mypy: Lightning types it AttributeDict | MutableMapping, read by attribute here
 
     #: generators have no validation score to early-stop on; the last checkpoint is kept
     monitor: ClassVar[tuple[str, str] | None] = None
@@ -69,8 +70,12 @@ class GenerativeModule(L.LightningModule):
     @property
     def codec(self) -> FlowCodec:
         h = self.hparams
-        return FlowCodec(n_packets=h.get("n_packets", 20), mtu=h.get("mtu", 1460.0),
-                         iat_unit=h.get("iat_unit", 1e-3), iat_max=h.get("iat_max", 10.0))
+        return FlowCodec(
+            n_packets=h.get("n_packets", 20),
+            mtu=h.get("mtu", 1460.0),
+            iat_unit=h.get("iat_unit", 1e-3),
+            iat_max=h.get("iat_max", 10.0),
+        )
 
     def on_fit_start(self) -> None:
         """Refuse data encoded with codec settings other than the model's, and a manually
@@ -79,8 +84,10 @@ class GenerativeModule(L.LightningModule):
         check_unused_parameters(self)
         codec = getattr(getattr(self.trainer, "datamodule", None), "codec", None)
         if codec is not None and codec != self.codec:
-            raise ValueError(f"the model's codec settings {self.codec} differ from the data's {codec}: "
-                             "set model.init_args.n_packets/mtu/iat_unit/iat_max like data.*")
+            raise ValueError(
+                f"the model's codec settings {self.codec} differ from the data's {codec}: "
+                "set model.init_args.n_packets/mtu/iat_unit/iat_max like data.*"
+            )
 
     # -- statistics of the training split refitted every epoch (e.g. a fitted noise prior) --
     def refit_due(self) -> bool:
@@ -135,8 +142,9 @@ class GenerativeModule(L.LightningModule):
         """The error `vary` raises when this generator cannot vary flows, naming it and why."""
         return TsdaError(f"{type(self).__name__} cannot vary flows: {reason}")
 
-    def vary(self, batch: FlowBatch, strength: float | torch.Tensor, generator: torch.Generator,
-             **options: Any) -> FlowBatch:
+    def vary(
+        self, batch: FlowBatch, strength: float | torch.Tensor, generator: torch.Generator, **options: Any
+    ) -> FlowBatch:
         """A valid flow near each flow of `batch`, of the same class.
 
         Where `sample` draws flows of a class from scratch, `vary` anchors each draw on a
@@ -163,9 +171,7 @@ class GenerativeModule(L.LightningModule):
         raise self.cannot_vary("it has no way to start from a given flow (no `vary`)")
 
 
-def load_generative(
-    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
-) -> GenerativeModule:
+def load_generative(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> GenerativeModule:
     """Load any generator checkpoint, finding its class from the checkpoint itself.
 
     The class comes from the key `on_save_checkpoint` writes, else from LightningCLI's
@@ -214,8 +220,13 @@ def prepare_augmentation(
         if "train" not in datamodule.tensors:
             datamodule.setup("fit")
         train = datamodule.tensors["train"]
-    context = AugmentContext(device=torch.device(device), class_names=tuple(class_names), generator=generator,
-                             codec=codec, load_sampler=lambda path, dev: load_generative(path, map_location=dev),
-                             train_flows=train)
+    context = AugmentContext(
+        device=torch.device(device),
+        class_names=tuple(class_names),
+        generator=generator,
+        codec=codec,
+        load_sampler=lambda path, dev: load_generative(path, map_location=dev),
+        train_flows=train,
+    )
     for aug in augmentation.walk():
         aug.setup(context)

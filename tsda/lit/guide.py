@@ -104,8 +104,9 @@ class FrozenGuide(nn.Module):
         return self.net(x)
 
 
-def load_guide(num_classes: int, path: str | None = None, hparams: Mapping[str, Any] | None = None
-               ) -> FrozenGuide | None:
+def load_guide(
+    num_classes: int, path: str | None = None, hparams: Mapping[str, Any] | None = None
+) -> FrozenGuide | None:
     """The frozen guide of a generator, or None when neither `path` nor `hparams` is set.
 
     With `hparams` (the classifier's, saved by a generator that keeps the guide's weights
@@ -145,8 +146,9 @@ class ClassSums:
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
-    def zeros(cls, num_classes: int, device: torch.device | str | None = None,
-              dtype: torch.dtype = torch.float64) -> ClassSums:
+    def zeros(
+        cls, num_classes: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64
+    ) -> ClassSums:
         """No flows yet; each sum is allocated by the first `add` of its name."""
         return cls(torch.zeros(num_classes, dtype=dtype, device=device))
 
@@ -159,8 +161,7 @@ class ClassSums:
         self.n.index_add_(0, labels, torch.ones_like(labels, dtype=self.n.dtype))
         for name, v in values.items():
             if name not in self.sums:
-                self.sums[name] = torch.zeros(self.num_classes, *v.shape[1:], dtype=self.n.dtype,
-                                              device=self.n.device)
+                self.sums[name] = torch.zeros(self.num_classes, *v.shape[1:], dtype=self.n.dtype, device=self.n.device)
             self.sums[name].index_add_(0, labels, v.to(self.sums[name].dtype))
 
     def clone(self) -> ClassSums:
@@ -202,8 +203,9 @@ class ClassSums:
         return few.nonzero().flatten().tolist()
 
 
-def warn_sparse_classes(owner: str, classes: Sequence[int], class_names: Sequence[str], consequence: str,
-                        min_flows: int = 1) -> None:
+def warn_sparse_classes(
+    owner: str, classes: Sequence[int], class_names: Sequence[str], consequence: str, min_flows: int = 1
+) -> None:
     """Warn, naming them, that `classes` had fewer than `min_flows` training flows and
     what they get instead (`consequence`); nothing when `classes` is empty."""
     if not classes:
@@ -214,8 +216,12 @@ def warn_sparse_classes(owner: str, classes: Sequence[int], class_names: Sequenc
 
 
 @torch.no_grad()
-def class_sums(loader: Iterable[FlowBatch], values: Callable[[FlowBatch], Mapping[str, torch.Tensor]],
-               num_classes: int, device: torch.device) -> ClassSums:
+def class_sums(
+    loader: Iterable[FlowBatch],
+    values: Callable[[FlowBatch], Mapping[str, torch.Tensor]],
+    num_classes: int,
+    device: torch.device,
+) -> ClassSums:
     """Float64 `ClassSums` over the loader's batches (moved to `device`) of what
     `values(batch) -> {name: (B, ...)}` computes."""
     sums = ClassSums.zeros(num_classes, device)
@@ -226,8 +232,13 @@ def class_sums(loader: Iterable[FlowBatch], values: Callable[[FlowBatch], Mappin
 
 
 @torch.no_grad()
-def guide_latent_sums(guide: LatentGuide, loader: Iterable[FlowBatch], num_classes: int, device: torch.device,
-                      on_latents: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> ClassSums:
+def guide_latent_sums(
+    guide: LatentGuide,
+    loader: Iterable[FlowBatch],
+    num_classes: int,
+    device: torch.device,
+    on_latents: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+) -> ClassSums:
     """`class_sums` of the guide's latents `z (B, D)` and their squares `z2` over `loader`;
     `on_latents(z, labels)` sees every batch's latents (e.g. to keep some of them)."""
 
@@ -240,8 +251,9 @@ def guide_latent_sums(guide: LatentGuide, loader: Iterable[FlowBatch], num_class
     return class_sums(loader, latents, num_classes, device)
 
 
-def class_regions(sums: ClassSums, class_names: Sequence[str], owner: str, min_flows: int = 2,
-                  warn: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def class_regions(
+    sums: ClassSums, class_names: Sequence[str], owner: str, min_flows: int = 2, warn: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Class centroids `mu (K, D)` and spreads `sigma (K, D)` (population standard
     deviation, at least 1e-3) from sums `z` and `z2` (`guide_latent_sums`).
 
@@ -257,6 +269,11 @@ def class_regions(sums: ClassSums, class_names: Sequence[str], owner: str, min_f
     mu = torch.where(seen, s1 / n.clamp_min(1)[:, None], g_mu)  # (K, D)
     var = torch.where(seen, s2 / n.clamp_min(1)[:, None] - mu**2, g_var)  # (K, D)
     if warn:
-        warn_sparse_classes(owner, sums.sparse(min_flows), class_names,
-                            "their latent region (centroid and spread) is that of all training flows", min_flows)
+        warn_sparse_classes(
+            owner,
+            sums.sparse(min_flows),
+            class_names,
+            "their latent region (centroid and spread) is that of all training flows",
+            min_flows,
+        )
     return mu, var.clamp_min(1e-8).sqrt().clamp_min(1e-3)

@@ -109,8 +109,9 @@ class JointGenerator(nn.Module, ABC):
         """Whether `vary` can vary given flows."""
         return False
 
-    def vary(self, x: torch.Tensor, labels: torch.Tensor, strength: torch.Tensor, g: torch.Generator,
-             **options: Any) -> torch.Tensor:
+    def vary(
+        self, x: torch.Tensor, labels: torch.Tensor, strength: torch.Tensor, g: torch.Generator, **options: Any
+    ) -> torch.Tensor:
         """`x (B, 3, L)` flows of `labels (B,)` varied by `strength (B,)` in [0, 1] (not yet
         snapped; `JointModule.vary`); only called when `can_vary`."""
         raise NotImplementedError(f"{type(self).__name__} cannot vary flows")
@@ -150,8 +151,7 @@ class JointGAN(JointGenerator):
         ema_decay: float = 0.999,
     ) -> None:
         super().__init__()
-        for name, value in (("noise_dim", noise_dim), ("width", width), ("depth", depth),
-                            ("disc_width", disc_width)):
+        for name, value in (("noise_dim", noise_dim), ("width", width), ("depth", depth), ("disc_width", disc_width)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"model.generator_kwargs.{name} must be an integer >= 1, got {value!r}")
         for name, value in (("r1_gamma", r1_gamma), ("w_recon", w_recon), ("w_kl", w_kl)):
@@ -166,13 +166,13 @@ class JointGAN(JointGenerator):
         self.discriminator = FlowDiscriminator(num_classes, disc_width)
         self.generator_ema = ema_of(self.generator, ema_decay, ramp=True)
         self.encoder = FlowEncoder(num_classes, noise_dim, disc_width) if w_recon > 0 else None
-        self.noise_prior = (ClassNoisePrior(num_classes, noise_dim, owner="JointModule")
-                            if self.encoder is not None else None)
+        self.noise_prior = (
+            ClassNoisePrior(num_classes, noise_dim, owner="JointModule") if self.encoder is not None else None
+        )
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         encoder = list(self.encoder.parameters()) if self.encoder is not None else []
-        return {"generator": [*self.generator.parameters(), *encoder],
-                "critic": list(self.discriminator.parameters())}
+        return {"generator": [*self.generator.parameters(), *encoder], "critic": list(self.discriminator.parameters())}
 
     def _noise(self, b: int, g: torch.Generator) -> torch.Tensor:
         return torch.randn(b, self.noise_dim, generator=g, device=g.device)  # (B, Z)
@@ -219,8 +219,15 @@ class JointGAN(JointGenerator):
         return self.noise_prior is not None and bool(self.noise_prior.fitted.any())
 
     @torch.no_grad()
-    def generate(self, labels: torch.Tensor, g: torch.Generator, *, use_ema: bool = True,
-                 prior: NoisePriorName = "fitted", warn: bool = True) -> torch.Tensor:
+    def generate(
+        self,
+        labels: torch.Tensor,
+        g: torch.Generator,
+        *,
+        use_ema: bool = True,
+        prior: NoisePriorName = "fitted",
+        warn: bool = True,
+    ) -> torch.Tensor:
         """`x (B, 3, L)` of `labels (B,)`: the EMA generator (`use_ema`) on noise from the
         fitted class prior (`prior="fitted"`, the cVAE-GAN's; N(0, I) without an encoder)
         or N(0, I) (`"standard"`); `warn=False`: no warning about classes without a fitted
@@ -232,8 +239,9 @@ class JointGAN(JointGenerator):
         net.train(was_training)
         return x
 
-    def _prior_noise(self, labels: torch.Tensor, g: torch.Generator, prior: NoisePriorName,
-                     warn: bool = True) -> torch.Tensor:
+    def _prior_noise(
+        self, labels: torch.Tensor, g: torch.Generator, prior: NoisePriorName, warn: bool = True
+    ) -> torch.Tensor:
         """Sampling noise `(B, Z)` of `labels (B,)`: the fitted class prior's, or N(0, I)."""
         check_noise_prior(prior)
         eps = self._noise(len(labels), g)  # (B, Z)
@@ -247,13 +255,26 @@ class JointGAN(JointGenerator):
         return self.encoder is not None
 
     @torch.no_grad()
-    def vary(self, x: torch.Tensor, labels: torch.Tensor, strength: torch.Tensor, g: torch.Generator, *,
-             use_ema: bool = True, prior: NoisePriorName = "fitted") -> torch.Tensor:
+    def vary(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        strength: torch.Tensor,
+        g: torch.Generator,
+        *,
+        use_ema: bool = True,
+        prior: NoisePriorName = "fitted",
+    ) -> torch.Tensor:
         """`x (B, 3, L)` varied through the noise space (`tsda.lit.variation.cvae_vary`),
         with the generator `generate` uses (`use_ema`) and noise from `prior`."""
         net = self.generator_ema.module if use_ema else self.generator
-        return cvae_vary(lambda z: net(z, labels), lambda flows: self.encoder(flows, labels)[0], x, strength,
-                         self._prior_noise(labels, g, prior))
+        return cvae_vary(
+            lambda z: net(z, labels),
+            lambda flows: self.encoder(flows, labels)[0],
+            x,
+            strength,
+            self._prior_noise(labels, g, prior),
+        )
 
     def training_flows(self, labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """As `generate`: N(0, I) noise for the classes the noise prior has not fitted (all
@@ -263,8 +284,9 @@ class JointGAN(JointGenerator):
         return self.generate(labels, g, warn=False)
 
 
-def build_joint_generator(name: GeneratorName, num_classes: int, n_packets: int, class_names: Sequence[str],
-                          **kwargs: Any) -> JointGenerator:
+def build_joint_generator(
+    name: GeneratorName, num_classes: int, n_packets: int, class_names: Sequence[str], **kwargs: Any
+) -> JointGenerator:
     """The joint generator called `name` with its `generator_kwargs`.
 
     Raises:
@@ -274,10 +296,12 @@ def build_joint_generator(name: GeneratorName, num_classes: int, n_packets: int,
     if name not in classes:
         raise ValueError(f"model.generator must be one of {GENERATORS}, got {name!r}")
     cls = classes[name]
-    accepted = [p for p in inspect.signature(cls.__init__).parameters
-                if p not in ("self", "num_classes", "n_packets", "class_names")]
+    accepted = [
+        p
+        for p in inspect.signature(cls.__init__).parameters
+        if p not in ("self", "num_classes", "n_packets", "class_names")
+    ]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise ValueError(f"model.generator_kwargs: unknown key(s) {unknown} for generator {name!r}; "
-                         f"known: {accepted}")
+        raise ValueError(f"model.generator_kwargs: unknown key(s) {unknown} for generator {name!r}; known: {accepted}")
     return cls(num_classes, n_packets, class_names, **kwargs)

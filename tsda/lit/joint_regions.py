@@ -105,8 +105,14 @@ class MovingClassRegions(nn.Module):
         self._filled = None
 
     @torch.no_grad()
-    def update(self, net: FlowClassifier, batch: FlowBatch, class_names: Sequence[str],
-               training_split: Callable[[], Iterable[FlowBatch]], strategy: Any = None) -> None:
+    def update(
+        self,
+        net: FlowClassifier,
+        batch: FlowBatch,
+        class_names: Sequence[str],
+        training_split: Callable[[], Iterable[FlowBatch]],
+        strategy: Any = None,
+    ) -> None:
         """Follow `net`'s current eval-mode latents: the first update fills the sums from
         `training_split()` (a loader of the training flows), later ones decay them and add
         the real `batch`'s latents (under DDP, `strategy.world_size > 1`, those of every
@@ -114,8 +120,9 @@ class MovingClassRegions(nn.Module):
         sums, seam = self.sums, EvalSeam(net)
         first = not self.filled
         if first:
-            full = _over_ranks(guide_latent_sums(seam, training_split(), int(self.n.shape[0]), self.n.device),
-                               strategy, "mean")
+            full = _over_ranks(
+                guide_latent_sums(seam, training_split(), int(self.n.shape[0]), self.n.device), strategy, "mean"
+            )
             self.n.copy_(full.n)
             self.z.copy_(full.sums["z"])
             self.z2.copy_(full.sums["z2"])
@@ -142,6 +149,7 @@ def _over_ranks(sums: ClassSums, strategy: Any, op: str) -> ClassSums:
     if getattr(strategy, "world_size", 1) == 1:
         return sums
     d = sums.sums["z"].shape[1]
-    packed = strategy.reduce(torch.cat([sums.n[:, None], sums.sums["z"], sums.sums["z2"]], 1),
-                             reduce_op=op)  # (K, 1 + 2D)
-    return ClassSums(packed[:, 0], {"z": packed[:, 1:1 + d], "z2": packed[:, 1 + d:]})
+    packed = strategy.reduce(
+        torch.cat([sums.n[:, None], sums.sums["z"], sums.sums["z2"]], 1), reduce_op=op
+    )  # (K, 1 + 2D)
+    return ClassSums(packed[:, 0], {"z": packed[:, 1 : 1 + d], "z2": packed[:, 1 + d :]})

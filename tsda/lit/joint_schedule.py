@@ -51,9 +51,11 @@ class JointSchedule:
     w_generated: float = 1.0
 
     def __post_init__(self) -> None:
-        names = {"classifier_warmup_epochs": self.classifier_warmup_epochs,
-                 "generator_warmup_epochs": self.generator_warmup_epochs,
-                 "generated_rampup_epochs": self.rampup_epochs}
+        names = {
+            "classifier_warmup_epochs": self.classifier_warmup_epochs,
+            "generator_warmup_epochs": self.generator_warmup_epochs,
+            "generated_rampup_epochs": self.rampup_epochs,
+        }
         for name, value in names.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"model.{name} must be an integer >= 0, got {value!r}")

@@ -72,8 +72,9 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 # -- terms of joint training (`tsda.lit.joint.JointModule`) ----------------------------------
-def latent_diversity(z: torch.Tensor, noise: torch.Tensor, labels: torch.Tensor, sigma: torch.Tensor,
-                     target: float = 1.0) -> torch.Tensor:
+def latent_diversity(
+    z: torch.Tensor, noise: torch.Tensor, labels: torch.Tensor, sigma: torch.Tensor, target: float = 1.0
+) -> torch.Tensor:
     """Mode-seeking diversity hinge over the same-class pairs of a generated batch.
 
     For generated flows `i != j` of one class, with latents `z (B, D)`, the noise

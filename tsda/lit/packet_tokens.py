@@ -106,8 +106,9 @@ class PacketVocabulary(nn.Module):
             batch = batch.to(device)
             real = batch.mask()  # (B, L)
             size, d = self.packet_fields(batch, mtu)
-            counts.index_put_((d[real], size[real]), torch.ones(int(real.sum()), device=device, dtype=counts.dtype),
-                              accumulate=True)
+            counts.index_put_(
+                (d[real], size[real]), torch.ones(int(real.sum()), device=device, dtype=counts.dtype), accumulate=True
+            )
             eos += float((batch.lengths < batch.n_packets).sum())
             gaps.append(batch.x[:, IAT, 1:][real[:, 1:]].float())
         if counts.sum() == 0:

@@ -79,8 +79,12 @@ class ClassNoisePrior(nn.Module):
         return self.n > 0
 
     @torch.no_grad()
-    def fit(self, encoder: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-            loader: Iterable[FlowBatch], class_names: Sequence[str]) -> None:
+    def fit(
+        self,
+        encoder: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+        loader: Iterable[FlowBatch],
+        class_names: Sequence[str],
+    ) -> None:
         """Refit every class to the posteriors `encoder(x, labels) -> (mu, logvar)`
         (2 x `(B, Z)`) of the flows in `loader` (the encoder is run in eval mode)."""
         was_training = getattr(encoder, "training", False)
@@ -99,23 +103,37 @@ class ClassNoisePrior(nn.Module):
         m = n.clamp_min(1)[:, None]  # (K, 1)
         mean = sums.sums["mu"] / m  # (K, Z)
         eye = torch.eye(z, dtype=torch.float64, device=self.mean.device)
-        cov = (sums.sums["outer"] / m[:, :, None] - mean[:, :, None] * mean[:, None, :]
-               + torch.diag_embed(sums.sums["var"] / m) + 1e-4 * eye)  # (K, Z, Z)
+        cov = (
+            sums.sums["outer"] / m[:, :, None]
+            - mean[:, :, None] * mean[:, None, :]
+            + torch.diag_embed(sums.sums["var"] / m)
+            + 1e-4 * eye
+        )  # (K, Z, Z)
         chol, info = torch.linalg.cholesky_ex(cov)  # (K, Z, Z)
-        warn_sparse_classes(f"{self.owner} noise prior", sums.sparse(MIN_FLOWS), class_names,
-                            "they keep N(0, I) as their noise prior", MIN_FLOWS)
+        warn_sparse_classes(
+            f"{self.owner} noise prior",
+            sums.sparse(MIN_FLOWS),
+            class_names,
+            "they keep N(0, I) as their noise prior",
+            MIN_FLOWS,
+        )
         singular = (fitted & (info != 0)).nonzero().flatten().tolist()
         if singular:
-            warnings.warn(f"{self.owner} noise prior: the posterior covariance of classes "
-                          f"{[class_names[k] for k in singular]} is not positive definite; they keep "
-                          "N(0, I) as their noise prior", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"{self.owner} noise prior: the posterior covariance of classes "
+                f"{[class_names[k] for k in singular]} is not positive definite; they keep "
+                "N(0, I) as their noise prior",
+                UserWarning,
+                stacklevel=2,
+            )
         fitted &= info == 0
         self.mean.copy_(torch.where(fitted[:, None], mean, 0.0).float())
         self.chol.copy_(torch.where(fitted[:, None, None], chol, eye).float())
         self.n.copy_(torch.where(fitted, n, 0.0).long())
 
-    def draw(self, labels: torch.Tensor, eps: torch.Tensor, class_names: Sequence[str],
-             warn: bool = True) -> torch.Tensor:
+    def draw(
+        self, labels: torch.Tensor, eps: torch.Tensor, class_names: Sequence[str], warn: bool = True
+    ) -> torch.Tensor:
         """Noise `(B, Z)` for `labels (B,)` from standard noise `eps (B, Z)`:
         `mean_y + chol_y @ eps_b` (N(0, I), i.e. `eps` itself, for a class not fitted, with a
         warning; `warn=False`, for draws every training step: no warning, and nothing read
@@ -124,9 +142,12 @@ class ClassNoisePrior(nn.Module):
         if warn:
             missing = sorted(set(labels[~fitted].tolist()))
             if missing:
-                warnings.warn(f"{self.owner}.sample: the fitted noise prior has no Gaussian for classes "
-                              f"{[class_names[k] for k in missing]} (fewer than {MIN_FLOWS} training flows, or a "
-                              "checkpoint from before the fitted prior); they draw noise from N(0, I)",
-                              UserWarning, stacklevel=3)
+                warnings.warn(
+                    f"{self.owner}.sample: the fitted noise prior has no Gaussian for classes "
+                    f"{[class_names[k] for k in missing]} (fewer than {MIN_FLOWS} training flows, or a "
+                    "checkpoint from before the fitted prior); they draw noise from N(0, I)",
+                    UserWarning,
+                    stacklevel=3,
+                )
         drawn = self.mean[labels] + torch.einsum("bij,bj->bi", self.chol[labels], eps)  # (B, Z)
         return torch.where(fitted[:, None], drawn, eps)

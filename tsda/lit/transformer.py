@@ -65,8 +65,9 @@ VaryHow = Literal["continuation", "resample"]
 VARY_HOWS: tuple[str, ...] = get_args(VaryHow)
 
 
-def draw(logits: torch.Tensor, generator: torch.Generator, temperature: float = 1.0,
-         top_k: int | None = None) -> torch.Tensor:
+def draw(
+    logits: torch.Tensor, generator: torch.Generator, temperature: float = 1.0, top_k: int | None = None
+) -> torch.Tensor:
     """One category per row of `logits (B, N)` (-inf = never): `(B,)` int64, from `generator`."""
     logits = logits / temperature
     if top_k is not None and top_k < logits.shape[1]:
@@ -128,10 +129,19 @@ class TransformerModule(GenerativeModule):
         if mtu < 1:
             raise ValueError(f"model.mtu must be >= 1 byte, got {mtu}")
         self.save_hyperparameters()
-        self.vocab = PacketVocabulary(vocab_size, size_bins, gap_bins, max_bytes=int(math.floor(mtu)))
-        self.net = PacketTransformer(num_classes, self.vocab.n_tokens, gap_bins, n_packets, d_model=d_model,
-                                     n_layers=n_layers, n_heads=n_heads, ff_mult=ff_mult, dropout=dropout,
-                                     conditional=conditional)
+        self.vocab = PacketVocabulary(vocab_size, size_bins, gap_bins, max_bytes=math.floor(mtu))
+        self.net = PacketTransformer(
+            num_classes,
+            self.vocab.n_tokens,
+            gap_bins,
+            n_packets,
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            ff_mult=ff_mult,
+            dropout=dropout,
+            conditional=conditional,
+        )
 
     # -- the vocabulary -----------------------------------------------------------------
     def fit_vocabulary(self, loader: Iterable[FlowBatch]) -> None:
@@ -146,21 +156,27 @@ class TransformerModule(GenerativeModule):
             return
         dm = getattr(self.trainer, "datamodule", None)
         if dm is None or not hasattr(dm, "train_eval_dataloader"):
-            raise ValueError("TransformerModule fits its vocabulary from the datamodule's training split: "
-                             "fit with a FlowDataModule, or call fit_vocabulary(loader) first")
+            raise ValueError(
+                "TransformerModule fits its vocabulary from the datamodule's training split: "
+                "fit with a FlowDataModule, or call fit_vocabulary(loader) first"
+            )
         self.fit_vocabulary(dm.train_eval_dataloader())
 
     # -- training -----------------------------------------------------------------------
-    def _inputs(self, tokens: torch.Tensor, gaps: torch.Tensor, x: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _inputs(
+        self, tokens: torch.Tensor, gaps: torch.Tensor, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Teacher-forcing inputs: the previous packet's token, gap bin and features, each
         shifted right by one with the start-of-flow row first: `(B, L)`, `(B, L)`, `(B, L, 3)`."""
         b = len(tokens)
         bos = torch.full((b, 1), self.net.bos, dtype=torch.long, device=tokens.device)
         no_gap = torch.full((b, 1), self.net.no_gap, dtype=torch.long, device=tokens.device)
         feats = x.transpose(1, 2)  # (B, L, 3)
-        return (torch.cat([bos, tokens[:, :-1]], 1), torch.cat([no_gap, gaps[:, :-1]], 1),
-                torch.cat([torch.zeros_like(feats[:, :1]), feats[:, :-1]], 1))
+        return (
+            torch.cat([bos, tokens[:, :-1]], 1),
+            torch.cat([no_gap, gaps[:, :-1]], 1),
+            torch.cat([torch.zeros_like(feats[:, :1]), feats[:, :-1]], 1),
+        )
 
     def losses(self, batch: FlowBatch) -> dict[str, torch.Tensor]:
         """Teacher-forced cross-entropies: `packet` (tokens of the real packets and of the
@@ -173,28 +189,37 @@ class TransformerModule(GenerativeModule):
         on_gap = (pos >= 1) & (pos < batch.lengths[:, None])  # (B, L)
         # every position's cross-entropy and a masked mean: picking the positions with the
         # masks (`h[on_packet]`) has a data-dependent shape, a device sync per step on CUDA
-        packet = _masked_mean(F.cross_entropy(self.net.packet_logits(h).transpose(1, 2), tokens, reduction="none"),
-                              on_packet)
+        packet = _masked_mean(
+            F.cross_entropy(self.net.packet_logits(h).transpose(1, 2), tokens, reduction="none"), on_packet
+        )
         gap_targets = torch.where(on_gap, gaps, 0)  # (B, L): position 0's "no gap" is no class of the head
-        gap = _masked_mean(F.cross_entropy(self.net.gap_logits(h, tokens).transpose(1, 2), gap_targets,
-                                           reduction="none"), on_gap)  # 0 without gaps (one-packet flows)
+        gap = _masked_mean(
+            F.cross_entropy(self.net.gap_logits(h, tokens).transpose(1, 2), gap_targets, reduction="none"), on_gap
+        )  # 0 without gaps (one-packet flows)
         return {"loss": packet + gap, "loss_packet": packet, "loss_gap": gap}
 
     def training_step(self, batch: FlowBatch, batch_idx: int) -> torch.Tensor:
         out = self.losses(batch)
-        self.log_dict({f"train_{k}": v.detach() for k, v in out.items()}, on_step=False, on_epoch=True,
-                      prog_bar=False, batch_size=len(batch))
+        self.log_dict(
+            {f"train_{k}": v.detach() for k, v in out.items()},
+            on_step=False,
+            on_epoch=True,
+            prog_bar=False,
+            batch_size=len(batch),
+        )
         return out["loss"]
 
     def validation_step(self, batch: FlowBatch, batch_idx: int) -> None:
         out = self.losses(batch)
-        self.log_dict({f"val_{k}": v for k, v in out.items()}, on_step=False, on_epoch=True,
-                      prog_bar=True, batch_size=len(batch))
+        self.log_dict(
+            {f"val_{k}": v for k, v in out.items()}, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch)
+        )
 
     def configure_optimizers(self) -> dict[str, Any]:
         h = self.hparams
-        optimizer = torch.optim.AdamW(self.net.parameters(), lr=h.lr, weight_decay=h.weight_decay,
-                                      betas=tuple(float(b) for b in h.betas))
+        optimizer = torch.optim.AdamW(
+            self.net.parameters(), lr=h.lr, weight_decay=h.weight_decay, betas=tuple(float(b) for b in h.betas)
+        )
         warmup = max(int(h.warmup_steps), 1)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
@@ -215,8 +240,9 @@ class TransformerModule(GenerativeModule):
             raise ValueError(f"{type(self).__name__}: the vocabulary is not fitted (train the model first)")
 
     @torch.no_grad()
-    def sample(self, labels: torch.Tensor, generator: torch.Generator, temperature: float = 1.0,
-               top_k: int | None = None) -> FlowBatch:
+    def sample(
+        self, labels: torch.Tensor, generator: torch.Generator, temperature: float = 1.0, top_k: int | None = None
+    ) -> FlowBatch:
         """Valid encoded flows `x (B, 3, L)` of classes `labels (B,)` (see the module docstring).
 
         Options: `temperature` (> 0) divides the logits of both heads; `top_k` keeps the k
@@ -239,8 +265,15 @@ class TransformerModule(GenerativeModule):
         return True
 
     @torch.no_grad()
-    def vary(self, batch: FlowBatch, strength: float | torch.Tensor, generator: torch.Generator,
-             how: VaryHow = "continuation", temperature: float = 1.0, top_k: int | None = None) -> FlowBatch:
+    def vary(
+        self,
+        batch: FlowBatch,
+        strength: float | torch.Tensor,
+        generator: torch.Generator,
+        how: VaryHow = "continuation",
+        temperature: float = 1.0,
+        top_k: int | None = None,
+    ) -> FlowBatch:
         """Each flow of `batch` (`x (B, 3, L)`) partly redrawn by the model, conditioned on
         its label and on what is kept of it (`GenerativeModule.vary`).
 
@@ -277,8 +310,15 @@ class TransformerModule(GenerativeModule):
 
         return run_variation(self, batch, strength, vary)
 
-    def _generate(self, labels: torch.Tensor, generator: torch.Generator, temperature: float, top_k: int | None,
-                  real: FlowBatch | None = None, forced: torch.Tensor | None = None) -> torch.Tensor:
+    def _generate(
+        self,
+        labels: torch.Tensor,
+        generator: torch.Generator,
+        temperature: float,
+        top_k: int | None,
+        real: FlowBatch | None = None,
+        forced: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The sampling loop: `x (B, 3, L)` (not yet snapped) of classes `labels (B,)`.
 
         Every position is drawn (from `generator`) for every flow; with `real` flows and

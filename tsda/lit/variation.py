@@ -35,8 +35,9 @@ def strengths(strength: float | torch.Tensor, batch_size: int, device: torch.dev
     if s.ndim == 0:
         s = s.expand(batch_size)
     if s.shape != (batch_size,):
-        raise ValueError(f"strength must be a number or a ({batch_size},) tensor (one per flow), "
-                         f"got shape {tuple(s.shape)}")
+        raise ValueError(
+            f"strength must be a number or a ({batch_size},) tensor (one per flow), got shape {tuple(s.shape)}"
+        )
     inside = ((s >= 0) & (s <= 1)).all()  # 0-d bool, False for NaN
     if s.device.type != "cpu":
         # reading the check back would stall the device once per call (every training batch of
@@ -56,8 +57,12 @@ def keep_unvaried(varied: FlowBatch, batch: FlowBatch, strength: torch.Tensor) -
     return FlowBatch(x, torch.where(zero, batch.lengths, varied.lengths), batch.labels)
 
 
-def run_variation(module: GenerativeModule, batch: FlowBatch, strength: float | torch.Tensor,
-                  vary: Callable[[FlowBatch, torch.Tensor], torch.Tensor]) -> FlowBatch:
+def run_variation(
+    module: GenerativeModule,
+    batch: FlowBatch,
+    strength: float | torch.Tensor,
+    vary: Callable[[FlowBatch, torch.Tensor], torch.Tensor],
+) -> FlowBatch:
     """What every `vary` does around its family's own `vary(flows, s) -> x (B, 3, L)`:
     read `strength` (`strengths`), move `batch` to the module's device, run `vary` with
     the module in eval mode (its mode restored after), snap the result to valid flows

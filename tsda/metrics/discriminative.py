@@ -78,8 +78,9 @@ def feature_giveaways(real: FlowBatch, synthetic: FlowBatch, seed: int = 0, top:
     share of server-to-client packets, and the size, direction and iat at each packet
     position (`(L,)` lists; at positions past a flow's end the value is the padding 0, so
     lengths leak into late positions). `top` lists the most telling features first."""
-    names = ["length", "direction_share"] + [f"{c}[{i}]" for c in ("size", "direction", "iat")
-                                             for i in range(real.n_packets)]
+    names = ["length", "direction_share"] + [
+        f"{c}[{i}]" for c in ("size", "direction", "iat") for i in range(real.n_packets)
+    ]
 
     def columns(batch: FlowBatch) -> np.ndarray:  # (B, 2 + 3L), in the order of `names`
         x = batch.x.detach().cpu().double()  # (B, 3, L)
@@ -92,5 +93,9 @@ def feature_giveaways(real: FlowBatch, synthetic: FlowBatch, seed: int = 0, top:
     scores = {name: abs(binned_accuracy(features[:, j], is_real, half) - 0.5) for j, name in enumerate(names)}
     per_position = {c: [scores[f"{c}[{i}]"] for i in range(real.n_packets)] for c in ("size", "direction", "iat")}
     ranked = sorted(scores.items(), key=lambda kv: -kv[1])[:top]
-    return {"length": scores["length"], "direction_share": scores["direction_share"], **per_position,
-            "top": [{"feature": k, "score": v} for k, v in ranked]}
+    return {
+        "length": scores["length"],
+        "direction_share": scores["direction_share"],
+        **per_position,
+        "top": [{"feature": k, "score": v} for k, v in ranked],
+    }

@@ -86,8 +86,9 @@ def memorisation(train: np.ndarray, test: np.ndarray, synthetic: np.ndarray) -> 
     }
 
 
-def variation_distances(train: np.ndarray, sources: np.ndarray, variations: np.ndarray,
-                        source_in_train: np.ndarray) -> dict[str, float]:
+def variation_distances(
+    train: np.ndarray, sources: np.ndarray, variations: np.ndarray, source_in_train: np.ndarray
+) -> dict[str, float]:
     """How near variations stay to their own source and to the other training points.
 
     Args:

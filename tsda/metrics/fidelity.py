@@ -84,8 +84,10 @@ def marginal_distances(real: FlowBatch, synthetic: FlowBatch, class_names: Seque
             per_class[name] = _features_distances(flow_features(ra), flow_features(sb), n_packets)
     out["per_class"] = per_class
     out["mean_per_class"] = {
-        f: {m: float(np.mean([c[f][m] for c in per_class.values() if c[f][m] is not None]))
-            if per_class else None for m in ("w1", "js")}
+        f: {
+            m: float(np.mean([c[f][m] for c in per_class.values() if c[f][m] is not None])) if per_class else None
+            for m in ("w1", "js")
+        }
         for f in FEATURES
     }
     return out

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from tsda.data.batch import FlowBatch
+from tsda.figures import pyplot, save_figure
 from tsda.metrics.fidelity import FEATURES, _bins, flow_features, size_curves
 from tsda.metrics.latent import subsample, tsne_2d
-from tsda.figures import pyplot, save_figure
 from tsda.seeds import seeded_generator
 
 
@@ -21,8 +21,9 @@ def _plot_classes(real: FlowBatch, class_names: Sequence[str], max_classes: int)
     return [int(k) for k in torch.argsort(counts, descending=True)[:max_classes] if counts[k] > 0]
 
 
-def plot_marginals(real: FlowBatch, synthetic: FlowBatch, class_names: Sequence[str], path: Path,
-                   max_classes: int = 5) -> Path:
+def plot_marginals(
+    real: FlowBatch, synthetic: FlowBatch, class_names: Sequence[str], path: Path, max_classes: int = 5
+) -> Path:
     """Histograms of each feature, real vs synthetic: all flows, then the largest classes."""
     plt = pyplot()
 
@@ -30,8 +31,9 @@ def plot_marginals(real: FlowBatch, synthetic: FlowBatch, class_names: Sequence[
         (class_names[k], real.index(real.labels == k), synthetic.index(synthetic.labels == k))
         for k in _plot_classes(real, class_names, max_classes)
     ]
-    fig, axes = plt.subplots(len(FEATURES), len(columns), figsize=(3 * len(columns), 2.2 * len(FEATURES)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(FEATURES), len(columns), figsize=(3 * len(columns), 2.2 * len(FEATURES)), squeeze=False
+    )
     for j, (title, r, s) in enumerate(columns):
         fr, fs = flow_features(r), flow_features(s)
         for i, feature in enumerate(FEATURES):
@@ -48,8 +50,9 @@ def plot_marginals(real: FlowBatch, synthetic: FlowBatch, class_names: Sequence[
     return save_figure(fig, path, dpi=90)
 
 
-def plot_size_curves(real: FlowBatch, synthetic: FlowBatch, class_names: Sequence[str], path: Path,
-                     max_classes: int = 6) -> Path:
+def plot_size_curves(
+    real: FlowBatch, synthetic: FlowBatch, class_names: Sequence[str], path: Path, max_classes: int = 6
+) -> Path:
     plt = pyplot()
 
     k = len(class_names)
@@ -59,16 +62,25 @@ def plot_size_curves(real: FlowBatch, synthetic: FlowBatch, class_names: Sequenc
         color = f"C{n}"
         ax.plot(cr[c], color=color, label=str(class_names[c])[:24])
         ax.plot(cs[c], color=color, linestyle="--")
-    ax.set_xlabel("packet position"); ax.set_ylabel("mean size / MTU")
+    ax.set_xlabel("packet position")
+    ax.set_ylabel("mean size / MTU")
     ax.set_title("mean size per position: real (solid) vs synthetic (dashed)")
     ax.legend(fontsize=6)
     fig.tight_layout()
     return save_figure(fig, path, dpi=90)
 
 
-def plot_latent_tsne(z_real: np.ndarray, z_syn: np.ndarray, path: Path, labels_real: np.ndarray | None = None,
-                     labels_syn: np.ndarray | None = None, class_names: Sequence[str] = (),
-                     max_classes: int = 4, max_points: int = 1500, seed: int = 0) -> Path:
+def plot_latent_tsne(
+    z_real: np.ndarray,
+    z_syn: np.ndarray,
+    path: Path,
+    labels_real: np.ndarray | None = None,
+    labels_syn: np.ndarray | None = None,
+    class_names: Sequence[str] = (),
+    max_classes: int = 4,
+    max_points: int = 1500,
+    seed: int = 0,
+) -> Path:
     """t-SNE of real and synthetic latents `(N, D)`, `(M, D)` embedded together: left, all
     flows coloured by source; right (with labels), the `max_classes` largest real classes,
     coloured by class, real as dots and synthetic as crosses."""
@@ -81,7 +93,8 @@ def plot_latent_tsne(z_real: np.ndarray, z_syn: np.ndarray, path: Path, labels_r
     ax = axes[0, 0]
     ax.scatter(*xa.T, s=3, alpha=0.5, label="real")
     ax.scatter(*xb.T, s=3, alpha=0.5, label="synthetic")
-    ax.legend(); ax.set_title("classifier latent space (t-SNE)")
+    ax.legend()
+    ax.set_title("classifier latent space (t-SNE)")
     if by_class:
         la, lb = labels_real[a_rows], labels_syn[b_rows]
         ax = axes[0, 1]
@@ -89,15 +102,24 @@ def plot_latent_tsne(z_real: np.ndarray, z_syn: np.ndarray, path: Path, labels_r
             name = str(class_names[k])[:24] if len(class_names) > k else str(k)
             ax.scatter(*xa[la == k].T, s=5, color=f"C{n}", alpha=0.6, label=f"{name} real")
             ax.scatter(*xb[lb == k].T, s=14, marker="x", color=f"C{n}", alpha=0.6, label=f"{name} synthetic")
-        ax.legend(fontsize=6); ax.set_title(f"the {max_classes} largest classes")
+        ax.legend(fontsize=6)
+        ax.set_title(f"the {max_classes} largest classes")
     for ax in axes.flat:
-        ax.set_xticks([]); ax.set_yticks([])
+        ax.set_xticks([])
+        ax.set_yticks([])
     fig.tight_layout()
     return save_figure(fig, path, dpi=90)
 
 
-def plot_example_flows(real: FlowBatch, synthetic: FlowBatch, class_names: Sequence[str], path: Path,
-                       max_classes: int = 4, per_class: int = 3, seed: int = 0) -> Path:
+def plot_example_flows(
+    real: FlowBatch,
+    synthetic: FlowBatch,
+    class_names: Sequence[str],
+    path: Path,
+    max_classes: int = 4,
+    per_class: int = 3,
+    seed: int = 0,
+) -> Path:
     """Example flows as packet sequences, real (left) and synthetic (right) of the largest
     classes: each packet a bar at its arrival time (cumulative encoded iat), height the size,
     up for client to server and down for server to client."""
@@ -122,8 +144,11 @@ def plot_example_flows(real: FlowBatch, synthetic: FlowBatch, class_names: Seque
     return save_figure(fig, path, dpi=90)
 
 
-def plot_comparison(rows: list[dict], path: Path, keys: Sequence[str] = ("ratio", "discriminative",
-                                                                         "discriminative_gru", "latent_precision")) -> Path:
+def plot_comparison(
+    rows: list[dict],
+    path: Path,
+    keys: Sequence[str] = ("ratio", "discriminative", "discriminative_gru", "latent_precision"),
+) -> Path:
     """One bar panel per headline metric of `tsda evaluate`'s comparison rows, a bar per generator."""
     plt = pyplot()
     keys = [k for k in keys if any(isinstance(r.get(k), float) for r in rows)]

@@ -87,7 +87,7 @@ def latent_metrics(z: Any, labels: Any, max_points: int = 2000, seed: int = 0) -
     z, labels = z[keep], labels[keep]
     n_classes = len(np.unique(labels))
     if n_classes < 2 or len(z) <= n_classes:
-        return {k: math.nan for k in LATENT_KEYS}
+        return dict.fromkeys(LATENT_KEYS, math.nan)
     from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
 
     return {

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tsda.metrics.latent import LATENT_KEYS
 from tsda.figures import pyplot, save_figure
+from tsda.metrics.latent import LATENT_KEYS
 
 SCORES = ("test_weighted_f1", "test_macro_f1", "test_accuracy")
 
@@ -61,8 +61,13 @@ def summarize(
     for condition, group in runs.groupby("condition", sort=False):
         values = group[metric].astype(float)
         low, high = confidence_interval(values.to_numpy(), level)
-        rows[condition] = {"n": int(values.notna().sum()), "mean": values.mean(), "std": values.std(ddof=1),
-                           "ci_low": low, "ci_high": high}
+        rows[condition] = {
+            "n": int(values.notna().sum()),
+            "mean": values.mean(),
+            "std": values.std(ddof=1),
+            "ci_low": low,
+            "ci_high": high,
+        }
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "condition"
     if reference is not None and reference not in table.index:
@@ -111,9 +116,15 @@ def paired_against(results: pd.DataFrame, control: str, metric: str = "test_weig
         diff = (pair[condition] - pair[control]).to_numpy(dtype=float)
         low, high = confidence_interval(diff)
         p = float(ttest_rel(pair[condition], pair[control]).pvalue) if len(diff) >= 2 and diff.std() > 0 else math.nan
-        rows[condition] = {"n": len(diff), "mean_diff": diff.mean() if len(diff) else math.nan,
-                           "std_diff": diff.std(ddof=1) if len(diff) >= 2 else math.nan, "ci_low": low,
-                           "ci_high": high, "wins": f"{int((diff > 0).sum())}/{len(diff)}", "p": p}
+        rows[condition] = {
+            "n": len(diff),
+            "mean_diff": diff.mean() if len(diff) else math.nan,
+            "std_diff": diff.std(ddof=1) if len(diff) >= 2 else math.nan,
+            "ci_low": low,
+            "ci_high": high,
+            "wins": f"{int((diff > 0).sum())}/{len(diff)}",
+            "p": p,
+        }
     table = pd.DataFrame.from_dict(rows, orient="index")
     if table.empty:
         return table
@@ -190,8 +201,9 @@ def plot_cd(test: RankTest, path: str | Path, title: str | None = None) -> Path:
     fig, ax = plt.subplots(figsize=(8, 1.6 + 0.3 * test.k))
     sp.critical_difference_diagram(test.mean_ranks, test.nemenyi, cd=test.cd, alpha=test.alpha, ax=ax)
     p = "n/a" if math.isnan(test.pvalue) else f"{test.pvalue:.2g}"
-    ax.set_title(title or f"mean rank over {test.n_blocks} seeds (Friedman p = {p}, CD = {test.cd:.2f})",
-                 fontsize=9, pad=28)
+    ax.set_title(
+        title or f"mean rank over {test.n_blocks} seeds (Friedman p = {p}, CD = {test.cd:.2f})", fontsize=9, pad=28
+    )
     fig.tight_layout()
     return save_figure(fig, path, dpi=120)
 
@@ -219,8 +231,15 @@ def plot_heatmap(matrix: pd.DataFrame, path: str | Path, title: str = "mean per-
     ax.set_title(title, fontsize=9)
     if rows * cols <= 400:
         for (i, j), v in np.ndenumerate(matrix.to_numpy(dtype=float)):
-            ax.text(j, i, "" if math.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=6,
-                    color="white" if v < 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                "" if math.isnan(v) else f"{v:.2f}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if v < 0.5 else "black",
+            )
     fig.colorbar(image, ax=ax, fraction=0.03)
     fig.tight_layout()
     return save_figure(fig, path, dpi=120)

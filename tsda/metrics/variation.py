@@ -39,8 +39,9 @@ def is_variation_file(table: FlowTable) -> bool:
     return SOURCE_ROW in table.meta and STRENGTH in table.meta
 
 
-def variation_fidelity(real: FlowTable, train: FlowTable, variations: FlowTable, codec: FlowCodec,
-                       where: str = "variations") -> dict[str, Any]:
+def variation_fidelity(
+    real: FlowTable, train: FlowTable, variations: FlowTable, codec: FlowCodec, where: str = "variations"
+) -> dict[str, Any]:
     """Distances of variations to their sources and to the other training flows.
 
     Args:
@@ -69,12 +70,16 @@ def variation_fidelity(real: FlowTable, train: FlowTable, variations: FlowTable,
     source[source_row < 0] = -1
     if (source < 0).any():
         bad = int(source_row[np.argmax(source < 0)])
-        raise TsdaError(f"{where}: source_row {bad} is no row of the real data ({int((source < 0).sum())} such "
-                        "variations): evaluate variations against the file they were made from (--data.path)")
+        raise TsdaError(
+            f"{where}: source_row {bad} is no row of the real data ({int((source < 0).sum())} such "
+            "variations): evaluate variations against the file they were made from (--data.path)"
+        )
     mismatch = real.labels[source] != variations.labels
     if mismatch.any():
-        raise TsdaError(f"{where}: {int(mismatch.sum())} variations are of another class than their source_row in the "
-                        "real data: evaluate variations against the file they were made from (--data.path)")
+        raise TsdaError(
+            f"{where}: {int(mismatch.sum())} variations are of another class than their source_row in the "
+            "real data: evaluate variations against the file they were made from (--data.path)"
+        )
     train_rows = file_rows(train)
     train_position = np.full(max(len(position), int(train_rows.max(initial=-1)) + 1), -1)
     train_position[train_rows] = np.arange(len(train))
@@ -85,15 +90,16 @@ def variation_fidelity(real: FlowTable, train: FlowTable, variations: FlowTable,
 
     train_f, source_f, variation_f = flat(train), flat(real.take(source)), flat(variations)
     result: dict[str, Any] = {
-        "n_variations": len(variations), "n_sources": len(np.unique(source_row)),
+        "n_variations": len(variations),
+        "n_sources": len(np.unique(source_row)),
         "sources_in_train": float((in_train >= 0).mean()),
         "all": variation_distances(train_f, source_f, variation_f, in_train),
     }
     strength = np.asarray(variations.meta[STRENGTH], dtype=np.float64)  # (M,)
     result["by_strength"] = {
-        f"{s:g}": variation_distances(train_f, source_f[strength == s], variation_f[strength == s],
-                                      in_train[strength == s])
+        f"{s:g}": variation_distances(
+            train_f, source_f[strength == s], variation_f[strength == s], in_train[strength == s]
+        )
         for s in np.unique(strength)
     }
     return result
-

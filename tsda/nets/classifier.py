@@ -26,9 +26,7 @@ class ResBlock1d(nn.Module):
             nn.Conv1d(c_out, c_out, 3, padding=1, bias=False),
             nn.BatchNorm1d(c_out),
         )
-        self.shortcut = nn.Sequential(
-            nn.Conv1d(c_in, c_out, 1, stride=2, bias=False), nn.BatchNorm1d(c_out)
-        )
+        self.shortcut = nn.Sequential(nn.Conv1d(c_in, c_out, 1, stride=2, bias=False), nn.BatchNorm1d(c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.body(x) + self.shortcut(x))
@@ -88,15 +86,26 @@ class GRUClassifier(FlowClassifier):
     packets, projected to `latent_dim`."""
 
     def __init__(
-        self, num_classes: int, in_channels: int = 3, hidden: int = 64, layers: int = 2,
-        latent_dim: int = 128, dropout: float = 0.0,
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        hidden: int = 64,
+        layers: int = 2,
+        latent_dim: int = 128,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.latent_dim = latent_dim
-        self.rnn = nn.GRU(in_channels, hidden, num_layers=layers, batch_first=True,
-                          bidirectional=True, dropout=dropout if layers > 1 else 0.0)
+        self.rnn = nn.GRU(
+            in_channels,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         self.proj = nn.Sequential(nn.Linear(2 * hidden, latent_dim), nn.ReLU(inplace=True))
         self.classifier = nn.Linear(latent_dim, num_classes)
 

@@ -93,9 +93,7 @@ class FlowDenoiser(nn.Module):
         """`L` is padded to a multiple of this inside `forward`."""
         return 2 ** (len(self.unet.config.block_out_channels) - 1)
 
-    def conditioning(
-        self, timesteps: torch.Tensor, labels: torch.Tensor, latents: torch.Tensor | None
-    ) -> torch.Tensor:
+    def conditioning(self, timesteps: torch.Tensor, labels: torch.Tensor, latents: torch.Tensor | None) -> torch.Tensor:
         """`(B, C0)` embedding of timestep + label (+ latent)."""
         emb = self.unet.time_mlp(self.unet.time_proj(timesteps))  # (B, C0)
         emb = emb + self.label_embedding(labels)  # (B, C0)

@@ -107,12 +107,25 @@ class FlowGenerator(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int, n_packets: int = 20, noise_dim: int = 64, width: int = 64,
-        depth: int = 3, embed_dim: int = 32, latent_dim: int = 0, conditional: bool = True,
+        self,
+        num_classes: int,
+        n_packets: int = 20,
+        noise_dim: int = 64,
+        width: int = 64,
+        depth: int = 3,
+        embed_dim: int = 32,
+        latent_dim: int = 0,
+        conditional: bool = True,
     ) -> None:
         super().__init__()
-        _check_positive(num_classes=num_classes, n_packets=n_packets, noise_dim=noise_dim,
-                        width=width, depth=depth, embed_dim=embed_dim)
+        _check_positive(
+            num_classes=num_classes,
+            n_packets=n_packets,
+            noise_dim=noise_dim,
+            width=width,
+            depth=depth,
+            embed_dim=embed_dim,
+        )
         if latent_dim < 0:
             raise ValueError(f"latent_dim must be >= 0, got {latent_dim}")
         self.num_classes, self.n_packets, self.noise_dim = num_classes, n_packets, noise_dim
@@ -127,7 +140,10 @@ class FlowGenerator(nn.Module):
             self.out[-1].bias[3] = 4.0
 
     def forward(
-        self, noise: torch.Tensor, labels: torch.Tensor, latent: torch.Tensor | None = None,
+        self,
+        noise: torch.Tensor,
+        labels: torch.Tensor,
+        latent: torch.Tensor | None = None,
         straight_through: bool = True,
     ) -> torch.Tensor:
         """`noise (B, noise_dim)`, `labels (B,)`, `latent (B, D)` -> `x (B, 3, L)`.
@@ -186,18 +202,20 @@ class FlowDiscriminator(nn.Module):
         c = 2 * width
         act = nn.LeakyReLU(0.2)
         self.features = nn.Sequential(
-            spectral_norm(nn.Conv1d(4, width, 3, padding=1)), act,
-            spectral_norm(nn.Conv1d(width, width, 3, padding=1)), act,
-            spectral_norm(nn.Conv1d(width, c, 4, stride=2, padding=1)), act,
-            spectral_norm(nn.Conv1d(c, c, 3, padding=1)), act,
+            spectral_norm(nn.Conv1d(4, width, 3, padding=1)),
+            act,
+            spectral_norm(nn.Conv1d(width, width, 3, padding=1)),
+            act,
+            spectral_norm(nn.Conv1d(width, c, 4, stride=2, padding=1)),
+            act,
+            spectral_norm(nn.Conv1d(c, c, 3, padding=1)),
+            act,
         )
         self.psi = spectral_norm(nn.Linear(c, 1))
         self.embed = spectral_norm(nn.Embedding(num_classes, c)) if conditional else None
         self.latent_proj = spectral_norm(nn.Linear(latent_dim, c)) if latent_dim else None
 
-    def forward(
-        self, x: torch.Tensor, labels: torch.Tensor, latent: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
         # 1. conv features of the flow and its presence channel
         h = self.features(_with_presence(x)).sum(dim=2)  # (B, C)
         # 2. unconditional score plus class (and latent) projections
@@ -226,9 +244,12 @@ class FlowEncoder(nn.Module):
         c = 2 * width
         act = nn.SiLU()
         self.features = nn.Sequential(
-            nn.Conv1d(4, width, 3, padding=1), act,
-            nn.Conv1d(width, c, 4, stride=2, padding=1), act,
-            nn.Conv1d(c, c, 3, padding=1), act,
+            nn.Conv1d(4, width, 3, padding=1),
+            act,
+            nn.Conv1d(width, c, 4, stride=2, padding=1),
+            act,
+            nn.Conv1d(c, c, 3, padding=1),
+            act,
         )
         self.embed = nn.Embedding(num_classes, c) if conditional else None
         self.out = nn.Linear(c, 2 * noise_dim)

@@ -57,8 +57,9 @@ class CausalBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d_model, ff), nn.GELU(), nn.Linear(ff, d_model))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, e: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, e: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """`e (B, S, D)` -> `(B, S, D)` and the keys and values of all positions so far.
 
         Without `past`: S positions attend causally to each other. With `past` (keys and
@@ -93,9 +94,19 @@ class PacketTransformer(nn.Module):
         conditional: False = no class embedding (an unconditional generator).
     """
 
-    def __init__(self, num_classes: int, n_tokens: int, n_gap_bins: int, n_packets: int, d_model: int = 128,
-                 n_layers: int = 4, n_heads: int = 4, ff_mult: int = 4, dropout: float = 0.0,
-                 conditional: bool = True) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        n_tokens: int,
+        n_gap_bins: int,
+        n_packets: int,
+        d_model: int = 128,
+        n_layers: int = 4,
+        n_heads: int = 4,
+        ff_mult: int = 4,
+        dropout: float = 0.0,
+        conditional: bool = True,
+    ) -> None:
         super().__init__()
         if min(num_classes, n_tokens, n_gap_bins, n_packets, d_model, n_layers, n_heads, ff_mult) < 1:
             raise ValueError("PacketTransformer sizes must all be >= 1")
@@ -125,8 +136,9 @@ class PacketTransformer(nn.Module):
         """Input gap bin of the first packet (whose gap is always 0)."""
         return self.n_gap_bins
 
-    def embed(self, tokens: torch.Tensor, gaps: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor,
-              start: int = 0) -> torch.Tensor:
+    def embed(
+        self, tokens: torch.Tensor, gaps: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor, start: int = 0
+    ) -> torch.Tensor:
         """Input embeddings `(B, S, D)` of positions `start .. start + S - 1` (arguments as
         in `forward`)."""
         s = tokens.shape[1]
@@ -138,8 +150,9 @@ class PacketTransformer(nn.Module):
             e = e + self.class_emb(labels)[:, None, :]  # (B, S, D)
         return e
 
-    def forward(self, tokens: torch.Tensor, gaps: torch.Tensor, feats: torch.Tensor,
-                labels: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, gaps: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
         """Hidden states of all positions at once (training).
 
         Args:
@@ -156,8 +169,14 @@ class PacketTransformer(nn.Module):
             e, _ = block(e)
         return self.norm(e)
 
-    def step(self, tokens: torch.Tensor, gaps: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor,
-             cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+    def step(
+        self,
+        tokens: torch.Tensor,
+        gaps: torch.Tensor,
+        feats: torch.Tensor,
+        labels: torch.Tensor,
+        cache: KVCache | None = None,
+    ) -> tuple[torch.Tensor, KVCache]:
         """The hidden state of the next position (sampling), given the cache of the earlier ones.
 
         Args:

@@ -23,8 +23,17 @@ import numpy as np
 
 from tsda.data.capture.framing import CaptureError, Records
 
-SUPPORTED_LINKS = {1: "Ethernet", 101: "raw IP", 12: "raw IP", 228: "IPv4", 229: "IPv6",
-                   113: "Linux cooked", 276: "Linux cooked v2", 0: "BSD loopback", 108: "OpenBSD loopback"}
+SUPPORTED_LINKS = {
+    1: "Ethernet",
+    101: "raw IP",
+    12: "raw IP",
+    228: "IPv4",
+    229: "IPv6",
+    113: "Linux cooked",
+    276: "Linux cooked v2",
+    0: "BSD loopback",
+    108: "OpenBSD loopback",
+}
 TCP, UDP = 6, 17
 FIN, SYN, RST = 0x01, 0x02, 0x04
 
@@ -59,7 +68,7 @@ class Packets:
     counts: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return int(len(self.ts_ns))
+        return len(self.ts_ns)
 
 
 class _Bytes:
@@ -134,8 +143,10 @@ def decode(rec: Records, path: Path, skip_invalid: bool = False, want_sni: bool 
     bad_links = set(np.unique(rec.linktype).tolist()) - set(SUPPORTED_LINKS)
     if bad_links:
         first = int(rec.index[np.isin(rec.linktype, list(bad_links))][0])
-        raise CaptureError(f"{path}: packet {first}: unsupported link type {sorted(bad_links)[0]} "
-                           f"(supported: {', '.join(f'{k} {v}' for k, v in SUPPORTED_LINKS.items())})")
+        raise CaptureError(
+            f"{path}: packet {first}: unsupported link type {sorted(bad_links)[0]} "
+            f"(supported: {', '.join(f'{k} {v}' for k, v in SUPPORTED_LINKS.items())})"
+        )
     b = _Bytes(rec)
     l3, et = _link(b, rec.linktype)
     ver = b.u8(l3) >> 4
@@ -165,21 +176,36 @@ def decode(rec: Records, path: Path, skip_invalid: bool = False, want_sni: bool 
     payload = ip_end - l4 - doff
     bad |= transport & (payload < 0)
     if bad.any() and not skip_invalid:
-        raise CaptureError(f"{path}: packet {int(rec.index[bad][0])}: undecodable IP packet (malformed or cut "
-                           f"headers; {int(bad.sum())} such in this chunk); --invalid_packets skip leaves them out")
+        raise CaptureError(
+            f"{path}: packet {int(rec.index[bad][0])}: undecodable IP packet (malformed or cut "
+            f"headers; {int(bad.sum())} such in this chunk); --invalid_packets skip leaves them out"
+        )
     keep = transport & ~bad
-    counts = {"not_ip": int((~ip).sum()), "not_tcp_udp": int((ip & ~bad & ~later_fragment & ~transport).sum()),
-              "fragments": int((ip & ~bad & later_fragment).sum()), "undecodable": int(bad.sum())}
+    counts = {
+        "not_ip": int((~ip).sum()),
+        "not_tcp_udp": int((ip & ~bad & ~later_fragment & ~transport).sum()),
+        "fragments": int((ip & ~bad & later_fragment).sum()),
+        "undecodable": int(bad.sum()),
+    }
     return _packets(rec, keep, v4, l3, l4, proto, doff, payload, tcp, counts, want_sni)
 
 
-def _packets(rec: Records, keep: np.ndarray, v4: np.ndarray, l3: np.ndarray, l4: np.ndarray,
-             proto: np.ndarray, doff: np.ndarray, payload: np.ndarray, tcp: np.ndarray,
-             counts: dict[str, int], want_sni: bool) -> Packets:
+def _packets(
+    rec: Records,
+    keep: np.ndarray,
+    v4: np.ndarray,
+    l3: np.ndarray,
+    l4: np.ndarray,
+    proto: np.ndarray,
+    doff: np.ndarray,
+    payload: np.ndarray,
+    tcp: np.ndarray,
+    counts: dict[str, int],
+    want_sni: bool,
+) -> Packets:
     """Keys, sides and TCP fields of the kept packets."""
     idx = np.flatnonzero(keep)
-    sub = _Bytes(Records(rec.data, rec.start[idx], rec.caplen[idx], rec.ts_ns[idx], rec.linktype[idx],
-                         rec.index[idx]))
+    sub = _Bytes(Records(rec.data, rec.start[idx], rec.caplen[idx], rec.ts_ns[idx], rec.linktype[idx], rec.index[idx]))
     l3, l4, v4 = l3[idx], l4[idx], v4[idx]
     mapped = np.uint64(0xFFFF_0000_0000)
     src_hi = np.where(v4, np.uint64(0), sub.u64(l3 + 8))
@@ -191,21 +217,35 @@ def _packets(rec: Records, keep: np.ndarray, v4: np.ndarray, l3: np.ndarray, l4:
     a_hi, a_lo = np.where(from_b, dst_hi, src_hi), np.where(from_b, dst_lo, src_lo)
     b_hi, b_lo = np.where(from_b, src_hi, dst_hi), np.where(from_b, src_lo, dst_lo)
     pa, pb = np.where(from_b, dport, sport), np.where(from_b, sport, dport)
-    ports = (pa.astype(np.uint64) << np.uint64(24)) | (pb.astype(np.uint64) << np.uint64(8)) | proto[idx].astype(np.uint64)
+    ports = (
+        (pa.astype(np.uint64) << np.uint64(24)) | (pb.astype(np.uint64) << np.uint64(8)) | proto[idx].astype(np.uint64)
+    )
     is_tcp = tcp[idx]
     data_at = l4 + doff[idx]
     size = payload[idx]
     sni = np.full(len(idx), None, dtype=object)
     if want_sni:
-        hello = (is_tcp & (size >= 6) & (data_at + 6 <= sub.caplen) & (sub.u8(data_at) == 0x16)
-                 & (sub.u8(data_at + 5) == 0x01))
+        hello = (
+            is_tcp
+            & (size >= 6)
+            & (data_at + 6 <= sub.caplen)
+            & (sub.u8(data_at) == 0x16)
+            & (sub.u8(data_at + 5) == 0x01)
+        )
         for i in np.flatnonzero(hello):
             lo = int(sub.start[i] + data_at[i])
-            sni[i] = client_hello_sni(rec.data[lo:int(sub.start[i] + sub.caplen[i])].tobytes())
+            sni[i] = client_hello_sni(rec.data[lo : int(sub.start[i] + sub.caplen[i])].tobytes())
     return Packets(
-        ts_ns=rec.ts_ns[idx], index=rec.index[idx], key=np.stack([a_hi, a_lo, b_hi, b_lo, ports], axis=1),
-        from_b=from_b, payload=size, seq=np.where(is_tcp, sub.u32(l4 + 4), 0),
-        flags=np.where(is_tcp, sub.u8(l4 + 13), 0).astype(np.uint8), sni=sni, counts=counts)
+        ts_ns=rec.ts_ns[idx],
+        index=rec.index[idx],
+        key=np.stack([a_hi, a_lo, b_hi, b_lo, ports], axis=1),
+        from_b=from_b,
+        payload=size,
+        seq=np.where(is_tcp, sub.u32(l4 + 4), 0),
+        flags=np.where(is_tcp, sub.u8(l4 + 13), 0).astype(np.uint8),
+        sni=sni,
+        counts=counts,
+    )
 
 
 def client_hello_sni(payload: bytes) -> str | None:
@@ -216,15 +256,18 @@ def client_hello_sni(payload: bytes) -> str | None:
             return None
         pos = 9 + 2 + 32  # record header, handshake header, client version, random
         pos += 1 + payload[pos]  # session id
-        pos += 2 + int.from_bytes(payload[pos:pos + 2], "big")  # cipher suites
+        pos += 2 + int.from_bytes(payload[pos : pos + 2], "big")  # cipher suites
         pos += 1 + payload[pos]  # compression methods
-        end = min(len(payload), pos + 2 + int.from_bytes(payload[pos:pos + 2], "big"))
+        end = min(len(payload), pos + 2 + int.from_bytes(payload[pos : pos + 2], "big"))
         pos += 2
         while pos + 4 <= end:
-            kind, length = int.from_bytes(payload[pos:pos + 2], "big"), int.from_bytes(payload[pos + 2:pos + 4], "big")
+            kind, length = (
+                int.from_bytes(payload[pos : pos + 2], "big"),
+                int.from_bytes(payload[pos + 2 : pos + 4], "big"),
+            )
             if kind == 0:  # server_name: list length, name type (0 = host name), name length, name
-                size = int.from_bytes(payload[pos + 7:pos + 9], "big")
-                name = payload[pos + 9:pos + 9 + size]
+                size = int.from_bytes(payload[pos + 7 : pos + 9], "big")
+                name = payload[pos + 9 : pos + 9 + size]
                 return name.decode("ascii") if payload[pos + 6] == 0 and len(name) == size else None
             pos += 4 + length
     except (IndexError, UnicodeDecodeError):

@@ -64,8 +64,15 @@ def _words16(bytes_: np.ndarray) -> np.ndarray:
     return bytes_[:, 0::2].astype(np.int64) << 8 | bytes_[:, 1::2]
 
 
-def _packet_plan(sizes: np.ndarray, dirs: np.ndarray, times: np.ndarray, lengths: np.ndarray,
-                 start_ns: np.ndarray, tcp: np.ndarray, tick: int) -> dict[str, np.ndarray]:
+def _packet_plan(
+    sizes: np.ndarray,
+    dirs: np.ndarray,
+    times: np.ndarray,
+    lengths: np.ndarray,
+    start_ns: np.ndarray,
+    tcp: np.ndarray,
+    tick: int,
+) -> dict[str, np.ndarray]:
     """Per packet, in time order: flow, direction, size, timestamp, TCP flags, and the bytes
     this side (`own`) and the other (`other`) sent before it (sequence and acknowledgement
     numbers). Timestamps lie on the file's `tick` grid, so the times since a flow's first
@@ -87,26 +94,46 @@ def _packet_plan(sizes: np.ndarray, dirs: np.ndarray, times: np.ndarray, lengths
     if n:
         first = np.r_[0, np.cumsum(lengths)[:-1]]
         before -= before[:, first][:, flow]
-    data = {"flow": flow, "dir": d, "size": size, "ts": ts, "flags": np.full(len(flow), 0x18),
-            "own": np.where(d == 0, before[0], before[1]), "other": np.where(d == 0, before[1], before[0])}
+    data = {
+        "flow": flow,
+        "dir": d,
+        "size": size,
+        "ts": ts,
+        "flags": np.full(len(flow), 0x18),
+        "own": np.where(d == 0, before[0], before[1]),
+        "other": np.where(d == 0, before[1], before[0]),
+    }
     shake = np.flatnonzero(tcp & (lengths > 0))
     lone = np.flatnonzero(~tcp & (lengths > 0) & (dirs[:, 0] == 1))
     k = len(shake)
-    prefix = {"flow": np.r_[np.repeat(shake, 3), lone], "dir": np.r_[np.tile([0, 1, 0], k), np.zeros(len(lone), int)],
-              "size": np.zeros(3 * k + len(lone), np.int64),
-              "ts": np.r_[np.repeat(start[shake], 3) - np.tile([3, 2, 1], k) * tick, start[lone] - tick],
-              "flags": np.r_[np.tile([0x02, 0x12, 0x10], k), np.zeros(len(lone), int)],
-              "own": np.r_[np.tile([-1, -1, 0], k), np.zeros(len(lone), int)],
-              "other": np.zeros(3 * k + len(lone), np.int64)}
+    prefix = {
+        "flow": np.r_[np.repeat(shake, 3), lone],
+        "dir": np.r_[np.tile([0, 1, 0], k), np.zeros(len(lone), int)],
+        "size": np.zeros(3 * k + len(lone), np.int64),
+        "ts": np.r_[np.repeat(start[shake], 3) - np.tile([3, 2, 1], k) * tick, start[lone] - tick],
+        "flags": np.r_[np.tile([0x02, 0x12, 0x10], k), np.zeros(len(lone), int)],
+        "own": np.r_[np.tile([-1, -1, 0], k), np.zeros(len(lone), int)],
+        "other": np.zeros(3 * k + len(lone), np.int64),
+    }
     both = {key: np.concatenate([prefix[key], data[key]]).astype(np.int64) for key in data}
     order = np.lexsort((np.arange(len(both["ts"])), both["ts"]))
     return {key: v[order] for key, v in both.items()}
 
 
-def write_pcap(path: str | Path, sizes: np.ndarray, dirs: np.ndarray, times: np.ndarray, lengths: np.ndarray,
-               tcp: np.ndarray, start_ns: np.ndarray, client_net: str = "10.0.0.0/8",
-               server_net: str = "192.0.2.0/24", server_port: int = 443, nanoseconds: bool = False,
-               server_host: np.ndarray | None = None) -> int:
+def write_pcap(
+    path: str | Path,
+    sizes: np.ndarray,
+    dirs: np.ndarray,
+    times: np.ndarray,
+    lengths: np.ndarray,
+    tcp: np.ndarray,
+    start_ns: np.ndarray,
+    client_net: str = "10.0.0.0/8",
+    server_net: str = "192.0.2.0/24",
+    server_port: int = 443,
+    nanoseconds: bool = False,
+    server_host: np.ndarray | None = None,
+) -> int:
     """Write flows (`sizes`, `dirs`, `times (N, P)` as in `FlowTable`, `lengths (N,)`,
     `tcp (N,)` bool, `start_ns (N,)` int64) as packets to `path`, atomically; returns the
     number of packets. `server_host (N,)`: which address of `server_net` (0 = its first
@@ -125,8 +152,10 @@ def write_pcap(path: str | Path, sizes: np.ndarray, dirs: np.ndarray, times: np.
     real = np.arange(sizes.shape[1])[None, :] < lengths[:, None]
     too_big = np.any(real & (sizes > MAX_PAYLOAD), axis=1)
     if too_big.any():
-        raise CaptureError(f"row {int(np.flatnonzero(too_big)[0])}: a packet size above {MAX_PAYLOAD} bytes does "
-                           "not fit one IPv4 packet")
+        raise CaptureError(
+            f"row {int(np.flatnonzero(too_big)[0])}: a packet size above {MAX_PAYLOAD} bytes does "
+            "not fit one IPv4 packet"
+        )
     magic, tick = (0xA1B23C4D, 1) if nanoseconds else (0xA1B2C3D4, 1_000)
     plan = _packet_plan(sizes, dirs, times, lengths, start_ns, tcp, tick)
     flow = np.arange(n, dtype=np.int64)
@@ -142,13 +171,22 @@ def write_pcap(path: str | Path, sizes: np.ndarray, dirs: np.ndarray, times: np.
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, 262_144, 1))
         for lo in range(0, len(plan["ts"]), BATCH):
-            part = {k: v[lo:lo + BATCH] for k, v in plan.items()}
+            part = {k: v[lo : lo + BATCH] for k, v in plan.items()}
             fh.write(_frames(part, tcp, client_ip, client_port, server_ip, server_port, isn, tick, lo))
-    return int(len(plan["ts"]))
+    return len(plan["ts"])
 
 
-def _frames(pk: dict[str, np.ndarray], tcp_flow: np.ndarray, client_ip: np.ndarray, client_port: np.ndarray,
-            server_ip: np.ndarray, server_port: int, isn: np.ndarray, tick: int, first_id: int) -> bytes:
+def _frames(
+    pk: dict[str, np.ndarray],
+    tcp_flow: np.ndarray,
+    client_ip: np.ndarray,
+    client_port: np.ndarray,
+    server_ip: np.ndarray,
+    server_port: int,
+    isn: np.ndarray,
+    tick: int,
+    first_id: int,
+) -> bytes:
     """The pcap records (record header, Ethernet, IPv4, TCP/UDP, zero payload) of packets `pk`."""
     f, up = pk["flow"], pk["dir"] == 0
     tcp = tcp_flow[f]
@@ -203,16 +241,35 @@ def _frames(pk: dict[str, np.ndarray], tcp_flow: np.ndarray, client_ip: np.ndarr
     return out.tobytes()
 
 
-def export_table(table: FlowTable, path: str | Path, tcp: np.ndarray, start_ns: np.ndarray,
-                 client_net: str = "10.0.0.0/8", server_net: str = "192.0.2.0/24", server_port: int = 443,
-                 nanoseconds: bool = False) -> tuple[int, Path]:
+def export_table(
+    table: FlowTable,
+    path: str | Path,
+    tcp: np.ndarray,
+    start_ns: np.ndarray,
+    client_net: str = "10.0.0.0/8",
+    server_net: str = "192.0.2.0/24",
+    server_port: int = 443,
+    nanoseconds: bool = False,
+) -> tuple[int, Path]:
     """Write `table`'s flows to the pcap `path`, each class served by its own address of
     `server_net`, and beside it `<path stem>.rules.csv`, the rules file that labels them
     again on import (`tsda data import X.pcap --label X.rules.csv`); returns the packet
     count and the rules file."""
     times = table.times - table.times[:, :1]  # since each flow's first packet
-    n = write_pcap(path, table.sizes, table.directions, times, table.lengths, tcp, start_ns, client_net,
-                   server_net, server_port, nanoseconds, server_host=table.labels)
+    n = write_pcap(
+        path,
+        table.sizes,
+        table.directions,
+        times,
+        table.lengths,
+        tcp,
+        start_ns,
+        client_net,
+        server_net,
+        server_port,
+        nanoseconds,
+        server_host=table.labels,
+    )
     base = int(ipaddress.ip_network(server_net, strict=False).network_address) + 1
     rules = Path(path).with_suffix(".rules.csv")
     with atomic_path(rules) as tmp, open(tmp, "w", newline="") as fh:

@@ -78,10 +78,23 @@ class Flows:
 
 def _empty_state() -> dict[str, np.ndarray]:
     i64 = np.zeros(0, dtype=np.int64)
-    return {"h": np.zeros((0, 2), np.uint64), "key": np.zeros((0, 5), np.uint64), "uid": i64,
-            "client_b": np.zeros(0, bool), "start": i64, "last": i64, "first_kept": i64, "fin": i64,
-            "base": np.zeros((0, 2), np.int64), "max_end": np.zeros((0, 2), np.int64), "n_kept": i64,
-            "packets": i64, "bytes": i64, "sni": np.zeros(0, dtype=object), "first_index": i64}
+    return {
+        "h": np.zeros((0, 2), np.uint64),
+        "key": np.zeros((0, 5), np.uint64),
+        "uid": i64,
+        "client_b": np.zeros(0, bool),
+        "start": i64,
+        "last": i64,
+        "first_kept": i64,
+        "fin": i64,
+        "base": np.zeros((0, 2), np.int64),
+        "max_end": np.zeros((0, 2), np.int64),
+        "n_kept": i64,
+        "packets": i64,
+        "bytes": i64,
+        "sni": np.zeros(0, dtype=object),
+        "first_index": i64,
+    }
 
 
 def _take(state: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -113,8 +126,13 @@ class FlowAssembler:
     def __init__(self, rules: FlowRules) -> None:
         self.rules = rules
         self.state = _empty_state()
-        self.pool = {"uid": np.zeros(0, np.int64), "rank": np.zeros(0, np.int64), "size": np.zeros(0, np.int64),
-                     "dir": np.zeros(0, np.int8), "time": np.zeros(0, np.int64)}
+        self.pool = {
+            "uid": np.zeros(0, np.int64),
+            "rank": np.zeros(0, np.int64),
+            "size": np.zeros(0, np.int64),
+            "dir": np.zeros(0, np.int8),
+            "time": np.zeros(0, np.int64),
+        }
         self.next_uid = 0
         self.dropped_empty = 0  # flows with no series packet (e.g. only handshake and ACKs)
 
@@ -167,10 +185,18 @@ class FlowAssembler:
             return self._emit(np.zeros(0, np.int64), _empty_state())
         h = key_hash(pk.key)
         order = _sort_by_hash(h)
-        p = {"t": pk.ts_ns[order], "h": h[order], "key": pk.key[order], "from_b": pk.from_b[order],
-             "payload": pk.payload[order], "seq": pk.seq[order], "flags": pk.flags[order],
-             "sni": pk.sni[order], "index": pk.index[order],
-             "tcp": (pk.key[order, 4] & np.uint64(0xFF)) == TCP}
+        p = {
+            "t": pk.ts_ns[order],
+            "h": h[order],
+            "key": pk.key[order],
+            "from_b": pk.from_b[order],
+            "payload": pk.payload[order],
+            "seq": pk.seq[order],
+            "flags": pk.flags[order],
+            "sni": pk.sni[order],
+            "index": pk.index[order],
+            "tcp": (pk.key[order, 4] & np.uint64(0xFF)) == TCP,
+        }
         hs = p["h"]
         p["gid"] = np.cumsum(np.r_[True, np.any(hs[1:] != hs[:-1], axis=1)]) - 1
         heads = np.flatnonzero(np.r_[True, p["gid"][1:] != p["gid"][:-1]])
@@ -200,8 +226,14 @@ class FlowAssembler:
         last = np.r_[first[1:], n] - 1
         has = seg_state >= 0
         s_rows = seg_state[has]
-        out = {"h": p["h"][first], "key": p["key"][first], "client_b": p["from_b"][first].copy(),
-               "start": p["t"][first].copy(), "last": p["t"][last], "first_index": p["index"][first].copy()}
+        out = {
+            "h": p["h"][first],
+            "key": p["key"][first],
+            "client_b": p["from_b"][first].copy(),
+            "start": p["t"][first].copy(),
+            "last": p["t"][last],
+            "first_index": p["index"][first].copy(),
+        }
         uid = self.next_uid + np.arange(len(first), dtype=np.int64)
         uid[has] = st["uid"][s_rows]
         self.next_uid += len(first)
@@ -255,8 +287,13 @@ class FlowAssembler:
         fk[has] = np.where(st["first_kept"][s_rows] >= 0, st["first_kept"][s_rows], fk[has])
         out["first_kept"] = fk
         client_b = out["client_b"][seg]
-        self._pool_add(uid[seg][kept], rank[kept], p["payload"][kept],
-                       (p["from_b"] != client_b)[kept], p["t"][kept] - fk[seg][kept])
+        self._pool_add(
+            uid[seg][kept],
+            rank[kept],
+            p["payload"][kept],
+            (p["from_b"] != client_b)[kept],
+            p["t"][kept] - fk[seg][kept],
+        )
         add = lambda v: np.add.reduceat(v, first)  # noqa: E731
         out["n_kept"] = np.minimum(n_kept0 + add(series.astype(np.int64)), rules.max_packets)
         for k, v in (("packets", series.astype(np.int64)), ("bytes", np.where(series, p["payload"], 0))):
@@ -275,14 +312,20 @@ class FlowAssembler:
         out["sni"] = sni
         return out
 
-    def _pool_add(self, uid: np.ndarray, rank: np.ndarray, size: np.ndarray, direction: np.ndarray,
-                  time: np.ndarray) -> None:
-        for k, v in (("uid", uid), ("rank", rank), ("size", size), ("dir", direction.astype(np.int8)),
-                     ("time", time)):
+    def _pool_add(
+        self, uid: np.ndarray, rank: np.ndarray, size: np.ndarray, direction: np.ndarray, time: np.ndarray
+    ) -> None:
+        for k, v in (("uid", uid), ("rank", rank), ("size", size), ("dir", direction.astype(np.int8)), ("time", time)):
             self.pool[k] = np.concatenate([self.pool[k], v])
 
-    def _advance(self, p: dict[str, np.ndarray], boundary: np.ndarray, seg_state: np.ndarray,
-                 segs: dict[str, np.ndarray], head_state: np.ndarray) -> Flows:
+    def _advance(
+        self,
+        p: dict[str, np.ndarray],
+        boundary: np.ndarray,
+        seg_state: np.ndarray,
+        segs: dict[str, np.ndarray],
+        head_state: np.ndarray,
+    ) -> Flows:
         """New state: untouched flows still in time, plus each 5-tuple's last flow of the
         chunk unless it ended with RST/FIN; every other flow is returned."""
         st = self.state
@@ -323,7 +366,12 @@ class FlowAssembler:
         row_of_uid = np.argsort(done["uid"])[rows]
         o = np.lexsort((pool["rank"][leaving], row_of_uid))
         counts = np.bincount(row_of_uid, minlength=len(done["uid"]))
-        flows = Flows(state=done, offsets=np.r_[0, np.cumsum(counts)].astype(np.int64),
-                      sizes=pool["size"][leaving][o], dirs=pool["dir"][leaving][o], times_ns=pool["time"][leaving][o])
+        flows = Flows(
+            state=done,
+            offsets=np.r_[0, np.cumsum(counts)].astype(np.int64),
+            sizes=pool["size"][leaving][o],
+            dirs=pool["dir"][leaving][o],
+            times_ns=pool["time"][leaving][o],
+        )
         self.pool = {k: v[~leaving] for k, v in pool.items()}
         return flows

@@ -26,8 +26,12 @@ import numpy as np
 
 from tsda.errors import TsdaError
 
-PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": ("<", 1_000), b"\xa1\xb2\xc3\xd4": (">", 1_000),
-              b"\x4d\x3c\xb2\xa1": ("<", 1), b"\xa1\xb2\x3c\x4d": (">", 1)}  # -> (byte order, ns per tick)
+PCAP_MAGIC = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1_000),
+    b"\xa1\xb2\xc3\xd4": (">", 1_000),
+    b"\x4d\x3c\xb2\xa1": ("<", 1),
+    b"\xa1\xb2\x3c\x4d": (">", 1),
+}  # -> (byte order, ns per tick)
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 #: a record longer than this is taken as corruption (pcap's own upper bound for snaplen)
 MAX_RECORD = 262_144
@@ -60,7 +64,7 @@ class Records:
     consumed: int = 0
 
     def __len__(self) -> int:
-        return int(len(self.start))
+        return len(self.start)
 
 
 def _fields(block: memoryview, pos: np.ndarray, order: str, offset: int, count: int) -> np.ndarray:
@@ -85,7 +89,7 @@ class _Window:
         end of the file; None once everything was consumed."""
         if self.offset >= self.size:
             return None
-        return memoryview(self.mm)[self.offset:min(self.size, self.offset + max(self.block_bytes, need))]
+        return memoryview(self.mm)[self.offset : min(self.size, self.offset + max(self.block_bytes, need))]
 
     def at_end(self, block: memoryview) -> bool:
         return self.offset + len(block) >= self.size
@@ -103,12 +107,15 @@ class _Window:
 
 
 def _truncated(path: Path, index: int, have: int, need: int) -> CaptureError:
-    return CaptureError(f"{path}: packet {index}: truncated capture (the file ends mid-packet: "
-                        f"{have} of {need} bytes); --invalid_packets skip leaves it out")
+    return CaptureError(
+        f"{path}: packet {index}: truncated capture (the file ends mid-packet: "
+        f"{have} of {need} bytes); --invalid_packets skip leaves it out"
+    )
 
 
-def _pcap_records(path: Path, fh: BinaryIO, header: bytes, block_bytes: int, skip_invalid: bool,
-                  warn: list[str]) -> Iterator[Records]:
+def _pcap_records(
+    path: Path, fh: BinaryIO, header: bytes, block_bytes: int, skip_invalid: bool, warn: list[str]
+) -> Iterator[Records]:
     if len(header) < 24:
         raise CaptureError(f"{path}: truncated pcap file header ({len(header)} of 24 bytes)")
     order, tick = PCAP_MAGIC[header[:4]]
@@ -122,8 +129,10 @@ def _pcap_records(path: Path, fh: BinaryIO, header: bytes, block_bytes: int, ski
         while pos + 16 <= end:
             incl = incl_of(block, pos + 8)[0]
             if incl > MAX_RECORD:
-                raise CaptureError(f"{path}: packet {index + len(offsets)}: record length {incl} is not a "
-                                   f"packet's (more than {MAX_RECORD} bytes): a corrupt capture")
+                raise CaptureError(
+                    f"{path}: packet {index + len(offsets)}: record length {incl} is not a "
+                    f"packet's (more than {MAX_RECORD} bytes): a corrupt capture"
+                )
             if pos + 16 + incl > end:
                 need = 16 + incl
                 break
@@ -150,9 +159,14 @@ def _pcap_records(path: Path, fh: BinaryIO, header: bytes, block_bytes: int, ski
 def _pcap_chunk(block: memoryview, pos: np.ndarray, order: str, tick: int, linktype: int, index: int) -> Records:
     words = _fields(block, pos, order, 0, 3).astype(np.int64)  # (n, 3): sec, frac, incl
     n = len(pos)
-    return Records(data=np.frombuffer(block, dtype=np.uint8), start=pos + 16, caplen=words[:, 2],
-                   ts_ns=words[:, 0] * 1_000_000_000 + words[:, 1] * tick,
-                   linktype=np.full(n, linktype, dtype=np.int32), index=index + np.arange(n, dtype=np.int64))
+    return Records(
+        data=np.frombuffer(block, dtype=np.uint8),
+        start=pos + 16,
+        caplen=words[:, 2],
+        ts_ns=words[:, 0] * 1_000_000_000 + words[:, 1] * tick,
+        linktype=np.full(n, linktype, dtype=np.int32),
+        index=index + np.arange(n, dtype=np.int64),
+    )
 
 
 def _tsresol_ns(options: bytes, order: str) -> float:
@@ -164,14 +178,15 @@ def _tsresol_ns(options: bytes, order: str) -> float:
             break
         if code == 9 and length >= 1:
             v = options[pos + 4]
-            unit = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0 ** -v
+            unit = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0**-v
             return unit * 1e9
         pos += 4 + (length + 3) // 4 * 4
     return 1_000.0
 
 
-def _pcapng_records(path: Path, fh: BinaryIO, block_bytes: int, skip_invalid: bool,
-                    warn: list[str]) -> Iterator[Records]:
+def _pcapng_records(
+    path: Path, fh: BinaryIO, block_bytes: int, skip_invalid: bool, warn: list[str]
+) -> Iterator[Records]:
     win = _Window(fh, 0, block_bytes)
     order = "<"
     interfaces: list[tuple[int, float]] = []  # (link type, ns per unit)
@@ -182,7 +197,7 @@ def _pcapng_records(path: Path, fh: BinaryIO, block_bytes: int, skip_invalid: bo
         while pos + 12 <= end:
             btype = struct.unpack_from(order + "I", block, pos)[0]
             if btype == 0x0A0D0D0A:  # a section header: its own byte order, interfaces anew
-                magic = block[pos + 8:pos + 12]
+                magic = block[pos + 8 : pos + 12]
                 order = "<" if magic == b"\x4d\x3c\x2b\x1a" else ">" if magic == b"\x1a\x2b\x3c\x4d" else ""
                 if not order:
                     raise CaptureError(f"{path}: corrupt pcapng section header (byte-order magic {magic.hex()})")
@@ -195,22 +210,28 @@ def _pcapng_records(path: Path, fh: BinaryIO, block_bytes: int, skip_invalid: bo
                 break
             if btype == 1:
                 link, _, _snap = struct.unpack_from(order + "HHI", block, pos + 8)
-                interfaces.append((link, _tsresol_ns(block[pos + 16:pos + blen - 4], order)))
+                interfaces.append((link, _tsresol_ns(block[pos + 16 : pos + blen - 4], order)))
             elif btype in (6, 2):
                 if btype == 6:
                     iface, hi, lo, cap = struct.unpack_from(order + "IIII", block, pos + 8)
                 else:
                     iface, _drops, hi, lo, cap = struct.unpack_from(order + "HHIII", block, pos + 8)
                 if iface >= len(interfaces):
-                    raise CaptureError(f"{path}: packet {index + len(rows)}: names interface {iface}, "
-                                       f"but only {len(interfaces)} are described")
+                    raise CaptureError(
+                        f"{path}: packet {index + len(rows)}: names interface {iface}, "
+                        f"but only {len(interfaces)} are described"
+                    )
                 if 28 + cap > blen:
-                    raise CaptureError(f"{path}: packet {index + len(rows)}: corrupt pcapng block "
-                                       f"(captured length {cap} in a block of {blen} bytes)")
+                    raise CaptureError(
+                        f"{path}: packet {index + len(rows)}: corrupt pcapng block "
+                        f"(captured length {cap} in a block of {blen} bytes)"
+                    )
                 rows.append((pos + 28, cap, hi, lo, iface))
             elif btype == 3:
-                raise CaptureError(f"{path}: packet {index + len(rows)}: a pcapng simple packet block carries no "
-                                   "timestamp; flows need one (re-save the capture with enhanced packet blocks)")
+                raise CaptureError(
+                    f"{path}: packet {index + len(rows)}: a pcapng simple packet block carries no "
+                    "timestamp; flows need one (re-save the capture with enhanced packet blocks)"
+                )
             pos += blen
         if pos == 0 and win.at_end(block):
             break
@@ -233,15 +254,23 @@ def _pcapng_chunk(block: memoryview, rows: np.ndarray, interfaces: list[tuple[in
     ticks = (rows[:, 2] << 32) | rows[:, 3]
     iface = rows[:, 4]
     whole = unit_ns[iface] >= 1.0
-    ts = np.where(whole, ticks * np.rint(unit_ns[iface]).astype(np.int64),
-                  np.rint(ticks * unit_ns[iface]).astype(np.int64))
+    ts = np.where(
+        whole, ticks * np.rint(unit_ns[iface]).astype(np.int64), np.rint(ticks * unit_ns[iface]).astype(np.int64)
+    )
     n = len(rows)
-    return Records(data=np.frombuffer(block, dtype=np.uint8), start=rows[:, 0], caplen=rows[:, 1], ts_ns=ts,
-                   linktype=links[iface], index=index + np.arange(n, dtype=np.int64))
+    return Records(
+        data=np.frombuffer(block, dtype=np.uint8),
+        start=rows[:, 0],
+        caplen=rows[:, 1],
+        ts_ns=ts,
+        linktype=links[iface],
+        index=index + np.arange(n, dtype=np.int64),
+    )
 
 
-def read_records(path: str | Path, block_bytes: int = 32 << 20, skip_invalid: bool = False,
-                 warnings_out: list[str] | None = None) -> Iterator[Records]:
+def read_records(
+    path: str | Path, block_bytes: int = 32 << 20, skip_invalid: bool = False, warnings_out: list[str] | None = None
+) -> Iterator[Records]:
     """The records of the capture at `path`, chunk by chunk.
 
     Raises:

@@ -31,13 +31,25 @@ from tsda.runs import atomic_path
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp")
 ROW_GROUP = 8_192  # flows per Parquet row group: what waits in memory before it is written
-SCHEMA = pa.schema([
-    ("app", pa.string()), ("pkts_size", pa.list_(pa.int32())), ("pkts_dir", pa.list_(pa.int8())),
-    ("timetofirst", pa.list_(pa.float64())), ("packets", pa.int32()), ("bytes", pa.int64()),
-    ("src_ip", pa.string()), ("src_port", pa.int32()), ("dst_ip", pa.string()), ("dst_port", pa.int32()),
-    ("protocol", pa.string()), ("start_timestamp", pa.float64()), ("duration", pa.float64()),
-    ("sni", pa.string()), ("source", pa.string()),
-])
+SCHEMA = pa.schema(
+    [
+        ("app", pa.string()),
+        ("pkts_size", pa.list_(pa.int32())),
+        ("pkts_dir", pa.list_(pa.int8())),
+        ("timetofirst", pa.list_(pa.float64())),
+        ("packets", pa.int32()),
+        ("bytes", pa.int64()),
+        ("src_ip", pa.string()),
+        ("src_port", pa.int32()),
+        ("dst_ip", pa.string()),
+        ("dst_port", pa.int32()),
+        ("protocol", pa.string()),
+        ("start_timestamp", pa.float64()),
+        ("duration", pa.float64()),
+        ("sni", pa.string()),
+        ("source", pa.string()),
+    ]
+)
 
 
 @dataclass
@@ -96,10 +108,18 @@ def _ends(flows: Flows) -> FlowEnds:
     key, cb = st["key"], st["client_b"]
     a, b = key[:, 0:2], key[:, 2:4]
     ports = key[:, 4]
-    pa_, pb = ((ports >> np.uint64(24)) & np.uint64(0xFFFF)).astype(np.int64), ((ports >> np.uint64(8)) & np.uint64(0xFFFF)).astype(np.int64)
-    return FlowEnds(client=np.where(cb[:, None], b, a), server=np.where(cb[:, None], a, b),
-                    client_port=np.where(cb, pb, pa_), server_port=np.where(cb, pa_, pb),
-                    protocol=(ports & np.uint64(0xFF)).astype(np.int64), sni=st["sni"])
+    pa_, pb = (
+        ((ports >> np.uint64(24)) & np.uint64(0xFFFF)).astype(np.int64),
+        ((ports >> np.uint64(8)) & np.uint64(0xFFFF)).astype(np.int64),
+    )
+    return FlowEnds(
+        client=np.where(cb[:, None], b, a),
+        server=np.where(cb[:, None], a, b),
+        client_port=np.where(cb, pb, pa_),
+        server_port=np.where(cb, pa_, pb),
+        protocol=(ports & np.uint64(0xFF)).astype(np.int64),
+        sni=st["sni"],
+    )
 
 
 def flows_to_arrow(flows: Flows, labels: np.ndarray, source: str) -> pa.Table:
@@ -111,21 +131,26 @@ def flows_to_arrow(flows: Flows, labels: np.ndarray, source: str) -> pa.Table:
     offsets = np.r_[0, np.cumsum(lens[keep])].astype(np.int32)
     ragged = lambda v, t: pa.ListArray.from_arrays(pa.array(offsets), pa.array(v[member], type=t))  # noqa: E731
     st = {k: v[keep] for k, v in flows.state.items()}
-    return pa.table({
-        "app": pa.array(labels[keep].astype(str), pa.string()),
-        "pkts_size": ragged(flows.sizes, pa.int32()), "pkts_dir": ragged(flows.dirs, pa.int8()),
-        "timetofirst": ragged(flows.times_ns / NS, pa.float64()),
-        "packets": pa.array(st["packets"], pa.int32()), "bytes": pa.array(st["bytes"], pa.int64()),
-        "src_ip": pa.array(_address(ends.client[keep, 0], ends.client[keep, 1]), pa.string()),
-        "src_port": pa.array(ends.client_port[keep], pa.int32()),
-        "dst_ip": pa.array(_address(ends.server[keep, 0], ends.server[keep, 1]), pa.string()),
-        "dst_port": pa.array(ends.server_port[keep], pa.int32()),
-        "protocol": pa.array(np.where(ends.protocol[keep] == 6, "TCP", "UDP"), pa.string()),
-        "start_timestamp": pa.array(st["start"] / NS, pa.float64()),
-        "duration": pa.array((st["last"] - st["start"]) / NS, pa.float64()),
-        "sni": pa.array(st["sni"], pa.string()),
-        "source": pa.array(np.full(int(keep.sum()), source, dtype=object), pa.string()),
-    }, schema=SCHEMA)
+    return pa.table(
+        {
+            "app": pa.array(labels[keep].astype(str), pa.string()),
+            "pkts_size": ragged(flows.sizes, pa.int32()),
+            "pkts_dir": ragged(flows.dirs, pa.int8()),
+            "timetofirst": ragged(flows.times_ns / NS, pa.float64()),
+            "packets": pa.array(st["packets"], pa.int32()),
+            "bytes": pa.array(st["bytes"], pa.int64()),
+            "src_ip": pa.array(_address(ends.client[keep, 0], ends.client[keep, 1]), pa.string()),
+            "src_port": pa.array(ends.client_port[keep], pa.int32()),
+            "dst_ip": pa.array(_address(ends.server[keep, 0], ends.server[keep, 1]), pa.string()),
+            "dst_port": pa.array(ends.server_port[keep], pa.int32()),
+            "protocol": pa.array(np.where(ends.protocol[keep] == 6, "TCP", "UDP"), pa.string()),
+            "start_timestamp": pa.array(st["start"] / NS, pa.float64()),
+            "duration": pa.array((st["last"] - st["start"]) / NS, pa.float64()),
+            "sni": pa.array(st["sni"], pa.string()),
+            "source": pa.array(np.full(int(keep.sum()), source, dtype=object), pa.string()),
+        },
+        schema=SCHEMA,
+    )
 
 
 def _progress(total: int, enabled: bool):  # -> tqdm
@@ -134,9 +159,15 @@ def _progress(total: int, enabled: bool):  # -> tqdm
     return tqdm(total=total, unit="B", unit_scale=True, desc="import", disable=not enabled, leave=False)
 
 
-def import_captures(paths: Iterable[str | Path], out: str | Path, rules: FlowRules = FlowRules(),
-                    labeller: Labeller | None = None, skip_invalid: bool = False,
-                    progress: bool = True, block_bytes: int = 32 << 20) -> ImportReport:
+def import_captures(
+    paths: Iterable[str | Path],
+    out: str | Path,
+    rules: FlowRules = FlowRules(),
+    labeller: Labeller | None = None,
+    skip_invalid: bool = False,
+    progress: bool = True,
+    block_bytes: int = 32 << 20,
+) -> ImportReport:
     """Read every capture of `paths` into flows and write them to `out` (Parquet, atomic:
     nothing is left at `out` when any file fails).
 
@@ -154,6 +185,7 @@ def import_captures(paths: Iterable[str | Path], out: str | Path, rules: FlowRul
     bar = _progress(sum(f.stat().st_size for f in files), progress)
     pending: list[pa.Table] = []
     with atomic_path(out) as tmp, pq.ParquetWriter(tmp, SCHEMA) as writer:
+
         def flush(force: bool) -> None:
             rows = sum(len(t) for t in pending)
             if rows and (force or rows >= ROW_GROUP):
@@ -167,7 +199,9 @@ def import_captures(paths: Iterable[str | Path], out: str | Path, rules: FlowRul
             def emit(flows: Flows, path: Path = path) -> None:
                 if len(flows):
                     labels = labeller.for_flows(path, _ends(flows))
-                    report.left_out["unmatched"] = report.left_out.get("unmatched", 0) + int(np.equal(labels, None).sum())
+                    report.left_out["unmatched"] = report.left_out.get("unmatched", 0) + int(
+                        np.equal(labels, None).sum()
+                    )
                     table = flows_to_arrow(flows, labels, str(path))
                     report.flows += len(table)
                     pending.append(table)
@@ -190,7 +224,8 @@ def import_captures(paths: Iterable[str | Path], out: str | Path, rules: FlowRul
         flush(True)
         bar.close()
         if report.flows == 0:
-            raise CaptureError(f"no flow found in {', '.join(map(str, files))} (left out: {report.left_out}); "
-                               "nothing written")
+            raise CaptureError(
+                f"no flow found in {', '.join(map(str, files))} (left out: {report.left_out}); nothing written"
+            )
     report.seconds = time.perf_counter() - started
     return report

@@ -81,14 +81,15 @@ def _cell(path: Path, row: int, col: str, value: str) -> object:
         if col.endswith("_port"):
             port = int(value)
             if not 0 <= port <= 65535:
-                raise ValueError("not a port")
+                raise ValueError("not a port")  # noqa: TRY301 - reported by the except below
             return port
         if col == "protocol":
             return {"tcp": 6, "udp": 17}[value.lower()]
         return re.compile(value)
     except (ValueError, KeyError, re.error) as exc:
-        raise CaptureError(f"--label {path}: row {row}, column {col!r}: {value!r} is not a valid "
-                           f"{col.replace('_', ' ')} ({exc})") from None
+        raise CaptureError(
+            f"--label {path}: row {row}, column {col!r}: {value!r} is not a valid {col.replace('_', ' ')} ({exc})"
+        ) from None
 
 
 def read_rules(path: Path) -> list[_Rule]:
@@ -100,17 +101,26 @@ def read_rules(path: Path) -> list[_Rule]:
         columns = [c.strip() for c in reader.fieldnames or []]
         unknown = [c for c in columns if c not in RULE_COLUMNS]
         if unknown or "app" not in columns:
-            raise CaptureError(f"--label {path}: " + (f"unknown column {unknown[0]!r}" if unknown else "no 'app' column")
-                               + f" (columns: {', '.join(RULE_COLUMNS)})")
+            raise CaptureError(
+                f"--label {path}: "
+                + (f"unknown column {unknown[0]!r}" if unknown else "no 'app' column")
+                + f" (columns: {', '.join(RULE_COLUMNS)})"
+            )
         rules = []
         for row, raw in enumerate(reader, start=1):
             cells = {k.strip(): (v or "").strip() for k, v in raw.items()}
             if not cells["app"]:
                 raise CaptureError(f"--label {path}: row {row}, column 'app' is empty")
             parsed = {c: _cell(path, row, c, v) for c, v in cells.items() if c != "app" and v}
-            rules.append(_Rule(app=cells["app"], nets={c: v for c, v in parsed.items() if c.endswith("_ip")},
-                               ports={c: v for c, v in parsed.items() if c.endswith("_port")},
-                               protocol=parsed.get("protocol"), sni=parsed.get("sni")))
+            rules.append(
+                _Rule(
+                    app=cells["app"],
+                    nets={c: v for c, v in parsed.items() if c.endswith("_ip")},
+                    ports={c: v for c, v in parsed.items() if c.endswith("_port")},
+                    protocol=parsed.get("protocol"),
+                    sni=parsed.get("sni"),
+                )
+            )
     if not rules:
         raise CaptureError(f"--label {path}: holds no rule")
     return rules
@@ -133,8 +143,10 @@ class Labeller:
         elif spec.lower().endswith(".csv"):
             self.rules = read_rules(Path(spec))
         elif spec == "ndpi":
-            raise CaptureError("--label ndpi: tsda's capture engine has no nDPI (it decodes headers itself, for "
-                               "speed); label by folder, file:REGEX or a rules .csv (server IP, port, SNI)")
+            raise CaptureError(
+                "--label ndpi: tsda's capture engine has no nDPI (it decodes headers itself, for "
+                "speed); label by folder, file:REGEX or a rules .csv (server IP, port, SNI)"
+            )
         elif spec not in ("folder", "none"):
             raise CaptureError(f"--label {spec!r}: expected folder, file:REGEX, a rules .csv file or none")
         if unmatched != "drop" and self.rules is None:
