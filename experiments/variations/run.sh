@@ -15,9 +15,17 @@ python benchmarks/variation_throughput.py --strengths 0.25 0.5 1.0 \
     --ckpt transformer=runs/variations-gen/transformer/checkpoints/last.ckpt \
     --ckpt cgan=runs/variations-gen/cgan/checkpoints/last.ckpt
 
-# 3. screen every condition with 2 seeds, then 5 seeds for the conditions that decide the question
-tsda campaign run experiments/variations/campaign.yaml --out runs/variations --seeds 0-1 "${RUN[@]}"
-tsda campaign run experiments/variations/campaign.yaml --out runs/variations --seeds 2-4 "${RUN[@]}" \
-    --conditions "${CONFIRM:-no_aug_batch_b,wrap}"
-tsda campaign report runs/variations --control wrap --complete --into against_wrap
+# 3. screen every single-family condition with 2 seeds, then 5 seeds for the conditions that decide the question
+tsda campaign run experiments/variations/campaign.yaml --out runs/variations --seeds 0-1 "${RUN[@]}" \
+    --conditions no_aug_batch_b,wrap,order_oneof,diffusion_s25,diffusion_s50,diffusion_rand,transformer_s25,transformer_s50,transformer_rand,cgan_s25,cgan_s50,cgan_rand
+tsda campaign run experiments/variations/campaign.yaml --out runs/variations --seeds 0-4 "${RUN[@]}" \
+    --conditions no_aug_batch_b,wrap,transformer_then_wrap,transformer_or_wrap,transformer_s50,order_oneof,transformer_rand
+tsda campaign report runs/variations --control wrap --complete --into confirm5 \
+    --conditions no_aug_batch_b,wrap,order_oneof,transformer_s50,transformer_rand,transformer_then_wrap,transformer_or_wrap
+# 4. the one condition ahead of Wrap after 5 seeds, 5 seeds more
+tsda campaign run experiments/variations/campaign.yaml --out runs/variations --seeds 5-9 "${RUN[@]}" \
+    --conditions wrap,transformer_then_wrap
+tsda campaign report runs/variations --control wrap --conditions wrap,transformer_then_wrap --seeds 0-9 \
+    --complete --into ten
 tsda campaign report runs/variations
+python experiments/variations/summarize.py runs/variations --seeds 0-4
