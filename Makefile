@@ -14,7 +14,7 @@ CUDA_TAG ?= cu128
 TORCH_GPU_SPEC ?= torch==2.13.0+$(CUDA_TAG)
 TORCH_GPU_INDEX ?= https://download.pytorch.org/whl/$(CUDA_TAG)
 
-.PHONY: demo test lint docs setup setup-dev setup-docs setup-gpu clean FORCE
+.PHONY: demo test test-fast lint docs setup setup-dev setup-docs setup-gpu clean FORCE
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ demo: setup
 
 test: setup-dev
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q --durations=15
+
+# the tests not marked slow (the end-to-end campaigns, DDP, notebooks, compilation are): a quick check while coding
+test-fast: setup-dev
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q -m "not slow" --durations=10
 
 # ruff (lint + formatting, [tool.ruff]) and mypy ([tool.mypy]: tsda/), configured in pyproject.toml
 lint: setup-dev

@@ -213,6 +213,7 @@ def wait_rows(path: Path, n: int, proc: subprocess.Popen, timeout: float = 400) 
     raise AssertionError(f"no {n} rows in {path} after {timeout} s")
 
 
+@pytest.mark.slow
 def test_kill_and_restart_runs_every_run_exactly_once(tmp_path) -> None:
     extra = tmp_path / "b.yaml"  # condition b parses (checked before the first run) but fails at run time
     extra.write_text(yaml.safe_dump({"data": {"batch_size": 0}}))
@@ -242,6 +243,7 @@ def test_kill_and_restart_runs_every_run_exactly_once(tmp_path) -> None:
     assert b_args[b_args.index("--wandb.tags") + 1].startswith("[b,seed")
 
 
+@pytest.mark.slow
 def test_ray_executor_runs_a_tiny_campaign(tmp_path) -> None:
     ray = pytest.importorskip("ray")
     spec = CampaignSpec.from_yaml(write_spec(tmp_path, {"a": {}, "b": {"data.sampler": "class_weighted"}}, seeds=[3]))

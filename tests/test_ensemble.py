@@ -217,6 +217,7 @@ def test_chunks_keep_a_conditions_seeds_together(tmp_path: Path) -> None:
         ensemble_chunks([], -1)
 
 
+@pytest.mark.slow
 def test_a_campaign_gives_the_same_results_through_both_executors(tmp_path: Path) -> None:
     conditions = {
         "a": {},
@@ -253,6 +254,7 @@ def test_a_campaign_gives_the_same_results_through_both_executors(tmp_path: Path
     assert set(executors[["a", "sampled"]]) == {"ensemble"} and executors[["clipped"]].isna().all()
 
 
+@pytest.mark.slow
 def test_ensemble_kill_and_restart_runs_every_run_exactly_once(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, {"a": {}, "b": {"data.sampler": "class_weighted"}}, reference="a")
     out = tmp_path / "out"

@@ -63,6 +63,7 @@ def trial_metrics(out: Path) -> dict[int, dict]:
     return {int(p.parts[-3]): json.loads(p.read_text()) for p in out.glob("trials/*/run/metrics.json")}
 
 
+@pytest.mark.slow
 def test_search_writes_a_policy_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Two trials as `tsda fit` processes; a rerun with `--trials 3` runs exactly one more;
     one with the same total runs none."""
