@@ -49,7 +49,7 @@ import torch
 
 from tsda.augment.base import AugmentContext, Augmentation, Family, select
 from tsda.augment.variation import (MAX_VARIATIONS_PER_FLOW, check_strengths, draw_from_pool, draw_strengths,
-                                    variation_pool, vary)
+                                    strength_values, variation_pool, vary)
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
 from tsda.errors import TsdaError
@@ -173,6 +173,7 @@ class GeneratorAugmentation(Augmentation):
         self.mode, self.variations_per_flow = mode, variations_per_flow
         self.strength = strengths[0] if isinstance(strength, (int, float)) else strengths
         self._strengths = strengths
+        self._strength_values: float | torch.Tensor | None = None  # draw_strengths' values, made at first use
         self._sampler: FlowSampler | None = None
         self._num_classes = 0
         self._pool: FlowBatch | None = None
@@ -342,7 +343,10 @@ class GeneratorAugmentation(Augmentation):
         if self.mode == "vary":
             if self._pool is not None:
                 return draw_from_pool(self._pool, self.variations_per_flow, batch, generator)
-            strength = draw_strengths(self._strengths, len(batch), generator, batch.device)
+            values = self._strength_values
+            if values is None or (isinstance(values, torch.Tensor) and values.device != batch.device):
+                values = self._strength_values = strength_values(self._strengths, batch.device)  # once per run
+            strength = draw_strengths(values, len(batch), generator)
             return vary(self._sampler, batch, strength, generator, self.options)
         labels = self.target_labels(batch, generator)  # (B,)
         if self._pool is None:

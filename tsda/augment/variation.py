@@ -41,15 +41,20 @@ def check_strengths(name: str, strength: float | Sequence[float]) -> list[float]
     return out
 
 
-def draw_strengths(
-    strengths: Sequence[float], n: int, generator: torch.Generator, device: torch.device
-) -> float | torch.Tensor:
-    """One strength per flow: the only one (a number, nothing drawn) or `(n,)` drawn
-    uniformly from `strengths` with `generator`, on `device`."""
+def strength_values(strengths: Sequence[float], device: torch.device) -> float | torch.Tensor:
+    """What `draw_strengths` draws from: the only strength (a number), or `(S,)` the
+    strengths on `device`, copied there once rather than on every training batch."""
     if len(strengths) == 1:
         return float(strengths[0])
-    values = torch.tensor(list(strengths), dtype=torch.float32, device=device)  # (S,)
-    pick = torch.randint(0, len(values), (n,), generator=generator, device=device)  # (n,)
+    return torch.tensor(list(strengths), dtype=torch.float32, device=device)
+
+
+def draw_strengths(values: float | torch.Tensor, n: int, generator: torch.Generator) -> float | torch.Tensor:
+    """One strength per flow: `values` itself when a number (nothing drawn), else `(n,)`
+    drawn uniformly from the `(S,)` tensor `values` with `generator`, on its device."""
+    if not isinstance(values, torch.Tensor):
+        return values
+    pick = torch.randint(0, len(values), (n,), generator=generator, device=values.device)  # (n,)
     return values[pick]
 
 
@@ -122,7 +127,7 @@ def variation_pool(
     strength drawn from `strengths`."""
     n = len(flows)
     source = torch.arange(n, device=flows.device).repeat_interleave(per_flow)  # (N*K,)
-    strength = draw_strengths(strengths, len(source), generator, flows.device)
+    strength = draw_strengths(strength_values(strengths, flows.device), len(source), generator)
     return vary_in_batches(
         sampler, flows.index(source), strength, generator, options, batch_size, progress, desc="variation pool"
     )
