@@ -31,7 +31,13 @@ def strengths(strength: float | torch.Tensor, batch_size: int, device: torch.dev
         ValueError: naming `strength`: not a scalar or a `(B,)` tensor, or a value outside
             [0, 1] (NaN included).
     """
-    s = torch.as_tensor(strength, dtype=torch.float32).to(device)
+    if not isinstance(strength, torch.Tensor):
+        # a number is checked here and filled in on the device: no host-to-device copy
+        value = float(strength)
+        if not 0.0 <= value <= 1.0:  # False for NaN
+            raise ValueError(f"strength must be in [0, 1], got values from {value} to {value}")
+        return torch.full((batch_size,), value, dtype=torch.float32, device=device)
+    s = strength.to(device=device, dtype=torch.float32)
     if s.ndim == 0:
         s = s.expand(batch_size)
     if s.shape != (batch_size,):
