@@ -304,7 +304,7 @@ def best_seconds(fn: Callable[[], object], repeats: int, device: torch.device | 
 def training_step(augmentation: Augmentation, batch: FlowBatch) -> Callable[[], None]:
     """One training step with `augmentation` (policy double, the study's classifier and
     optimiser), warmed up."""
-    from tsda.lit.classifier import ClassifierModule
+    from tsda.classifier.module import ClassifierModule
 
     model = ClassifierModule(num_classes=20, augmentation=augmentation, policy="double").to(DEVICE)
     batch = batch.to(DEVICE)

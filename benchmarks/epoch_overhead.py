@@ -35,7 +35,7 @@ Measured (2-core CPU shared with two training jobs, all of D1 = 106,065 training
 (ratio 1.107; wall 1.111), after it 28.81 vs 27.59 (1.044; wall 1.052). The profile's
 difference was validation: in deterministic mode torchmetrics counts classes with an
 (N, K*K) comparison (0.14 s per batch of 2048 at K = 53, ~1 s per epoch), now
-`torch.bincount` (`tsda.lit.classifier.native_bincount`); and `self.log("train_loss")`
+`torch.bincount` (`tsda.classifier.module.native_bincount`); and `self.log("train_loss")`
 on every step (~2 ms each), now one call per epoch.
 """
 
@@ -53,10 +53,10 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from tsda.classifier.nets import build_classifier
 from tsda.commands.options import resolve_device
 from tsda.data.batch import FlowBatch
 from tsda.data.datamodule import FlowDataModule
-from tsda.nets.classifier import build_classifier
 from tsda.seeds import seeded_init
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,7 +121,7 @@ def time_fit(args: argparse.Namespace, run_dir: Path) -> tuple[tuple[float, floa
     cli = run_fit(
         [
             "--model",
-            "tsda.lit.classifier.ClassifierModule",
+            "tsda.classifier.module.ClassifierModule",
             *data_args(args),
             "--data.batch_size",
             str(args.batch_size),

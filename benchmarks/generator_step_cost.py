@@ -39,13 +39,13 @@ import torch
 from tsda.augment.base import Augmentation
 from tsda.augment.generator import GeneratorAugmentation
 from tsda.augment.order import Translation
+from tsda.classifier.module import ClassifierModule
 from tsda.commands.options import resolve_device
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
-from tsda.lit.classifier import ClassifierModule
-from tsda.lit.diffusion import DiffusionModule
-from tsda.lit.gan import GANModule
-from tsda.lit.generative import GenerativeModule, prepare_augmentation
+from tsda.generators.base import GenerativeModule, prepare_augmentation
+from tsda.generators.diffusion.module import DiffusionModule
+from tsda.generators.gan.module import GANModule
 
 K, B = 53, 256
 NAMES = [str(i) for i in range(K)]

@@ -58,9 +58,9 @@ def module_step_syncs(steps: int, warmup: int, batch_size: int, bf16: bool) -> C
     """Syncs of `steps` bare classifier steps (training_step, backward, Adam) after `warmup`."""
     import torch
 
+    from tsda.classifier.module import ClassifierModule
     from tsda.data.codec import FlowCodec
     from tsda.data.synthetic import make_synthetic
-    from tsda.lit.classifier import ClassifierModule
 
     table = make_synthetic(scale=0.05, n_apps=20, seed=0)
     batch = FlowCodec().encode(table).index(torch.arange(batch_size) % len(table)).to("cuda")
@@ -92,8 +92,8 @@ def lightning_step_syncs(steps: int, warmup: int, batch_size: int) -> Counter:
     import lightning as L
     import torch
 
+    from tsda.classifier.module import ClassifierModule
     from tsda.data.datamodule import FlowDataModule
-    from tsda.lit.classifier import ClassifierModule
 
     class Switch(L.Callback):
         def __init__(self, on: Callable[[bool], None]) -> None:

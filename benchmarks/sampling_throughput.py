@@ -32,10 +32,10 @@ import torch
 from tsda.commands.options import resolve_device
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
-from tsda.lit.diffusion import DiffusionModule
-from tsda.lit.gan import GANModule
-from tsda.lit.generative import GenerativeModule
-from tsda.lit.transformer import TransformerModule
+from tsda.generators.base import GenerativeModule
+from tsda.generators.diffusion.module import DiffusionModule
+from tsda.generators.gan.module import GANModule
+from tsda.generators.transformer.module import TransformerModule
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from tsda.nets.classifier import build_classifier
+from tsda.classifier.nets import build_classifier
 
 MODES = ("fp32", "bf16", "fp32_fused", "compile_bf16", "compile_bf16_fused")
 

@@ -26,7 +26,7 @@ import torch
 from tsda.commands.fit import build_fit
 from tsda.commands.options import resolve_device
 from tsda.data.batch import FlowBatch
-from tsda.lit.generative import load_generative
+from tsda.generators.base import load_generative
 
 #: the options each family varies with in experiments/variations (keep in step with it)
 FAMILY_OPTIONS: dict[str, dict[str, object]] = {

@@ -68,11 +68,11 @@ COMMANDS: list[tuple[str, list[str], str]] = [
 
 #: the module classes `tsda fit --model` takes, each with its own `--model.init_args.*`
 MODULES = [
-    "tsda.lit.classifier.ClassifierModule",
-    "tsda.lit.gan.GANModule",
-    "tsda.lit.diffusion.DiffusionModule",
-    "tsda.lit.transformer.TransformerModule",
-    "tsda.lit.joint.JointModule",
+    "tsda.classifier.module.ClassifierModule",
+    "tsda.generators.gan.module.GANModule",
+    "tsda.generators.diffusion.module.DiffusionModule",
+    "tsda.generators.transformer.module.TransformerModule",
+    "tsda.joint.module.JointModule",
 ]
 
 #: longer help texts start folded

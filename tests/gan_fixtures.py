@@ -8,10 +8,10 @@ import lightning as L
 import numpy as np
 import torch
 
+from tsda.classifier.module import ClassifierModule
 from tsda.data.datamodule import FlowDataModule
 from tsda.data.table import FlowTable
-from tsda.lit.classifier import ClassifierModule
-from tsda.lit.gan import GANModule
+from tsda.generators.gan.module import GANModule
 
 N_PACKETS = 12
 TINY_GAN = {"noise_dim": 8, "width": 16, "depth": 1, "disc_width": 8}

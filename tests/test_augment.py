@@ -450,7 +450,7 @@ def test_config_file_builds_its_class(name: str) -> None:
 def test_classifier_module_takes_augmentations_from_yaml() -> None:
     from jsonargparse import ArgumentParser
 
-    from tsda.lit.classifier import ClassifierModule
+    from tsda.classifier.module import ClassifierModule
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(ClassifierModule, "model", sub_configs=True)
@@ -482,7 +482,7 @@ def test_fgnet_experiment_config_is_consistent() -> None:
 
     cfg = yaml.safe_load((ROOT / "configs/experiment/fgnet_translation.yaml").read_text())
     model = cfg["model"]["init_args"]
-    assert cfg["model"]["class_path"] == "tsda.lit.classifier.ClassifierModule" and model["policy"] == "double"
+    assert cfg["model"]["class_path"] == "tsda.classifier.module.ClassifierModule" and model["policy"] == "double"
     assert type(build_augmentation(model["augmentation"])).__name__ == "Translation"
     dm = FlowDataModule(**cfg["data"])  # every data key is a FlowDataModule argument; nothing is read yet
     assert dm.hparams.invalid_rows == "drop" and dm.hparams.path.endswith("shared/data/fgnet/d1.parquet")
@@ -502,7 +502,7 @@ def test_combinators_stay_valid_and_honour_p() -> None:
 
 @pytest.mark.parametrize(("policy", "rows"), [("double", 2), ("replace", 1)])
 def test_batch_policies(policy: str, rows: int) -> None:
-    from tsda.lit.classifier import ClassifierModule
+    from tsda.classifier.module import ClassifierModule
 
     batch = make_batch(22, b=16)
     module = ClassifierModule(

@@ -333,7 +333,7 @@ def test_an_imported_capture_trains(tmp_path: Path) -> None:
         [
             "fit",
             "--model",
-            "tsda.lit.classifier.ClassifierModule",
+            "tsda.classifier.module.ClassifierModule",
             "--data.path",
             str(flows),
             "--data.min_class_size",

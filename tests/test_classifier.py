@@ -9,10 +9,10 @@ import torch
 from flow_fixtures import random_table
 from lightning.pytorch.loggers import CSVLogger
 
+from tsda.classifier.module import ClassifierModule
+from tsda.classifier.nets import CNNResBlockClassifier, GRUClassifier, build_classifier
 from tsda.data.batch import FlowBatch
 from tsda.data.datamodule import FlowDataModule
-from tsda.lit.classifier import ClassifierModule
-from tsda.nets.classifier import CNNResBlockClassifier, GRUClassifier, build_classifier
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -192,7 +192,7 @@ def test_native_bincount_keeps_metric_values_and_the_deterministic_setting() -> 
     block: the same F1, and deterministic algorithms (with warn_only) back on after it."""
     from torchmetrics.classification import MulticlassF1Score
 
-    from tsda.lit.classifier import native_bincount
+    from tsda.classifier.module import native_bincount
 
     g = torch.Generator().manual_seed(0)
     preds, target = torch.randint(0, 7, (500,), generator=g), torch.randint(0, 7, (500,), generator=g)

@@ -19,7 +19,7 @@ from tsda.data.synthetic import make_synthetic
 #: a tiny synthetic job: 4 apps, a few hundred flows, one epoch
 TINY = [
     "--model",
-    "tsda.lit.classifier.ClassifierModule",
+    "tsda.classifier.module.ClassifierModule",
     "--data.synthetic_scale",
     "0.02",
     "--data.synthetic_apps",

@@ -267,10 +267,10 @@ def test_manual_optimisation_gets_or_demands_the_unused_parameter_search(tmp_pat
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
+    from tsda.classifier.module import ClassifierModule
     from tsda.errors import TsdaError
-    from tsda.lit.classifier import ClassifierModule
+    from tsda.generators.gan.module import GANModule
     from tsda.lit.distributed import check_unused_parameters, strategy_for
-    from tsda.lit.gan import GANModule
 
     gan, clf = GANModule(num_classes=2, width=8, disc_width=8, depth=1), ClassifierModule(num_classes=2)
     assert strategy_for(gan, "ddp") == "ddp_find_unused_parameters_true"

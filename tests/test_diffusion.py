@@ -13,15 +13,15 @@ import pytest
 import torch
 
 from tsda.augment.validity import assert_valid
+from tsda.classifier.module import ClassifierModule
 from tsda.data.batch import DIRECTION, FlowBatch
 from tsda.data.datamodule import FlowDataModule
 from tsda.data.sources import write_parquet
 from tsda.data.table import FlowTable
-from tsda.lit.classifier import ClassifierModule
-from tsda.lit.diffusion import DiffusionModule
-from tsda.lit.generative import load_generative
-from tsda.nets.denoiser import FlowDenoiser
-from tsda.sampling import (
+from tsda.generators.base import load_generative
+from tsda.generators.diffusion.module import DiffusionModule
+from tsda.generators.diffusion.nets import FlowDenoiser
+from tsda.generators.diffusion.sampling import (
     MODEL_CHANNELS,
     PRESENCE,
     from_model_space,
@@ -405,7 +405,7 @@ def test_sampling_a_class_never_seen_in_training_warns(classifier_ckpt: Path) ->
 def test_class_sums_add_up_over_ranks_since_a_snapshot() -> None:
     """`ClassSums.all_reduce` (the DDP step of the diffusion centroids) adds every rank's
     increments since the epoch's snapshot; with one process it changes nothing."""
-    from tsda.lit.guide import ClassSums
+    from tsda.generators.guide import ClassSums
 
     class TwoRanks:  # a stand-in strategy: the other rank added the same
         world_size = 2

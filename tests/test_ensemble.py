@@ -18,13 +18,13 @@ from test_campaign import BASE, runner, wait_rows, write_spec
 
 from tsda.campaign import CampaignSpec, run_campaign
 from tsda.campaign.executors import ensemble_chunks
+from tsda.classifier.ensemble import EnsembleModule, EnsembleSettings, StackedClassifier, fit_ensemble
+from tsda.classifier.module import ClassifierModule
 from tsda.commands.campaign import main as campaign_main
 from tsda.commands.ensemble import Run, batch_key, unbatchable
 from tsda.commands.ensemble import main as ensemble_main
 from tsda.commands.fit import run_fit
 from tsda.lit.checkpoint import read_checkpoint
-from tsda.lit.classifier import ClassifierModule
-from tsda.lit.ensemble import EnsembleModule, EnsembleSettings, StackedClassifier, fit_ensemble
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_ARGS = [

@@ -13,13 +13,13 @@ from gan_fixtures import N_PACKETS, TINY_GAN, class_table, datamodule, fit_class
 from tsda.augment.generator import GeneratorAugmentation
 from tsda.augment.validity import assert_valid
 from tsda.callbacks import FidelityCallback
+from tsda.classifier.module import ClassifierModule
 from tsda.data.batch import DIRECTION, FlowBatch
 from tsda.data.codec import FlowCodec
 from tsda.data.sources import write_parquet
-from tsda.lit.classifier import ClassifierModule
-from tsda.lit.gan import LEGACY_PRIOR_KEYS, GANModule
-from tsda.lit.generative import load_generative, prepare_augmentation
-from tsda.nets.gan import FlowDiscriminator, FlowEncoder, FlowGenerator
+from tsda.generators.base import load_generative, prepare_augmentation
+from tsda.generators.gan.module import LEGACY_PRIOR_KEYS, GANModule
+from tsda.generators.gan.nets import FlowDiscriminator, FlowEncoder, FlowGenerator
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -360,9 +360,9 @@ def test_latent_config_differs_from_plain_only_in_guidance() -> None:
 
 
 def test_ema_ramps_up_then_averages() -> None:
-    """The shared EMA (`tsda.lit.ema`) copies at the first update, follows closely while
+    """The shared EMA (`tsda.generators.ema`) copies at the first update, follows closely while
     `(1 + n) / (10 + n)` is below the decay, and averages afterwards."""
-    from tsda.lit.ema import ema_of
+    from tsda.generators.ema import ema_of
 
     net = torch.nn.Linear(1, 1, bias=False)
     ema = ema_of(net, decay=0.9, ramp=True)
@@ -385,8 +385,8 @@ def test_ema_ramps_up_then_averages() -> None:
 
 @pytest.mark.parametrize("decay", [-0.1, 1.0])
 def test_every_generator_checks_ema_decay_at_construction(decay: float) -> None:
-    """One check (`tsda.lit.ema.check_ema_decay`), one message, for every generator."""
-    from tsda.lit.diffusion import DiffusionModule
+    """One check (`tsda.generators.ema.check_ema_decay`), one message, for every generator."""
+    from tsda.generators.diffusion.module import DiffusionModule
 
     for make in (
         lambda: GANModule(num_classes=2, ema_decay=decay),
@@ -409,7 +409,7 @@ def test_class_names_are_read_one_way_by_every_module() -> None:
 @pytest.mark.parametrize("module", ["gan", "diffusion"])
 def test_fit_refuses_data_with_other_codec_settings(tmp_path: Path, module: str) -> None:
     """Every generator (GenerativeModule.on_fit_start) stops when the data's codec differs."""
-    from tsda.lit.diffusion import DiffusionModule
+    from tsda.generators.diffusion.module import DiffusionModule
 
     dm = datamodule()  # n_packets = N_PACKETS
     model = (

@@ -14,16 +14,16 @@ from tsda.augment.base import AugmentContext, RandomApply
 from tsda.augment.catalog import build_augmentation
 from tsda.augment.generator import GeneratorAugmentation
 from tsda.augment.validity import assert_valid
+from tsda.classifier.module import ClassifierModule
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
 from tsda.data.datamodule import FlowDataModule
 from tsda.data.sources import write_parquet
 from tsda.data.table import FlowTable
 from tsda.errors import TsdaError
-from tsda.lit.classifier import ClassifierModule
-from tsda.lit.diffusion import DiffusionModule
-from tsda.lit.gan import GANModule
-from tsda.lit.generative import load_generative, prepare_augmentation
+from tsda.generators.base import load_generative, prepare_augmentation
+from tsda.generators.diffusion.module import DiffusionModule
+from tsda.generators.gan.module import GANModule
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATOR_YAML = str(ROOT / "configs/augment/generator.yaml")

@@ -28,15 +28,15 @@ from gan_fixtures import N_PACKETS, TINY_GAN, class_table, datamodule, fit_class
 
 from tsda.augment.catalog import build_augmentation
 from tsda.augment.validity import check_valid
+from tsda.classifier.module import ClassifierModule
 from tsda.cli import main
 from tsda.commands.options import resolve_device
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
 from tsda.data.sources import read_parquet, write_parquet
 from tsda.errors import TsdaError
+from tsda.generators.base import GenerativeModule, load_generative, prepare_augmentation
 from tsda.lit.checkpoint import read_checkpoint
-from tsda.lit.classifier import ClassifierModule
-from tsda.lit.generative import GenerativeModule, load_generative, prepare_augmentation
 from tsda.seeds import seeded_generator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,9 +179,9 @@ def test_tsda_fit_in_bf16_mixed_on_cuda_writes_its_run(tmp_path: Path) -> None:
 
 def build_generator(name: str, guide: Path) -> GenerativeModule:
     """A tiny generator of each kind on the 3-class data of gan_fixtures (L = 12)."""
-    from tsda.lit.diffusion import DiffusionModule
-    from tsda.lit.gan import GANModule
-    from tsda.lit.transformer import TransformerModule
+    from tsda.generators.diffusion.module import DiffusionModule
+    from tsda.generators.gan.module import GANModule
+    from tsda.generators.transformer.module import TransformerModule
 
     torch.manual_seed(0)
     common = {"num_classes": 3, "class_names": NAMES, "n_packets": N_PACKETS}

@@ -37,10 +37,10 @@ def _net() -> torch.nn.Module:
 
 @pytest.mark.parametrize("ramp", [True, False])
 def test_ema_update_is_the_averaged_models_without_reading_the_device(ramp: bool) -> None:
-    """The EMA update (`tsda.lit.ema`) equals torch's `AveragedModel` with the former
+    """The EMA update (`tsda.generators.ema`) equals torch's `AveragedModel` with the former
     averaging function to 1e-6 over several steps (weights and buffers, BatchNorm's integer
     count included), keeps its state-dict keys, and runs on the meta device."""
-    from tsda.lit.ema import ema_of
+    from tsda.generators.ema import ema_of
 
     torch.manual_seed(0)
     net = _net()
@@ -99,7 +99,7 @@ def test_transformer_loss_is_the_masked_mean_without_reading_the_device() -> Non
     """`TransformerModule.losses` equals the mean over the positions the boolean masks
     picked (to 1e-6, gradients too), also for flows of one packet only (no gap), and runs
     on the meta device (no data-dependent shape)."""
-    from tsda.lit.transformer import TransformerModule
+    from tsda.generators.transformer.module import TransformerModule
 
     torch.manual_seed(0)
     module = TransformerModule(
@@ -143,8 +143,8 @@ def test_training_indices_are_drawn_onto_the_datas_device_unchanged() -> None:
 def test_moving_class_regions_update_every_step_on_the_device() -> None:
     """After the first update (a pass over the training split, which warns about sparse
     classes), `MovingClassRegions.update` reads nothing back: it runs on the meta device."""
-    from tsda.lit.joint_regions import MovingClassRegions
-    from tsda.nets.classifier import build_classifier
+    from tsda.classifier.nets import build_classifier
+    from tsda.generators.regions import MovingClassRegions
 
     torch.manual_seed(0)
     net = build_classifier("cnn_resblock", 3, width=8)
@@ -165,7 +165,7 @@ def test_joint_training_flows_draw_the_same_noise_without_reading_the_device() -
     """The joint cVAE-GAN's training flows: N(0, I) noise for classes the prior has not
     fitted (all of them before its first fit), the fitted Gaussian for the others, as
     `generate` draws them; the prior's draw for training runs on the meta device."""
-    from tsda.lit.joint_gan import JointGAN
+    from tsda.joint.gan import JointGAN
 
     torch.manual_seed(0)
     part = JointGAN(3, 20, ["a", "b", "c"], noise_dim=4, width=8, depth=1, disc_width=8, w_recon=1.0)
@@ -194,7 +194,7 @@ def test_ensemble_member_scores_read_the_device_once(monkeypatch: pytest.MonkeyP
         multiclass_f1_score,
     )
 
-    from tsda.lit.ensemble import member_scores
+    from tsda.classifier.ensemble import member_scores
 
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 4, (40,), generator=g)  # class 4 of 5 never true
@@ -232,7 +232,7 @@ def test_spectral_norm_discriminator_trains_under_bf16_autocast() -> None:
     """The cGAN's discriminator (spectral norm by `torch.nn.utils.parametrizations`, whose
     power iteration broke under autocast before torch 2.4, the floor in pyproject.toml)
     gives scores and gradients under `bf16-mixed`'s autocast."""
-    from tsda.nets.gan import FlowDiscriminator
+    from tsda.generators.gan.nets import FlowDiscriminator
 
     torch.manual_seed(0)
     disc = FlowDiscriminator(3, 8)
@@ -261,11 +261,11 @@ def test_cli_sets_the_cublas_workspace_before_any_command(monkeypatch: pytest.Mo
 
 # -- diffusion sampling ----------------------------------------------------------------------------
 def test_denoise_copies_nothing_to_the_device_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`tsda.sampling.denoise` keeps the scheduler's timesteps on the host for its `step`
+    """`tsda.generators.diffusion.sampling.denoise` keeps the scheduler's timesteps on the host for its `step`
     and copies the per-step tensors the denoiser and x0 need to the device once: as many
     host-to-device copies for 10 steps as for 3 (the meta device stands in for a GPU)."""
-    from tsda.lit.diffusion import DEFAULT_SCHEDULER
-    from tsda.sampling import denoise
+    from tsda.generators.diffusion.module import DEFAULT_SCHEDULER
+    from tsda.generators.diffusion.sampling import denoise
 
     config = {**DEFAULT_SCHEDULER, "prediction_type": "epsilon"}
     copies = []

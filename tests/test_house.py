@@ -38,33 +38,58 @@ def room(name: str) -> str:
     return parts[1] if len(parts) > 2 or (len(parts) == 2 and (PACKAGE / parts[1]).is_dir()) else name
 
 
+def family(name: str) -> str | None:
+    """The generator family a module belongs to (`gan` for `tsda.generators.gan.module`), else None."""
+    parts = name.split(".")
+    if len(parts) >= 3 and parts[1] == "generators" and (PACKAGE / "generators" / parts[2]).is_dir():
+        return parts[2]
+    return None
+
+
+#: the modules of plain tensors and nn.Modules in every family: no Lightning, no LightningModule
+PURE = ("nets", "sampling", "losses", "tokens")
+LIGHTNING = ("lightning", "pytorch_lightning", "torchmetrics")
+MODEL_ROOMS = ("tsda.lit", "tsda.classifier", "tsda.generators", "tsda.joint")
+
+
 def test_the_rules_see_every_room() -> None:
     rooms = {room(n) for n in MODULES}
-    assert {"data", "augment", "nets", "lit", "metrics", "campaign", "commands"} <= rooms
+    assert {"data", "augment", "lit", "classifier", "generators", "joint", "metrics", "campaign", "commands"} <= rooms
+    assert {family(n) for n in MODULES} >= {"gan", "diffusion", "transformer"}
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_import_rules(name: str) -> None:
     used = imports(MODULES[name])
     own = {u for u in used if u == "tsda" or u.startswith("tsda.")}
+    lightning = {u for u in used if u.split(".")[0] in LIGHTNING}
     here = room(name)
     if here != "commands":
         assert not {u for u in own if u.startswith("tsda.commands")}, f"{name}: only commands import commands"
         assert "tsda.cli" not in own or name == "tsda.__main__", f"{name}: nothing imports the dispatcher"
-    if here in ("nets", "data", "augment", "metrics"):
-        assert not {u for u in own if u.startswith("tsda.lit")}, f"{name} imports tsda.lit"
-        lightning = {u for u in used if u.split(".")[0] in ("lightning", "pytorch_lightning", "torchmetrics")}
+    if here in ("data", "augment", "metrics"):
+        assert not {u for u in own if u.startswith(MODEL_ROOMS)}, f"{name} imports a model room"
         if name != "tsda.data.datamodule":
             assert not lightning, f"{name} imports {lightning}"
     allowed = {
-        "nets": ("tsda.nets", "tsda.data"),
         "data": ("tsda.data",),
         "augment": ("tsda.augment", "tsda.data"),
         "metrics": ("tsda.metrics", "tsda.data"),
+        "lit": ("tsda.lit", "tsda.data"),
     }.get(here)
+    if name.rpartition(".")[2] in PURE and here in ("classifier", "generators", "joint"):
+        # a family's nets and pure functions: tensors in, tensors out, never a LightningModule
+        allowed = ("tsda.data", "tsda.classifier.nets", name.rpartition(".")[0])
+        assert not lightning, f"{name} ({name.rpartition('.')[2]}) imports {lightning}"
     if allowed is not None:
         stray = {u for u in own - LEAVES if not u.startswith(allowed)}
         assert not stray, f"{name} ({here}) may import only {allowed} and {sorted(LEAVES)}, imports {stray}"
+    if here in ("classifier", "generators"):
+        # the arrows: joint over the families, each family over the generators' shared base; the
+        # classifier sees the base only (to load a generator augmentation's checkpoint)
+        assert not {u for u in own if u.startswith("tsda.joint")}, f"{name} imports tsda.joint"
+        others = {family(u) for u in own} - {None, family(name)}
+        assert not others, f"{name} imports the generator families {others}"
     if name in LEAVES:
         assert own <= LEAVES, f"leaf module {name} imports {own - LEAVES}"
     if here == "campaign":
@@ -79,8 +104,9 @@ def test_modules_stay_small(name: str) -> None:
 
 def test_the_checker_catches_a_wrong_way_arrow(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from tsda.lit.classifier import ClassifierModule\n")
-    assert "tsda.lit.classifier" in imports(bad)
+    bad.write_text("def f():\n    from tsda.classifier.module import ClassifierModule\n")
+    assert "tsda.classifier.module" in imports(bad)
+    assert family("tsda.generators.diffusion.sampling") == "diffusion" and family("tsda.generators.guide") is None
 
 
 @pytest.mark.parametrize(

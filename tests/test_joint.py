@@ -1,4 +1,4 @@
-"""Joint training (`tsda.lit.joint.JointModule`): a tiny fit through `tsda fit`, both
+"""Joint training (`tsda.joint.module.JointModule`): a tiny fit through `tsda fit`, both
 contracts of its checkpoint (`tsda test`, `tsda sample`, the generator augmentation),
 determinism and resume, the classifier side's reuse of `ClassifierModule`, the schedule,
 the loss terms and the refusal of bad settings."""
@@ -19,15 +19,15 @@ from gan_fixtures import N_PACKETS, class_table, datamodule, trainer
 from tsda.augment.generator import GeneratorAugmentation
 from tsda.augment.order import Translation
 from tsda.augment.validity import assert_valid
+from tsda.classifier.module import ClassifierModule
 from tsda.cli import main
 from tsda.data.codec import FlowCodec
 from tsda.data.sources import read_parquet, write_parquet
-from tsda.lit import losses
-from tsda.lit.classifier import ClassifierModule
-from tsda.lit.generative import load_generative, prepare_augmentation
-from tsda.lit.joint import JointModule
-from tsda.lit.joint_regions import MovingClassRegions
-from tsda.lit.joint_schedule import JointSchedule
+from tsda.generators.base import load_generative, prepare_augmentation
+from tsda.generators.gan import losses
+from tsda.generators.regions import MovingClassRegions
+from tsda.joint.module import JointModule
+from tsda.joint.schedule import JointSchedule
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_GEN = {"noise_dim": 8, "width": 8, "depth": 1, "disc_width": 8, "w_recon": 1.0, "ema_decay": 0.9}
@@ -138,7 +138,7 @@ def test_fit_writes_the_metrics_of_a_classifier_fit(
 
 
 def test_tsda_test_loads_the_joint_classifier(fitted: tuple[Path, dict], tmp_path: Path) -> None:
-    """In a fresh process: nothing has imported `tsda.lit.joint` there (Lightning resolves a
+    """In a fresh process: nothing has imported `tsda.joint.module` there (Lightning resolves a
     checkpoint's class only among imported ones)."""
     _, fit_metrics = fitted
     done = subprocess.run(
@@ -198,7 +198,7 @@ def test_the_checkpoint_is_a_generator(fitted: tuple[Path, dict]) -> None:
 def test_the_joint_classifier_guides_and_scores_like_a_classifier(fitted: tuple[Path, dict]) -> None:
     """`ClassifierModule.load_frozen` (a generator's guide, `tsda evaluate --classifier`)
     takes a joint checkpoint: the classifier part, frozen, with the same latents."""
-    from tsda.lit.classifier import ClassifierModule
+    from tsda.classifier.module import ClassifierModule
 
     best = fitted[1]["best_checkpoint"]
     guide = ClassifierModule.load_frozen(best, num_classes=3)
@@ -408,7 +408,7 @@ def test_configs_and_the_campaign_condition_parse_and_agree(monkeypatch: pytest.
     (job,) = plan(spec, Path("/tmp/unused"), conditions=["joint"], seeds=[0])
     check_fit_args(list(job.args))
     condition = yaml.safe_load((REPO / "experiments/generative/campaign.yaml").read_text())["conditions"]["joint"]
-    assert condition["model"] == "tsda.lit.joint.JointModule"
+    assert condition["model"] == "tsda.joint.module.JointModule"
     config = yaml.safe_load((REPO / "configs/experiment/fgnet_joint.yaml").read_text())["model"]["init_args"]
     base = yaml.safe_load((REPO / "experiments/generative/base.yaml").read_text())["model"]["init_args"]
     settings = {k.removeprefix("model.init_args."): v for k, v in condition.items() if k != "model"}

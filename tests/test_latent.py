@@ -10,8 +10,8 @@ import torch
 
 from tsda.augment.base import Augmentation
 from tsda.callbacks import embed_augmented
+from tsda.classifier.module import ClassifierModule
 from tsda.data.batch import FlowBatch
-from tsda.lit.classifier import ClassifierModule
 from tsda.metrics.latent import LATENT_KEYS, latent_metrics, plot_latent, subsample
 
 

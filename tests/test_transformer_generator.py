@@ -1,4 +1,4 @@
-"""Autoregressive packet transformer (`tsda.lit.transformer`): the causal net, the fitted
+"""Autoregressive packet transformer (`tsda.generators.transformer.module`): the causal net, the fitted
 packet vocabulary, a real-Trainer fit, valid and seeded sampling, checkpoints, `tsda sample`,
 the generator augmentation, unconditional mode and the shipped config."""
 
@@ -18,11 +18,11 @@ from tsda.augment.validity import assert_valid
 from tsda.data.batch import DIRECTION, SIZE, FlowBatch
 from tsda.data.codec import FlowCodec
 from tsda.data.sources import read_parquet, write_parquet
+from tsda.generators.base import GenerativeModule, load_generative, prepare_augmentation
+from tsda.generators.transformer.module import TransformerModule
+from tsda.generators.transformer.nets import PacketTransformer
+from tsda.generators.transformer.tokens import EOS, PacketVocabulary
 from tsda.lit.checkpoint import read_checkpoint
-from tsda.lit.generative import GenerativeModule, load_generative, prepare_augmentation
-from tsda.lit.packet_tokens import EOS, PacketVocabulary
-from tsda.lit.transformer import TransformerModule
-from tsda.nets.transformer import PacketTransformer
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ["small_up", "big_down", "mixed"]
@@ -252,7 +252,7 @@ def test_sampling_options(fitted: tuple[TransformerModule, Path]) -> None:
 def test_checkpoint_round_trip_samples_the_same_flows(fitted: tuple[TransformerModule, Path]) -> None:
     model, path = fitted
     ckpt = read_checkpoint(path)
-    assert ckpt[GenerativeModule.CLASS_PATH_KEY] == "tsda.lit.transformer.TransformerModule"
+    assert ckpt[GenerativeModule.CLASS_PATH_KEY] == "tsda.generators.transformer.module.TransformerModule"
     assert "vocab.exact_bytes" in ckpt["state_dict"]
     loaded = load_generative(path)
     assert isinstance(loaded, TransformerModule) and not loaded.training

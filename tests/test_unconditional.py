@@ -20,11 +20,11 @@ from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
 from tsda.data.sources import read_parquet
 from tsda.errors import TsdaError
+from tsda.generators.base import load_generative, prepare_augmentation
+from tsda.generators.diffusion.module import DiffusionModule
+from tsda.generators.gan.module import GANModule
 from tsda.labelling import label_samples, load_labeller
 from tsda.lit.checkpoint import read_checkpoint
-from tsda.lit.diffusion import DiffusionModule
-from tsda.lit.gan import GANModule
-from tsda.lit.generative import load_generative, prepare_augmentation
 
 NAMES = ["small_up", "big_down", "mixed"]
 

@@ -1,4 +1,4 @@
-"""The variation contract (`GenerativeModule.vary`, `tsda.lit.variation`): for every family
+"""The variation contract (`GenerativeModule.vary`, `tsda.generators.variation`): for every family
 (diffusion SDEdit with ddim / dpmpp / ddpm, the transformer's continuation and resample,
 the cVAE-GAN, the joint module's cVAE-GAN) valid flows of the input's classes, seeded,
 the flow itself at strength 0, a fresh sample at 1, nearer the smaller the strength; and
@@ -19,14 +19,14 @@ from tsda.augment.validity import assert_valid
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
 from tsda.errors import TsdaError
-from tsda.lit.diffusion import DiffusionModule
-from tsda.lit.gan import GANModule
-from tsda.lit.generative import GenerativeModule
-from tsda.lit.guide import load_guide
-from tsda.lit.joint import JointModule
-from tsda.lit.transformer import TransformerModule
-from tsda.lit.variation import cvae_vary, keep_unvaried, strengths
-from tsda.sampling import denoise, to_model_space
+from tsda.generators.base import GenerativeModule
+from tsda.generators.diffusion.module import DiffusionModule
+from tsda.generators.diffusion.sampling import denoise, to_model_space
+from tsda.generators.gan.module import GANModule
+from tsda.generators.guide import load_guide
+from tsda.generators.transformer.module import TransformerModule
+from tsda.generators.variation import cvae_vary, keep_unvaried, strengths
+from tsda.joint.module import JointModule
 
 NAMES = ["small_up", "big_down", "mixed"]
 CODEC = FlowCodec(n_packets=N_PACKETS)

@@ -203,7 +203,7 @@ def test_the_pool_needs_training_rows_and_training_flows(dm: FlowDataModule) -> 
 
 
 def test_prepare_augmentation_gives_the_datamodules_training_flows(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tsda.lit import generative
+    from tsda.generators import base as generative
 
     monkeypatch.setattr(generative, "load_generative", lambda path, map_location: FakeSampler())
     fresh = datamodule()  # not set up: prepare_augmentation encodes the training split
@@ -251,7 +251,7 @@ def test_random_apply_a_variation_with_probability_p(dm: FlowDataModule, pooled:
 
 
 def test_the_classifier_double_policy_keeps_each_flow_beside_its_variation(dm: FlowDataModule) -> None:
-    from tsda.lit.classifier import ClassifierModule
+    from tsda.classifier.module import ClassifierModule
 
     aug = _setup(_vary(variations_per_flow=2), dm)
     clf = ClassifierModule(

@@ -51,7 +51,7 @@ class FidelityCallback(L.Callback):
         return real.index(torch.arange(min(n, self.max_flows)))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from tsda.lit.generative import GenerativeModule
+        from tsda.generators.base import GenerativeModule
         from tsda.metrics.fidelity import FEATURES, marginal_distances
 
         if trainer.sanity_checking or not isinstance(pl_module, GenerativeModule):

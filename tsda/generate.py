@@ -14,7 +14,7 @@ import torch
 
 from tsda.data.batch import FlowBatch
 from tsda.data.table import FlowTable
-from tsda.lit.generative import GenerativeModule
+from tsda.generators.base import GenerativeModule
 from tsda.seeds import seeded_generator
 
 #: the class of flows an unconditional generator drew without a labeller

@@ -10,7 +10,7 @@ quota is filled or `max_draws` flows were drawn. Three routes (`route` of the re
 - `rejection`: an unconditional generator, unguided. The acceptance rate of class k is
   the share of all draws that the labeller assigns to k at the confidence.
 - `guided`: an unconditional diffusion model with latent guidance (`latent_guidance_scale
-  > 0`, `tsda.sampling`) toward the classes still short, by the model's stored guide or,
+  > 0`, `tsda.generators.diffusion.sampling`) toward the classes still short, by the model's stored guide or,
   when it has none (or `guide="labeller"`), by the labeller itself. A flow is kept when
   the labeller agrees with its target class at the confidence; the rate of class k is the
   share of the draws aimed at k that were.
@@ -35,13 +35,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from tsda.classifier.module import ClassifierModule
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
 from tsda.errors import TsdaError
+from tsda.generators.base import GenerativeModule
+from tsda.generators.guide import FrozenGuide
 from tsda.lit.checkpoint import read_checkpoint
-from tsda.lit.classifier import ClassifierModule
-from tsda.lit.generative import GenerativeModule
-from tsda.lit.guide import FrozenGuide
 from tsda.seeds import seeded_generator
 
 GuideChoice = Literal["auto", "model", "labeller"]

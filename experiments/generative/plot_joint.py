@@ -1,4 +1,4 @@
-"""Loss curves of a joint run (`tsda.lit.joint.JointModule`) from its `metrics.csv`.
+"""Loss curves of a joint run (`tsda.joint.module.JointModule`) from its `metrics.csv`.
 
     python experiments/generative/plot_joint.py runs/generative/runs/joint/seed0 \\
         experiments/generative/results/joint_curves.png [--reference runs/generative/runs/no_aug_batch_b/seed0]

@@ -43,7 +43,7 @@ class AugmentContext:
         codec: the data's `FlowCodec`, when known.
         load_sampler: `(checkpoint path, device) -> sampler` for augmentations backed by a
             trained generator (`tsda.augment.generator.FlowSampler`); supplied by the
-            layer that knows generator modules (`tsda.lit.generative.prepare_augmentation`).
+            layer that knows generator modules (`tsda.generators.base.prepare_augmentation`).
         train_flows: the training split's flows (`x (N, 3, L)`, `rows` 0..N-1), when known:
             for augmentations that keep state per training flow (a pool of variations),
             which training batches then look up by `FlowBatch.rows`.

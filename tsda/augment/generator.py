@@ -36,7 +36,7 @@ left as they are (the original flow), and `stats()` counts those classes (`pool_
 
 Layering: this module knows generators only through the `FlowSampler` protocol below. The
 checkpoint is loaded by the `load_sampler` of the `AugmentContext` that `setup` receives;
-the training module supplies it (`tsda.lit.generative.prepare_augmentation`), so
+the training module supplies it (`tsda.generators.base.prepare_augmentation`), so
 `tsda.augment` imports neither Lightning nor `tsda.lit`.
 """
 
@@ -198,7 +198,7 @@ class GeneratorAugmentation(Augmentation):
             return
         if context.load_sampler is None:
             raise ValueError("GeneratorAugmentation.setup needs a context with load_sampler "
-                             "(tsda.lit.generative.prepare_augmentation supplies it)")
+                             "(tsda.generators.base.prepare_augmentation supplies it)")
         sampler = context.load_sampler(self.ckpt, context.device)
         if not getattr(sampler, "conditional", True):
             raise TsdaError(f"augmentation checkpoint {self.ckpt}: an unconditional generator (trained with "
@@ -334,7 +334,7 @@ class GeneratorAugmentation(Augmentation):
     def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
         if self._sampler is None and self._pool is None:
             raise RuntimeError("GeneratorAugmentation is used before setup(); train it through "
-                               "ClassifierModule or call tsda.lit.generative.prepare_augmentation")
+                               "ClassifierModule or call tsda.generators.base.prepare_augmentation")
         n_packets = self._pool.n_packets if self._pool is not None else self._sampler.codec.n_packets
         if batch.n_packets != n_packets:
             raise ValueError(f"the generator makes {n_packets} packets, the batch has {batch.n_packets}")
@@ -376,7 +376,7 @@ def _training_flows(context: AugmentContext, ckpt: str, n_packets: int) -> FlowB
     flows = context.train_flows
     if flows is None:
         raise TsdaError(f"augmentation checkpoint {ckpt}: variations_per_flow > 0 needs the training split's flows "
-                        "(AugmentContext.train_flows: tsda.lit.generative.prepare_augmentation(datamodule=...)); "
+                        "(AugmentContext.train_flows: tsda.generators.base.prepare_augmentation(datamodule=...)); "
                         "or set variations_per_flow 0 (fresh variations per batch)")
     if flows.n_packets != n_packets:
         raise TsdaError(f"augmentation checkpoint {ckpt}: the generator makes {n_packets} packets, "

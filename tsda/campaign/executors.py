@@ -4,7 +4,7 @@ called in this process with every finished run's results row (see `tsda.campaign
     local     each run a process (`run_job`), `workers` at a time
     ray       each run a Ray task with its CPU/GPU request
     ensemble  up to `members_per_job` runs per process (`tsda ensemble`), `workers` processes
-              at a time: runs that stack train as one batched model (`tsda.lit.ensemble`),
+              at a time: runs that stack train as one batched model (`tsda.classifier.ensemble`),
               the others (the joint module, Trainer options it lacks) one after another
 
 A new executor is one more `Executor` value, one function `(jobs, on_result, options)` and

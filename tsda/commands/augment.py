@@ -59,7 +59,7 @@ from tsda.data.curation import STORED_SPLITS, holds_copies
 from tsda.data.datamodule import FlowDataModule
 from tsda.errors import TsdaError
 from tsda.figures import pyplot, save_figure
-from tsda.lit.generative import prepare_augmentation
+from tsda.generators.base import prepare_augmentation
 from tsda.seeds import seeded_generator
 
 

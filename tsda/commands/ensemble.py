@@ -6,7 +6,7 @@
 and `--seed_everything`); `tsda campaign run --executor ensemble` writes one per job. Runs
 whose tensors stack (`batch_key`: a plain `ClassifierModule`, the same data, backbone,
 optimiser, label smoothing, training batch and Trainer limits) train together as one
-batched model (`tsda.lit.ensemble`); each member then writes what a `tsda fit` run writes:
+batched model (`tsda.classifier.ensemble`); each member then writes what a `tsda fit` run writes:
 `checkpoints/best.ckpt` (a Lightning checkpoint of its best weights), `metrics.csv`
 (per epoch), `config.yaml` and `metrics.json` with the same keys (test metrics of the best
 weights, per-class F1, latent scores, augmentation stats, epochs, seconds), plus
@@ -32,10 +32,10 @@ from typing import Any
 import lightning as L
 import torch
 
+from tsda.classifier.ensemble import EnsembleSettings, MemberOutcome, fit_ensemble
+from tsda.classifier.module import ClassifierModule
 from tsda.commands.fit import build_fit, run_fit, run_test, write_run_metrics
 from tsda.data.datamodule import FlowDataModule
-from tsda.lit.classifier import ClassifierModule
-from tsda.lit.ensemble import EnsembleSettings, MemberOutcome, fit_ensemble
 from tsda.logging import log_summary_run
 from tsda.runs import atomic_path
 

@@ -42,32 +42,32 @@ import numpy as np
 import torch
 from jsonargparse import ArgumentParser, Namespace
 
+from tsda.classifier.module import ClassifierModule
 from tsda.commands.options import (
-    DEVICE_HELP,
-    add_data_arguments,
-    build_datamodule,
-    command_parser,
-    resolve_device,
-)
+                                   DEVICE_HELP,
+                                   add_data_arguments,
+                                   build_datamodule,
+                                   command_parser,
+                                   resolve_device,
+                                   )
 from tsda.commands.tstr import TstrSettings, gru_discriminative_score, trtr, tstr
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
 from tsda.data.curation import stratified_cap
 from tsda.data.sources import read_parquet
 from tsda.data.table import FlowTable
-from tsda.lit.classifier import ClassifierModule
 from tsda.logging import WandbSettings, log_summary_run
 from tsda.metrics.discriminative import discriminative_score, feature_giveaways, flat_features
 from tsda.metrics.distances import frechet_distance, memorisation, prdc
 from tsda.metrics.fidelity import FEATURES, marginal_distances, size_curve_distance
-from tsda.metrics.variation import VARIATION_COLUMNS, is_variation_file, variation_fidelity
 from tsda.metrics.fidelity_plots import (
-    plot_comparison,
-    plot_example_flows,
-    plot_latent_tsne,
-    plot_marginals,
-    plot_size_curves,
-)
+                                         plot_comparison,
+                                         plot_example_flows,
+                                         plot_latent_tsne,
+                                         plot_marginals,
+                                         plot_size_curves,
+                                         )
+from tsda.metrics.variation import VARIATION_COLUMNS, is_variation_file, variation_fidelity
 from tsda.runs import atomic_path, write_json_atomic
 
 

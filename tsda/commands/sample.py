@@ -61,7 +61,7 @@ from tsda.data.curation import FILE_ROW
 from tsda.data.sources import read_parquet, write_parquet
 from tsda.errors import TsdaError
 from tsda.generate import plan_labels, sample_flows, to_table, unlabelled_table
-from tsda.lit.generative import GenerativeModule, load_generative
+from tsda.generators.base import GenerativeModule, load_generative
 from tsda.runs import write_json_atomic
 from tsda.seeds import seeded_generator
 

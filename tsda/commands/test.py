@@ -32,12 +32,12 @@ import numpy as np
 from jsonargparse import ActionConfigFile, Namespace
 from lightning.pytorch.cli import LightningArgumentParser
 
+from tsda.classifier.module import ClassifierModule
 from tsda.commands.fit import run_test, write_run_metrics
 from tsda.commands.options import add_data_arguments
 from tsda.data.datamodule import FlowDataModule
 from tsda.errors import TsdaError
 from tsda.lit.checkpoint import read_checkpoint
-from tsda.lit.classifier import ClassifierModule
 from tsda.logging import WandbSettings, run_loggers
 from tsda.runs import default_run_dir
 

@@ -39,10 +39,10 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
+from tsda.classifier.module import ClassifierModule
 from tsda.data.codec import FlowCodec
 from tsda.data.datamodule import FlowDataModule
 from tsda.data.table import FlowTable
-from tsda.lit.classifier import ClassifierModule
 from tsda.seeds import seeded_init
 
 #: test metrics each trained classifier reports (ClassifierModule's `test_*` keys)

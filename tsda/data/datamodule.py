@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tsda.data.batch import FlowBatch
 from tsda.data.codec import FlowCodec
 from tsda.data.curation import (FILE_ROW, SOURCE_ROW, SPLIT_KINDS, SplitKind, check_stored_split, curate,
-                                 curate_stored, group_fraction, holds_copies, source_rows, split_indices,
-                                 stored_split_indices, stratified_fraction)
+                                curate_stored, group_fraction, holds_copies, source_rows, split_indices,
+                                stored_split_indices, stratified_fraction)
 from tsda.data.sources import FlowDataError, ParquetColumns, parquet_rows, read_parquet
 from tsda.data.table import FlowTable
 from tsda.seeds import seeded_generator
@@ -379,7 +379,7 @@ class FlowDataModule(L.LightningDataModule):
     def train_sampler(self, seed: int, rank: int = 0, world_size: int = 1) -> IndexBatchSampler:
         """The training split's batch sampler drawing from `seed` (shuffled, or class-weighted
         with `sampler: class_weighted`): what `train_dataloader` iterates, and what each
-        member of an ensemble (`tsda.lit.ensemble`) draws its own batch order from."""
+        member of an ensemble (`tsda.classifier.ensemble`) draws its own batch order from."""
         if "train" not in self.tensors:
             self._encode("train")
         labels = torch.as_tensor(self.table.labels[self.splits["train"]], dtype=torch.long)  # (N,) on the host

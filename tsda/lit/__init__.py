@@ -1,4 +1,5 @@
-"""LightningModules: losses, optimisers, metrics and logging live here."""
+"""Lightning plumbing every model family shares: reading checkpoints, DDP for modules with several
+backwards, the seeded run generator, and the class-name helpers below."""
 
 from __future__ import annotations
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from tsda.data.batch import FlowBatch
-from tsda.lit.joint_regions import eval_mode
+from tsda.generators.regions import eval_mode
 
 if TYPE_CHECKING:
-    from tsda.lit.generative import GenerativeModule
+    from tsda.generators.base import GenerativeModule
 
 
 def strengths(strength: float | torch.Tensor, batch_size: int, device: torch.device | str) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """`ClassNoisePrior`: the fitted noise prior a cVAE-GAN samples from.
 
-The cVAE-GAN's encoder (`tsda.nets.gan.FlowEncoder`) maps each real flow of class k to a
+The cVAE-GAN's encoder (`tsda.generators.gan.nets.FlowEncoder`) maps each real flow of class k to a
 Gaussian posterior over the generator's noise; its KL term pulls the posteriors towards
 N(0, I), but the codes of class k still occupy a class-specific region. So, as in ex-post
 density estimation (Ghosh et al. 2020), a full-covariance Gaussian per class is fitted to
@@ -15,7 +15,7 @@ noise `eps (B, Z)` to `mean_y + chol_y @ eps`.
 Why an `nn.Module` in `tsda.lit`, not in `tsda.nets`: it is no network (no parameters,
 nothing learnt by gradient) but a statistic of the training data, refitted by the
 LightningModule at epoch boundaries from a pass over the training split (through the
-class-sums mechanism of `tsda.lit.guide`), and it warns about classes it could not fit;
+class-sums mechanism of `tsda.generators.guide`), and it warns about classes it could not fit;
 it is an `nn.Module` only so that its buffers move with, and are checkpointed with, the
 generator module holding it.
 
@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from tsda.data.batch import FlowBatch
-from tsda.lit.guide import class_sums, warn_sparse_classes
+from tsda.generators.guide import class_sums, warn_sparse_classes
 
 #: where `GANModule.sample` draws the generator's noise from
 NoisePriorName = Literal["fitted", "standard"]

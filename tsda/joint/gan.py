@@ -1,4 +1,4 @@
-"""The generator half of joint training: the interface `tsda.lit.joint.JointModule` trains a
+"""The generator half of joint training: the interface `tsda.joint.module.JointModule` trains a
 generator through (`JointGenerator`), and the cVAE-GAN behind it (`JointGAN`).
 
 The module owns the loop, the optimisers and the latent objectives, which are computed in
@@ -16,19 +16,19 @@ part owns its nets and its own objective:
 - `generate(labels, g, **options)`: flows `x (B, 3, L)` for sampling (`JointModule.sample`),
   `training_flows(labels, g)`: those the classifier trains on.
 - `can_vary`, `vary(x, labels, strength, g, **options)`: given flows varied (`JointModule.vary`;
-  the cVAE-GAN's through its encoder, `tsda.lit.variation.cvae_vary`).
+  the cVAE-GAN's through its encoder, `tsda.generators.variation.cvae_vary`).
 
-`JointGAN` is the cGAN of `tsda.lit.gan.GANModule` rebuilt from the same pieces (the nets of
-`tsda.nets.gan`, the loss functions of `tsda.lit.losses`, the noise prior of
-`tsda.lit.prior`, the EMA of `tsda.lit.ema`) without its frozen guide and without latent
+`JointGAN` is the cGAN of `tsda.generators.gan.module.GANModule` rebuilt from the same pieces (the nets of
+`tsda.generators.gan.nets`, the loss functions of `tsda.generators.gan.losses`, the noise prior of
+`tsda.generators.gan.prior`, the EMA of `tsda.generators.ema`) without its frozen guide and without latent
 conditioning: in joint training the guide is the co-trained classifier, whose latent space
 moves every step, so a generator conditioned on its latents would see its own input
 distribution drift, and sampling would need latents of the final classifier.
 
 The diffusion denoiser fits the same interface and is not built: `parameter_groups` =
 `{"generator": denoiser}` (no critic), `generator_terms` = the denoising MSE of
-`tsda.lit.diffusion` with `fake` the one-step prediction `x0_hat(x_t, t)` (mapped back from
-model space) and `noise` the `x_t` noise, `generate` a few-step sampler of `tsda.sampling`
+`tsda.generators.diffusion.module` with `fake` the one-step prediction `x0_hat(x_t, t)` (mapped back from
+model space) and `noise` the `x_t` noise, `generate` a few-step sampler of `tsda.generators.diffusion.sampling`
 (DPM-Solver++ 10 steps; the classifier's generated flows would then come from a per-epoch
 pool, as `GeneratorAugmentation` does, since a sampler per training step is 10 denoiser
 passes).
@@ -46,11 +46,11 @@ import torch
 from torch import nn
 
 from tsda.data.batch import FlowBatch
-from tsda.lit import losses
-from tsda.lit.ema import ema_of
-from tsda.lit.prior import ClassNoisePrior, NoisePriorName, check_noise_prior
-from tsda.lit.variation import cvae_vary
-from tsda.nets.gan import FlowDiscriminator, FlowEncoder, FlowGenerator
+from tsda.generators.ema import ema_of
+from tsda.generators.gan import losses
+from tsda.generators.gan.nets import FlowDiscriminator, FlowEncoder, FlowGenerator
+from tsda.generators.gan.prior import ClassNoisePrior, NoisePriorName, check_noise_prior
+from tsda.generators.variation import cvae_vary
 
 #: the generators `JointModule` can train (closed choice: `model.generator`)
 GeneratorName = Literal["cgan"]
@@ -118,7 +118,7 @@ class JointGenerator(nn.Module, ABC):
 
 
 class JointGAN(JointGenerator):
-    """The cVAE-GAN (`tsda.nets.gan`) as the generator of joint training.
+    """The cVAE-GAN (`tsda.generators.gan.nets`) as the generator of joint training.
 
     Args:
         num_classes: K.
@@ -265,7 +265,7 @@ class JointGAN(JointGenerator):
         use_ema: bool = True,
         prior: NoisePriorName = "fitted",
     ) -> torch.Tensor:
-        """`x (B, 3, L)` varied through the noise space (`tsda.lit.variation.cvae_vary`),
+        """`x (B, 3, L)` varied through the noise space (`tsda.generators.variation.cvae_vary`),
         with the generator `generate` uses (`use_ema`) and noise from `prior`."""
         net = self.generator_ema.module if use_ema else self.generator
         return cvae_vary(

@@ -1,12 +1,12 @@
 """Class regions of a latent space that moves: the targets of joint training's latent
-objectives (`tsda.lit.joint.JointModule`).
+objectives (`tsda.joint.module.JointModule`).
 
-A frozen guide's class regions are fitted once (`tsda.lit.gan.GANModule`); the co-trained
+A frozen guide's class regions are fitted once (`tsda.generators.gan.module.GANModule`); the co-trained
 classifier's latent space changes at every step, and regions refitted once per epoch were
 measured stale: by the epoch's end, real training flows themselves lay tens of class
 spreads away from their class's region (3-class toy data). `MovingClassRegions` keeps
 exponentially decayed class sums instead, with the same statistics as the guide mechanism
-(`tsda.lit.guide.ClassSums`, `class_regions`: centroids `mu (K, D)`, spreads `sigma (K, D)`,
+(`tsda.generators.guide.ClassSums`, `class_regions`: centroids `mu (K, D)`, spreads `sigma (K, D)`,
 classes with fewer than 2 flows warned about and given the region of all flows):
 
     first update:   n, S1, S2 = the class sums of the training split's latents
@@ -38,9 +38,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from tsda.classifier.nets import FlowClassifier
 from tsda.data.batch import FlowBatch
-from tsda.lit.guide import ClassSums, class_regions, guide_latent_sums
-from tsda.nets.classifier import FlowClassifier
+from tsda.generators.guide import ClassSums, class_regions, guide_latent_sums
 
 
 @contextmanager

@@ -1,7 +1,7 @@
-"""The cGAN's loss terms as pure functions of tensors (`tsda.lit.gan.GANModule` weighs and
+"""The cGAN's loss terms as pure functions of tensors (`tsda.generators.gan.module.GANModule` weighs and
 sums them). Every function returns a scalar; shapes are those of a batch of B flows.
 
-Adversarial (hinge, as used with the projection discriminator of `tsda.nets.gan`):
+Adversarial (hinge, as used with the projection discriminator of `tsda.generators.gan.nets`):
     discriminator  `mean relu(1 - D(real)) + mean relu(1 + D(fake))`
     generator      `-mean D(fake)`
 R1: `mean_b |grad_x D(real)_b|^2` (the module adds `r1_gamma / 2` times it).
@@ -17,7 +17,7 @@ cVAE-GAN coverage: `recon` the L1 distance of a reconstruction to the real flow 
 channels and positions), `kl` the KL divergence of a diagonal Gaussian `(mu, logvar)` to
 N(0, I) (mean per noise dimension).
 
-Joint training (`tsda.lit.joint.JointModule`) adds `latent_diversity`, a mode-seeking hinge
+Joint training (`tsda.joint.module.JointModule`) adds `latent_diversity`, a mode-seeking hinge
 in the co-trained classifier's latent, and `supervised_contrastive` (SupCon) over its views.
 """
 
@@ -71,7 +71,7 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean()
 
 
-# -- terms of joint training (`tsda.lit.joint.JointModule`) ----------------------------------
+# -- terms of joint training (`tsda.joint.module.JointModule`) ----------------------------------
 def latent_diversity(
     z: torch.Tensor, noise: torch.Tensor, labels: torch.Tensor, sigma: torch.Tensor, target: float = 1.0
 ) -> torch.Tensor:

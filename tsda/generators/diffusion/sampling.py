@@ -47,12 +47,13 @@ pass per step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
+from tsda.classifier.nets import LatentClassifier
 from tsda.data.batch import DIRECTION, IAT, SIZE
 from tsda.seeds import cumsum
 
@@ -115,14 +116,6 @@ def snap_model_space(x: torch.Tensor) -> torch.Tensor:
     present = (torch.arange(x.shape[2], device=x.device)[None, :] < lengths[:, None]).to(x.dtype)  # (B, L)
     out[:, DIRECTION] = torch.where(x[:, DIRECTION] >= 0, 1.0, -1.0) * present
     return out
-
-
-class LatentClassifier(Protocol):
-    """A classifier with the latent seam (`tsda.nets.classifier.FlowClassifier`)."""
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor: ...  # (B, 3, L) -> (B, D)
-
-    def head(self, z: torch.Tensor) -> torch.Tensor: ...  # (B, D) -> (B, K)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ norm on every layer and the hinge loss. An auxiliary-classifier (AC-GAN) head wa
 alternative; it is known to push generators towards easy-to-classify, low-diversity samples
 within each class and to be less stable with many classes (FG-Net has 53). Class semantics
 are instead enforced, when wanted, by the *frozen traffic classifier's* guidance terms in
-`tsda.lit.gan.GANModule`, which keeps "looks real" (discriminator) and "belongs to class k
+`tsda.generators.gan.module.GANModule`, which keeps "looks real" (discriminator) and "belongs to class k
 according to the classifier we augment" (guidance) as two separately weighted terms.
 
 Conditioning: the generator concatenates its class embedding (and, optionally, a projection
@@ -38,7 +38,7 @@ use to a classifier trained on its flows. `FlowEncoder` turns the cGAN into a cV
 and its class to a Gaussian over the generator's noise, and the generator must reconstruct
 the flow from a draw of it, so every real flow has a noise region that decodes near it;
 a KL term keeps those regions near N(0, I), and sampling draws from a Gaussian per class
-fitted to them (`tsda.lit.prior.ClassNoisePrior`).
+fitted to them (`tsda.generators.gan.prior.ClassNoisePrior`).
 """
 
 from __future__ import annotations

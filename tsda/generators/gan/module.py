@@ -1,32 +1,32 @@
 """`GANModule`: a class-conditional GAN for flows, optionally guided by a frozen classifier,
-or an unconditional one (`conditional=False`: trained without labels, `tsda.lit.conditioning`).
+or an unconditional one (`conditional=False`: trained without labels, `tsda.generators.gan.conditioning`).
 
 Training follows Lightning's GAN example (manual optimisation: `toggle_optimizer`,
 `manual_backward`), with the hinge loss, a projection discriminator with spectral norm
-(`tsda.nets.gan`), an optional R1 gradient penalty and an exponential moving average (EMA)
+(`tsda.generators.gan.nets`), an optional R1 gradient penalty and an exponential moving average (EMA)
 of the generator's weights, which is what `sample` uses. The loss terms are the pure
-functions of `tsda.lit.losses`; this module weighs and sums them.
+functions of `tsda.generators.gan.losses`; this module weighs and sums them.
 
 Latent guidance comes from a frozen, pretrained `ClassifierModule` checkpoint
-(`classifier_ckpt`, loaded as a `tsda.lit.guide.FrozenGuide`), the classifier whose latent
+(`classifier_ckpt`, loaded as a `tsda.generators.guide.FrozenGuide`), the classifier whose latent
 space the synthetic flows should populate. The generator loss adds `w_class` x the guide's
 cross-entropy on generated flows and `w_latent` x a pull of their latents `encode(x_gen)`
-(formulas: `tsda.lit.losses`) towards the conditioning latent when `latent_conditioning`
+(formulas: `tsda.generators.gan.losses`) towards the conditioning latent when `latent_conditioning`
 (the generator then also takes a latent `(B, D)`: in training the guide's latent of the
 real flow, when sampling one of up to `LATENT_BANK` stored real latents of the class, so
 sampling sees the conditioning distribution of training), otherwise into the class's
 region (centroid plus spread, not collapsed onto the centroid).
 
 Class centroids `mu (K, D)` and spreads `sigma (K, D)` are computed from the training data
-at fit start (`tsda.lit.guide.class_regions`: a class with fewer than 2 training flows gets
+at fit start (`tsda.generators.guide.class_regions`: a class with fewer than 2 training flows gets
 the region of all training flows, with a warning naming it) and stored as buffers (with the
 per-class bank of real latents when latent-conditioned), so a checkpoint can sample without
 the classifier. Zero weights and no latent conditioning give the plain cGAN.
 
-Coverage (`w_recon > 0`, the cVAE-GAN of `tsda.nets.gan`): an encoder maps each real flow
+Coverage (`w_recon > 0`, the cVAE-GAN of `tsda.generators.gan.nets`): an encoder maps each real flow
 to a Gaussian over the generator's noise; the generator adds `w_recon` x the L1 distance of
 the flow's (soft) reconstruction from a draw of it and `w_kl` x its KL divergence to
-N(0, I). The fitted noise prior (`tsda.lit.prior.ClassNoisePrior`, submodule `noise_prior`)
+N(0, I). The fitted noise prior (`tsda.generators.gan.prior.ClassNoisePrior`, submodule `noise_prior`)
 is refitted to the posteriors of the training flows after every training epoch and before
 validation; `sample` draws the noise from it (`prior="fitted"`, the default) or from N(0, I)
 (`"standard"`, which is also what `"fitted"` means for a plain cGAN: no encoder, trained on
@@ -41,16 +41,17 @@ from typing import Any
 import torch
 
 from tsda.data.batch import FlowBatch
-from tsda.lit import check_class_names, losses
-from tsda.lit.conditioning import (LATENT_BANK, bank_latent, check_unconditional, fill_bank, pooled,
-                                   prior_classes, prior_labels)
-from tsda.lit.ema import check_ema_decay, ema_of
-from tsda.lit.generative import GenerativeModule
-from tsda.lit.guide import FrozenGuide, LatentGuide, class_regions, guide_latent_sums, load_guide, warn_sparse_classes
-from tsda.lit.prior import ClassNoisePrior, NoisePriorName, check_noise_prior
+from tsda.generators.base import GenerativeModule
+from tsda.generators.ema import check_ema_decay, ema_of
+from tsda.generators.gan import losses
+from tsda.generators.gan.conditioning import (LATENT_BANK, bank_latent, check_unconditional, fill_bank, pooled,
+                                              prior_classes, prior_labels)
+from tsda.generators.gan.nets import FlowDiscriminator, FlowEncoder, FlowGenerator
+from tsda.generators.gan.prior import ClassNoisePrior, NoisePriorName, check_noise_prior
+from tsda.generators.guide import FrozenGuide, LatentGuide, class_regions, guide_latent_sums, load_guide, warn_sparse_classes
+from tsda.generators.variation import cvae_vary, run_variation
+from tsda.lit import check_class_names
 from tsda.lit.rng import RunGenerator
-from tsda.lit.variation import cvae_vary, run_variation
-from tsda.nets.gan import FlowDiscriminator, FlowEncoder, FlowGenerator
 from tsda.seeds import seeded_generator
 
 #: state-dict keys of checkpoints saved before the noise prior was the submodule `noise_prior`
@@ -70,7 +71,7 @@ class GANModule(GenerativeModule):
         lr_g, lr_d, betas: Adam settings of generator and discriminator.
         n_critic: discriminator steps per generator step.
         r1_gamma: weight of the R1 gradient penalty on real flows (0 = off).
-        ema_decay: decay of the generator's EMA (`tsda.lit.ema`: ramped up over the first steps).
+        ema_decay: decay of the generator's EMA (`tsda.generators.ema`: ramped up over the first steps).
         classifier_ckpt: a trained `ClassifierModule` checkpoint that guides the generator
             (frozen); needed when `w_class`, `w_latent` or `latent_conditioning` is set.
         w_class: weight of the classifier's cross-entropy on generated flows.
@@ -244,7 +245,7 @@ class GANModule(GenerativeModule):
         A stored real latent of the class (`mu + scale * (z - mu)`), or, for a class without
         stored latents (never seen in training: warned), a draw from the class's diagonal
         Gaussian `mu + scale * sigma * eps`, which is that of all training flows
-        (`tsda.lit.conditioning.bank_latent`).
+        (`tsda.generators.gan.conditioning.bank_latent`).
         """
         n = self.class_bank_n[labels]  # (B,)
         warn_sparse_classes(f"{type(self).__name__}.sample", sorted(set(labels[n == 0].tolist())), self.class_names,
@@ -266,7 +267,7 @@ class GANModule(GenerativeModule):
         model ignores `labels` (returned as given: requests, not what the flows are).
 
         Raises:
-            ValueError: `prior` is not one of `tsda.lit.prior.NOISE_PRIORS`.
+            ValueError: `prior` is not one of `tsda.generators.gan.prior.NOISE_PRIORS`.
         """
         labels = labels.to(self.device)
         net = self.generator_ema.module if use_ema else self.generator
@@ -286,7 +287,7 @@ class GANModule(GenerativeModule):
     def vary(self, batch: FlowBatch, strength: float | torch.Tensor, generator: torch.Generator, *,
              latent_scale: float = 1.0, use_ema: bool = True, prior: NoisePriorName = "fitted") -> FlowBatch:
         """Each flow of `batch` (`x (B, 3, L)`) varied through the cVAE-GAN's noise space
-        (`tsda.lit.variation.cvae_vary`: s = 0 the flow, 1 a fresh sample of its class,
+        (`tsda.generators.variation.cvae_vary`: s = 0 the flow, 1 a fresh sample of its class,
         continuous between), conditioned (if latent-conditioned) on the guide's latent of
         the flow itself, else on a class latent as in `sample`. Options as in `sample`. A
         plain cGAN raises `TsdaError`: it has no encoder to find a flow's noise."""

@@ -47,10 +47,10 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from tsda.classifier.module import ClassifierModule
+from tsda.classifier.nets import FlowClassifier
 from tsda.data.batch import FlowBatch
 from tsda.data.datamodule import FlowDataModule, IndexBatchSampler
-from tsda.lit.classifier import ClassifierModule
-from tsda.nets.classifier import FlowClassifier
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The schedule of joint training (`tsda.lit.joint.JointModule`): which part trains when, and
+"""The schedule of joint training (`tsda.joint.module.JointModule`): which part trains when, and
 how much the classifier's loss weighs the generated flows.
 
 Epochs `[0, C)` (`classifier_warmup_epochs` = C) train the classifier alone on real flows;

@@ -1,7 +1,7 @@
 """`TransformerModule`: a class-conditional autoregressive transformer over packets, the
 third generator family (issue 17 part 3), behind the `GenerativeModule` contract.
 
-What is discrete is modelled as discrete (issue 17 part 2; `tsda.lit.packet_tokens`):
+What is discrete is modelled as discrete (issue 17 part 2; `tsda.generators.transformer.tokens`):
 - **size and direction** are one categorical per packet over a vocabulary fitted to the
   training split at fit start: the V most frequent exact (direction, bytes) pairs plus
   (direction, byte bin) tokens for the rest, drawn back to bytes from the training
@@ -53,12 +53,12 @@ import torch
 import torch.nn.functional as F
 
 from tsda.data.batch import DIRECTION, IAT, SIZE, FlowBatch
+from tsda.generators.base import GenerativeModule
+from tsda.generators.regions import eval_mode
+from tsda.generators.transformer.nets import PacketTransformer
+from tsda.generators.transformer.tokens import EOS, PacketVocabulary
+from tsda.generators.variation import run_variation
 from tsda.lit import check_class_names
-from tsda.lit.generative import GenerativeModule
-from tsda.lit.joint_regions import eval_mode
-from tsda.lit.packet_tokens import EOS, PacketVocabulary
-from tsda.lit.variation import run_variation
-from tsda.nets.transformer import PacketTransformer
 
 #: how `TransformerModule.vary` keeps parts of a flow
 VaryHow = Literal["continuation", "resample"]

@@ -14,21 +14,21 @@ Each training step, with `e = encode(x_gen)`, `h = head(e)` in the co-trained cl
 
 1. critic (from the generator warm-up on; `n_critic` times): the cGAN's hinge loss [+ R1].
 2. generator: its own objective (hinge `-mean D(x_gen)` [+ `w_recon` L1 + `w_kl` KL of the
-   cVAE-GAN]) plus the latent objectives (`tsda.lit.losses`):
+   cVAE-GAN]) plus the latent objectives (`tsda.generators.gan.losses`):
    `w_class` CE(h, y) + `w_latent` latent_region(e, mu_y, sigma_y) + `w_diversity`
    latent_diversity(e, noise, y, sigma_y). `mu, sigma (K, D)` are the class regions of the
    classifier's current eval-mode latents of real training flows, updated before every
-   generator step (`tsda.lit.joint_regions.MovingClassRegions`, memory `region_decay`).
+   generator step (`tsda.generators.regions.MovingClassRegions`, memory `region_decay`).
 3. classifier: the cross-entropy of real flows and, in the joint phase, generated flows of
    the same classes (EMA generator, no gradient) under the policy `double` (B real + B
    generated) or `replace` (each flow replaced with probability `augment_p`), weighted:
    `sum_i w_i CE_i / sum_i w_i` with `w_i = 1` on real rows and `w(t)` (the ramp of
-   `tsda.lit.joint_schedule`) on generated ones; with `w_generated = 1` after the ramp this
+   `tsda.joint.schedule`) on generated ones; with `w_generated = 1` after the ramp this
    is `ClassifierModule`'s loss with the generator as its augmentation; with 0 it is exactly
    the unaugmented classifier. [+ `w_supcon` x SupCon of the latents of real, generated and
    `view_augmentation`ed views (the views enter no cross-entropy).]
 
-Schedule (`tsda.lit.joint_schedule`): `classifier_warmup_epochs`, then
+Schedule (`tsda.joint.schedule`): `classifier_warmup_epochs`, then
 `generator_warmup_epochs`, then joint, the generated weight ramped over
 `generated_rampup_epochs`. Stability measures, and why:
 
@@ -47,7 +47,7 @@ Schedule (`tsda.lit.joint_schedule`): `classifier_warmup_epochs`, then
   pull onto a class's easiest flows stand the discriminator (the flows must look real) and
   the diversity term (same-class flows as spread as real ones).
 - Class regions follow the classifier step by step (regions refitted once per epoch were
-  measured stale, `tsda.lit.joint_regions`), and the latent terms are measured in units of
+  measured stale, `tsda.generators.regions`), and the latent terms are measured in units of
   the class spread `sigma`, so the weights keep their meaning while the latent space grows
   or shrinks.
 
@@ -68,15 +68,15 @@ import torch
 import torch.nn.functional as F
 
 from tsda.augment.base import Augmentation, Family, select
+from tsda.classifier.module import ClassifierModule, Policy
+from tsda.classifier.nets import BackboneName
 from tsda.data.batch import FlowBatch
-from tsda.lit import losses
-from tsda.lit.classifier import ClassifierModule, Policy
-from tsda.lit.generative import GenerativeModule, prepare_augmentation
-from tsda.lit.joint_gan import GeneratorName, JointGenerator, build_joint_generator
-from tsda.lit.joint_regions import MovingClassRegions, eval_mode
-from tsda.lit.joint_schedule import JointSchedule, Phase, RampName
-from tsda.lit.variation import run_variation
-from tsda.nets.classifier import BackboneName
+from tsda.generators.base import GenerativeModule, prepare_augmentation
+from tsda.generators.gan import losses
+from tsda.generators.regions import MovingClassRegions, eval_mode
+from tsda.generators.variation import run_variation
+from tsda.joint.gan import GeneratorName, JointGenerator, build_joint_generator
+from tsda.joint.schedule import JointSchedule, Phase, RampName
 from tsda.seeds import seeded_generator
 
 
@@ -106,7 +106,7 @@ class JointModule(ClassifierModule, GenerativeModule):
             `policy`, `augment_p`); `seed` seeds every draw of the run.
         n_packets, mtu, iat_unit, iat_max: the `FlowCodec` settings of the training data
             (checked against the datamodule's codec at fit start).
-        generator: `cgan` (`tsda.lit.joint_gan.JointGAN`, the cVAE-GAN).
+        generator: `cgan` (`tsda.joint.gan.JointGAN`, the cVAE-GAN).
         generator_kwargs: its arguments: `noise_dim`, `width`, `depth`, `disc_width`,
             `r1_gamma`, `w_recon`, `w_kl`, `ema_decay` (as `GANModule`'s).
         lr_g, lr_d, betas: Adam settings of the generator (with its encoder) and critic.
@@ -398,7 +398,7 @@ class JointModule(ClassifierModule, GenerativeModule):
     def vary(self, batch: FlowBatch, strength: float | torch.Tensor, generator: torch.Generator,
              **options: Any) -> FlowBatch:
         """Each flow of `batch` (`x (B, 3, L)`) varied by the generator (`GenerativeModule.vary`;
-        the cVAE-GAN's `tsda.lit.variation.cvae_vary`), options as in `sample`."""
+        the cVAE-GAN's `tsda.generators.variation.cvae_vary`), options as in `sample`."""
         if not self.part.can_vary:
             raise self.cannot_vary("its generator needs an encoder (a cVAE-GAN, generator_kwargs.w_recon > 0)")
         self._warn_untrained("vary")

@@ -1,4 +1,4 @@
-"""`PacketVocabulary`: what the transformer generator (`tsda.lit.transformer`) predicts per
+"""`PacketVocabulary`: what the transformer generator (`tsda.generators.transformer.module`) predicts per
 packet, as tokens fitted once to the training split and kept as buffers (so a checkpoint
 alone can sample).
 

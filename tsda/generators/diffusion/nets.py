@@ -14,7 +14,7 @@ its blocks in its own `forward` with the conditioning added to that vector:
 The weights, configuration and blocks stay diffusers' (`self.unet.config` describes them);
 only the ten lines of the block loop are ours.
 
-Data go in and out in the model space of `tsda.sampling` (every channel in [-1, 1]).
+Data go in and out in the model space of `tsda.generators.diffusion.sampling` (every channel in [-1, 1]).
 `L` is padded with zeros to a multiple of the UNet's down-sampling factor
 `2 ** (len(block_out_channels) - 1)` and the output cropped back to `L`.
 """

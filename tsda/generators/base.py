@@ -3,7 +3,7 @@
 `tsda sample`, `tsda evaluate`, the fidelity callback and `GeneratorAugmentation` talk
 to generators only through this contract, so each works for every generator. Besides
 `sample` (flows of a class from scratch), a generator may `vary` given flows (`can_vary`;
-`tsda.lit.variation`): a flow near each, of its class, as near as a strength says.
+`tsda.generators.variation`): a flow near each, of its class, as near as a strength says.
 `prepare_augmentation` is where an augmentation tree meets generator checkpoints: it
 gives every augmentation its run context, with `load_generative` as the checkpoint loader.
 """

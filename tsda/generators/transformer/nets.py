@@ -1,5 +1,5 @@
 """`PacketTransformer`: a small class-conditional causal transformer over a flow's packets
-(a plain `nn.Module`; tokens, losses and sampling live in `tsda.lit.transformer`).
+(a plain `nn.Module`; tokens, losses and sampling live in `tsda.generators.transformer.module`).
 
 One position per packet. The input at position `i` describes packet `i - 1` (a learned
 start-of-flow row at `i = 0`), so the output at `i` predicts packet `i` from the packets
@@ -12,7 +12,7 @@ before it (teacher forcing in training, one batched pass per position when sampl
     gap logits     = gap_head(h_i + given_emb(token_i))             # (B, S, G) over gap bins
 
 `token` is the packet token (end of flow, an exact (direction, bytes) value or a (direction,
-byte bin) value, `tsda.lit.packet_tokens`), `gap_bin` the quantile bin of the packet's
+byte bin) value, `tsda.generators.transformer.tokens`), `gap_bin` the quantile bin of the packet's
 encoded gap, `x` the packet's encoded (size, direction, iat) as floats, which carries the
 exact size inside a bin token and the exact gap inside its bin. The gap head also sees the
 packet's own token (the drawn one when sampling), so a packet's gap depends on what packet

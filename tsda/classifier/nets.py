@@ -5,12 +5,21 @@ Generators are guided through that seam, so every backbone exposes it.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 from torch import nn
 
 BackboneName = Literal["cnn_resblock", "gru"]
+
+
+class LatentClassifier(Protocol):
+    """What guidance needs of a classifier: the latent seam of `FlowClassifier` (any object with
+    `encode` and `head` will do)."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor: ...  # (B, 3, L) -> (B, D)
+
+    def head(self, z: torch.Tensor) -> torch.Tensor: ...  # (B, D) -> (B, K)
 
 
 class ResBlock1d(nn.Module):

@@ -1,9 +1,9 @@
 """The guide of a generator and the per-class statistics of its latents: one mechanism for
-the cGAN (`tsda.lit.gan`) and the diffusion model (`tsda.lit.diffusion`).
+the cGAN (`tsda.generators.gan.module`) and the diffusion model (`tsda.generators.diffusion.module`).
 
 A guide is a frozen, pretrained traffic classifier whose latent space the synthetic flows
 should populate (`model.classifier_ckpt`). Generators see it through `LatentGuide`: the
-seam `encode(x) -> z (B, D)`, `head(z) -> logits (B, K)` of `tsda.nets.classifier`, its
+seam `encode(x) -> z (B, D)`, `head(z) -> logits (B, K)` of `tsda.classifier.nets`, its
 latent size `D` and its class names. `load_guide` loads one from a `ClassifierModule`
 checkpoint (or rebuilds it from the classifier's hparams, when the weights travel in the
 generator's own checkpoint) as a `FrozenGuide`.
@@ -35,10 +35,9 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from tsda.classifier.nets import FlowClassifier, LatentClassifier
 from tsda.data.batch import FlowBatch
 from tsda.lit import class_names_from
-from tsda.nets.classifier import FlowClassifier
-from tsda.sampling import LatentClassifier
 
 
 class LatentGuide(LatentClassifier, Protocol):
@@ -118,7 +117,7 @@ def load_guide(
         FileNotFoundError: no checkpoint at `path`.
         ValueError: the classifier has other than `num_classes` classes.
     """
-    from tsda.lit.classifier import ClassifierModule
+    from tsda.classifier.module import ClassifierModule
 
     if hparams is not None:
         accepted = inspect.signature(ClassifierModule.__init__).parameters

@@ -1,6 +1,6 @@
 """`DiffusionModule`: a class-conditional DDPM over flows, with optional classifier latents.
 
-Training: x0 (model space, see `tsda.sampling`: size, direction, iat and a presence
+Training: x0 (model space, see `tsda.generators.diffusion.sampling`: size, direction, iat and a presence
 channel that fixes the length) -> noise at a random step with diffusers'
 `DDPMScheduler` -> `FlowDenoiser` predicts epsilon or v -> MSE on the real packets and
 the padding alike (padding is part of what is generated: it fixes the length).
@@ -8,12 +8,12 @@ Labels are replaced by the null label with probability `label_dropout` (classifi
 guidance). An exponential moving average of the denoiser (`ema`) is what samples.
 
 With `classifier_ckpt`, a frozen pretrained `ClassifierModule` is loaded as the guide
-(`tsda.lit.guide.FrozenGuide`, submodule `classifier`); it provides classifier-latent
+(`tsda.generators.guide.FrozenGuide`, submodule `classifier`); it provides classifier-latent
 guidance at sampling time and the class centroids of its latent space, and with
 `latent_conditioning` the denoiser is also conditioned on the classifier latent of each
 training flow (at sampling time: the centroid of the requested class, or given latents).
 The centroids are the running per-class sums of the guide's latents of every training
-batch (buffers `latent_sum (K, D)`, `latent_count (K,)`, a `tsda.lit.guide.ClassSums`),
+batch (buffers `latent_sum (K, D)`, `latent_count (K,)`, a `tsda.generators.guide.ClassSums`),
 added up over DDP ranks at each epoch's last batch; `latent_centroids (K, D)` is their
 mean. Sampling a class never seen in training uses its zero centroid, with a warning
 naming it. The classifier's hparams and weights travel in the diffusion checkpoint, so
@@ -34,23 +34,24 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
+from tsda.classifier.nets import LatentClassifier
 from tsda.data.batch import FlowBatch
+from tsda.generators.base import GenerativeModule
+from tsda.generators.diffusion.nets import FlowDenoiser
+from tsda.generators.diffusion.sampling import (MODEL_CHANNELS, LatentGuidance, SamplerName, denoise,
+                                                snap_model_space, to_model_space)
+from tsda.generators.ema import check_ema_decay, ema_of
+from tsda.generators.guide import ClassSums, load_guide, warn_sparse_classes
+from tsda.generators.regions import eval_mode
+from tsda.generators.variation import run_variation
 from tsda.lit import check_class_names
-from tsda.lit.ema import check_ema_decay, ema_of
-from tsda.lit.generative import GenerativeModule
-from tsda.lit.guide import ClassSums, load_guide, warn_sparse_classes
-from tsda.lit.joint_regions import eval_mode
 from tsda.lit.rng import RunGenerator
-from tsda.lit.variation import run_variation
-from tsda.nets.denoiser import FlowDenoiser
-from tsda.sampling import (MODEL_CHANNELS, LatentClassifier, LatentGuidance, SamplerName, denoise,
-                           snap_model_space, to_model_space)
 
 #: DDPMScheduler settings tsda uses unless `scheduler_kwargs` overrides them
 DEFAULT_SCHEDULER: dict[str, Any] = {
     "num_train_timesteps": 1000,
     "beta_schedule": "squaredcos_cap_v2",
-    "clip_sample": True,  # data are scaled to [-1, 1] (tsda.sampling.to_model_space)
+    "clip_sample": True,  # data are scaled to [-1, 1] (tsda.generators.diffusion.sampling.to_model_space)
     "clip_sample_range": 1.0,
     "timestep_spacing": "trailing",  # few-step DDIM starts from pure noise (t = T - 1)
 }
@@ -288,7 +289,7 @@ class DiffusionModule(GenerativeModule):
         """Valid flows of the classes `labels (B,)` (see `GenerativeModule.sample`).
 
         Args:
-            steps, sampler, cfg_scale, eta: see `tsda.sampling.denoise`.
+            steps, sampler, cfg_scale, eta: see `tsda.generators.diffusion.sampling.denoise`.
             latent_guidance_scale: step size of classifier-latent guidance (0 = off).
             class_weight: weight of the `log p(y | x0)` guidance term.
             latent_weight: weight of the pull of `encode(x0)` to `target_latents`; default
@@ -325,7 +326,7 @@ class DiffusionModule(GenerativeModule):
 
         A flow of strength s is encoded to model space, noised to the step where the last
         `floor(steps * s)` of the `steps` sampling steps begin, and denoised through them,
-        as diffusers' img2img pipelines do (`tsda.sampling.denoise` with `init`): the more
+        as diffusers' img2img pipelines do (`tsda.generators.diffusion.sampling.denoise` with `init`): the more
         noise, the more of the flow the model redraws, until s = 1 runs the whole chain
         from pure noise (a fresh sample of the class, the very flows `sample` draws for
         the same labels and seed when every strength is 1). A strength below `1 / steps`
@@ -374,7 +375,7 @@ class DiffusionModule(GenerativeModule):
         start_index: int = 0,
     ) -> torch.Tensor:
         """`(B, C, L)` model-space flows of `labels (B,)` from one sampling chain
-        (`tsda.sampling.denoise`), conditioned and guided as `sample` documents; with
+        (`tsda.generators.diffusion.sampling.denoise`), conditioned and guided as `sample` documents; with
         `init` and `start_index`, the SDEdit chain of `vary`."""
         if not self.conditional and cfg_scale != 1.0:
             raise ValueError(f"cfg_scale={cfg_scale}: classifier-free guidance needs a conditional model "

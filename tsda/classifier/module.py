@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from tsda.augment.base import Augmentation, select
+from tsda.classifier.nets import BackboneName, FlowClassifier, build_classifier
 from tsda.data.batch import FlowBatch
 from tsda.lit import check_class_names
 from tsda.lit.rng import RunGenerator
-from tsda.nets.classifier import BackboneName, FlowClassifier, build_classifier
 
 Policy = Literal["double", "replace"]
 
@@ -120,7 +120,7 @@ class ClassifierModule(L.LightningModule):
     @classmethod
     def load_classifier(cls, path: str | Path, map_location: str = "cpu") -> ClassifierModule:
         """The classifier of checkpoint `path`: a `ClassifierModule`'s, or the classifier part
-        of a subclass's (`tsda.lit.joint.JointModule`); weights stored beside the classifier
+        of a subclass's (`tsda.joint.module.JointModule`); weights stored beside the classifier
         (a trained augmentation, a joint generator) are left out.
 
         Raises:
@@ -221,7 +221,7 @@ class ClassifierModule(L.LightningModule):
         `FlowDataModule`); an ensemble calls it for each member."""
         if self.augmentation is None:
             return
-        from tsda.lit.generative import prepare_augmentation
+        from tsda.generators.base import prepare_augmentation
 
         prepare_augmentation(
             self.augmentation,

@@ -1,9 +1,9 @@
-"""What the cGAN (`tsda.lit.gan.GANModule`) is conditioned on: the class, or nothing at all
+"""What the cGAN (`tsda.generators.gan.module.GANModule`) is conditioned on: the class, or nothing at all
 (`conditional=False`: a generator trained without labels), and, with latent conditioning,
 a guide latent drawn from a per-class bank of real training latents.
 
 Unconditional training uses no label anywhere: the nets have no class embedding
-(`tsda.nets.gan`), guidance (which needs the class of every generated flow) is refused,
+(`tsda.generators.gan.nets`), guidance (which needs the class of every generated flow) is refused,
 and the cVAE-GAN's fitted noise prior is one Gaussian over all training flows: the
 `ClassNoisePrior` of one class (`ALL_FLOWS`), fitted to every batch relabelled 0
 (`pooled`) and drawn from with every label 0 (`prior_labels`).

@@ -1,0 +1,1 @@
+"""The conditional GAN (cVAE-GAN) family: nets, LightningModule, losses, conditioning, prior."""

@@ -1,0 +1,1 @@
+"""The packet transformer family: nets, LightningModule and the packet vocabulary (`tokens`)."""

@@ -1,1 +1,0 @@
-"""Plain `nn.Module`s: no Lightning, losses, optimisers or loggers here."""
