@@ -231,6 +231,34 @@ def test_ddp_joint_through_every_phase(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_ddp_joint_diffusion_through_every_phase(tmp_path: Path) -> None:
+    """The joint module with the diffusion denoiser (no critic: one optimiser fewer) under
+    `--trainer.strategy ddp`, its generated share the batch's own flows varied (SDEdit)."""
+    metrics = _fit(
+        [
+            "-c",
+            "configs/experiment/synthetic_joint_diffusion.yaml",
+            *TINY_RUN,
+            "--trainer.max_epochs",
+            "3",
+            "--model.init_args.backbone_kwargs",
+            "{width: 8}",
+            "--model.init_args.latent_points",
+            "0",
+            "--model.init_args.generator_kwargs",
+            "{block_out_channels: [8, 16], steps: 2, ema_decay: 0.9}",
+            "--patience",
+            "100",
+            *DDP,
+        ],
+        tmp_path / "ddp",
+    )
+    assert metrics["epochs"] == 3 and 0.0 <= metrics["test_weighted_f1"] <= 1.0
+    state = torch.load(tmp_path / "ddp/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    assert int(state["generator_steps"]) == 2 * 2 and float(state["regions.n"].sum()) > 0
+
+
+@pytest.mark.slow
 def test_ddp_packet_transformer(tmp_path: Path) -> None:
     """The packet transformer under `--trainer.strategy ddp` (its vocabulary is fitted on the
     whole training split on every rank, so the buffers agree)."""

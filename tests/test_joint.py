@@ -369,7 +369,7 @@ def test_supervised_contrastive_rewards_class_clusters() -> None:
         ({"generator_warmup_epochs": -2}, "generator_warmup_epochs"),
         ({"generated_rampup_epochs": -1}, "generated_rampup_epochs"),
         ({"generated_rampup": "cosine"}, "generated_rampup"),
-        ({"generator": "diffusion"}, "generator"),
+        ({"generator": "vae"}, "generator"),
         ({"generator_kwargs": {"noise": 8}}, r"generator_kwargs: unknown key\(s\) \['noise'\]"),
         ({"generator_kwargs": {"w_recon": -1.0}}, r"generator_kwargs\.w_recon"),
         ({"generator_kwargs": {"width": 0}}, r"generator_kwargs\.width"),

@@ -1,22 +1,5 @@
-"""The generator half of joint training: the interface `tsda.joint.module.JointModule` trains a
-generator through (`JointGenerator`), and the cVAE-GAN behind it (`JointGAN`).
-
-The module owns the loop, the optimisers and the latent objectives, which are computed in
-the co-trained classifier's latent space on the differentiable flows the part returns; a
-part owns its nets and its own objective:
-
-- `parameter_groups()`: `{"generator": [...]}` and, for an adversarial part,
-  `"critic": [...]`; the module gives each group its own Adam optimiser.
-- `critic_terms(batch, g)`: the critic's loss on a real batch (`None` without a critic).
-- `generator_terms(batch, g)`: the part's own weighted objective, plus the generated flows
-  `fake (B, 3, L)` (differentiable; valid flows in the forward pass) and the noise they
-  came from, on which the module adds its latent objectives.
-- `after_generator_step()`, `refit(loader)`: the EMA update after every generator step;
-  per-epoch statistics of the training flows (the cVAE-GAN's fitted noise prior).
-- `generate(labels, g, **options)`: flows `x (B, 3, L)` for sampling (`JointModule.sample`),
-  `training_flows(labels, g)`: those the classifier trains on.
-- `can_vary`, `vary(x, labels, strength, g, **options)`: given flows varied (`JointModule.vary`;
-  the cVAE-GAN's through its encoder, `tsda.generators.variation.cvae_vary`).
+"""The cVAE-GAN as the generator half of joint training (`JointGAN`, behind
+`tsda.joint.part.JointGenerator`).
 
 `JointGAN` is the cGAN of `tsda.generators.gan.module.GANModule` rebuilt from the same pieces (the nets of
 `tsda.generators.gan.nets`, the loss functions of `tsda.generators.gan.losses`, the noise prior of
@@ -24,23 +7,11 @@ part owns its nets and its own objective:
 conditioning: in joint training the guide is the co-trained classifier, whose latent space
 moves every step, so a generator conditioned on its latents would see its own input
 distribution drift, and sampling would need latents of the final classifier.
-
-The diffusion denoiser fits the same interface and is not built: `parameter_groups` =
-`{"generator": denoiser}` (no critic), `generator_terms` = the denoising MSE of
-`tsda.generators.diffusion.module` with `fake` the one-step prediction `x0_hat(x_t, t)` (mapped back from
-model space) and `noise` the `x_t` noise, `generate` a few-step sampler of `tsda.generators.diffusion.sampling`
-(DPM-Solver++ 10 steps; the classifier's generated flows would then come from a per-epoch
-pool, as `GeneratorAugmentation` does, since a sampler per training step is 10 denoiser
-passes).
 """
 
 from __future__ import annotations
 
-import inspect
-from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -50,71 +21,8 @@ from tsda.generators.ema import ema_of
 from tsda.generators.gan import losses
 from tsda.generators.gan.nets import FlowDiscriminator, FlowEncoder, FlowGenerator
 from tsda.generators.gan.prior import ClassNoisePrior, NoisePriorName, check_noise_prior
-from tsda.generators.variation import cvae_vary
-
-#: the generators `JointModule` can train (closed choice: `model.generator`)
-GeneratorName = Literal["cgan"]
-GENERATORS: tuple[str, ...] = get_args(GeneratorName)
-
-
-@dataclass
-class GeneratorTerms:
-    """What a part's generator step hands the module.
-
-    Attributes:
-        loss: the part's own weighted objective (scalar, differentiable).
-        logged: detached terms to log (`train_<name>`).
-        fake: `(B, 3, L)` generated flows of the batch's classes, differentiable.
-        noise: `(B, Z)` the noise each was generated from.
-    """
-
-    loss: torch.Tensor
-    logged: dict[str, torch.Tensor]
-    fake: torch.Tensor
-    noise: torch.Tensor
-
-
-class JointGenerator(nn.Module, ABC):
-    """A generator that `JointModule` can train together with its classifier (see the
-    module docstring)."""
-
-    @abstractmethod
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """`{"generator": [...]}`, plus `"critic": [...]` for an adversarial part."""
-
-    def critic_terms(self, batch: FlowBatch, g: torch.Generator) -> dict[str, torch.Tensor] | None:
-        """The critic's loss `loss_d` (and detached scores) on a real batch; None = no critic."""
-        return None
-
-    @abstractmethod
-    def generator_terms(self, batch: FlowBatch, g: torch.Generator) -> GeneratorTerms:
-        """The generator's own objective on a real batch, and flows of its classes."""
-
-    def after_generator_step(self) -> None:
-        """After every generator optimiser step (e.g. the EMA update)."""
-
-    def refit(self, loader: Iterable[FlowBatch]) -> None:
-        """Refit statistics of the training flows in `loader` (once per epoch)."""
-
-    @abstractmethod
-    def generate(self, labels: torch.Tensor, g: torch.Generator, **options: Any) -> torch.Tensor:
-        """`x (B, 3, L)` flows of `labels (B,)` for sampling; unknown options raise TypeError."""
-
-    def training_flows(self, labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """`x (B, 3, L)` flows of `labels (B,)` for the classifier to train on."""
-        return self.generate(labels, g)
-
-    @property
-    def can_vary(self) -> bool:
-        """Whether `vary` can vary given flows."""
-        return False
-
-    def vary(
-        self, x: torch.Tensor, labels: torch.Tensor, strength: torch.Tensor, g: torch.Generator, **options: Any
-    ) -> torch.Tensor:
-        """`x (B, 3, L)` flows of `labels (B,)` varied by `strength (B,)` in [0, 1] (not yet
-        snapped; `JointModule.vary`); only called when `can_vary`."""
-        raise NotImplementedError(f"{type(self).__name__} cannot vary flows")
+from tsda.generators.variation import cvae_vary, strengths
+from tsda.joint.part import GeneratorTerms, JointGenerator
 
 
 class JointGAN(JointGenerator):
@@ -259,49 +167,27 @@ class JointGAN(JointGenerator):
         self,
         x: torch.Tensor,
         labels: torch.Tensor,
-        strength: torch.Tensor,
+        strength: torch.Tensor | float,
         g: torch.Generator,
         *,
         use_ema: bool = True,
         prior: NoisePriorName = "fitted",
     ) -> torch.Tensor:
         """`x (B, 3, L)` varied through the noise space (`tsda.generators.variation.cvae_vary`),
-        with the generator `generate` uses (`use_ema`) and noise from `prior`."""
+        with the generator `generate` uses (`use_ema`) and noise from `prior`; `strength` a
+        number or one per flow `(B,)`."""
         net = self.generator_ema.module if use_ema else self.generator
         return cvae_vary(
             lambda z: net(z, labels),
             lambda flows: self.encoder(flows, labels)[0],
             x,
-            strength,
+            strengths(strength, len(x), x.device),
             self._prior_noise(labels, g, prior),
         )
 
-    def training_flows(self, labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """As `generate`: N(0, I) noise for the classes the noise prior has not fitted (all
+    def training_flows(self, batch: FlowBatch, g: torch.Generator) -> torch.Tensor:
+        """As `generate` for the batch's classes: N(0, I) noise for the classes the noise prior has not fitted (all
         of them until its first fit, at the end of the generator's first epoch), quietly:
         every training step, and asking the prior which classes it fitted, or naming them,
         reads device values back to the host (`fit` warned about them)."""
-        return self.generate(labels, g, warn=False)
-
-
-def build_joint_generator(
-    name: GeneratorName, num_classes: int, n_packets: int, class_names: Sequence[str], **kwargs: Any
-) -> JointGenerator:
-    """The joint generator called `name` with its `generator_kwargs`.
-
-    Raises:
-        ValueError: an unknown name, or keyword arguments the generator does not take.
-    """
-    classes = {"cgan": JointGAN}
-    if name not in classes:
-        raise ValueError(f"model.generator must be one of {GENERATORS}, got {name!r}")
-    cls = classes[name]
-    accepted = [
-        p
-        for p in inspect.signature(cls.__init__).parameters
-        if p not in ("self", "num_classes", "n_packets", "class_names")
-    ]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise ValueError(f"model.generator_kwargs: unknown key(s) {unknown} for generator {name!r}; known: {accepted}")
-    return cls(num_classes, n_packets, class_names, **kwargs)
+        return self.generate(batch.labels, g, warn=False)

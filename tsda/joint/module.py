@@ -12,11 +12,12 @@ Trainer runs it, with manual optimisation and one Adam optimiser per part: class
 Each training step, with `e = encode(x_gen)`, `h = head(e)` in the co-trained classifier
 (eval mode: running BatchNorm statistics, its weights not updated by this step):
 
-1. critic (from the generator warm-up on; `n_critic` times): the cGAN's hinge loss [+ R1].
-2. generator: its own objective (hinge `-mean D(x_gen)` [+ `w_recon` L1 + `w_kl` KL of the
-   cVAE-GAN]) plus the latent objectives (`tsda.generators.gan.losses`):
-   `w_class` CE(h, y) + `w_latent` latent_region(e, mu_y, sigma_y) + `w_diversity`
-   latent_diversity(e, noise, y, sigma_y). `mu, sigma (K, D)` are the class regions of the
+1. critic (the cGAN's, from the generator warm-up on; `n_critic` times): hinge loss [+ R1].
+2. generator: its own objective (the cGAN: hinge `-mean D(x_gen)` [+ `w_recon` L1 + `w_kl`
+   KL of the cVAE-GAN]; diffusion: the denoising MSE, `x_gen` its one-step prediction) plus
+   the latent objectives (`tsda.joint.objectives`): `w_class` CE(h, y) + `w_band` band(h, y)
+   + `w_latent` region(e, mu_y, sigma_y) + `w_diversity` diversity(e, noise, y, sigma_y).
+   `mu, sigma (K, D)` are the class regions of the
    classifier's current eval-mode latents of real training flows, updated before every
    generator step (`tsda.generators.regions.MovingClassRegions`, memory `region_decay`).
 3. classifier: the cross-entropy of real flows and, in the joint phase, generated flows of
@@ -32,28 +33,24 @@ Schedule (`tsda.joint.schedule`): `classifier_warmup_epochs`, then
 `generator_warmup_epochs`, then joint, the generated weight ramped over
 `generated_rampup_epochs`. Stability measures, and why:
 
-- Classifier warm-up: the latent objectives need a latent space with class regions (a
-  design choice: on the synthetic data, 8 epochs and 2 seeds, no warm-up at all was not
-  worse: test weighted F1 0.470 vs 0.449).
+- Classifier warm-up: the latent objectives need a latent space with class regions.
 - Generator warm-up, then a ramp: an early generator's flows are label noise to the forming
-  latent space. On 10 % of FG-Net D1 (pilot, seed 0), flows entering after 5 generator
-  epochs stalled validation weighted F1 at 0.50 while No Aug went on to 0.53, although the
-  classifier recognised 92 % of them (the fgnet config therefore warms up for 12 epochs).
+  latent space (measured: `experiments/generative/RESULTS.md`).
 - The generator is scored by the classifier in eval mode: generated batches never enter the
   BatchNorm running statistics and cannot game per-batch statistics.
 - The classifier trains on the EMA generator's flows without gradient into the generator:
   the classifier's own loss never moves the generator towards flows that are easy for it.
   The generator's class term does reward flows the classifier recognises; against that
   pull onto a class's easiest flows stand the discriminator (the flows must look real) and
-  the diversity term (same-class flows as spread as real ones).
-- Class regions follow the classifier step by step (regions refitted once per epoch were
-  measured stale, `tsda.generators.regions`), and the latent terms are measured in units of
+  the diversity term (same-class flows as spread as real ones), and the band (`w_band`),
+  which rewards flows the classifier finds hard but still of their class.
+- Class regions follow the classifier step by step (`tsda.generators.regions`), and the latent terms are measured in units of
   the class spread `sigma`, so the weights keep their meaning while the latent space grows
   or shrinks.
 
-`sample` draws from the EMA generator (the cGAN's fitted noise prior by default), `vary`
-varies given flows through the cVAE-GAN's encoder; a checkpoint saved before the generator
-ever trained warns. All randomness comes from the
+`sample` draws from the EMA generator, `vary` varies given flows (the cVAE-GAN through its
+encoder, diffusion by SDEdit); a checkpoint saved before the generator ever trained warns.
+All randomness comes from the
 run's seeded generator (`augmentation_generator`, checkpointed): resume is exact.
 """
 
@@ -73,9 +70,11 @@ from tsda.classifier.nets import BackboneName
 from tsda.data.batch import FlowBatch
 from tsda.generators.base import GenerativeModule, prepare_augmentation
 from tsda.generators.gan import losses
-from tsda.generators.regions import MovingClassRegions, eval_mode
+from tsda.generators.regions import MovingClassRegions
 from tsda.generators.variation import run_variation
-from tsda.joint.gan import GeneratorName, JointGenerator, build_joint_generator
+from tsda.joint.generators import GeneratedName, GeneratorName, build_joint_generator, check_generator_options
+from tsda.joint.objectives import check_band, latent_objectives
+from tsda.joint.part import JointGenerator
 from tsda.joint.schedule import JointSchedule, Phase, RampName
 from tsda.seeds import seeded_generator
 
@@ -106,12 +105,17 @@ class JointModule(ClassifierModule, GenerativeModule):
             `policy`, `augment_p`); `seed` seeds every draw of the run.
         n_packets, mtu, iat_unit, iat_max: the `FlowCodec` settings of the training data
             (checked against the datamodule's codec at fit start).
-        generator: `cgan` (`tsda.joint.gan.JointGAN`, the cVAE-GAN).
-        generator_kwargs: its arguments: `noise_dim`, `width`, `depth`, `disc_width`,
-            `r1_gamma`, `w_recon`, `w_kl`, `ema_decay` (as `GANModule`'s).
+        generator: `cgan` (`tsda.joint.gan.JointGAN`, the cVAE-GAN) or `diffusion`
+            (`tsda.joint.diffusion.JointDiffusion`).
+        generator_kwargs: its arguments (the cGAN: `noise_dim`, `width`, `depth`, `disc_width`,
+            `r1_gamma`, `w_recon`, `w_kl`, `ema_decay`; diffusion: see `JointDiffusion`).
         lr_g, lr_d, betas: Adam settings of the generator (with its encoder) and critic.
-        n_critic: critic steps per generator step.
+        n_critic: critic steps per generator step (`lr_d`, `n_critic`: the cGAN's only).
+        generated: the classifier's generated share: `sample` (flows of the batch's classes)
+            or `vary` (the batch's own flows varied by the generator at `vary_strength`).
         w_class: weight of the classifier's cross-entropy of generated flows `(B, K)` logits.
+        w_band, band: weight of the probability band `(low, high)` on generated flows
+            (`tsda.joint.objectives`: hard but still of their class).
         w_latent: weight of the pull of generated latents `(B, D)` into their class region.
         w_diversity: weight of the mode-seeking diversity hinge of same-class pairs.
         region_decay: weight the class regions' running sums keep at each generator step
@@ -155,7 +159,11 @@ class JointModule(ClassifierModule, GenerativeModule):
         lr_d: float = 5e-4,
         betas: tuple[float, float] = (0.5, 0.9),
         n_critic: int = 1,
+        generated: GeneratedName = "sample",
+        vary_strength: float = 0.5,
         w_class: float = 0.1,
+        w_band: float = 0.0,
+        band: tuple[float, float] = (0.4, 0.8),
         w_latent: float = 0.1,
         w_diversity: float = 0.1,
         region_decay: float = 0.9,
@@ -169,8 +177,8 @@ class JointModule(ClassifierModule, GenerativeModule):
         view_augmentation: Augmentation | None = None,
         seed: int = 0,
     ) -> None:
-        for name, value in (("w_class", w_class), ("w_latent", w_latent), ("w_diversity", w_diversity),
-                            ("w_supcon", w_supcon)):
+        for name, value in (("w_class", w_class), ("w_band", w_band), ("w_latent", w_latent),
+                            ("w_diversity", w_diversity), ("w_supcon", w_supcon)):
             if not value >= 0:  # NaN too
                 raise ValueError(f"model.{name} must be >= 0, got {value}")
         for name, value in (("lr", lr), ("lr_g", lr_g), ("lr_d", lr_d), ("supcon_temperature", supcon_temperature)):
@@ -178,8 +186,8 @@ class JointModule(ClassifierModule, GenerativeModule):
                 raise ValueError(f"model.{name} must be > 0, got {value}")
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"model.betas must be two numbers in [0, 1), got {betas}")
-        if isinstance(n_critic, bool) or not isinstance(n_critic, int) or n_critic < 1:
-            raise ValueError(f"model.n_critic must be an integer >= 1, got {n_critic!r}")
+        check_generator_options(generator, lr_d, n_critic, generated, vary_strength)
+        self._band = check_band(band)
         schedule = JointSchedule(classifier_warmup_epochs, generator_warmup_epochs, generated_rampup_epochs,
                                  generated_rampup, w_generated)
         super().__init__(num_classes=num_classes, class_names=class_names, backbone=backbone,
@@ -191,6 +199,9 @@ class JointModule(ClassifierModule, GenerativeModule):
         self.schedule = schedule
         self.part: JointGenerator = build_joint_generator(generator, num_classes, n_packets, self.class_names,
                                                           **(generator_kwargs or {}))
+        if generated == "vary" and not self.part.can_vary:
+            raise ValueError("model.generated vary needs a generator that can vary: diffusion, or the cgan with "
+                             "model.generator_kwargs.w_recon > 0 (an encoder)")
         self.view_augmentation = view_augmentation
         #: the co-trained generator as an augmentation (the latent plot overlays its flows)
         self.augmentation = CoTrainedGenerator(self)
@@ -241,10 +252,6 @@ class JointModule(ClassifierModule, GenerativeModule):
     def refit_statistics(self, loader: Iterable[FlowBatch]) -> None:
         self.part.refit(loader)
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        ClassifierModule.on_save_checkpoint(self, checkpoint)  # the run generator's state
-        GenerativeModule.on_save_checkpoint(self, checkpoint)  # the class path for load_generative
-
     # -- training ------------------------------------------------------------------------------
     def training_step(self, batch: FlowBatch, batch_idx: int) -> None:
         opt_c, opt_g, *opt_d = self.optimizers()
@@ -273,7 +280,7 @@ class JointModule(ClassifierModule, GenerativeModule):
 
     def _generator_step(self, batch: FlowBatch, g: torch.Generator, opt: Any) -> dict[str, torch.Tensor]:
         h = self.hparams
-        latent_terms = h.w_class > 0 or h.w_latent > 0 or h.w_diversity > 0
+        latent_terms = h.w_class > 0 or h.w_band > 0 or h.w_latent > 0 or h.w_diversity > 0
         if latent_terms:
             self.track_class_regions(batch)
         self.toggle_optimizer(opt)  # the classifier's and critic's weights get no gradient
@@ -281,8 +288,9 @@ class JointModule(ClassifierModule, GenerativeModule):
         loss = out.loss
         logged = dict(out.logged)
         if latent_terms:
-            latent = self.latent_objectives(out.fake, batch.labels, out.noise)
-            loss = loss + h.w_class * latent["class"] + h.w_latent * latent["latent"] \
+            latent = latent_objectives(self.net, self.regions.mu, self.regions.sigma, out.fake, batch.labels,
+                                       out.noise, self._band)
+            loss = loss + h.w_class * latent["class"] + h.w_band * latent["band"] + h.w_latent * latent["latent"] \
                 + h.w_diversity * latent["diversity"]
             logged.update({k: v.detach() for k, v in latent.items()})
         opt.zero_grad()
@@ -294,30 +302,20 @@ class JointModule(ClassifierModule, GenerativeModule):
         logged["loss_g"] = loss.detach()
         return logged
 
-    def latent_objectives(self, fake: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor
-                          ) -> dict[str, torch.Tensor]:
-        """The generator's latent terms on `fake (B, 3, L)` of `labels (B,)` from `noise
-        (B, Z)`, in the classifier's current latent (eval mode, differentiable in `fake`):
-        `class`, `latent` (region), `diversity`, and the classifier's accuracy `gen_acc`."""
-        with eval_mode(self.net):
-            z = self.net.encode(fake)  # (B, D)
-            logits = self.net.head(z)  # (B, K)
-        sigma = self.regions.sigma[labels]  # (B, D)
-        return {"class": losses.class_loss(logits, labels),
-                "latent": losses.latent_region(z, self.regions.mu[labels], sigma),
-                "diversity": losses.latent_diversity(z, noise, labels, sigma),
-                "gen_acc": (logits.argmax(1) == labels).float().mean()}
-
     @torch.no_grad()
     def classifier_batch(self, batch: FlowBatch, g: torch.Generator, weight: float
                          ) -> tuple[FlowBatch, torch.Tensor]:
         """The classifier's training rows and which of them are generated `(B',)` bool:
-        `batch` alone while `weight` is 0, else the policy applied to generated flows of the
-        batch's classes (`double`: B' = 2B; `replace`: B' = B)."""
+        `batch` alone while `weight` is 0, else the policy applied to generated flows
+        (`double`: B' = 2B; `replace`: B' = B): of the batch's classes, or the batch's own
+        flows varied (`generated`)."""
         real = torch.zeros(len(batch), dtype=torch.bool, device=batch.device)  # (B,)
         if weight <= 0:
             return batch, real
-        x = self.part.training_flows(batch.labels, g)  # (B, 3, L)
+        if self.hparams.generated == "vary":
+            x = self.part.vary(batch.x, batch.labels, float(self.hparams.vary_strength), g)  # (B, 3, L)
+        else:
+            x = self.part.training_flows(batch, g)  # (B, 3, L)
         fake = self.codec.snap(x).replace(labels=batch.labels)
         if self.hparams.policy == "double":
             return FlowBatch.cat([batch, fake], self.hparams.num_classes), torch.cat([real, ~real])
@@ -363,9 +361,10 @@ class JointModule(ClassifierModule, GenerativeModule):
         if batch_idx > 0 or int(self.generator_steps) == 0:
             return
         g = seeded_generator(int(self.hparams.seed) + batch_idx, self.device)
-        fake = self.part.generate(batch.labels, g)  # (B, 3, L)
-        acc = (self(self.codec.snap(fake).x).argmax(1) == batch.labels).float().mean()
-        self.log("val_generated_accuracy", acc, batch_size=len(batch))
+        logits = self(self.codec.snap(self.part.generate(batch.labels, g)).x)  # (B, K)
+        p_class = logits.softmax(1).gather(1, batch.labels[:, None]).mean()
+        self.log_dict({"val_generated_accuracy": (logits.argmax(1) == batch.labels).float().mean(),
+                       "val_generated_p_class": p_class}, batch_size=len(batch))
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         h = self.hparams
@@ -400,7 +399,7 @@ class JointModule(ClassifierModule, GenerativeModule):
         """Each flow of `batch` (`x (B, 3, L)`) varied by the generator (`GenerativeModule.vary`;
         the cVAE-GAN's `tsda.generators.variation.cvae_vary`), options as in `sample`."""
         if not self.part.can_vary:
-            raise self.cannot_vary("its generator needs an encoder (a cVAE-GAN, generator_kwargs.w_recon > 0)")
+            raise self.cannot_vary("its cgan generator needs an encoder (generator_kwargs.w_recon > 0)")
         self._warn_untrained("vary")
         return run_variation(self, batch, strength, lambda data, s: self.part.vary(data.x, data.labels, s, generator,
                                                                                    **options))
