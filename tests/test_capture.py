@@ -432,7 +432,7 @@ def test_bad_rules_files(rules: str, message: str, capture: tuple[Path, list[dic
         (["--out", "{tmp}/f.csv"], r"--out .*f\.csv: .*Parquet"),
         (["--out", "{tmp}/f.parquet", "--label", "ndpi"], r"--label ndpi"),
         (["--out", "{tmp}/f.parquet", "--label", "file:(["], r"--label 'file:\(\[': invalid regular expression"),
-        (["--out", "{tmp}/f.parquet", "--unmatched", "unknown"], r"--unmatched applies to --label RULES\.csv only"),
+        (["--out", "{tmp}/f.parquet", "--unmatched", "unknown"], r"--unmatched: applies to --label RULES\.csv only"),
         (["--out", "{tmp}/f.parquet", "--idle_timeout", "0"], r"--idle_timeout must be > 0"),
         (["--out", "{tmp}/f.parquet", "--invalid_packets", "maybe"], r"--invalid_packets must be error or skip"),
     ],

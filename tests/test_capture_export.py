@@ -128,7 +128,7 @@ def test_export_command_and_reimport(tmp_path: Path, capsys) -> None:
     "args, message",
     [
         (["--out", "{tmp}/missing/x.pcap"], r"--out .*missing/x\.pcap: the folder"),
-        (["--out", "{tmp}/x.pcap", "--protocol_column", "proto"], r"--protocol_column 'proto' applies to a flow file"),
+        (["--out", "{tmp}/x.pcap", "--protocol_column", "proto"], r"--protocol_column: names a column of a flow file"),
         (["--out", "{tmp}/x.pcap", "--client_net", "10.0.0.0/33"], r"--client_net '10\.0\.0\.0/33': not a network"),
         (["--out", "{tmp}/x.pcap", "--server_net", "192.0.2.0/30"], r"--server_net 192\.0\.2\.0/30: 2 host addresses"),
         (["--out", "{tmp}/x.pcap", "--protocol", "sctp"], r"--protocol must be tcp or udp"),

@@ -54,7 +54,7 @@ def test_an_old_layout_checkpoint_loads_as_todays_class_and_samples_the_same(tmp
 
 def test_tsda_sample_reads_an_old_layout_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "flows.parquet"
-    main(["sample", "--ckpt", str(old_layout_copy(tmp_path)), "--per-class", "3", "--seed", "0", "--out", str(out)])
+    main(["sample", "--ckpt", str(old_layout_copy(tmp_path)), "--per_class", "3", "--seed", "0", "--out", str(out)])
     assert parquet_rows(out) == 3 * load_generative(FIXTURE).hparams.num_classes
 
 

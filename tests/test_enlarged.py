@@ -324,7 +324,7 @@ def test_fit_on_the_enlarged_file(files: dict[str, Path], runs: dict[str, Path])
 
 @pytest.mark.parametrize("generator", ["cgan", "diffusion"])
 def test_sample_label_with_writes_a_labelled_parquet(runs: dict[str, Path], tmp_path: Path, generator: str) -> None:
-    """The issue's end to end: enlarge -> fit -> tsda sample --label-with (tcbench schema +
+    """The issue's end to end: enlarge -> fit -> tsda sample --label_with (tcbench schema +
     label_confidence), the acceptance report beside it."""
     from tsda.cli import main
 
@@ -335,15 +335,15 @@ def test_sample_label_with_writes_a_labelled_parquet(runs: dict[str, Path], tmp_
             "sample",
             "--ckpt",
             str(runs[generator] / "checkpoints" / "last.ckpt"),
-            "--label-with",
+            "--label_with",
             str(runs["classifier"] / "checkpoints" / "best.ckpt"),
-            "--per-class",
+            "--per_class",
             "4",
-            "--max-draws",
+            "--max_draws",
             "200",
             "--seed",
             "1",
-            "--no-progress",
+            "--no_progress",
             "--out",
             str(out),
             *steps,

@@ -47,7 +47,7 @@ def test_sample_of_a_classifier_checkpoint(
 ) -> None:
     out = tmp_path / "s.parquet"
     _fails(
-        ["sample", "--ckpt", str(classifier_ckpt), "--per-class", "2", "--out", str(out)],
+        ["sample", "--ckpt", str(classifier_ckpt), "--per_class", "2", "--out", str(out)],
         capsys,
         "tsda: error: ",
         str(classifier_ckpt),
@@ -62,7 +62,7 @@ def test_truncated_checkpoint(
 ) -> None:
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(classifier_ckpt.read_bytes()[:2000])
-    extra = ["--per-class", "2", "--out", str(tmp_path / "s.parquet")] if command == "sample" else []
+    extra = ["--per_class", "2", "--out", str(tmp_path / "s.parquet")] if command == "sample" else []
     _fails(
         [command, "--ckpt", str(truncated), *extra],
         capsys,

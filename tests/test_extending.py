@@ -284,7 +284,9 @@ def test_tsda_fit_trains_a_classifier_with_it(
     assert best["augmentation_repr"] == "Reverse(max_window=4)"
 
 
-def test_tsda_fit_trains_the_toy_generator_and_tsda_sample_draws_from_it(toymod: ModuleType, tmp_path: Path) -> None:
+def test_tsda_fit_trains_the_toy_generator_and_tsda_sample_draws_from_it(
+    toymod: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "synthetic_toy.yaml"  # step 4: configs/experiment/<data>_<family>.yaml
     config.write_text(
         textwrap.dedent(
@@ -315,7 +317,7 @@ def test_tsda_fit_trains_the_toy_generator_and_tsda_sample_draws_from_it(toymod:
     assert trained["state_dict"]["fitted"] and trained["state_dict"]["log_scale"].abs().sum() > 0
 
     out = tmp_path / "flows.parquet"
-    sample = ["sample", "--ckpt", str(ckpt), "--per-class", "4", "--seed", "0", "--device", "cpu", "--no-progress"]
+    sample = ["sample", "--ckpt", str(ckpt), "--per_class", "4", "--seed", "0", "--device", "cpu", "--no_progress"]
     main([*sample, "--option", "temperature=0.5", "--out", str(out)])
     flows = read_parquet(out)
     again = tmp_path / "again.parquet"  # the same seed draws the same flows
@@ -324,6 +326,7 @@ def test_tsda_fit_trains_the_toy_generator_and_tsda_sample_draws_from_it(toymod:
     assert len(flows) == 12 and sorted(set(flows.labels.tolist())) == [0, 1, 2]
     codec = FlowCodec(n_packets=12)
     assert_valid(codec.encode(flows), codec)
-    with pytest.raises(TypeError, match="top_k"):  # an option its `sample` does not name
+    with pytest.raises(SystemExit) as refused:  # an option its `sample` does not name
         main([*sample, "--option", "top_k=5", "--out", str(tmp_path / "refused.parquet")])
+    assert refused.value.code == 2 and "top_k" in capsys.readouterr().err
     assert not (tmp_path / "refused.parquet").exists()

@@ -352,7 +352,7 @@ def test_tsda_sample_on_cuda_and_auto_picks_it(generators: dict[str, tuple], tmp
                 "sample",
                 "--ckpt",
                 ckpt,
-                "--per-class",
+                "--per_class",
                 "10",
                 "--seed",
                 "1",
@@ -360,7 +360,7 @@ def test_tsda_sample_on_cuda_and_auto_picks_it(generators: dict[str, tuple], tmp
                 device,
                 "--out",
                 str(out),
-                "--no-progress",
+                "--no_progress",
             ]
         )
         tables[device] = read_parquet(out, max_packets=N_PACKETS)

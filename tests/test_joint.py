@@ -169,7 +169,7 @@ def test_tsda_test_loads_the_joint_classifier(fitted: tuple[Path, dict], tmp_pat
 def test_tsda_sample_writes_valid_flows(fitted: tuple[Path, dict], tmp_path: Path) -> None:
     last = fitted[0] / "checkpoints/last.ckpt"
     out = tmp_path / "syn.parquet"
-    main(["sample", "--ckpt", str(last), "--per-class", "20", "--seed", "0", "--out", str(out), "--no-progress"])
+    main(["sample", "--ckpt", str(last), "--per_class", "20", "--seed", "0", "--out", str(out), "--no_progress"])
     table = read_parquet(out, max_packets=N_PACKETS)
     assert len(table) == 60 and set(table.class_names) == {"small_up", "big_down", "mixed"}
     assert_valid(FlowCodec(n_packets=N_PACKETS).encode(table), FlowCodec(n_packets=N_PACKETS))

@@ -11,6 +11,7 @@ from gan_fixtures import N_PACKETS, datamodule, fit_gan
 
 from tsda.commands.sample import main
 from tsda.data.sources import read_parquet
+from tsda.errors import TsdaError
 from tsda.generate import plan_labels
 
 
@@ -48,15 +49,15 @@ def test_sample_writes_a_parquet_that_reads_back(ckpt: Path, tmp_path: Path) -> 
         [
             "--ckpt",
             str(ckpt),
-            "--per-class",
+            "--per_class",
             "7",
             "--seed",
             "1",
             "--out",
             str(out),
-            "--batch-size",
+            "--batch_size",
             "5",
-            "--no-progress",
+            "--no_progress",
         ]
     )
     table = read_parquet(out, max_packets=N_PACKETS)
@@ -73,16 +74,17 @@ def test_sample_writes_a_parquet_that_reads_back(ckpt: Path, tmp_path: Path) -> 
 def test_sample_is_deterministic_from_the_seed(ckpt: Path, tmp_path: Path) -> None:
     def draw(seed: int, name: str) -> object:
         out = tmp_path / name
-        main(["--ckpt", str(ckpt), "--n", "12", "--seed", str(seed), "--out", str(out), "--no-progress"])
+        main(["--ckpt", str(ckpt), "--n", "12", "--seed", str(seed), "--out", str(out), "--no_progress"])
         return pq.read_table(out).drop(["generator"])
 
     a, b, c = draw(0, "a.parquet"), draw(0, "b.parquet"), draw(1, "c.parquet")
     assert a.equals(b) and not a.equals(c)
 
 
-def test_unknown_generator_options_raise(ckpt: Path, tmp_path: Path) -> None:
-    with pytest.raises(TypeError):
-        main(["--ckpt", str(ckpt), "--n", "3", "--steps", "10", "--out", str(tmp_path / "x.parquet"), "--no-progress"])
+def test_unknown_generator_options_are_refused(ckpt: Path, tmp_path: Path) -> None:
+    """A cGAN takes no sampler options: refused naming the flag and what it takes, nothing written."""
+    with pytest.raises(TsdaError, match=r"--steps: not an option of GANModule \(it takes: latent_scale, prior"):
+        main(["--ckpt", str(ckpt), "--n", "3", "--steps", "10", "--out", str(tmp_path / "x.parquet"), "--no_progress"])
     main(
         [
             "--ckpt",
@@ -93,7 +95,7 @@ def test_unknown_generator_options_raise(ckpt: Path, tmp_path: Path) -> None:
             "latent_scale=0.5",
             "--out",
             str(tmp_path / "y.parquet"),
-            "--no-progress",
+            "--no_progress",
         ]
     )
     assert (tmp_path / "y.parquet").is_file() and not (tmp_path / "x.parquet").exists()
@@ -106,7 +108,7 @@ def test_sample_to_pcap_imports_back_to_the_same_flows(ckpt: Path, tmp_path: Pat
     from tsda.data.capture.importer import import_captures
     from tsda.data.capture.labels import Labeller
 
-    args = ["--ckpt", str(ckpt), "--per-class", "4", "--seed", "2", "--no-progress"]
+    args = ["--ckpt", str(ckpt), "--per_class", "4", "--seed", "2", "--no_progress"]
     main([*args, "--out", str(tmp_path / "s.parquet")])
     main([*args, "--out", str(tmp_path / "s.pcap")])
     back = tmp_path / "back.parquet"

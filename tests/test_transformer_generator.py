@@ -18,6 +18,7 @@ from tsda.augment.validity import assert_valid
 from tsda.data.batch import DIRECTION, SIZE, FlowBatch
 from tsda.data.codec import FlowCodec
 from tsda.data.sources import read_parquet, write_parquet
+from tsda.errors import TsdaError
 from tsda.generators.base import GenerativeModule, load_generative, prepare_augmentation
 from tsda.generators.transformer.module import TransformerModule
 from tsda.generators.transformer.nets import PacketTransformer
@@ -269,17 +270,17 @@ def test_tsda_sample_writes_its_flows(fitted: tuple[TransformerModule, Path], tm
         [
             "--ckpt",
             str(path),
-            "--per-class",
+            "--per_class",
             "5",
             "--seed",
             "1",
             "--out",
             str(out),
-            "--batch-size",
+            "--batch_size",
             "4",
             "--option",
             "temperature=0.9",
-            "--no-progress",
+            "--no_progress",
         ]
     )
     table = read_parquet(out, max_packets=N_PACKETS)
@@ -287,8 +288,9 @@ def test_tsda_sample_writes_its_flows(fitted: tuple[TransformerModule, Path], tm
     assert set(pq.read_table(out, columns=["generator"]).column("generator").to_pylist()) == {
         f"TransformerModule:{path}"
     }
-    with pytest.raises(TypeError):
-        main(["--ckpt", str(path), "--n", "3", "--steps", "5", "--out", str(tmp_path / "x.parquet"), "--no-progress"])
+    with pytest.raises(TsdaError, match="--steps: not an option of TransformerModule"):
+        main(["--ckpt", str(path), "--n", "3", "--steps", "5", "--out", str(tmp_path / "x.parquet"), "--no_progress"])
+    assert not (tmp_path / "x.parquet").exists()
 
 
 def test_the_generator_augmentation_takes_it(fitted: tuple[TransformerModule, Path]) -> None:

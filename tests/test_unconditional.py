@@ -1,5 +1,5 @@
 """Unconditional generators (`conditional: false`) and labelling their samples with a
-classifier (`tsda.labelling`, `tsda sample --label-with`): rejection sampling of quotas,
+classifier (`tsda.labelling`, `tsda sample --label_with`): rejection sampling of quotas,
 acceptance reports, determinism, labeller checks, latent-guided labelling."""
 
 from __future__ import annotations
@@ -152,18 +152,18 @@ def test_sample_refuses_classes_of_an_unconditional_model(
 
     out = tmp_path / "x.parquet"
     for extra in (
-        ["--per-class", "3"],
+        ["--per_class", "3"],
         ["--n", "3", "--labels", "mixed"],
-        ["--n", "3", "--latent-guidance-scale", "1"],
-        ["--n", "3", "--min-confidence", "0.5"],
+        ["--n", "3", "--latent_guidance_scale", "1"],
+        ["--n", "3", "--min_confidence", "0.5"],
     ):
         with pytest.raises(SystemExit) as exc:
-            main(["sample", "--ckpt", str(models["diffusion"]), *extra, "--out", str(out), "--no-progress"])
+            main(["sample", "--ckpt", str(models["diffusion"]), *extra, "--out", str(out), "--no_progress"])
         assert exc.value.code == 2
         err = capsys.readouterr().err
-        assert err.startswith("tsda: error:") and "--label-with" in err, err
+        assert err.startswith("tsda: error:") and "--label_with" in err, err
     assert not out.exists()
-    main(["sample", "--ckpt", str(models["gan"]), "--n", "5", "--out", str(out), "--no-progress"])
+    main(["sample", "--ckpt", str(models["gan"]), "--n", "5", "--out", str(out), "--no_progress"])
     table = read_parquet(out, max_packets=N_PACKETS)
     assert table.class_names == ("unlabelled",) and len(table) == 5
 
@@ -236,7 +236,7 @@ def test_targeted_labelling_keeps_what_the_labeller_confirms() -> None:
     assert report["route"] == "conditional" and set(c) == {"a", "c"}
     assert c["a"] == {"quota": 3, "kept": 3, "drawn": 3, "eligible": 3, "acceptance_rate": 1.0}
     assert c["c"]["kept"] == 0 and c["c"]["acceptance_rate"] == 0.0 and report["unfilled"] == ["c"]
-    with pytest.raises(ValueError, match="min-confidence"):
+    with pytest.raises(ValueError, match="min_confidence"):
         label_samples(FakeSampler(True), FakeLabeller(), np.array([1, 1, 1]), min_confidence=1.5)
 
 
@@ -247,17 +247,17 @@ def _label(models: dict[str, Path], out: Path, gen: str = "gan", *extra: str) ->
         [
             "--ckpt",
             str(models[gen]),
-            "--label-with",
+            "--label_with",
             str(models["classifier"]),
-            "--per-class",
+            "--per_class",
             "3",
-            "--max-draws",
+            "--max_draws",
             "120",
-            "--batch-size",
+            "--batch_size",
             "40",
             "--out",
             str(out),
-            "--no-progress",
+            "--no_progress",
             *extra,
         ]
     )
@@ -271,7 +271,7 @@ def test_label_with_writes_confidence_and_is_deterministic(models: dict[str, Pat
             "gan",
             "--seed",
             "2" if name == "c" else "1",
-            "--min-confidence",
+            "--min_confidence",
             "0.4",
         )
     a, b, c = (pq.read_table(tmp_path / f"{n}.parquet") for n in "abc")
@@ -293,15 +293,15 @@ def test_labellers_with_other_classes_or_codec_are_refused(models: dict[str, Pat
     for name, payload, needle in (("classes", other, "classes"), ("codec", codec, "encoded")):
         torch.save(payload, tmp_path / f"{name}.ckpt")
         out = tmp_path / f"{name}.parquet"
-        with pytest.raises(TsdaError, match=f"--label-with .*{name}.ckpt.*{needle}"):
+        with pytest.raises(TsdaError, match=f"--label_with .*{name}.ckpt.*{needle}"):
             _label({**models, "classifier": tmp_path / f"{name}.ckpt"}, out)
         assert not out.exists() and not out.with_suffix(".labelling.json").exists()
     with pytest.raises(TsdaError, match="generator checkpoint"):
         _label({**models, "classifier": models["gan"]}, tmp_path / "g.parquet")
-    with pytest.raises(TsdaError, match="no sampling-time guidance"):
-        _label(models, tmp_path / "g.parquet", "gan", "--latent-guidance-scale", "1")
-    with pytest.raises(TsdaError, match="no drawn flow reached --min-confidence"):
-        _label(models, tmp_path / "g.parquet", "gan", "--min-confidence", "0.99999", "--max-draws", "2")
+    with pytest.raises(TsdaError, match="--latent_guidance_scale: not an option of GANModule"):
+        _label(models, tmp_path / "g.parquet", "gan", "--latent_guidance_scale", "1")
+    with pytest.raises(TsdaError, match="no drawn flow reached --min_confidence"):
+        _label(models, tmp_path / "g.parquet", "gan", "--min_confidence", "0.99999", "--max_draws", "2")
     assert not (tmp_path / "g.parquet").exists()
 
 
@@ -318,7 +318,7 @@ def test_latent_guided_labelling(models: dict[str, Path], tmp_path: Path, gen: s
     else the labeller) and kept when the labeller agrees; rejection on the same model
     reports the same numbers, so the two compare."""
     out = tmp_path / "guided.parquet"
-    _label(models, out, gen, "--steps", "2", "--latent-guidance-scale", "2", "--guide", guide)
+    _label(models, out, gen, "--steps", "2", "--latent_guidance_scale", "2", "--guide", guide)
     report = json.loads(out.with_suffix(".labelling.json").read_text())
     assert report["route"] == "guided" and report["guide"] == expected
     assert sum(c["drawn"] for c in report["classes"].values()) == report["draws"]
@@ -337,11 +337,11 @@ def test_guide_model_needs_a_stored_guide(models: dict[str, Path], tmp_path: Pat
             "diffusion",
             "--steps",
             "2",
-            "--latent-guidance-scale",
+            "--latent_guidance_scale",
             "1",
             "--guide",
             "model",
         )
-    with pytest.raises(TsdaError, match="--guide labeller needs --latent-guidance-scale"):
+    with pytest.raises(TsdaError, match="--guide labeller needs --latent_guidance_scale"):
         _label(models, tmp_path / "x.parquet", "diffusion", "--steps", "2", "--guide", "labeller")
     assert not (tmp_path / "x.parquet").exists()

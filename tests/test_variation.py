@@ -286,7 +286,7 @@ def test_generators_that_cannot_vary_say_so(batch: FlowBatch) -> None:
         plain_joint = joint(w_recon=0.0)
     for model, match in (
         (plain, "GANModule cannot vary flows: it needs an encoder"),
-        (plain_joint, "JointModule cannot vary flows: its generator needs an encoder"),
+        (plain_joint, "JointModule cannot vary flows: its cgan generator needs an encoder"),
         (_NoVariation(), "_NoVariation cannot vary flows"),
     ):
         assert not model.can_vary

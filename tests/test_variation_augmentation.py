@@ -320,7 +320,7 @@ def cvae(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def _sample(*args: str) -> None:
     from tsda.commands.sample import main
 
-    main([*args, "--no-progress"])
+    main([*args, "--no_progress"])
 
 
 def test_sample_vary_writes_variations_with_their_source_rows(cvae: dict[str, Path], tmp_path: Path) -> None:
@@ -341,7 +341,7 @@ def test_sample_vary_writes_variations_with_their_source_rows(cvae: dict[str, Pa
         "2",
         "--seed",
         "1",
-        "--batch-size",
+        "--batch_size",
         "50",
         "--out",
         str(out),
@@ -371,7 +371,7 @@ def test_sample_vary_writes_variations_with_their_source_rows(cvae: dict[str, Pa
         "2",
         "--seed",
         "1",
-        "--batch-size",
+        "--batch_size",
         "50",
         "--out",
         str(again),
@@ -383,8 +383,8 @@ def test_sample_vary_writes_variations_with_their_source_rows(cvae: dict[str, Pa
     "extra, message",
     [
         (["--strength", "1.5"], "--strength must be in"),
-        (["--strength", "0.5", "--per-class", "3"], "--per-class"),
-        (["--strength", "0.5", "--label-with", "x.ckpt"], "--label-with"),
+        (["--strength", "0.5", "--per_class", "3"], "--per_class"),
+        (["--strength", "0.5", "--label_with", "x.ckpt"], "--label_with"),
         ([], "--strength"),
         (["--strength", "0.5", "--variations", "0"], "--variations"),
     ],
@@ -426,7 +426,7 @@ def test_sample_vary_refuses_files_and_generators_it_cannot_vary(
                     "0.5",
                     "--out",
                     str(out),
-                    "--no-progress",
+                    "--no_progress",
                 ]
             )
         err = capsys.readouterr().err
@@ -444,7 +444,7 @@ def test_sample_vary_refuses_files_and_generators_it_cannot_vary(
         str(out),
     )
     assert out.is_file()
-    with pytest.raises(TsdaError, match="--strength needs --vary"):
+    with pytest.raises(TsdaError, match="--strength: needs --vary"):
         _sample("--ckpt", str(cvae["ckpt"]), "--n", "3", "--strength", "0.5", "--out", str(tmp_path / "y.parquet"))
 
 

@@ -6,14 +6,17 @@
     tsda augment list | preview | enlarge | search
     tsda campaign run | report
     tsda ensemble JOBS.json    (many fit runs as batched ensembles; what --executor ensemble runs)
-    tsda sample --ckpt CKPT --per-class N --out FILE.parquet
+    tsda sample --ckpt CKPT --per_class N --out FILE.parquet
     tsda evaluate --data.path REAL --synthetic FILE.parquet [...] --out DIR
 
 `tsda COMMAND --help` describes each. `fit` is Lightning's CLI (LightningCLI): every
 Trainer option passes through (`--trainer.accelerator gpu --trainer.devices 4
 --trainer.strategy ddp --trainer.precision bf16-mixed`).
 
-Errors: bad input prints `tsda: error: <what, where>` and exits 2; `tsda --verbose ...` (or
+Options are spelled with underscores in every command (`--per_class`, `--data.path`,
+`--trainer.max_epochs`); a hyphen spelling is refused, naming the right one.
+
+Errors: bad input, or an option that does not apply to the input, prints `tsda: error: <what, where>` and exits 2; `tsda --verbose ...` (or
 `TSDA_VERBOSE=1`) shows the traceback instead.
 """
 

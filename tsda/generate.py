@@ -36,9 +36,9 @@ def plan_labels(
         ValueError: neither or both of `n` and `per_class`, a count < 1, an unknown label.
     """
     if (n is None) == (per_class is None):
-        raise ValueError("give exactly one of --n and --per-class")
+        raise ValueError("give exactly one of --n and --per_class")
     if (n is not None and n < 1) or (per_class is not None and per_class < 1):
-        raise ValueError("--n and --per-class must be >= 1")
+        raise ValueError("--n and --per_class must be >= 1")
     names = list(class_names)
     if labels:
         unknown = [name for name in labels if name not in names and not name.isdigit()]

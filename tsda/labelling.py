@@ -1,4 +1,4 @@
-"""Labelling a generator's samples with a trained classifier (`tsda sample --label-with`).
+"""Labelling a generator's samples with a trained classifier (`tsda sample --label_with`).
 
 An unconditional generator (`conditional: false`, trained without labels) draws flows of
 no class in particular. A *labeller*, a trained `ClassifierModule` of the same classes
@@ -82,7 +82,7 @@ def _short(names: list[str], k: int = 4) -> str:
     return "[" + ", ".join(names[:k]) + (", ..." if len(names) > k else "") + f"] ({len(names)})"
 
 
-def load_labeller(path: str, generator: GenerativeModule, flag: str = "--label-with") -> Labeller:
+def load_labeller(path: str, generator: GenerativeModule, flag: str = "--label_with") -> Labeller:
     """The classifier checkpoint `path`, checked against `generator`, on its device.
 
     The classifier's codec is that of the data it was trained on (the datamodule settings
@@ -146,11 +146,11 @@ def guidance_options(
         raise TsdaError(f"--guide must be auto, model or labeller, got {guide!r}")
     if float(options.get("latent_guidance_scale") or 0.0) <= 0:
         if guide != "auto":
-            raise TsdaError(f"--guide {guide} needs --latent-guidance-scale > 0")
+            raise TsdaError(f"--guide {guide} needs --latent_guidance_scale > 0")
         return options, None
     if "guide" not in inspect.signature(model.sample).parameters:
         raise TsdaError(
-            f"--latent-guidance-scale: {type(model).__name__} has no sampling-time guidance (the diffusion model has)"
+            f"--latent_guidance_scale: {type(model).__name__} has no sampling-time guidance (the diffusion model has)"
         )
     stored = getattr(model, "classifier", None) is not None
     chosen = ("model" if stored else "labeller") if guide == "auto" else guide
@@ -205,10 +205,10 @@ def label_samples(
     if quotas.shape != (len(names),) or (quotas < 0).any() or quotas.sum() < 1:
         raise ValueError(f"quotas must be ({len(names)},) counts >= 0, not all 0; got {quotas.tolist()}")
     if not 0.0 <= min_confidence <= 1.0:
-        raise ValueError(f"--min-confidence must be in [0, 1], got {min_confidence}")
+        raise ValueError(f"--min_confidence must be in [0, 1], got {min_confidence}")
     max_draws = DRAWS_PER_FLOW * int(quotas.sum()) if max_draws is None else int(max_draws)
     if max_draws < 1 or batch_size < 1:
-        raise ValueError(f"--max-draws and --batch-size must be >= 1, got {max_draws} and {batch_size}")
+        raise ValueError(f"--max_draws and --batch_size must be >= 1, got {max_draws} and {batch_size}")
     options, guide_used = guidance_options(model, labeller, dict(options or {}), guide)
     targeted = model.conditional or guide_used is not None
     from tqdm.auto import tqdm
@@ -284,5 +284,5 @@ def format_report(report: dict[str, Any]) -> str:
             f"  {name}: {c['kept']}/{c['quota']} kept, acceptance rate {rate} ({c['eligible']} of {c['drawn']} draws)"
         )
     if report["unfilled"]:
-        lines.append(f"could not fill within --max-draws {report['max_draws']}: {report['unfilled']}")
+        lines.append(f"could not fill within --max_draws {report['max_draws']}: {report['unfilled']}")
     return "\n".join(lines)

@@ -34,8 +34,8 @@ done
 wait
 for v in $VARIANTS; do
   for prior in fitted standard; do
-    tsda sample --ckpt "$OUT/$v/checkpoints/last.ckpt" --per-class 200 --seed 0 --option prior=$prior \
-      --no-progress --out "$OUT/$v/synthetic_$prior.parquet" > "$OUT/$v/sample_$prior.log" 2>&1
+    tsda sample --ckpt "$OUT/$v/checkpoints/last.ckpt" --per_class 200 --seed 0 --option prior=$prior \
+      --no_progress --out "$OUT/$v/synthetic_$prior.parquet" > "$OUT/$v/sample_$prior.log" 2>&1
     echo "== $v, $prior noise prior"
     tsda evaluate --data.path "$DATA" --data.invalid_rows drop --data.train_fraction 0.1 --classifier "$GUIDE" --plots false \
       --synthetic "$OUT/$v/synthetic_$prior.parquet" --out "$OUT/$v/fidelity_$prior" \

@@ -15,13 +15,13 @@ export WANDB_MODE=${WANDB_MODE:-offline}
 mkdir -p "$OUT"
 sample() {  # name, generator options...
   local name=$1; shift
-  [ -f "$OUT/$name.parquet" ] || tsda sample --ckpt "$GEN/$name/checkpoints/last.ckpt" --per-class 200 --seed 0 \
-    --no-progress --out "$OUT/$name.parquet" "$@"
+  [ -f "$OUT/$name.parquet" ] || tsda sample --ckpt "$GEN/$name/checkpoints/last.ckpt" --per_class 200 --seed 0 \
+    --no_progress --out "$OUT/$name.parquet" "$@"
 }
 sample cgan
 sample cgan_latent
-sample diffusion --sampler dpmpp --steps 10 --cfg-scale 2
-sample diffusion_latent --sampler dpmpp --steps 10 --cfg-scale 1 --latent-guidance-scale 0.1
+sample diffusion --sampler dpmpp --steps 10 --cfg_scale 2
+sample diffusion_latent --sampler dpmpp --steps 10 --cfg_scale 1 --latent_guidance_scale 0.1
 tsda evaluate --data.path "$DATA" --data.invalid_rows drop --data.train_fraction 0.1 \
   --classifier "$GEN/guide/checkpoints/best.ckpt" --accelerator "${ACCELERATOR:-auto}" \
   --tstr_seeds "$SEEDS" --tstr_patience 5 --tstr_max_epochs 200 ${EXTRA:-} \

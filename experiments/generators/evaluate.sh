@@ -16,7 +16,7 @@ for pair in "$@"; do
   IFS=, read -ra parts <<< "${pair#*=}"
   options=()
   for option in "${parts[@]:1}"; do options+=(--option "$option"); done
-  [ -f "$OUT/$name.parquet" ] || tsda sample --ckpt "${parts[0]}" --per-class 200 --seed 0 --no-progress \
+  [ -f "$OUT/$name.parquet" ] || tsda sample --ckpt "${parts[0]}" --per_class 200 --seed 0 --no_progress \
     "${options[@]}" --out "$OUT/$name.parquet"
   files+=("$OUT/$name.parquet") names+=("$name")
 done

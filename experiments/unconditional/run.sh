@@ -30,9 +30,9 @@ train raw --data.path "$DATA" --data.invalid_rows drop --data.train_fraction 0.1
 train enlarged --data.path "$ENLARGED" --data.split column &
 wait
 for name in raw enlarged; do
-  [ -f "$OUT/$name.parquet" ] || tsda sample --ckpt "$OUT/$name/checkpoints/last.ckpt" --label-with "$GUIDE" \
-    --per-class "${PER_CLASS:-100}" --min-confidence "${MIN_CONFIDENCE:-0.5}" --max-draws "${MAX_DRAWS:-60000}" \
-    --sampler dpmpp --steps 10 --seed 0 --no-progress --out "$OUT/$name.parquet" > "$OUT/sample_$name.log" 2>&1
+  [ -f "$OUT/$name.parquet" ] || tsda sample --ckpt "$OUT/$name/checkpoints/last.ckpt" --label_with "$GUIDE" \
+    --per_class "${PER_CLASS:-100}" --min_confidence "${MIN_CONFIDENCE:-0.5}" --max_draws "${MAX_DRAWS:-60000}" \
+    --sampler dpmpp --steps 10 --seed 0 --no_progress --out "$OUT/$name.parquet" > "$OUT/sample_$name.log" 2>&1
 done
 [ -f "$OUT/evaluate/comparison.md" ] || tsda evaluate --data.path "$DATA" --data.invalid_rows drop \
   --data.train_fraction 0.1 --classifier "$GUIDE" \
@@ -41,10 +41,10 @@ done
   --wandb.group unconditional --out "$OUT/evaluate"
 # the other way of getting labelled flows: latent guidance of the raw model toward the classes
 # still short, by the labeller (the same quotas, confidence and draw budget)
-[ -f "$OUT/raw_guided.parquet" ] || tsda sample --ckpt "$OUT/raw/checkpoints/last.ckpt" --label-with "$GUIDE" \
-  --per-class "${PER_CLASS:-100}" --min-confidence "${MIN_CONFIDENCE:-0.5}" --max-draws "${MAX_DRAWS:-60000}" \
-  --latent-guidance-scale "${GUIDANCE:-2.0}" --guide labeller \
-  --sampler dpmpp --steps 10 --seed 0 --no-progress --out "$OUT/raw_guided.parquet" > "$OUT/sample_raw_guided.log" 2>&1
+[ -f "$OUT/raw_guided.parquet" ] || tsda sample --ckpt "$OUT/raw/checkpoints/last.ckpt" --label_with "$GUIDE" \
+  --per_class "${PER_CLASS:-100}" --min_confidence "${MIN_CONFIDENCE:-0.5}" --max_draws "${MAX_DRAWS:-60000}" \
+  --latent_guidance_scale "${GUIDANCE:-2.0}" --guide labeller \
+  --sampler dpmpp --steps 10 --seed 0 --no_progress --out "$OUT/raw_guided.parquet" > "$OUT/sample_raw_guided.log" 2>&1
 [ -f "$OUT/evaluate_guided/comparison.md" ] || tsda evaluate --data.path "$DATA" --data.invalid_rows drop \
   --data.train_fraction 0.1 --classifier "$GUIDE" \
   --tstr_seeds "${SEEDS:-3}" --tstr_patience 5 --tstr_max_epochs 200 --real_plus_synthetic false \

@@ -30,7 +30,7 @@ augmentations before it in a `Compose` did to the flow is dropped: put it first.
 
 A pool can also come from a file (`pool_file`, instead of `ckpt`): labelled generated
 flows in tcbench's schema, e.g. an unconditional generator's samples labelled by a
-classifier (`tsda sample --label-with`). Each class's flows are tiled to `pool_per_class`
+classifier (`tsda sample --label_with`). Each class's flows are tiled to `pool_per_class`
 slots (default: the largest class count of the file); flows of a class the file lacks are
 left as they are (the original flow), and `stats()` counts those classes (`pool_missing_classes`).
 
@@ -203,7 +203,7 @@ class GeneratorAugmentation(Augmentation):
         if not getattr(sampler, "conditional", True):
             raise TsdaError(f"augmentation checkpoint {self.ckpt}: an unconditional generator (trained with "
                             "conditional: false) cannot draw flows of a class; label its samples with "
-                            "tsda sample --label-with CLASSIFIER and train on that file (--data.path)")
+                            "tsda sample --label_with CLASSIFIER and train on that file (--data.path)")
         names = list(sampler.class_names)
         if names != list(context.class_names):
             raise TsdaError(f"augmentation checkpoint {self.ckpt}: its generator knows the classes "

@@ -7,7 +7,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
@@ -16,7 +15,7 @@ from tsda.augment.base import Augmentation, select
 from tsda.classifier.nets import BackboneName, FlowClassifier, build_classifier
 from tsda.data.batch import FlowBatch
 from tsda.lit import check_class_names
-from tsda.lit.rng import RunGenerator
+from tsda.lit.rng import SeededModule
 
 Policy = Literal["double", "replace"]
 
@@ -43,7 +42,7 @@ def native_bincount() -> Iterator[None]:
         torch.use_deterministic_algorithms(True, warn_only=warn_only)
 
 
-class ClassifierModule(L.LightningModule):
+class ClassifierModule(SeededModule):
     """Train and evaluate a traffic classifier, optionally with an augmentation.
 
     Args:
@@ -98,7 +97,7 @@ class ClassifierModule(L.LightningModule):
         self.save_hyperparameters(ignore=["augmentation"])
         self.net: FlowClassifier = build_classifier(backbone, num_classes, **(backbone_kwargs or {}))
         self.augmentation = augmentation
-        self._rng = RunGenerator(seed, "augmentation")
+        self.init_run_generator(seed, "augmentation")
         #: the training forward after `compile_networks` (a function, not a submodule: the
         #: checkpoint keeps `net.*` keys only), and whether Adam runs fused
         self._compiled_net: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -199,17 +198,15 @@ class ClassifierModule(L.LightningModule):
 
     # -- training -----------------------------------------------------------------------
     def augmentation_generator(self) -> torch.Generator:
-        """The seeded generator of every augmentation draw (its state is checkpointed)."""
-        return self._rng.get(self.device, self.global_rank)
+        """The seeded generator of every augmentation draw: `run_generator` under the name
+        the augmentation tree's callers (an ensemble, the benchmarks) know it by."""
+        return self.run_generator
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the augmentation is not an hparam (LightningCLI re-parses hparams as init arguments
         # on resume); its repr is kept beside them for the record
         checkpoint["augmentation_repr"] = repr(self.augmentation) if self.augmentation is not None else None
-        self._rng.save_to(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._rng.load_from(checkpoint)
+        super().on_save_checkpoint(checkpoint)  # the run generator's state
 
     def on_fit_start(self) -> None:
         self.prepare_augmentation(getattr(self.trainer, "datamodule", None))

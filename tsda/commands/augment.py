@@ -52,6 +52,9 @@ from tsda.commands.options import (
     add_data_arguments,
     build_datamodule,
     command_parser,
+    data_rules,
+    pick_subcommand,
+    refuse_inapplicable,
     resolve_device,
 )
 from tsda.data.batch import FlowBatch
@@ -158,7 +161,7 @@ def enlarge(cfg: Namespace) -> Path:
     """Every curated flow with its split, plus `--copies` augmented copies of each training
     flow, as Parquet (see the module docstring)."""
     if cfg.copies < 1:
-        raise ValueError(f"--copies must be >= 1 (augmented copies per training flow), got {cfg.copies}")
+        raise TsdaError(f"--copies must be >= 1 (augmented copies per training flow), got {cfg.copies}")
     device = resolve_device(cfg.device)
     augmentation, dm, g = _prepared(cfg.augment, cfg, device)
     if device.type != "cpu":  # `enlarge_to_parquet` draws with a CPU generator of --seed; here on `device`
@@ -191,42 +194,68 @@ def enlarge(cfg: Namespace) -> Path:
     return out
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="tsda augment", description=__doc__)
-    sub = parser.add_subcommands(dest="command")
-    sub.add_subcommand("list", ArgumentParser(), help="names, families, altered features and defaults")
+USAGE = (
+    "usage: tsda augment {list,preview,enlarge,search} [options]\n\ncommands:\n"
+    "  list     names, families, altered features and defaults\n"
+    "  preview  PNG of a few training flows before/after an augmentation\n"
+    "  enlarge  every flow with a stored split column + K augmented copies of each training flow\n"
+    "  search   a TrivialAugment policy searched with Optuna (other options: tsda fit overrides)\n"
+    "`tsda augment COMMAND --help` describes each."
+)
+
+
+def list_parser() -> ArgumentParser:
+    return command_parser("tsda augment list", "names, families, altered features and defaults", config=False)
+
+
+def _drawing_options(parser: ArgumentParser) -> ArgumentParser:
+    """What preview and enlarge share: the seed and device of the draws, the data."""
+    parser.add_argument("--seed", type=int, default=0, help="seeds the augmentation draws")
+    parser.add_argument("--device", type=str, default="auto", help=f"where the augmentation runs: {DEVICE_HELP}")
+    add_data_arguments(parser)
+    return parser
+
+
+def preview_parser() -> ArgumentParser:
     p = command_parser("tsda augment preview", "PNG of a few training flows before/after an augmentation")
-    p.add_argument("name", help=f"one of {', '.join(AUGMENTATIONS)}, or a YAML file")
-    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("name", type=str, help=f"one of {', '.join(AUGMENTATIONS)}, or a YAML file")
+    p.add_argument("--out", type=str, required=True, help="PNG file to write")
     p.add_argument("--flows", type=int, default=4, help="flows to show")
+    return _drawing_options(p)
+
+
+def enlarge_parser() -> ArgumentParser:
     e = command_parser(
         "tsda augment enlarge",
         "every flow with a stored split column + K augmented copies of each training flow, as Parquet",
     )
-    e.add_argument("--augment", required=True, help="augmentation name or YAML config")
+    e.add_argument("--augment", type=str, required=True, help="augmentation name or YAML config")
     e.add_argument("--copies", type=int, required=True, help="augmented copies per flow (K)")
-    e.add_argument("--out", required=True, help="Parquet file to write")
-    for q in (p, e):
-        q.add_argument("--seed", type=int, default=0, help="seeds the augmentation draws")
-        q.add_argument("--device", type=str, default="auto", help=f"where the augmentation runs: {DEVICE_HELP}")
-        add_data_arguments(q)
-    sub.add_subcommand("preview", p, help=p.description)
-    sub.add_subcommand("enlarge", e, help=e.description)
-    s = search.build_parser()
-    sub.add_subcommand("search", s, help=s.description)  # for the help: main hands `search` over before parsing
-    return parser
+    e.add_argument("--out", type=str, required=True, help="Parquet file to write")
+    return _drawing_options(e)
+
+
+PARSERS = {"list": list_parser, "preview": preview_parser, "enlarge": enlarge_parser, "search": search.build_parser}
+#: `--data.*` options per data source; enlarge writes its split column whatever the source
+RULES = {"preview": data_rules(), "enlarge": data_rules(keep=("split_column",))}
 
 
 def main(argv: list[str] | None = None) -> None:
     """`tsda augment list | preview NAME ... | enlarge ... | search ...`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["search"]:  # its unknown options are tsda fit overrides: parsed by the search itself
-        search.main(argv[1:])
+    picked = pick_subcommand(
+        "augment", list(sys.argv[1:] if argv is None else argv), PARSERS, USAGE, passes_on=("search",)
+    )
+    if picked is None:
         return
-    cfg = build_parser().parse_args(argv)
-    if cfg.command == "list":
+    name, parser, rest = picked
+    if name == "search":  # its unknown options are tsda fit overrides: parsed by the search itself
+        search.main(rest)
+        return
+    cfg = parser.parse_args(rest)
+    refuse_inapplicable(parser, cfg, RULES.get(name, ()))
+    if name == "list":
         print(list_augmentations())
-    elif cfg.command == "preview":
-        print(f"wrote {preview(cfg.preview)}")
+    elif name == "preview":
+        print(f"wrote {preview(cfg)}")
     else:
-        enlarge(cfg.enlarge)
+        enlarge(cfg)

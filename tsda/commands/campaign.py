@@ -17,12 +17,12 @@ its package docstring tells how a campaign runs and resumes.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
+from typing import get_args
+
+from jsonargparse import ArgumentParser, Namespace
 
 from tsda.campaign import (
-    EXECUTORS,
     CampaignSpec,
     parse_seeds,
     plan,
@@ -32,18 +32,23 @@ from tsda.campaign import (
     write_report,
     write_subset_report,
 )
+from tsda.campaign.executors import Executor
+from tsda.commands.options import Applies, command_parser, pick_subcommand, refuse_inapplicable
+from tsda.commands.parsing import split_known
 
 USAGE = __doc__
 
 
-def _parser() -> argparse.ArgumentParser:
-    """`run SPEC --out DIR [...]` and `report DIR [...]`; unknown `run` options are fit overrides."""
-    parser = argparse.ArgumentParser(prog="tsda campaign", description="conditions x seeds studies")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run (or resume) a campaign")
-    run.add_argument("spec", help="campaign YAML (experiments/<study>/campaign.yaml)")
-    run.add_argument("--out", required=True, help="campaign directory (results.parquet, runs/)")
-    run.add_argument("--executor", choices=list(EXECUTORS), default="local")
+def run_parser() -> ArgumentParser:
+    """`run SPEC --out DIR [...]`; the options it does not know are fit overrides (`-c` too)."""
+    run = command_parser(
+        "tsda campaign run",
+        "run (or resume) a campaign; other options are tsda fit overrides for every run",
+        config=False,
+    )
+    run.add_argument("spec", type=str, help="campaign YAML (experiments/<study>/campaign.yaml)")
+    run.add_argument("--out", type=str, required=True, help="campaign directory (results.parquet, runs/)")
+    run.add_argument("--executor", type=Executor, default="local", help=", ".join(get_args(Executor)))
     run.add_argument("--workers", type=int, default=1, help="local, ensemble: concurrent processes")
     run.add_argument(
         "--members_per_job",
@@ -51,29 +56,57 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="ensemble: runs per process (0 = all); runs that stack train as one batched model",
     )
-    run.add_argument("--address", default=None, help="ray: cluster address (auto, ray://host:10001)")
-    run.add_argument("--num_cpus", type=float, default=None, help="ray: CPUs per run (default: spec)")
-    run.add_argument("--num_gpus", type=float, default=None, help="ray: GPUs per run (default: spec)")
-    run.add_argument("--conditions", default=None, help="comma-separated subset of conditions")
-    run.add_argument("--seeds", default=None, help="seeds instead of the spec's: '0,3,7' or '0-29'")
+    run.add_argument("--address", type=str | None, default=None, help="ray: cluster address (auto, ray://host:10001)")
+    run.add_argument("--num_cpus", type=float | None, default=None, help="ray: CPUs per run (default: spec)")
+    run.add_argument("--num_gpus", type=float | None, default=None, help="ray: GPUs per run (default: spec)")
+    run.add_argument("--conditions", type=str | None, default=None, help="comma-separated subset of conditions")
+    run.add_argument("--seeds", type=str | None, default=None, help="seeds instead of the spec's: '0,3,7' or '0-29'")
     run.add_argument("--dry_run", action="store_true", help="print the runs' commands and stop")
-    report = sub.add_parser("report", help="statistics, charts and report.md of a campaign directory")
-    report.add_argument("out", help="campaign directory")
-    report.add_argument("--metric", default="test_weighted_f1")
+    return run
+
+
+def report_parser() -> ArgumentParser:
+    """`report DIR [...]`."""
+    report = command_parser("tsda campaign report", "statistics, charts and report.md of a campaign directory")
+    report.add_argument("out", type=str, help="campaign directory")
+    report.add_argument("--metric", type=str, default="test_weighted_f1")
     report.add_argument("--alpha", type=float, default=0.05)
     report.add_argument(
-        "--control", default=None, help="condition to pair every other one with per seed (default: the spec's control)"
+        "--control",
+        type=str | None,
+        default=None,
+        help="condition to pair every other one with per seed (default: the spec's control)",
     )
-    report.add_argument("--conditions", default=None, help="report on these conditions only (comma-separated)")
-    report.add_argument("--seeds", default=None, help="report on these seeds only: '0,3,7' or '0-3'")
+    report.add_argument(
+        "--conditions", type=str | None, default=None, help="report on these conditions only (comma-separated)"
+    )
+    report.add_argument("--seeds", type=str | None, default=None, help="report on these seeds only: '0,3,7' or '0-3'")
     report.add_argument("--complete", action="store_true", help="keep only the seeds every selected condition finished")
-    report.add_argument("--into", default="subset", help="folder in DIR for the report of a selection")
-    return parser
+    report.add_argument("--into", type=str, default="subset", help="folder in DIR for the report of a selection")
+    return report
 
 
-def _report(args: argparse.Namespace) -> Path:
+def _selects(cfg: Namespace) -> bool:
+    return bool(cfg.conditions or cfg.seeds or cfg.complete)
+
+
+#: options of one executor only, and `--into` of a selection's report only
+RUN_RULES = (
+    Applies(("address", "num_cpus", "num_gpus"), lambda cfg: cfg.executor == "ray", "applies to --executor ray only"),
+    Applies(("members_per_job",), lambda cfg: cfg.executor == "ensemble", "applies to --executor ensemble only"),
+    Applies(("workers",), lambda cfg: cfg.executor != "ray", "does not apply to --executor ray (Ray schedules)"),
+)
+REPORT_RULES = (
+    Applies(
+        ("into",), _selects, "names the folder of a selection's report: it needs --conditions, --seeds or --complete"
+    ),
+)
+PARSERS = {"run": run_parser, "report": report_parser}
+
+
+def _report(args: Namespace) -> Path:
     """The whole campaign's report, or (with --conditions/--seeds/--complete) a selection's."""
-    if not (args.conditions or args.seeds or args.complete):
+    if not _selects(args):
         return write_report(args.out, args.metric, args.alpha, args.control)
     conditions = args.conditions.split(",") if args.conditions else None
     seeds = parse_seeds(args.seeds, "--seeds") if args.seeds else None
@@ -82,18 +115,8 @@ def _report(args: argparse.Namespace) -> Path:
     return write_subset_report(args.out, chosen, args.into, subset, args.metric, args.alpha, args.control)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`tsda campaign run|report ...`; exits 1 when a run failed."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
-        return
-    args, extra = _parser().parse_known_args(argv)
-    if args.command == "report":
-        if extra:
-            raise ValueError(f"campaign report: unknown arguments {extra}")
-        print(f"report: {_report(args)}")
-        return
+def _run(args: Namespace, extra: list[str]) -> None:
+    """Run (or with --dry_run, print) the campaign; exits 1 when a run failed."""
     spec = CampaignSpec.from_yaml(args.spec)
     conditions = args.conditions.split(",") if args.conditions else None
     seeds = parse_seeds(args.seeds, "--seeds") if args.seeds else None
@@ -127,5 +150,18 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(1)
 
 
-if __name__ == "__main__":
-    main()
+def main(argv: list[str]) -> None:
+    """`tsda campaign run|report ...`."""
+    picked = pick_subcommand("campaign", argv, PARSERS, USAGE)
+    if picked is None:
+        return
+    name, parser, rest = picked
+    if name == "report":
+        cfg = parser.parse_args(rest)
+        refuse_inapplicable(parser, cfg, REPORT_RULES)
+        print(f"report: {_report(cfg)}")
+        return
+    own, extra = split_known(rest, parser)
+    cfg = parser.parse_args(own)
+    refuse_inapplicable(parser, cfg, RUN_RULES)
+    _run(cfg, extra)

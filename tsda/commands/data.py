@@ -30,7 +30,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from jsonargparse import ArgumentParser, Namespace
 
-from tsda.commands.options import add_data_arguments, build_datamodule, command_parser
+from tsda.commands.options import (
+    Applies,
+    add_data_arguments,
+    build_datamodule,
+    command_parser,
+    data_rules,
+    pick_subcommand,
+    refuse_inapplicable,
+)
 from tsda.data.capture.export import FLOW_GAP, START_TIME, export_table, spaced_starts
 from tsda.data.capture.flows import FlowRules
 from tsda.data.capture.importer import import_captures
@@ -178,8 +186,6 @@ def _column(path: str | None, flag: str, name: str | None, default: str, rows: n
     """The values of column `name` (or `default` when the file has it) for file `rows`;
     None when no column is used. A named column that is missing is an error."""
     if path is None:
-        if name is not None:
-            raise TsdaError(f"{flag} {name!r} applies to a flow file (--data.path), not the embedded dataset")
         return None
     names = pq.read_schema(path).names
     if name is not None and name not in names:
@@ -243,22 +249,39 @@ def run_export(cfg: Namespace) -> None:
     )
 
 
-COMMANDS = {
-    "describe": (describe_parser, run_describe),
-    "import": (import_parser, run_import),
-    "export": (export_parser, run_export),
+def _rules_file(cfg: Namespace) -> bool:
+    return cfg.label not in ("folder", "none") and not str(cfg.label).startswith("file:")
+
+
+#: options that apply to some input only, per command
+RULES: dict[str, list[Applies]] = {
+    "describe": data_rules(),
+    "import": [Applies(("unmatched",), _rules_file, "applies to --label RULES.csv only")],
+    "export": [
+        *data_rules(),
+        Applies(
+            ("protocol_column", "start_column"),
+            lambda cfg: cfg.data.path is not None,
+            "names a column of a flow file: it needs --data.path FILE, not the embedded dataset",
+        ),
+        Applies(("protocol",), lambda cfg: cfg.protocol_column is None, "does not apply with --protocol_column"),
+        Applies(
+            ("start_time", "flow_gap"),
+            lambda cfg: cfg.start_column is None,
+            "spaces flows without a start column: it does not apply with --start_column",
+        ),
+    ],
 }
+PARSERS = {"describe": describe_parser, "import": import_parser, "export": export_parser}
+RUNS = {"describe": run_describe, "import": run_import, "export": run_export}
 
 
 def main(argv: list[str] | None = None) -> None:
     """`tsda data describe | import | export [options]`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_HELP)
-        if not argv:
-            raise SystemExit(2)
+    picked = pick_subcommand("data", list(sys.argv[1:] if argv is None else argv), PARSERS, _HELP)
+    if picked is None:
         return
-    if argv[0] not in COMMANDS:
-        raise TsdaError(f"unknown `tsda data` command {argv[0]!r}; the commands are {', '.join(COMMANDS)}")
-    parser, run = COMMANDS[argv[0]]
-    run(parser().parse_args(argv[1:]))
+    name, parser, rest = picked
+    cfg = parser.parse_args(rest)
+    refuse_inapplicable(parser, cfg, RULES[name])
+    RUNS[name](cfg)

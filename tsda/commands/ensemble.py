@@ -21,13 +21,12 @@ gradient clipping, accumulation, max_time, callbacks, several devices) run one a
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -35,6 +34,7 @@ import torch
 from tsda.classifier.ensemble import EnsembleSettings, MemberOutcome, fit_ensemble
 from tsda.classifier.module import ClassifierModule
 from tsda.commands.fit import build_fit, run_fit, run_test, write_run_metrics
+from tsda.commands.options import command_parser
 from tsda.data.datamodule import FlowDataModule
 from tsda.logging import log_summary_run
 from tsda.runs import atomic_path
@@ -255,12 +255,12 @@ def run_jobs(runs_args: Sequence[Sequence[str]], device: str = "auto") -> None:
 
 def main(argv: list[str]) -> None:
     """`tsda ensemble JOBS.json [--device auto]`."""
-    parser = argparse.ArgumentParser(prog="tsda ensemble", description=__doc__.split("\n\n")[0])
-    parser.add_argument("jobs", help='JSON file {"runs": [[tsda fit args...], ...]}')
+    parser = command_parser("tsda ensemble", __doc__.split("\n\n")[0])
+    parser.add_argument("jobs", type=str, help='JSON file {"runs": [[tsda fit args...], ...]}')
     parser.add_argument(
         "--device",
+        type=Literal["auto", "cpu", "cuda"],
         default="auto",
-        choices=("auto", "cpu", "cuda"),
         help="training device (auto: the runs' trainer.accelerator)",
     )
     cfg = parser.parse_args(argv)

@@ -45,9 +45,12 @@ from jsonargparse import ArgumentParser, Namespace
 from tsda.classifier.module import ClassifierModule
 from tsda.commands.options import (
                                    DEVICE_HELP,
+                                   Applies,
                                    add_data_arguments,
                                    build_datamodule,
                                    command_parser,
+                                   data_rules,
+                                   refuse_inapplicable,
                                    resolve_device,
                                    )
 from tsda.commands.tstr import TstrSettings, gru_discriminative_score, trtr, tstr
@@ -281,6 +284,16 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+#: options per input: the data source's `--data.*`; TSTR's own settings (the GRU
+#: discriminator trains with the epochs, patience, batch size and accelerator too)
+RULES = [*data_rules(),
+         Applies(("real_plus_synthetic", "tstr_model"), lambda cfg: cfg.tstr_seeds > 0,
+                 "applies to TSTR: it does not apply with --tstr_seeds 0"),
+         Applies(("tstr_max_epochs", "tstr_patience", "tstr_batch_size", "accelerator"),
+                 lambda cfg: cfg.tstr_seeds > 0 or cfg.gru,
+                 "trains the TSTR and GRU classifiers: it does not apply with --tstr_seeds 0 and --gru false")]
+
+
 def _names(cfg: Namespace) -> list[str]:
     names = list(cfg.names) if cfg.names else [Path(p).stem for p in cfg.synthetic]
     if len(names) != len(cfg.synthetic):
@@ -293,7 +306,9 @@ def _names(cfg: Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     """`tsda evaluate --synthetic FILE [FILE ...] --out DIR [--data.* ...] [options]`."""
     started = time.perf_counter()
-    cfg = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    cfg = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    refuse_inapplicable(parser, cfg, RULES)
     names = _names(cfg)
     if cfg.tstr_seeds < 0:
         raise ValueError(f"--tstr_seeds must be >= 0 (0 = no TSTR), got {cfg.tstr_seeds}")

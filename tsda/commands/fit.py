@@ -9,20 +9,28 @@ checkpoint (by the module's monitor; generators: the last one) is tested (unless
 `--test_after_fit false`: the test split is then never read, as a policy search needs) and
 the run's `metrics.json` written; `check_fit_args` parses the same arguments without running
 anything (campaigns validate every condition with it before the first run).
+
+Its parser is every tsda command's (`tsda.commands.options.command_parser` with
+`LightningCommandParser`): options spelled with underscores, readable `tsda: error:`
+messages; the three ways to build the CLI (run, parse only, build only) go through one
+function, `fit_cli`, so their parser and defaults cannot drift apart.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from tsda.callbacks import LatentPlotCallback
+from tsda.commands.options import command_parser, data_rules, refuse_inapplicable
+from tsda.commands.parsing import CommandErrors
 from tsda.data.datamodule import FlowDataModule
 from tsda.errors import TsdaError
 from tsda.lit.distributed import strategy_for
@@ -34,8 +42,27 @@ def _seed(value: Any) -> int:
     return 0 if isinstance(value, bool) or value is None else int(value)
 
 
+class LightningCommandParser(CommandErrors, LightningArgumentParser):
+    """Lightning's parser (Trainer and class arguments) with the rules of every tsda
+    command (`tsda.commands.parsing`): `tsda fit`'s and `tsda test`'s."""
+
+
 class TsdaCLI(LightningCLI):
     """LightningCLI with tsda's run directory, loggers, checkpointing and metrics.json."""
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        """Every parser of the CLI (main and `fit`) from the one builder of tsda commands."""
+        kwargs.setdefault("dump_header", [f"lightning.pytorch=={L.__version__}"])
+        prog, description = kwargs.pop("prog", "tsda fit"), kwargs.pop("description", None)
+        return command_parser(prog, description, parser_class=LightningCommandParser, **kwargs)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, then refuse `--data.*` options that do not apply to the data source,
+        before anything else (seeding, reading data) happens."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        cfg = self.config[subcommand] if subcommand else self.config
+        refuse_inapplicable(self._parser(subcommand), cfg, data_rules())
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run_dir", type=str | None, default=None, help="run directory (default runs/fit-<time>)")
@@ -217,21 +244,35 @@ def _print_summary(metrics: dict[str, Any], run_dir: Path) -> None:
     )
 
 
-def run_fit(args: list[str]) -> TsdaCLI:
-    """`tsda fit ...`: train, test the best checkpoint, write metrics.json."""
+CLI = TypeVar("CLI", bound=TsdaCLI)
+
+#: the Trainer defaults of every `tsda fit` run (a config or `--trainer.*` overrides them)
+TRAINER_DEFAULTS = {"use_distributed_sampler": False, "deterministic": "warn", "max_epochs": 20}
+
+
+def fit_cli(cli_class: type[CLI], args: Sequence[str], run: bool = True) -> CLI:
+    """`cli_class` (`TsdaCLI` or a variant that stops early) on `tsda fit ARGS`: the one
+    place the CLI is configured, so running, checking and building a run parse alike.
+    `run=False` parses (and whatever `cli_class` instantiates) without the `fit` subcommand."""
     # `tsda fit` hands LightningCLI the arguments after `fit` on purpose
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
-    return TsdaCLI(
+    return cli_class(
         L.LightningModule,
         FlowDataModule,
         subclass_mode_model=True,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"use_distributed_sampler": False, "deterministic": "warn", "max_epochs": 20},
-        args=["fit", *args],
-        parser_kwargs={"prog": "tsda"},
+        trainer_defaults=dict(TRAINER_DEFAULTS),
+        args=["fit", *args] if run else list(args),
+        parser_kwargs={"prog": "tsda" if run else "tsda fit"},
+        run=run,
         auto_configure_optimizers=False,
     )
+
+
+def run_fit(args: list[str]) -> TsdaCLI:
+    """`tsda fit ...`: train, test the best checkpoint, write metrics.json."""
+    return fit_cli(TsdaCLI, args)
 
 
 class _ParseOnlyCLI(TsdaCLI):
@@ -246,25 +287,18 @@ class _ParseOnlyCLI(TsdaCLI):
 
 def check_fit_args(args: list[str]) -> None:
     """Parse `tsda fit ARGS` (config files, keys, types) without building or running
-    anything (no data read). Raises `ValueError` with the parser's message."""
+    anything (no data read).
+
+    Raises:
+        TsdaError: the parser's message (`--KEY: rule, what was given`).
+    """
     from jsonargparse import ArgumentError
 
-    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
     try:
-        _ParseOnlyCLI(
-            L.LightningModule,
-            FlowDataModule,
-            subclass_mode_model=True,
-            seed_everything_default=0,
-            trainer_defaults={"use_distributed_sampler": False, "max_epochs": 20},
-            parser_kwargs={"exit_on_error": False},
-            args=list(args),
-            run=False,
-            auto_configure_optimizers=False,
-        )
-    except (ArgumentError, TypeError, KeyError) as exc:
+        fit_cli(_ParseOnlyCLI, args, run=False)
+    except (ArgumentError, TypeError, KeyError) as exc:  # what a nested parser may still raise
         message = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
-        raise ValueError(message[:600]) from None
+        raise TsdaError(message[:600]) from None
 
 
 def main(argv: list[str]) -> None:
@@ -286,15 +320,5 @@ def build_fit(args: list[str]) -> tuple[L.LightningModule, FlowDataModule, Any, 
     """`(model, datamodule, config, config YAML)` of `tsda fit ARGS`, built as `run_fit` builds
     them (the global seed is set from `seed_everything` first, so the model's initial weights
     are those of the `tsda fit` run; the caller forks the global RNG if it must be kept)."""
-    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
-    cli = _BuildOnlyCLI(
-        L.LightningModule,
-        FlowDataModule,
-        subclass_mode_model=True,
-        seed_everything_default=0,
-        trainer_defaults={"use_distributed_sampler": False, "max_epochs": 20},
-        args=list(args),
-        run=False,
-        auto_configure_optimizers=False,
-    )
+    cli = fit_cli(_BuildOnlyCLI, args, run=False)
     return cli.model, cli.datamodule, cli.config, cli.parser.dump(cli.config, skip_none=False)

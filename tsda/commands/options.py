@@ -7,6 +7,11 @@ and docstring, through jsonargparse), so `tsda test`, `tsda evaluate`, `tsda aug
 `--data.min_class_size`, column renames, ... as a fit config's `data:` section (and a
 `-c config.yaml` holding one).
 
+Every command states which of its options apply to which input (`Applies`): an option given
+where it does not apply (a column rename with the embedded dataset, `--strength` without
+`--vary`, a ray option with another executor) is refused, naming it, before any work
+(`refuse_inapplicable`).
+
 Every command that computes outside a Trainer (`tsda evaluate`'s latent classifier, `tsda
 augment preview / enlarge`, the benchmarks) reads its `--device` with `resolve_device`:
 `auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`, checked before any work.
@@ -14,23 +19,106 @@ augment preview / enlarge`, the benchmarks) reads its `--device` with `resolve_d
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
+from tsda.commands.parsing import CommandParser, refuse_foreign
 from tsda.data.datamodule import FlowDataModule
 from tsda.errors import TsdaError
 
+P = TypeVar("P", bound=ArgumentParser)
 
-def command_parser(prog: str, description: str | None) -> ArgumentParser:
-    """A jsonargparse parser for command `prog` with `-c/--config` (a YAML of any of its
-    options); a bad flag prints the usage and exits 2, as argparse does."""
-    parser = ArgumentParser(prog=prog, description=description)
-    parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML with any of these options")
+
+@overload
+def command_parser(
+    prog: str, description: str | None, *, config: bool = ..., parser_class: type[P], **kwargs: Any
+) -> P: ...
+@overload
+def command_parser(prog: str, description: str | None, *, config: bool = ..., **kwargs: Any) -> ArgumentParser: ...
+def command_parser(
+    prog: str,
+    description: str | None,
+    *,
+    config: bool = True,
+    parser_class: type[ArgumentParser] = CommandParser,
+    **kwargs: Any,
+) -> ArgumentParser:
+    """The parser of command `prog`, the one builder every command (and `tsda fit`'s
+    LightningCLI, through `parser_class`) goes through, so all share its rules
+    (`tsda.commands.parsing`: underscores only, readable `tsda: error:` messages); with
+    `-c/--config` (a YAML of any of its options) unless `config` is False (a command whose
+    `-c` means something else). Options are never abbreviated (`--max_packet` is not
+    `--max_packets`): one spelling."""
+    parser = parser_class(prog=prog, description=description, **{"allow_abbrev": False, **kwargs})
+    if config:
+        parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML with any of these options")
     return parser
+
+
+@dataclass(frozen=True)
+class Applies:
+    """Options (dotted keys, as parsed) that apply only when `when(config)` holds;
+    `reason` says when, completing the refusal `--KEY: REASON`."""
+
+    keys: tuple[str, ...]
+    when: Callable[[Namespace], bool]
+    reason: str
+
+
+def given(parser: ArgumentParser, cfg: Namespace, key: str) -> bool:
+    """Whether option `key` was set (command line or `-c` config) to other than its default:
+    a default is never an inapplicable choice, whatever the input."""
+    return bool(cfg.get(key) != parser.get_default(key))
+
+
+def refuse_inapplicable(parser: ArgumentParser, cfg: Namespace, rules: Iterable[Applies]) -> None:
+    """Refuse the first option of `rules` given where it does not apply.
+
+    Raises:
+        TsdaError: `--KEY: REASON`, before the command does any work.
+    """
+    for rule in rules:
+        if rule.when(cfg):
+            continue
+        for key in rule.keys:
+            if given(parser, cfg, key):
+                raise TsdaError(f"--{key}: {rule.reason}")
+
+
+#: `FlowDataModule` options that name a flow file's columns: a file's business
+DATA_COLUMNS = (
+    "label_column",
+    "sizes_column",
+    "directions_column",
+    "times_column",
+    "packets_column",
+    "group_column",
+    "split_column",
+)
+
+
+def data_rules(prefix: str = "data", keep: Sequence[str] = ()) -> list[Applies]:
+    """Which `--data.*` options apply to which source: column names to a `--data.path`
+    file only; `keep` (e.g. `split_column`, which `tsda augment enlarge` writes) apply to
+    the embedded dataset too. (The simulator's `synthetic_*` settings are left alone with a
+    file: base configs carry them and conditions swap the source.)"""
+
+    def has_path(cfg: Namespace) -> bool:
+        return cfg.get(f"{prefix}.path") is not None
+
+    return [
+        Applies(
+            tuple(f"{prefix}.{k}" for k in DATA_COLUMNS if k not in keep),
+            has_path,
+            "names a column of a flow file: it needs --data.path FILE (the embedded synthetic dataset has "
+            "fixed columns)",
+        ),
+    ]
 
 
 def add_data_arguments(parser: ArgumentParser, skip: Iterable[str] = ("class_names",)) -> None:
@@ -85,3 +173,33 @@ def resolve_device(value: str, flag: str = "--device") -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise TsdaError(f"{flag} {value}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+def pick_subcommand(
+    group: str,
+    argv: Sequence[str],
+    parsers: Mapping[str, Callable[[], ArgumentParser]],
+    usage: str,
+    passes_on: Sequence[str] = (),
+) -> tuple[str, ArgumentParser, list[str]] | None:
+    """`(name, its parser, its arguments)` of `tsda GROUP NAME ARGS` (`tsda data`, `tsda
+    augment`, `tsda campaign`), an option of a sibling command refused first, naming the
+    command it belongs to (not for the commands in `passes_on`, whose other options are
+    `tsda fit`'s: `--data.*` is theirs too); None once `usage` is printed (`-h`, `--help`,
+    `help`).
+
+    Raises:
+        TsdaError: no command or an unknown one, listing the commands.
+    """
+    if argv[:1] in (["-h"], ["--help"], ["help"]):
+        print(usage)
+        return None
+    names = ", ".join(parsers)
+    if not argv or argv[0] not in parsers:
+        given = f"unknown command {argv[0]!r}" if argv else "a command is needed"
+        raise TsdaError(f"tsda {group}: {given}; the commands are {names} (tsda {group} --help)")
+    name, rest = argv[0], list(argv[1:])
+    parser = parsers[name]()
+    if name not in passes_on and not {"-h", "--help"} & set(rest):
+        refuse_foreign(rest, parser, [make() for other, make in parsers.items() if other != name])
+    return name, parser, rest

@@ -1,18 +1,18 @@
 """`tsda sample`: draw flows from any trained generator checkpoint into a Parquet file.
 
-    tsda sample --ckpt runs/fgnet_cgan/checkpoints/last.ckpt --per-class 500 --seed 0 \\
+    tsda sample --ckpt runs/fgnet_cgan/checkpoints/last.ckpt --per_class 500 --seed 0 \\
         --out runs/fgnet_cgan/synthetic.parquet
     tsda sample --ckpt CKPT --n 10000 --seed 1 --out FILE.parquet      # spread evenly over classes
     tsda sample --ckpt CKPT --n 2000 --labels com.whatsapp,com.spotify.music --out FILE.parquet
-    tsda sample --ckpt DIFFUSION.ckpt --per-class 100 --steps 50 --sampler ddim --cfg-scale 2 ...
-    tsda sample --ckpt UNCONDITIONAL.ckpt --label-with CLASSIFIER.ckpt --per-class 100 \
-        --min-confidence 0.9 [--max-draws 50000] [--latent-guidance-scale 2 --guide labeller] --out FILE.parquet
+    tsda sample --ckpt DIFFUSION.ckpt --per_class 100 --steps 50 --sampler ddim --cfg_scale 2 ...
+    tsda sample --ckpt UNCONDITIONAL.ckpt --label_with CLASSIFIER.ckpt --per_class 100 \
+        --min_confidence 0.9 [--max_draws 50000] [--latent_guidance_scale 2 --guide labeller] --out FILE.parquet
 
 Variations (`--vary FILE`): instead of drawing flows from scratch, a flow near each flow of
 FILE (tcbench schema), of its class, from a generator that can vary (`can_vary`):
 
     tsda sample --ckpt CKPT --vary flows.parquet --strength 0.25 0.5 1.0 [--variations 4] \
-        [--truncate] [--invalid-rows drop] --seed 0 --out variations.parquet
+        [--truncate] [--invalid_rows drop] --seed 0 --out variations.parquet
 
 `--strength` says how near (0 = the flow itself, 1 = a fresh sample of its class); with
 several, every flow is varied at each. The file gets `source_row` (FILE's row each
@@ -29,33 +29,39 @@ FILE.rules.csv`).
 Flows are decoded to real units with the checkpoint's `FlowCodec` settings and written in
 the tcbench schema (`tsda.data.sources.write_parquet`, atomic) plus a `generator` column
 (`<class name>:<checkpoint path>`). Generator options (`--steps`, `--sampler`,
-`--cfg-scale`, `--latent-guidance-scale`, `--option key=value`) go to the module's
-`sample` only when given; a generator that does not know one raises `TypeError`.
+`--cfg_scale`, `--latent_guidance_scale`, `--option key=value`) go to the module's
+`sample` only when given; one that its family does not take is refused, naming the flag
+and the options it takes, before anything is drawn (`tsda.commands.generator_options`).
+Options that need another (`--strength` needs `--vary`, `--min_confidence` needs
+`--label_with`) or that another rules out (`--per_class` with `--vary`) are refused too.
 
-Labelling (`--label-with CLASSIFIER_CKPT`, `tsda.labelling`): flows are drawn, labelled
-with the classifier's prediction and kept at `--min-confidence` or above until the
-per-class quotas (`--per-class`, `--n`, `--labels`) are filled or `--max-draws` flows were
+Labelling (`--label_with CLASSIFIER_CKPT`, `tsda.labelling`): flows are drawn, labelled
+with the classifier's prediction and kept at `--min_confidence` or above until the
+per-class quotas (`--per_class`, `--n`, `--labels`) are filled or `--max_draws` flows were
 drawn (default 20 per flow asked for); the file gets `label_confidence` and `labeller`
 columns, the per-class acceptance rates are printed and written to `OUT` with suffix
 `.labelling.json` (classes not filled are named there). The classifier must know the
 generator's classes (same order) and codec. An unconditional generator (trained with
-`conditional: false`) draws classes only this way: without `--label-with` it accepts only
+`conditional: false`) draws classes only this way: without `--label_with` it accepts only
 `--n` and writes flows of one class, `unlabelled`. With a diffusion model,
-`--latent-guidance-scale > 0` guides each draw toward a class still short (`--guide`:
+`--latent_guidance_scale > 0` guides each draw toward a class still short (`--guide`:
 `model` = its stored guide, `labeller` = the classifier; `auto` = the stored one if any).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from jsonargparse import ArgumentParser, Namespace
 
 from tsda.augment.variation import check_strengths, vary_in_batches
+from tsda.commands.generator_options import check_generator_options, generator_call
+from tsda.commands.options import DEVICE_HELP, Applies, command_parser, refuse_inapplicable, resolve_device
 from tsda.data.capture.export import export_table, spaced_starts
 from tsda.data.curation import FILE_ROW
 from tsda.data.sources import read_parquet, write_parquet
@@ -71,101 +77,120 @@ PCAP_SUFFIXES = (".pcap", ".cap")
 def _parse_option(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise ValueError(f"--option must be KEY=VALUE, got {text!r}")
+        raise TsdaError(f"--option must be KEY=VALUE, got {text!r}")
     try:
-        return key.replace("-", "_"), json.loads(value)
+        return key, json.loads(value)
     except json.JSONDecodeError:
-        return key.replace("-", "_"), value
+        return key, value
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="tsda sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--ckpt", required=True, help="generator checkpoint (any GenerativeModule)")
-    p.add_argument("--n", type=int, help="flows in all, spread evenly over the chosen classes")
-    p.add_argument("--per-class", type=int, help="flows per class (instead of --n)")
-    p.add_argument("--labels", type=str, help="comma-separated class names (or indices) to generate")
+def _parser() -> ArgumentParser:
+    p = command_parser("tsda sample", __doc__, formatter_class=RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", type=str, required=True, help="generator checkpoint (any GenerativeModule)")
+    p.add_argument("--n", type=int | None, default=None, help="flows in all, spread evenly over the chosen classes")
+    p.add_argument("--per_class", type=int | None, default=None, help="flows per class (instead of --n)")
+    p.add_argument("--labels", type=str | None, default=None, help="comma-separated class names (or indices)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output Parquet file, or a .pcap file of synthetic packets")
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (default: cuda when present)")
-    p.add_argument("--steps", type=int, help="generator option: sampling steps (diffusion)")
+    p.add_argument("--out", type=str, required=True, help="output Parquet file, or a .pcap file of packets")
+    p.add_argument("--batch_size", type=int, default=1024)
+    p.add_argument("--device", type=str, default="auto", help=DEVICE_HELP)
+    p.add_argument("--steps", type=int | None, default=None, help="generator option: sampling steps (diffusion)")
     p.add_argument(
-        "--sampler", type=str, help="generator option: diffusion sampler, ddpm, ddim or dpmpp (DPM-Solver++)"
+        "--sampler",
+        type=Literal["ddpm", "ddim", "dpmpp"] | None,
+        default=None,
+        help="generator option: diffusion sampler, ddpm, ddim or dpmpp (DPM-Solver++)",
     )
-    p.add_argument("--cfg-scale", type=float, help="generator option: classifier-free guidance scale")
-    p.add_argument("--latent-guidance-scale", type=float, help="generator option: latent guidance scale")
+    p.add_argument("--cfg_scale", type=float | None, default=None, help="generator option: classifier-free guidance")
+    p.add_argument("--latent_guidance_scale", type=float | None, default=None, help="generator option (diffusion)")
     p.add_argument(
         "--option",
+        type=str,
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any other generator option (JSON value), e.g. --option latent_scale=0.8",
+        help="any other generator option (JSON value), e.g. --option latent_scale=0.8; repeat for several",
     )
     p.add_argument(
-        "--label-with",
+        "--label_with",
+        type=str | None,
+        default=None,
         metavar="CLASSIFIER_CKPT",
         help="label the drawn flows with this classifier's predictions (rejection sampling of quotas)",
     )
-    p.add_argument("--min-confidence", type=float, help="--label-with: least confidence of a kept flow (default 0)")
-    p.add_argument("--max-draws", type=int, help="--label-with: flows drawn at most (default 20 per flow asked for)")
+    p.add_argument("--min_confidence", type=float | None, default=None, help="--label_with: least confidence kept")
+    p.add_argument("--max_draws", type=int | None, default=None, help="--label_with: flows drawn at most")
     p.add_argument(
         "--guide",
-        choices=("auto", "model", "labeller"),
-        help="--label-with and --latent-guidance-scale: the guide (default auto: the model's, else the labeller)",
+        type=Literal["auto", "model", "labeller"] | None,
+        default=None,
+        help="--label_with and --latent_guidance_scale: the guide (default auto: the model's, else the labeller)",
     )
-    p.add_argument(
-        "--vary",
-        metavar="FILE",
-        help="vary the flows of this Parquet file (tcbench schema) instead of drawing new ones",
-    )
+    p.add_argument("--vary", type=str | None, default=None, metavar="FILE", help="vary the flows of this Parquet file")
     p.add_argument(
         "--strength",
         type=float,
         nargs="+",
+        default=None,
         help="--vary: how far from each flow, in [0, 1] (0 = itself, 1 = a fresh sample); several: each",
     )
-    p.add_argument("--variations", type=int, help="--vary: variations per flow and strength (default 1)")
+    p.add_argument("--variations", type=int | None, default=None, help="--vary: variations per flow and strength")
     p.add_argument(
         "--truncate",
         action="store_true",
         help="--vary: vary the first L packets of flows longer than the generator's L (else refused)",
     )
     p.add_argument(
-        "--invalid-rows",
-        choices=("error", "drop"),
+        "--invalid_rows",
+        type=Literal["error", "drop"] | None,
+        default=None,
         help="--vary: malformed rows of FILE stop the command (error, default) or are left out (drop)",
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
 
 
+#: options of `--vary` only, and those of drawing flows from scratch only
+VARY_ONLY = ("strength", "variations", "truncate", "invalid_rows")
+DRAW_ONLY = ("n", "per_class", "labels", "label_with", "min_confidence", "max_draws", "guide")
+
+RULES = (
+    Applies(VARY_ONLY, lambda cfg: cfg.vary is not None, "needs --vary FILE"),
+    Applies(
+        DRAW_ONLY,
+        lambda cfg: cfg.vary is None,
+        "does not apply to --vary (one variation of each of its flows per strength, --variations K for more)",
+    ),
+    Applies(("min_confidence", "max_draws", "guide"), lambda cfg: cfg.label_with is not None, "needs --label_with"),
+)
+
+
 def _labelled(
-    model: GenerativeModule, args: argparse.Namespace, labels: np.ndarray, options: dict[str, Any]
+    model: GenerativeModule, args: Namespace, labels: np.ndarray, options: dict[str, Any]
 ) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
-    """`--label-with`: the labelled table, its extra columns and the report."""
+    """`--label_with`: the labelled table, its extra columns and the report."""
     from tsda.labelling import format_report, label_samples, load_labeller
 
     labeller = load_labeller(args.label_with, model)
     quotas = np.bincount(labels, minlength=len(model.class_names))
-    batch, confidence, report = label_samples(
-        model,
-        labeller,
-        quotas,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        min_confidence=0.0 if args.min_confidence is None else args.min_confidence,
-        max_draws=args.max_draws,
-        options=options,
-        guide=args.guide or "auto",
-        progress=not args.no_progress,
-    )
+    with generator_call(model):
+        batch, confidence, report = label_samples(
+            model,
+            labeller,
+            quotas,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            min_confidence=0.0 if args.min_confidence is None else args.min_confidence,
+            max_draws=args.max_draws,
+            options=options,
+            guide=args.guide or "auto",
+            progress=not args.no_progress,
+        )
     print(format_report(report), flush=True)
     if report["kept"] == 0:
         raise TsdaError(
-            f"--label-with {args.label_with}: no drawn flow reached --min-confidence "
-            f"{report['min_confidence']:g} within --max-draws {report['max_draws']}; nothing written"
+            f"--label_with {args.label_with}: no drawn flow reached --min_confidence "
+            f"{report['min_confidence']:g} within --max_draws {report['max_draws']}; nothing written"
         )
     extra = {
         "label_confidence": confidence.astype(np.float64),
@@ -174,7 +199,7 @@ def _labelled(
     return to_table(model, batch), extra, report
 
 
-def _options(args: argparse.Namespace) -> dict[str, Any]:
+def _options(args: Namespace) -> dict[str, Any]:
     """The generator options given on the command line (only those given)."""
     options: dict[str, Any] = {
         key: value
@@ -190,41 +215,20 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def _check_vary_arguments(args: argparse.Namespace) -> list[float]:
-    """The strengths of `--vary`, after refusing options that do not go with it (or that
-    need it), all before the checkpoint is loaded."""
+def _check_arguments(parser: ArgumentParser, args: Namespace) -> list[float]:
+    """Refuse options that do not apply (`RULES`) or bad values, before the checkpoint is
+    loaded; the strengths of `--vary` (empty without it)."""
+    refuse_inapplicable(parser, args, RULES)
+    if args.batch_size < 1:
+        raise TsdaError(f"--batch_size must be >= 1, got {args.batch_size}")
     if args.vary is None:
-        for flag, value in (
-            ("--strength", args.strength),
-            ("--variations", args.variations),
-            ("--truncate", args.truncate or None),
-            ("--invalid-rows", args.invalid_rows),
-        ):
-            if value is not None:
-                raise TsdaError(f"{flag} needs --vary FILE")
         return []
-    for flag, value in (
-        ("--n", args.n),
-        ("--per-class", args.per_class),
-        ("--labels", args.labels),
-        ("--label-with", args.label_with),
-        ("--min-confidence", args.min_confidence),
-        ("--max-draws", args.max_draws),
-        ("--guide", args.guide),
-    ):
-        if value is not None:
-            raise TsdaError(
-                f"{flag} does not apply to --vary {args.vary} (one variation of each of its flows per "
-                "strength, --variations K for more)"
-            )
     if args.strength is None:
         raise TsdaError("--vary needs --strength S (in [0, 1]: 0 = the flow itself, 1 = a fresh sample)")
     try:
         strengths = check_strengths("--strength", args.strength)
     except ValueError as exc:
         raise TsdaError(str(exc)) from exc
-    if args.batch_size < 1:
-        raise TsdaError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.variations is not None and args.variations < 1:
         raise TsdaError(f"--variations must be >= 1, got {args.variations}")
     if Path(args.out).suffix.lower() in PCAP_SUFFIXES:
@@ -232,7 +236,7 @@ def _check_vary_arguments(args: argparse.Namespace) -> list[float]:
     return strengths
 
 
-def _vary(model: GenerativeModule, args: argparse.Namespace, strengths: list[float]) -> None:
+def _vary(model: GenerativeModule, args: Namespace, strengths: list[float]) -> None:
     """`--vary FILE`: variations of every flow of FILE, written with `source_row` and `strength`.
 
     Raises:
@@ -275,15 +279,16 @@ def _vary(model: GenerativeModule, args: argparse.Namespace, strengths: list[flo
     source = np.repeat(np.arange(len(flows)), len(strengths) * k)  # (N*S*K,) source-major
     strength = np.tile(np.repeat(np.asarray(strengths, dtype=np.float64), k), len(flows))  # (N*S*K,) then strength
     g = seeded_generator(args.seed, model.device)
-    varied = vary_in_batches(
-        model,
-        flows.index(torch.from_numpy(source).to(model.device)),
-        torch.from_numpy(strength).float().to(model.device),
-        g,
-        _options(args),
-        args.batch_size,
-        progress=not args.no_progress,
-    )
+    with generator_call(model):
+        varied = vary_in_batches(
+            model,
+            flows.index(torch.from_numpy(source).to(model.device)),
+            torch.from_numpy(strength).float().to(model.device),
+            g,
+            _options(args),
+            args.batch_size,
+            progress=not args.no_progress,
+        )
     extra = {
         "generator": np.full(len(varied), f"{type(model).__name__}:{args.ckpt}", dtype=object),
         "source_row": rows[source].astype(np.int64),
@@ -293,48 +298,50 @@ def _vary(model: GenerativeModule, args: argparse.Namespace, strengths: list[flo
     print(f"wrote {len(varied)} variations of {len(flows)} flows of {args.vary} to {out}", flush=True)
 
 
-def main(argv: list[str]) -> None:
-    args = _parser().parse_args(argv)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    strengths = _check_vary_arguments(args)
-    if args.vary is not None:
-        _vary(load_generative(args.ckpt, map_location=device), args, strengths)
+def _check_model(model: GenerativeModule, args: Namespace) -> None:
+    """Refuse what the loaded generator cannot do with these options (its own generator
+    options; classes from an unconditional one), before anything is drawn."""
+    check_generator_options(model, _options(args), vary=args.vary is not None)
+    if model.conditional or args.label_with is not None or args.vary is not None:
         return
-    if args.label_with is None:
-        for flag, value in (
-            ("--min-confidence", args.min_confidence),
-            ("--max-draws", args.max_draws),
-            ("--guide", args.guide),
-        ):
-            if value is not None:
-                raise TsdaError(f"{flag} needs --label-with CLASSIFIER_CKPT")
-    model = load_generative(args.ckpt, map_location=device)
-    if not model.conditional and args.label_with is None and (args.per_class or args.labels):
+    if args.per_class or args.labels:
         raise TsdaError(
             f"--ckpt {args.ckpt}: an unconditional generator (trained with conditional: false) cannot "
-            "draw flows of a class (--per-class, --labels): label its flows with --label-with "
+            "draw flows of a class (--per_class, --labels): label its flows with --label_with "
             "CLASSIFIER_CKPT, or draw unlabelled flows with --n"
         )
-    if not model.conditional and args.label_with is None and args.latent_guidance_scale:
+    if args.latent_guidance_scale:
         raise TsdaError(
-            "--latent-guidance-scale on an unconditional generator guides toward classes: "
-            "add --label-with CLASSIFIER_CKPT (which checks the flows' classes)"
+            "--latent_guidance_scale: on an unconditional generator it guides toward classes: "
+            "add --label_with CLASSIFIER_CKPT (which checks the flows' classes)"
         )
+
+
+def main(argv: list[str]) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    strengths = _check_arguments(parser, args)
+    options = _options(args)  # a malformed --option is refused here
+    model = load_generative(args.ckpt, map_location=resolve_device(args.device))
+    _check_model(model, args)
+    if args.vary is not None:
+        _vary(model, args, strengths)
+        return
     labels = plan_labels(
         model.class_names,
         n=args.n,
         per_class=args.per_class,
         labels=[s.strip() for s in args.labels.split(",") if s.strip()] if args.labels else None,
     )
-    options = _options(args)
     extra: dict[str, np.ndarray] = {}
     report = None
     if args.label_with is not None:
         table, extra, report = _labelled(model, args, labels, options)
     else:
-        batch = sample_flows(
-            model, labels, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress, **options
-        )
+        with generator_call(model):
+            batch = sample_flows(
+                model, labels, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress, **options
+            )
         table = to_table(model, batch) if model.conditional else unlabelled_table(model, batch)
     tag = f"{type(model).__name__}:{args.ckpt}"
     if Path(args.out).suffix.lower() in PCAP_SUFFIXES:

@@ -8,7 +8,8 @@ rounds n) searched with Optuna by the validation weighted F1 of short `tsda fit`
 `-c` is the `tsda fit` config every trial starts from; any other option (`--data.*`,
 `--trainer.*`, `--model.init_args.*`) is a `tsda fit` override passed to every trial. Each
 trial is a `tsda fit` process into `OUT/trials/<number>/run/` with `--trainer.max_epochs
-EPOCHS --seed_everything SEED --test_after_fit false` (the test split is never read).
+EPOCHS --seed_everything SEED --test_after_fit false` (the test split is never read); an
+override of what the search sets itself (`SET_BY_THE_SEARCH`) is refused.
 Rerunning the same command resumes (`OUT/study.db`; `--trials` is the total wanted).
 Writes `OUT/policy.yaml` (the best trial's policy) and `OUT/search.json` (trial table,
 cost: trials, wall and CPU seconds); the trial table also goes to W&B. `--space` (default:
@@ -18,26 +19,33 @@ how the search runs and resumes in `tsda.campaign.search`.
 
 from __future__ import annotations
 
-from argparse import ArgumentError
 from pathlib import Path
 
 from jsonargparse import ArgumentParser, Namespace
 
+from tsda.commands.options import command_parser
+from tsda.commands.parsing import split_known
+from tsda.errors import TsdaError
 from tsda.logging import WandbSettings
 
-#: options that take no value
-_FLAGS = ("-h", "--help")
+#: `tsda fit` options every trial sets itself (what sets them): no override applies
+SET_BY_THE_SEARCH = {
+    "--trainer.max_epochs": "--epochs",
+    "--seed_everything": "--seed",
+    "--run_dir": "OUT/trials/<number>/run",
+    "--test_after_fit": "false: the trials never read the test split",
+    "--latent_plot": "false",
+    "--model.init_args.augmentation": "the policy each trial draws from --space",
+}
 
 
 def build_parser() -> ArgumentParser:
     """The search's own options; `main` hands every other option to the trials."""
-    p = ArgumentParser(
-        prog="tsda augment search",
-        exit_on_error=False,
-        description=(
-            "search a TrivialAugment policy (ops, weights, magnitude ranges, rounds) with Optuna; "
-            "other options are tsda fit overrides for every trial"
-        ),
+    p = command_parser(
+        "tsda augment search",
+        "search a TrivialAugment policy (ops, weights, magnitude ranges, rounds) with Optuna; "
+        "other options are tsda fit overrides for every trial",
+        config=False,  # its -c is the trials' fit config
     )
     p.add_argument(
         "-c",
@@ -65,37 +73,20 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def split_argv(argv: list[str], parser: ArgumentParser) -> tuple[list[str], list[str]]:
-    """`(the search's options, the tsda fit overrides)`: every option `parser` knows (with
-    its value) goes to the first list, everything else to the second, in order."""
-    known = {s for action in parser._actions for s in action.option_strings}
-    own, rest, i = [], [], 0
-    while i < len(argv):
-        token = argv[i]
-        key = token.split("=", 1)[0]
-        if key in known:
-            own.append(token)
-            if "=" not in token and key not in _FLAGS and i + 1 < len(argv):
-                own.append(argv[i + 1])
-                i += 1
-        else:
-            rest.append(token)
-        i += 1
-    return own, rest
-
-
 def parse(argv: list[str]) -> tuple[Namespace, list[str]]:
-    """The parsed options and the overrides; a bad value is a `ValueError` naming the option."""
+    """The parsed options and the overrides; a bad value, or an override of what the
+    search sets itself, is a `TsdaError` naming the option."""
     parser = build_parser()
-    own, overrides = split_argv(argv, parser)
-    try:
-        cfg = parser.parse_args(own)
-    except ArgumentError as exc:
-        raise ValueError(" ".join(str(exc).split())) from None
+    own, overrides = split_known(argv, parser)
+    cfg = parser.parse_args(own)
+    for token in overrides:
+        key = token.split("=", 1)[0]
+        if key in SET_BY_THE_SEARCH:
+            raise TsdaError(f"{key}: set by the search for every trial ({SET_BY_THE_SEARCH[key]}); drop it")
     if cfg.config is None:
-        raise ValueError("-c/--config is required: the tsda fit config every trial starts from")
+        raise TsdaError("-c/--config is required: the tsda fit config every trial starts from")
     if cfg.out is None:
-        raise ValueError("--out is required: the search directory")
+        raise TsdaError("--out is required: the search directory")
     return cfg, overrides
 
 
@@ -108,7 +99,7 @@ def main(argv: list[str]) -> None:
     cfg, overrides = parse(argv)
     wandb = WandbSettings(mode=cfg.wandb.mode, project=cfg.wandb.project)
     if wandb.mode not in ("auto", "online", "offline", "disabled"):
-        raise ValueError(f"--wandb.mode must be auto, online, offline or disabled, got {wandb.mode!r}")
+        raise TsdaError(f"--wandb.mode must be auto, online, offline or disabled, got {wandb.mode!r}")
     settings = SearchSettings(
         base=Path(cfg.config),
         out=Path(cfg.out),

@@ -29,12 +29,12 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-from jsonargparse import ActionConfigFile, Namespace
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser
 
 from tsda.classifier.module import ClassifierModule
-from tsda.commands.fit import run_test, write_run_metrics
-from tsda.commands.options import add_data_arguments
+from tsda.commands.fit import LightningCommandParser, run_test, write_run_metrics
+from tsda.commands.options import add_data_arguments, command_parser, data_rules, refuse_inapplicable
 from tsda.data.datamodule import FlowDataModule
 from tsda.errors import TsdaError
 from tsda.lit.checkpoint import read_checkpoint
@@ -52,8 +52,7 @@ _NOT_INHERITED = ("min_class_size",)
 
 def build_parser() -> LightningArgumentParser:
     """The `tsda test` parser: `--ckpt`, `--out`, `--data.*` (FlowDataModule), `--trainer.*`."""
-    parser = LightningArgumentParser(prog="tsda test", description=__doc__)
-    parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML with any of these options")
+    parser = command_parser("tsda test", __doc__, parser_class=LightningCommandParser)
     parser.add_argument("--ckpt", type=str, required=True, help="ClassifierModule checkpoint (.ckpt)")
     parser.add_argument(
         "--out",
@@ -108,7 +107,9 @@ def parse(argv: list[str]) -> tuple[Namespace, LightningArgumentParser, dict[str
     defaults = checkpoint_data_defaults(ckpt)
     if defaults:
         parser.set_defaults(defaults)
-    return parser.parse_args(argv), parser, ckpt
+    cfg = parser.parse_args(argv)
+    refuse_inapplicable(parser, cfg, data_rules())
+    return cfg, parser, ckpt
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,6 +45,7 @@ class GenerativeModule(L.LightningModule):
     CLASS_PATH_KEY: ClassVar[str] = "tsda_class_path"
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # cooperative: a `SeededModule` base after this one saves too
         checkpoint[self.CLASS_PATH_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
 
     @classmethod
@@ -64,7 +65,7 @@ class GenerativeModule(L.LightningModule):
         checkpoints from before it existed are conditional). An unconditional generator was
         trained without labels: it still knows the data's `class_names`, but its `sample`
         ignores the labels, so its flows must be labelled by a classifier (`tsda.labelling`,
-        `tsda sample --label-with`) before anything uses them as flows of a class."""
+        `tsda sample --label_with`) before anything uses them as flows of a class."""
         return bool(self.hparams.get("conditional", True))
 
     @property

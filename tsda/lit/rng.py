@@ -10,12 +10,16 @@ Under DDP every rank draws from its own stream: rank r seeds with `rank_seed(see
 (rank 0 with the run seed itself, so one process draws what rank 0 of many does). Only
 rank 0's state is checkpointed (Lightning writes the checkpoint on rank 0); other ranks
 restart their stream from their seed on resume.
+
+`SeededModule` is the LightningModule base that holds one `RunGenerator` and carries it
+through the checkpoint hooks, so each module only names its generator and draws from it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import lightning as L
 import torch
 
 from tsda.seeds import seeded_generator
@@ -74,3 +78,37 @@ class RunGenerator:
             self._pending = (str(state[0]), int(state[1]), torch.as_tensor(state[2], dtype=torch.uint8))
         else:
             self._pending = None
+
+
+class SeededModule(L.LightningModule):
+    """A LightningModule with one `RunGenerator` whose state its checkpoints carry.
+
+    The classifier, the generators and the joint module all draw their own randomness the
+    same way; this base holds that plumbing once. A subclass calls `init_run_generator(seed,
+    name)` in `__init__` and draws from `run_generator`. The checkpoint hooks call `super()`
+    first, so a base that writes its own keys (`GenerativeModule`'s class path) keeps doing so
+    whatever the order of the bases.
+    """
+
+    _rng: RunGenerator | None = None
+
+    def init_run_generator(self, seed: int, name: str) -> None:
+        """Give the module its generator: seeded with the run seed, saved under `name`."""
+        self._rng = RunGenerator(seed, name)
+
+    @property
+    def run_generator(self) -> torch.Generator:
+        """The module's generator on its device, for this DDP rank (its state is checkpointed)."""
+        if self._rng is None:
+            raise RuntimeError(f"{type(self).__name__}: call init_run_generator in __init__ before drawing")
+        return self._rng.get(self.device, self.global_rank)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self._rng is not None:
+            self._rng.save_to(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if self._rng is not None:
+            self._rng.load_from(checkpoint)

@@ -23,7 +23,7 @@ Unconditional (`conditional=False`): every training step uses the null label, so
 model learns the distribution of all flows, without labels; sampling feeds the denoiser
 the null label. Latent guidance still steers it toward a requested class: with the stored
 guide (`classifier_ckpt`), or with any classifier passed as `guide` to `sample` (e.g. the
-labeller of `tsda sample --label-with`, `tsda.labelling`).
+labeller of `tsda sample --label_with`, `tsda.labelling`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from tsda.generators.guide import ClassSums, load_guide, warn_sparse_classes
 from tsda.generators.regions import eval_mode
 from tsda.generators.variation import run_variation
 from tsda.lit import check_class_names
-from tsda.lit.rng import RunGenerator
+from tsda.lit.rng import SeededModule
 
 #: DDPMScheduler settings tsda uses unless `scheduler_kwargs` overrides them
 DEFAULT_SCHEDULER: dict[str, Any] = {
@@ -65,7 +65,7 @@ PredictionType = Literal["epsilon", "v_prediction"]
 PREDICTION_TYPES: tuple[str, ...] = get_args(PredictionType)
 
 
-class DiffusionModule(GenerativeModule):
+class DiffusionModule(SeededModule, GenerativeModule):
     """Class-conditional diffusion generator of flows.
 
     Args:
@@ -146,17 +146,13 @@ class DiffusionModule(GenerativeModule):
         if latent_dim:
             self.register_buffer("latent_sum", torch.zeros(num_classes, latent_dim))  # (K, D)
             self.register_buffer("latent_count", torch.zeros(num_classes))  # (K,)
-        self._rng = RunGenerator(seed, "noise")
+        self.init_run_generator(seed, "noise")
         self._rank_sums: ClassSums | None = None  # under DDP: this rank's additions of the epoch
 
     @property
     def scheduler_config(self) -> dict[str, Any]:
         """The training `DDPMScheduler` config as a plain dict (saved in hparams)."""
         return {k: v for k, v in dict(self.scheduler.config).items() if not k.startswith("_")}
-
-    def noise_generator(self) -> torch.Generator:
-        """The seeded generator of the training noise (its state is checkpointed)."""
-        return self._rng.get(self.device, self.global_rank)
 
     # -- latent space of the classifier -------------------------------------------------
     @property
@@ -190,7 +186,7 @@ class DiffusionModule(GenerativeModule):
 
     # -- training -----------------------------------------------------------------------
     def training_step(self, batch: FlowBatch, batch_idx: int) -> torch.Tensor:
-        g = self.noise_generator()
+        g = self.run_generator  # the training noise's seeded generator
         b = len(batch)
         x0 = to_model_space(batch.x)  # (B, C, L)
         latents = self._latents(batch) if self.classifier is not None else None  # (B, D)
@@ -232,12 +228,8 @@ class DiffusionModule(GenerativeModule):
             self._rank_sums = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
+        super().on_save_checkpoint(checkpoint)  # the class path and the noise generator's state
         checkpoint["scheduler_config"] = self.scheduler_config
-        self._rng.save_to(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._rng.load_from(checkpoint)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.AdamW(self.denoiser.parameters(), lr=self.hparams.lr,
@@ -259,7 +251,7 @@ class DiffusionModule(GenerativeModule):
         classifier = guide if guide is not None else self.classifier
         if classifier is None:
             raise ValueError("latent_guidance_scale > 0 needs a model trained with classifier_ckpt, or a guide "
-                             "classifier (`guide`; tsda sample --label-with CLASSIFIER serves as one)")
+                             "classifier (`guide`; tsda sample --label_with CLASSIFIER serves as one)")
         if latent_weight is None:  # the stored guide has class centroids, an outside one has none
             latent_weight = 1.0 if guide is None or target_latents is not None else 0.0
         targets = target_latents

@@ -51,7 +51,7 @@ from tsda.generators.gan.prior import ClassNoisePrior, NoisePriorName, check_noi
 from tsda.generators.guide import FrozenGuide, LatentGuide, class_regions, guide_latent_sums, load_guide, warn_sparse_classes
 from tsda.generators.variation import cvae_vary, run_variation
 from tsda.lit import check_class_names
-from tsda.lit.rng import RunGenerator
+from tsda.lit.rng import SeededModule
 from tsda.seeds import seeded_generator
 
 #: state-dict keys of checkpoints saved before the noise prior was the submodule `noise_prior`
@@ -59,7 +59,7 @@ LEGACY_PRIOR_KEYS = {"noise_mean": "noise_prior.mean", "noise_chol": "noise_prio
                      "noise_prior_n": "noise_prior.n"}
 
 
-class GANModule(GenerativeModule):
+class GANModule(SeededModule, GenerativeModule):
     """Conditional GAN over `FlowBatch(x (B, 3, L), lengths, labels)`.
 
     Args:
@@ -82,7 +82,7 @@ class GANModule(GenerativeModule):
         w_kl: weight of the encoder's KL divergence to the N(0, I) noise prior.
         conditional: False = train without labels (no class embedding, no projection term,
             one noise prior over all flows; no guide); `class_names` are still kept, and
-            `sample` ignores its labels (label the flows with `tsda sample --label-with`).
+            `sample` ignores its labels (label the flows with `tsda sample --label_with`).
         seed: seeds the training noise generator (the CLI links `seed_everything`).
     """
 
@@ -151,7 +151,7 @@ class GANModule(GenerativeModule):
         if latent_conditioning:
             self.register_buffer("class_bank", torch.zeros(num_classes, LATENT_BANK, latent_dim))  # (K, M, D)
             self.register_buffer("class_bank_n", torch.zeros(num_classes, dtype=torch.long))  # (K,)
-        self._rng = RunGenerator(seed, "noise")
+        self.init_run_generator(seed, "noise")
 
     # -- the frozen guide ------------------------------------------------------------------
     @classmethod
@@ -194,15 +194,11 @@ class GANModule(GenerativeModule):
         names = prior_classes(self.conditional, self.hparams.num_classes)[1] or self.class_names
         self.noise_prior.fit(self.encoder, loader if self.conditional else pooled(loader), names)
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        self._rng.save_to(checkpoint)
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the noise generator and migrate older checkpoints: the noise prior's
         top-level buffers (`LEGACY_PRIOR_KEYS`) move into `noise_prior`; checkpoints saved
         before the fitted noise prior existed load with N(0, I) (no class fitted)."""
-        self._rng.load_from(checkpoint)
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("state_dict", {})
         for old, new in LEGACY_PRIOR_KEYS.items():
             if old in state:
@@ -304,10 +300,6 @@ class GANModule(GenerativeModule):
         return run_variation(self, batch, strength, vary)
 
     # -- training -------------------------------------------------------------------------
-    def noise_generator(self) -> torch.Generator:
-        """The seeded generator of the training noise (its state is checkpointed)."""
-        return self._rng.get(self.device, self.global_rank)
-
     def _conditioning(self, batch: FlowBatch) -> torch.Tensor | None:
         """`(B, D)` the guide's latents of the real flows, when latent-conditioned."""
         if not self.hparams.latent_conditioning:
@@ -374,7 +366,7 @@ class GANModule(GenerativeModule):
 
     def training_step(self, batch: FlowBatch, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
-        g = self.noise_generator()
+        g = self.run_generator  # the training noise's seeded generator
         latent = self._conditioning(batch)
         # 1. discriminator step(s)
         self.toggle_optimizer(opt_d)

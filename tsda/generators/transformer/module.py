@@ -40,7 +40,7 @@ Variation (`vary`) runs the same loop with some positions taken from a real flow
 of drawn (a kept prefix, or kept packets), so the model redraws the rest given them.
 Latent guidance (as the cGAN's and the diffusion model's) is not built: an autoregressive
 sampler has no differentiable sample to guide, and rejection through `tsda sample
---label-with` serves an unconditional model.
+--label_with` serves an unconditional model.
 """
 
 from __future__ import annotations
