@@ -26,8 +26,8 @@ def native_bincount() -> Iterator[None]:
 
     While they are on (`tsda fit` sets `trainer.deterministic`), torchmetrics counts classes
     with a `(N, K*K)` comparison instead of `torch.bincount` (for the GPU case where an old
-    torch refused it): 0.14 s per validation batch of 2048 flows with K = 53 on one CPU core,
-    more than the batch's forward pass. `torch.bincount` without weights is deterministic on
+    torch refused it), which costs more than the batch's forward pass at K = 53 on a CPU
+    (benchmarks/RESULTS.md). `torch.bincount` without weights is deterministic on
     CPU and CUDA (integer counts, not in the list of `torch.use_deterministic_algorithms`),
     so counts, and every metric computed from them, are the same; only metric updates
     belong in the block."""

@@ -2,9 +2,9 @@
 objectives (`tsda.joint.module.JointModule`).
 
 A frozen guide's class regions are fitted once (`tsda.generators.gan.module.GANModule`); the co-trained
-classifier's latent space changes at every step, and regions refitted once per epoch were
-measured stale: by the epoch's end, real training flows themselves lay tens of class
-spreads away from their class's region (3-class toy data). `MovingClassRegions` keeps
+classifier's latent space changes at every step, and regions refitted once per epoch go
+stale: by the epoch's end, real training flows themselves can lie many class spreads away
+from their class's region (experiments/generative/RESULTS.md). `MovingClassRegions` keeps
 exponentially decayed class sums instead, with the same statistics as the guide mechanism
 (`tsda.generators.guide.ClassSums`, `class_regions`: centroids `mu (K, D)`, spreads `sigma (K, D)`,
 classes with fewer than 2 flows warned about and given the region of all flows):

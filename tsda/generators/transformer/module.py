@@ -1,7 +1,7 @@
 """`TransformerModule`: a class-conditional autoregressive transformer over packets, the
-third generator family (issue 17 part 3), behind the `GenerativeModule` contract.
+third generator family, behind the `GenerativeModule` contract.
 
-What is discrete is modelled as discrete (issue 17 part 2; `tsda.generators.transformer.tokens`):
+What is discrete is modelled as discrete (`tsda.generators.transformer.tokens`):
 - **size and direction** are one categorical per packet over a vocabulary fitted to the
   training split at fit start: the V most frequent exact (direction, bytes) pairs plus
   (direction, byte bin) tokens for the rest, drawn back to bytes from the training
@@ -22,12 +22,9 @@ Training: teacher forcing; the loss is the mean cross-entropy of the packet toke
 packets plus the end-of-flow position) plus that of the gap bins (packets after the first);
 AdamW with a linear warm-up. `val_loss` (the same, on the validation split) is logged when
 validation runs, as a diagnostic, not a `monitor`: like the other generators the module has
-none, and `last.ckpt` is the one sampled. Measured on 10 % of D1
-(experiments/generators/RESULTS.md): the validation NLL is lowest at epoch 11-13 and then
-rises (5.35 -> 6.3 by epoch 40), while the samples get better up to epoch 30: a classifier
-trained on them alone (TSTR) reaches 0.36 from the lowest-NLL checkpoint and 0.39 / 0.41 /
-0.41 from those of epochs 20 / 30 / 40 (dropout 0.1); early stopping on the held-out NLL
-stops too early. Sampling at temperature 0.9 raises it to 0.43.
+none, and `last.ckpt` is the one sampled: the held-out NLL bottoms out well before the
+samples stop improving, so early stopping on it would stop too early
+(experiments/generators/RESULTS.md).
 Training draws no noise: dropout (default 0) is the only randomness beyond the data order,
 torch's global generator as in the classifier.
 

@@ -11,7 +11,7 @@ Packet tokens (one categorical per position; T = 1 + V + 2 NB):
 
 Why joint with the direction and exact: real first packets take exact, app-specific sizes
 (TLS records, fixed requests, MTU-sized segments) in one direction, and a continuous output
-or an independent direction head blurs exactly that (issue 17). A bin token is drawn back
+or an independent direction head blurs exactly that. A bin token is drawn back
 to bytes from the training histogram of the bin's non-vocabulary sizes (`residual`), so even
 the rare sizes keep their training marginal, and every byte value belongs to exactly one
 token (the tokenisation is a partition: `byte_token`). Tokens never seen in training are
