@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_check.sh          # from the repository root, on a machine with a GPU
 #
 # Parts, in this order, each under its own `timeout` (never past what is left of the 8 minutes):
-#   tests        pytest -m gpu -q (tests/test_gpu.py: bf16-mixed fits of every module, sampling,
+#   tests        pytest -m gpu -q (tests/gpu/test_gpu.py: bf16-mixed fits of every module, sampling,
 #                the ensemble executor, no host sync per step, determinism on CUDA)
 #   syncs        host syncs per classifier training step (benchmarks/gpu_report.py syncs)
 #   throughput   classifier training flows/s: CPU, CUDA fp32, CUDA bf16-mixed (benchmarks/epoch_overhead.py)

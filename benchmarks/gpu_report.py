@@ -9,7 +9,7 @@ after `--warmup` steps, for:
 
 - `module step, fp32` / `module step, bf16 autocast`: `ClassifierModule.training_step`,
   backward, Adam step and `zero_grad` on a batch already on the GPU (the step itself; the
-  test `tests/test_gpu.py` asserts zero);
+  test `tests/gpu/test_gpu.py` asserts zero);
 - `Lightning step, bf16-mixed`: whole iterations of Lightning's training loop (the batch
   drawn by `FlowDataModule`'s index sampler and indexed on the device, hooks, the
   optimiser step) of a Trainer fit on the embedded synthetic data, counted from the start

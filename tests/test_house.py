@@ -138,3 +138,17 @@ def test_every_command_answers_help(argv: list[str], capsys: pytest.CaptureFixtu
         assert exc.code in (0, None), argv
     out = capsys.readouterr().out
     assert "tsda" in out and argv[0] in out and len(out.splitlines()) > 3, argv
+
+
+def test_the_tests_mirror_the_rooms() -> None:
+    """Every folder of tests/ is a room (or family) of the package, apart from the shared
+    builders, the fixture files and the GPU checks; no test module waits at the top level
+    but the whole-project ones."""
+    tests = Path(__file__).resolve().parent
+    apart = {"support", "fixtures", "gpu", "__pycache__"}
+    for folder in sorted(p for p in tests.rglob("*") if p.is_dir() and not apart & set(p.relative_to(tests).parts)):
+        assert (PACKAGE / folder.relative_to(tests)).is_dir(), (
+            f"tests/{folder.relative_to(tests)} mirrors no room of tsda"
+        )
+    top = {p.name for p in tests.glob("test_*.py")}
+    assert top == {"test_house.py", "test_notebook.py", "test_extending.py"}, top
