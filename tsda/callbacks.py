@@ -96,7 +96,8 @@ def embed_augmented(
     augmented = augmentation(sample, seeded_generator(seed, sample.device))
     was_training = model.training
     model.eval()
-    z = model.encode(augmented.x.to(model.device))  # (M, D)
+    # duck-typed `encode` (see above): nn.Module.__getattr__'s stub types it Tensor | Module
+    z = model.encode(augmented.x.to(model.device))  # type: ignore[operator]  # (M, D)
     model.train(was_training)
     return z.cpu(), augmented.labels.cpu()
 
@@ -122,7 +123,8 @@ class LatentPlotCallback(L.Callback):
         if not trainer.is_global_zero or kept is None or len(kept[0]) < 4:
             return
         z, labels = kept
-        train = getattr(trainer.datamodule, "tensors", {}).get("train")
+        # Lightning sets trainer.datamodule at run time; its stub does not declare it
+        train = getattr(trainer.datamodule, "tensors", {}).get("train")  # type: ignore[attr-defined]
         seed = int(getattr(pl_module, "hparams", {}).get("seed", 0))
         augmented = embed_augmented(pl_module, train, max(len(z) // 4, 1), seed) if train is not None else None
         za, la = augmented if augmented is not None else (None, None)

@@ -50,7 +50,11 @@ def plan_labels(
     else:
         chosen = list(range(len(names)))
     k = len(chosen)
-    counts = [per_class] * k if per_class is not None else [n // k + (i < n % k) for i in range(k)]
+    if per_class is not None:
+        counts = [per_class] * k
+    else:
+        assert n is not None  # exactly one of the two (checked above)
+        counts = [n // k + (i < n % k) for i in range(k)]
     return np.repeat(np.asarray(chosen, dtype=np.int64), counts)
 
 

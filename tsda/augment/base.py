@@ -231,7 +231,7 @@ def select(mask: torch.Tensor, a: FlowBatch, b: FlowBatch) -> FlowBatch:
     both have them)."""
     soft = None
     if a.soft_labels is not None or b.soft_labels is not None:
-        k = (a.soft_labels if a.soft_labels is not None else b.soft_labels).shape[1]
+        k = next(s for s in (a.soft_labels, b.soft_labels) if s is not None).shape[1]
         soft = torch.where(mask[:, None], a.targets(k), b.targets(k))
     rows = None if a.rows is None or b.rows is None else torch.where(mask, a.rows, b.rows)
     return FlowBatch(

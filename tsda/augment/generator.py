@@ -332,10 +332,13 @@ class GeneratorAugmentation(Augmentation):
         return torch.randint(0, self._num_classes, (len(batch),), generator=generator, device=batch.device)
 
     def __call__(self, batch: FlowBatch, generator: torch.Generator) -> FlowBatch:
-        if self._sampler is None and self._pool is None:
+        if self._pool is not None:
+            n_packets = self._pool.n_packets
+        elif self._sampler is not None:
+            n_packets = self._sampler.codec.n_packets
+        else:
             raise RuntimeError("GeneratorAugmentation is used before setup(); train it through "
                                "ClassifierModule or call tsda.generators.base.prepare_augmentation")
-        n_packets = self._pool.n_packets if self._pool is not None else self._sampler.codec.n_packets
         if batch.n_packets != n_packets:
             raise ValueError(f"the generator makes {n_packets} packets, the batch has {batch.n_packets}")
         if len(batch) == 0:
@@ -347,13 +350,14 @@ class GeneratorAugmentation(Augmentation):
             if values is None or (isinstance(values, torch.Tensor) and values.device != batch.device):
                 values = self._strength_values = strength_values(self._strengths, batch.device)  # once per run
             strength = draw_strengths(values, len(batch), generator)
+            assert self._sampler is not None  # no pool: setup() loaded the sampler
             return vary(self._sampler, batch, strength, generator, self.options)
         labels = self.target_labels(batch, generator)  # (B,)
         if self._pool is None:
             return self._sample(labels, generator)
         offset = torch.randint(0, self._per_class, (len(batch),), generator=generator, device=batch.device)
         drawn = self._pool.index(labels * self._per_class + offset)
-        if not self._any_missing:
+        if self._missing is None or not self._any_missing:  # None when no class is missing
             return drawn
         return select(~self._missing[labels], drawn, batch)  # absent classes keep the original flow
 

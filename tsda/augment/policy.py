@@ -22,13 +22,16 @@ whole batch (`PairAugmentation.apply_to`): labels stay hard, as in the study's c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from tsda.augment.base import Augmentation, Identity, apply_each, check_weights
 from tsda.augment.magnitude import check_magnitude, from_magnitude
 from tsda.data.batch import FlowBatch
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
 
 #: the families `ops` may name (every hand-crafted op is in one)
 FAMILIES = ("amplitude", "mask", "order", "time", "mixing")
@@ -53,6 +56,11 @@ def resolve_ops(name: str, ops: str | Sequence[str]) -> list[type[Augmentation]]
             raise ValueError(f"{name}: unknown op {op!r}; known: all, {', '.join(FAMILIES)}, {', '.join(HANDCRAFTED)}")
         chosen += [c for c in matched if c not in chosen]
     return chosen
+
+
+def _per_op(magnitudes: Sequence[float] | Sequence[Sequence[float]]) -> TypeIs[Sequence[Sequence[float]]]:
+    """Whether `magnitudes` holds one list per op (else one list for all ops)."""
+    return bool(magnitudes) and isinstance(magnitudes[0], Sequence)
 
 
 class _Policy(Augmentation):
@@ -82,7 +90,7 @@ class _Policy(Augmentation):
         """`(n_ops, n_magnitudes)` int64: the index in `_instances` of each op at each
         magnitude (one list for all ops, or one list per op), -1 at its identity; equal
         settings share one instance."""
-        grids = magnitudes if magnitudes and isinstance(magnitudes[0], Sequence) else [magnitudes] * len(self._ops)
+        grids = magnitudes if _per_op(magnitudes) else [magnitudes] * len(self._ops)
         table = [[self._setting(cls, m) for m in grid] for cls, grid in zip(self._ops, grids)]
         return torch.tensor(table, dtype=torch.long)
 

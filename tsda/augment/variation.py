@@ -10,6 +10,7 @@ both near copies and freer variations; a list of strengths here does the same pe
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -75,7 +76,7 @@ def vary(
     """
     with torch.no_grad(), torch.autocast(device_type=batch.device.type, enabled=False):
         out = sampler.vary(batch, strength, generator, **options)
-    return out.replace(rows=batch.rows)
+    return dataclasses.replace(out, rows=batch.rows)  # rows may be None (FlowBatch.replace takes tensors)
 
 
 def vary_in_batches(

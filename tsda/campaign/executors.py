@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -154,10 +155,14 @@ def _in_threads(tasks: Sequence[Callable[[], list[dict[str, Any]]]], on_result: 
                 on_result(row)
 
 
+def _job_rows(job: RunJob, env: dict[str, str]) -> list[dict[str, Any]]:
+    return [run_job(job, env)]
+
+
 def execute_local(jobs: Sequence[RunJob], on_result: OnResult, workers: int = 1) -> None:
     """Run `jobs` as processes, `workers` at a time; `on_result(row)` in this process."""
     env = thread_env(workers)
-    _in_threads([lambda job=job: [run_job(job, env)] for job in jobs], on_result, workers)
+    _in_threads([partial(_job_rows, job, env) for job in jobs], on_result, workers)
 
 
 def ensemble_chunks(jobs: Sequence[RunJob], members_per_job: int) -> list[list[RunJob]]:
@@ -174,7 +179,7 @@ def execute_ensemble(jobs: Sequence[RunJob], on_result: OnResult, members_per_jo
     """Run `jobs` as `tsda ensemble` processes of `members_per_job` runs, `workers` at a time."""
     env = thread_env(workers)
     chunks = ensemble_chunks(jobs, members_per_job)
-    _in_threads([lambda chunk=chunk: run_ensemble_job(chunk, env) for chunk in chunks], on_result, workers)
+    _in_threads([partial(run_ensemble_job, chunk, env) for chunk in chunks], on_result, workers)
 
 
 def execute_ray(

@@ -350,7 +350,7 @@ def _write_results(settings: SearchSettings, study, now: dict[str, Any]) -> dict
     }
     complete = [r for r in rows if r["state"] == "complete"]
     best = max(complete, key=lambda r: r["value"]) if complete else None
-    result = {
+    result: dict[str, Any] = {
         "settings": {**settings.identity(), "trials": settings.trials, "workers": settings.workers},
         "best": best,
         "cost": cost,

@@ -39,7 +39,8 @@ import copy
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -74,7 +75,16 @@ class EnsembleSettings:
 
 
 #: the Trainer precisions an ensemble trains with (`EnsembleSettings.precision`)
-BATCHED_PRECISIONS = ("32", "32-true", "bf16-mixed")
+BatchedPrecision = Literal["32", "32-true", "bf16-mixed"]
+BATCHED_PRECISIONS: tuple[BatchedPrecision, ...] = ("32", "32-true", "bf16-mixed")
+
+
+def batched_precision(value: object) -> BatchedPrecision:
+    """`value` as one of `BATCHED_PRECISIONS` (ValueError when it is none of them)."""
+    precision = next((p for p in BATCHED_PRECISIONS if p == str(value)), None)
+    if precision is None:
+        raise ValueError(f"an ensemble trains with precision {' or '.join(BATCHED_PRECISIONS)}, not {value!r}")
+    return precision
 
 
 @dataclass
@@ -276,7 +286,7 @@ class EnsembleModule(L.LightningModule):
     def train_dataloader(self) -> DataLoader:
         samplers = [self._data.train_sampler(int(m.hparams.seed)) for m in self._members]
         return DataLoader(_Indices(), sampler=StackedIndices(samplers, self.active), batch_size=None,
-                          collate_fn=_identity)
+                          collate_fn=_identity)  # type: ignore[arg-type]  # batch_size=None: one item, not a list
 
     def val_dataloader(self) -> DataLoader:
         return self._data.val_dataloader()
@@ -314,6 +324,7 @@ class EnsembleModule(L.LightningModule):
         losses = member_loss(self.stack(torch.stack([b.x for b in batches]), train=True), batches,
                              self.num_classes, self.smoothing)  # (N,)
         optimizer = self.optimizers()
+        assert not isinstance(optimizer, list)  # configure_optimizers returns one
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(losses.sum())
         optimizer.step()
@@ -344,7 +355,7 @@ class EnsembleModule(L.LightningModule):
                      **{f"val_{name}": v for name, v in scores[r].items()}}
             self.trackers[i].history.append(entry)
             if self.trackers[i].update(scores[r]["weighted_f1"], self.current_epoch,
-                                       lambda r=r: self.stack.member_state(r), self.patience):
+                                       partial(self.stack.member_state, r), self.patience):
                 stopping.append(i)
         for i in stopping:
             self._finish(i, self.current_epoch + 1)
@@ -382,12 +393,10 @@ def fit_ensemble(members: Sequence[ClassifierModule], datamodule: FlowDataModule
                  settings: EnsembleSettings) -> list[MemberOutcome]:
     """Train `members` on `datamodule` as one `EnsembleModule` with Lightning's Trainer; one
     `MemberOutcome` per member (member order)."""
-    if str(settings.precision) not in BATCHED_PRECISIONS:
-        raise ValueError(f"an ensemble trains with precision {' or '.join(BATCHED_PRECISIONS)}, "
-                         f"not {settings.precision!r}")
+    precision = batched_precision(settings.precision)
     module = EnsembleModule(members, datamodule, settings.patience)
     trainer = L.Trainer(accelerator="gpu" if settings.device == "cuda" else "cpu", devices=1,
-                        precision=settings.precision,
+                        precision=precision,
                         max_epochs=settings.max_epochs, max_steps=settings.max_steps,
                         check_val_every_n_epoch=settings.check_val_every_n_epoch,
                         limit_val_batches=1.0 if settings.validate else 0, num_sanity_val_steps=0,

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from tsda.augment.base import Augmentation, select
@@ -308,10 +309,12 @@ class ClassifierModule(SeededModule):
         self.log(f"{prefix}_loss", F.cross_entropy(logits, batch.labels), batch_size=len(batch))
         with native_bincount():
             for metric in metrics.values():
+                assert isinstance(metric, Metric)  # the ModuleDicts of _metrics hold metrics
                 metric.update(preds, batch.labels)
             if prefix == "test":
                 self.test_per_class.update(preds, batch.labels)
         for name, metric in metrics.items():
+            assert isinstance(metric, Metric)
             self.log(name, metric, on_epoch=True, prog_bar=name.endswith("weighted_f1"), batch_size=len(batch))
 
     def validation_step(self, batch: FlowBatch, batch_idx: int) -> None:

@@ -69,7 +69,7 @@ from tsda.seeds import seeded_generator
 def list_augmentations() -> str:
     """The catalog as a text table: name, family, altered features (probabilities), the
     range magnitude m in [0, 1] sets (`tsda.augment.magnitude`), defaults."""
-    rows = [("name", "family", "size", "dir", "iat", "magnitude m: 0..1", "defaults")]
+    rows: list[tuple[str, ...]] = [("name", "family", "size", "dir", "iat", "magnitude m: 0..1", "defaults")]
     for name, cls in AUGMENTATIONS.items():
         a = cls.alters
         params = (

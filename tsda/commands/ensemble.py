@@ -30,8 +30,9 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.data import AttributeDict
 
-from tsda.classifier.ensemble import EnsembleSettings, MemberOutcome, fit_ensemble
+from tsda.classifier.ensemble import EnsembleSettings, MemberOutcome, batched_precision, fit_ensemble
 from tsda.classifier.module import ClassifierModule
 from tsda.commands.fit import build_fit, run_fit, run_test, write_run_metrics
 from tsda.commands.options import command_parser
@@ -101,6 +102,7 @@ def batch_key(run: Run) -> str:
     """What members of one batched model must share, as a string: data (but the sampler's
     seed), backbone, optimiser, loss, training batch shape and Trainer limits."""
     h, trainer = run.model.hparams, run.config.trainer
+    assert isinstance(h, AttributeDict)  # what save_hyperparameters stores
     data = {k: v for k, v in run.datamodule.hparams.items() if k != "sampler_seed"}
     doubles = run.model.augmentation is not None and h.policy == "double"
     return json.dumps(
@@ -158,7 +160,7 @@ def finish_member(run: Run, outcome: MemberOutcome, datamodule: FlowDataModule, 
     trainer = L.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu",
         devices=1,
-        precision=_precision(run),
+        precision=batched_precision(_precision(run)),  # fit_ensemble accepted it already
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -196,13 +198,14 @@ def _log_member(run: Run, metrics: dict[str, Any], history: list[dict[str, float
     """The member's W&B summary run (nothing when W&B resolves to disabled)."""
     import pandas as pd
 
-    w = run.config.wandb
+    w, run_dir = run.config.wandb, run.run_dir
+    assert run_dir is not None  # finish_member checked it
     scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     log_summary_run(
         w.mode,
         w.project,
-        w.name or run.run_dir.name,
-        run.run_dir,
+        w.name or run_dir.name,
+        run_dir,
         group=w.group,
         job_type="fit",
         tags=list(w.tags or []),

@@ -36,7 +36,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -143,7 +143,8 @@ def summary_line(result: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def read_synthetic(path: str, names: tuple[str, ...], n_packets: int, invalid_rows: str) -> FlowTable:
+def read_synthetic(path: str, names: tuple[str, ...], n_packets: int,
+                   invalid_rows: Literal["error", "drop"]) -> FlowTable:
     """The generated flows of `path` relabelled onto the real classes `names` (flows of
     other classes left out with a warning)."""
     raw = read_parquet(path, max_packets=n_packets, invalid_rows=invalid_rows, meta_columns=VARIATION_COLUMNS)
@@ -201,7 +202,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def flatten(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
+def flatten(result: dict[str, Any] | list[Any], prefix: str = "") -> dict[str, float]:
     """Every numeric scalar of a nested result as `{"a/b/c": value}` (lists of per-seed
     runs and per-class entries included, by index / name)."""
     out: dict[str, float] = {}

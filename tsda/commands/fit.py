@@ -42,7 +42,7 @@ def _seed(value: Any) -> int:
     return 0 if isinstance(value, bool) or value is None else int(value)
 
 
-class LightningCommandParser(CommandErrors, LightningArgumentParser):
+class LightningCommandParser(CommandErrors, LightningArgumentParser):  # type: ignore[misc]  # parse_args: same signature
     """Lightning's parser (Trainer and class arguments) with the rules of every tsda
     command (`tsda.commands.parsing`): `tsda fit`'s and `tsda test`'s."""
 
@@ -151,6 +151,7 @@ class TsdaCLI(LightningCLI):
         trainer, model = self.trainer, self.model
         fit_seconds = time.perf_counter() - self.started
         callback = trainer.checkpoint_callback
+        assert callback is None or isinstance(callback, ModelCheckpoint)  # Lightning types it the base Checkpoint
         # the best checkpoint where the module has a monitor, else the last one
         ckpt = (callback.best_model_path or callback.last_model_path) if callback else ""
         if self.config[self.subcommand].test_after_fit:
@@ -169,8 +170,8 @@ class TsdaCLI(LightningCLI):
                 "fit_seconds": fit_seconds,
                 "seconds_per_epoch": fit_seconds / max(epochs, 1),
                 "best_checkpoint": ckpt,
-                "best_score": float(trainer.checkpoint_callback.best_model_score)
-                if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None
+                "best_score": float(callback.best_model_score)
+                if callback and callback.best_model_score is not None
                 else None,
                 "seed": _seed(self.config[self.subcommand].seed_everything),
                 "cpu_seconds": time.process_time(),  # this process's CPU time (all threads) until now
@@ -207,8 +208,9 @@ def run_test(
     if type(model).test_step is not L.LightningModule.test_step:
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test_")})
-    if hasattr(model, "run_metrics"):
-        metrics.update(model.run_metrics())
+    run_metrics = getattr(model, "run_metrics", None)  # a tsda module's own metrics
+    if run_metrics is not None:
+        metrics.update(run_metrics())
     if isinstance(datamodule, FlowDataModule):
         metrics["n_flows"] = {k: len(v) for k, v in datamodule.splits.items()}
     return metrics

@@ -250,7 +250,7 @@ def gru_discriminative_score(
     both = source_table(pick(real), pick(synthetic))
     parts = split_indices(both, "stratified", seed, val_fraction=0.1, test_fraction=0.2)
     gru = replace(settings, model_kwargs={"backbone": "gru", "backbone_kwargs": {"hidden": 32, "latent_dim": 32}})
-    run = train_and_test(*(both.take(parts[k]) for k in ("train", "val", "test")), codec, seed, gru)
+    run = train_and_test(both.take(parts["train"]), both.take(parts["val"]), both.take(parts["test"]), codec, seed, gru)
     return {
         "accuracy": run["accuracy"],
         "score": abs(run["accuracy"] - 0.5),

@@ -95,7 +95,8 @@ class FlowBatch:
         if any(b.soft_labels is not None for b in batches):
             k = num_classes or next(b.soft_labels.shape[1] for b in batches if b.soft_labels is not None)
             soft = torch.cat([b.targets(k) for b in batches])
-        rows = torch.cat([b.rows for b in batches]) if all(b.rows is not None for b in batches) else None
+        parts = [b.rows for b in batches if b.rows is not None]
+        rows = torch.cat(parts) if len(parts) == len(batches) else None
         return FlowBatch(
             torch.cat([b.x for b in batches]),
             torch.cat([b.lengths for b in batches]),

@@ -124,12 +124,12 @@ class FlowCodec:
 
     def decode_arrays(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Decode `x (N, 3, L)` to padded sizes (bytes), directions (0/1), times (s)."""
-        x = x.detach().cpu().double().numpy()
-        lengths = lengths.detach().cpu().numpy().astype(np.int64)
-        real = np.arange(x.shape[2])[None, :] < lengths[:, None]  # (N, L)
-        sizes = np.rint(np.clip(x[:, SIZE], 0.0, 1.0) * self.mtu) * real
-        directions = ((x[:, DIRECTION] < 0) & real).astype(np.int8)
-        gaps = np.expm1(np.clip(x[:, IAT], 0.0, None) * self._iat_norm) * self.iat_unit
+        xs = x.detach().cpu().double().numpy()
+        lens = lengths.detach().cpu().numpy().astype(np.int64)
+        real = np.arange(xs.shape[2])[None, :] < lens[:, None]  # (N, L)
+        sizes = np.rint(np.clip(xs[:, SIZE], 0.0, 1.0) * self.mtu) * real
+        directions = ((xs[:, DIRECTION] < 0) & real).astype(np.int8)
+        gaps = np.expm1(np.clip(xs[:, IAT], 0.0, None) * self._iat_norm) * self.iat_unit
         gaps[:, 0] = 0.0
         times = np.cumsum(gaps * real, axis=1) * real
         return sizes, directions, times

@@ -28,7 +28,8 @@ _NOT_TABLE = ("batch_size", "eval_batch_size", "sampler", "sampler_seed", "split
 _TABLES: OrderedDict[tuple[Any, ...], tuple[FlowTable, dict[str, int]]] = OrderedDict()
 _TABLES_KEPT = 2
 #: the splits each Lightning stage uses (`setup` encodes only those)
-_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+Split = Literal["train", "val", "test"]
+_STAGE_SPLITS: dict[str, tuple[Split, ...]] = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
 
 
 class IndexBatchSampler(Sampler[torch.Tensor]):
@@ -322,7 +323,7 @@ class FlowDataModule(L.LightningDataModule):
             self._splits = s
         return self._splits
 
-    def split_table(self, name: Literal["train", "val", "test"]) -> FlowTable:
+    def split_table(self, name: Split) -> FlowTable:
         return self.table.take(self.splits[name])
 
     # -- tensors on the device -----------------------------------------------------------
@@ -344,7 +345,7 @@ class FlowDataModule(L.LightningDataModule):
         for name in _STAGE_SPLITS.get(stage or "", ("train", "val", "test")):
             self._encode(name)
 
-    def _encode(self, name: str) -> None:
+    def _encode(self, name: Split) -> None:
         """Encode split `name` onto the device; the training split's flows carry their row
         (`FlowBatch.rows`, `(N,)` 0..N-1), so every batch indexed from it (the training
         loader's, an ensemble member's) says which training flow each is, with no extra
@@ -360,7 +361,7 @@ class FlowDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _loader(self, name: str, train: bool, shard: bool = True) -> DataLoader:
+    def _loader(self, name: Split, train: bool, shard: bool = True) -> DataLoader:
         """Batches of split `name`: training draws (shuffled or class-weighted, padded to
         equal shards under DDP) or evaluation order (each rank its unpadded shard, so
         every flow is scored once; `shard=False`: the whole split on every rank)."""
@@ -374,7 +375,8 @@ class FlowDataModule(L.LightningDataModule):
         else:
             sampler = IndexBatchSampler(len(batch), h.eval_batch_size, shuffle=False, rank=rank,
                                         world_size=world, pad=False, device=batch.device)
-        return DataLoader(_BatchDataset(batch), sampler=sampler, batch_size=None, collate_fn=_identity)
+        # with batch_size=None, collate_fn gets one item (torch's stub assumes a list)
+        return DataLoader(_BatchDataset(batch), sampler=sampler, batch_size=None, collate_fn=_identity)  # type: ignore[arg-type]
 
     def train_sampler(self, seed: int, rank: int = 0, world_size: int = 1) -> IndexBatchSampler:
         """The training split's batch sampler drawing from `seed` (shuffled, or class-weighted

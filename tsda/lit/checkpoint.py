@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import io
 import os
+from pathlib import Path
 from typing import Any, TypeVar
 
 import lightning as L
@@ -120,7 +121,7 @@ def load_module(cls: type[M], path: str | os.PathLike[str], **kwargs: Any) -> M:
     stored = _read_stored(path)
     ckpt = _current(stored)
     import_checkpoint_class(ckpt, path)
-    source: str | os.PathLike[str] | io.BytesIO = path
+    source: str | Path | io.BytesIO = path if isinstance(path, (str, Path)) else Path(path)
     if _names_moved(stored):
         source = io.BytesIO()
         torch.save(ckpt, source)

@@ -71,7 +71,7 @@ def nearest_distances(reference: np.ndarray, points: np.ndarray, exclude: np.nda
     return np.where(i[:, 0] == exclude, d[:, 1], d[:, 0])
 
 
-def memorisation(train: np.ndarray, test: np.ndarray, synthetic: np.ndarray) -> dict[str, float]:
+def memorisation(train: np.ndarray, test: np.ndarray, synthetic: np.ndarray) -> dict[str, float | None]:
     """Nearest-training-flow distances of synthetic vs real test points (see the module doc)."""
     d_test = nearest_distances(train, test)
     d_syn = nearest_distances(train, synthetic)

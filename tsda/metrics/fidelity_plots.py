@@ -95,7 +95,7 @@ def plot_latent_tsne(
     ax.scatter(*xb.T, s=3, alpha=0.5, label="synthetic")
     ax.legend()
     ax.set_title("classifier latent space (t-SNE)")
-    if by_class:
+    if labels_real is not None and labels_syn is not None:  # by_class
         la, lb = labels_real[a_rows], labels_syn[b_rows]
         ax = axes[0, 1]
         for n, k in enumerate(np.argsort(-np.bincount(la))[:max_classes]):

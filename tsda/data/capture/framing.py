@@ -124,7 +124,8 @@ def _pcap_records(
     incl_of = struct.Struct(order + "I").unpack_from
     index, need = 0, 0
     while (block := win.block(need)) is not None:
-        pos, end, offsets, need = 0, len(block), [], 0
+        pos, end, need = 0, len(block), 0
+        offsets: list[int] = []
         append = offsets.append
         while pos + 16 <= end:
             incl = incl_of(block, pos + 8)[0]
@@ -169,7 +170,7 @@ def _pcap_chunk(block: memoryview, pos: np.ndarray, order: str, tick: int, linkt
     )
 
 
-def _tsresol_ns(options: bytes, order: str) -> float:
+def _tsresol_ns(options: bytes | memoryview, order: str) -> float:
     """Nanoseconds per timestamp unit from an interface description block's options."""
     pos = 0
     while pos + 4 <= len(options):

@@ -73,7 +73,7 @@ class _Rule:
         return ok
 
 
-def _cell(path: Path, row: int, col: str, value: str) -> object:
+def _cell(path: Path, row: int, col: str, value: str) -> tuple[np.ndarray, np.ndarray] | int | re.Pattern[str]:
     """A parsed rules-file cell; errors name file, row and column."""
     try:
         if col.endswith("_ip"):
@@ -112,13 +112,14 @@ def read_rules(path: Path) -> list[_Rule]:
             if not cells["app"]:
                 raise CaptureError(f"--label {path}: row {row}, column 'app' is empty")
             parsed = {c: _cell(path, row, c, v) for c, v in cells.items() if c != "app" and v}
+            protocol, sni = parsed.get("protocol"), parsed.get("sni")
             rules.append(
                 _Rule(
                     app=cells["app"],
-                    nets={c: v for c, v in parsed.items() if c.endswith("_ip")},
-                    ports={c: v for c, v in parsed.items() if c.endswith("_port")},
-                    protocol=parsed.get("protocol"),
-                    sni=parsed.get("sni"),
+                    nets={c: v for c, v in parsed.items() if c.endswith("_ip") and isinstance(v, tuple)},
+                    ports={c: v for c, v in parsed.items() if c.endswith("_port") and isinstance(v, int)},
+                    protocol=protocol if isinstance(protocol, int) else None,
+                    sni=sni if isinstance(sni, re.Pattern) else None,
                 )
             )
     if not rules:

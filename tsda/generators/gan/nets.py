@@ -136,8 +136,10 @@ class FlowGenerator(nn.Module):
         self.stem = nn.Linear(in_dim, width * n_packets)
         self.blocks = nn.ModuleList([_GenBlock(width, in_dim - noise_dim) for _ in range(depth)])
         self.out = nn.Sequential(nn.GroupNorm(1, width), nn.SiLU(), nn.Conv1d(width, 4, 3, padding=1))
+        head = self.out[-1]
+        assert isinstance(head, nn.Conv1d) and head.bias is not None
         with torch.no_grad():  # start with full-length flows: sigmoid(4)^19 = 0.71 > 0.5
-            self.out[-1].bias[3] = 4.0
+            head.bias[3] = 4.0
 
     def forward(
         self,
