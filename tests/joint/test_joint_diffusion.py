@@ -140,6 +140,7 @@ def test_the_band_is_zero_inside_and_pushes_back_from_both_sides() -> None:
         ({"lr_d": 1e-3}, r"model\.lr_d is an option of the cgan's critic"),
         ({"generated": "pool"}, r"model\.generated"),
         ({"vary_strength": 0.0}, r"model\.vary_strength"),
+        ({"generator_every": 0}, r"model\.generator_every"),
         ({"generator_kwargs": {"noise_dim": 8}}, r"model\.generator_kwargs: unknown key\(s\) \['noise_dim'\]"),
         ({"generator_kwargs": {"steps": 0}}, r"model\.generator_kwargs\.steps"),
         ({"generator_kwargs": {"sampler": "euler"}}, r"model\.generator_kwargs\.sampler"),
@@ -159,3 +160,19 @@ def test_the_cli_refuses_a_critic_option_for_the_diffusion_config() -> None:
         main(["fit", "-c", str(REPO / "configs/experiment/synthetic_joint_diffusion.yaml"),
               "--model.init_args.n_critic", "2", "--trainer.max_epochs", "1"])  # fmt: skip
     assert exc.value.code == 2
+
+
+def test_the_generator_trains_on_every_nth_step_only() -> None:
+    """`generator_every = 2`: of 4 joint steps, the generator trains on steps 0 and 2."""
+    import lightning as L
+
+    from tsda.data.datamodule import FlowDataModule
+
+    tables = [class_table(n, seed) for seed, n in enumerate((16, 4, 4))]
+    dm = FlowDataModule.from_tables(*tables, n_packets=N_PACKETS, batch_size=12, eval_batch_size=64)
+    module = _module(generator_every=2, classifier_warmup_epochs=0, generator_warmup_epochs=0,
+                     generated_rampup_epochs=0, generated="vary")  # fmt: skip
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=0, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+    assert int(module.generator_steps) == 2

@@ -20,16 +20,19 @@ GeneratedName = Literal["sample", "vary"]
 CRITIC_OPTIONS: dict[str, float] = {"lr_d": 5e-4, "n_critic": 1}
 
 
-def check_generator_options(generator: str, lr_d: float, n_critic: int, generated: str, vary_strength: float) -> None:
+def check_generator_options(
+    generator: str, lr_d: float, n_critic: int, generated: str, vary_strength: float, generator_every: int = 1
+) -> None:
     """The generator options of `JointModule`, checked before anything is built.
 
     Raises:
         ValueError: naming `model.<option>`: a critic option (`lr_d`, `n_critic`) set for a
-            generator without a critic (diffusion), a bad `n_critic`, `generated` or
-            `vary_strength`.
+            generator without a critic (diffusion), a bad `n_critic`, `generator_every`,
+            `generated` or `vary_strength`.
     """
-    if isinstance(n_critic, bool) or not isinstance(n_critic, int) or n_critic < 1:
-        raise ValueError(f"model.n_critic must be an integer >= 1, got {n_critic!r}")
+    for name, value in (("n_critic", n_critic), ("generator_every", generator_every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"model.{name} must be an integer >= 1, got {value!r}")
     if generator != "cgan":
         given = {"lr_d": lr_d, "n_critic": n_critic}
         for name, default in CRITIC_OPTIONS.items():

@@ -111,6 +111,7 @@ class JointModule(ClassifierModule, GenerativeModule):
             `r1_gamma`, `w_recon`, `w_kl`, `ema_decay`; diffusion: see `JointDiffusion`).
         lr_g, lr_d, betas: Adam settings of the generator (with its encoder) and critic.
         n_critic: critic steps per generator step (`lr_d`, `n_critic`: the cGAN's only).
+        generator_every: the generator (and critic) train on every n-th classifier step only.
         generated: the classifier's generated share: `sample` (flows of the batch's classes)
             or `vary` (the batch's own flows varied by the generator at `vary_strength`).
         w_class: weight of the classifier's cross-entropy of generated flows `(B, K)` logits.
@@ -159,6 +160,7 @@ class JointModule(ClassifierModule, GenerativeModule):
         lr_d: float = 5e-4,
         betas: tuple[float, float] = (0.5, 0.9),
         n_critic: int = 1,
+        generator_every: int = 1,
         generated: GeneratedName = "sample",
         vary_strength: float = 0.5,
         w_class: float = 0.1,
@@ -186,7 +188,7 @@ class JointModule(ClassifierModule, GenerativeModule):
                 raise ValueError(f"model.{name} must be > 0, got {value}")
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"model.betas must be two numbers in [0, 1), got {betas}")
-        check_generator_options(generator, lr_d, n_critic, generated, vary_strength)
+        check_generator_options(generator, lr_d, n_critic, generated, vary_strength, generator_every)
         self._band = check_band(band)
         schedule = JointSchedule(classifier_warmup_epochs, generator_warmup_epochs, generated_rampup_epochs,
                                  generated_rampup, w_generated)
@@ -257,7 +259,7 @@ class JointModule(ClassifierModule, GenerativeModule):
         opt_c, opt_g, *opt_d = self.optimizers()
         g = self.augmentation_generator()
         logged: dict[str, torch.Tensor] = {}
-        if self.phase != "classifier":
+        if self.phase != "classifier" and batch_idx % int(self.hparams.generator_every) == 0:
             if opt_d:
                 logged.update(self._critic_step(batch, g, opt_d[0]))  # 1. critic
             logged.update(self._generator_step(batch, g, opt_g))  # 2. generator
