@@ -201,15 +201,28 @@ def test_ddp_cgan_manual_optimisation(tmp_path: Path) -> None:
     assert bool((state["noise_prior.n"] > 0).all())
 
 
+#: the joint module's two generators, tiny: (experiment config, generator_kwargs)
+JOINT_GENERATORS = {
+    "cgan": (
+        "synthetic_joint.yaml",
+        "{noise_dim: 8, width: 8, depth: 1, disc_width: 8, w_recon: 10.0, ema_decay: 0.9}",
+    ),
+    "diffusion": ("synthetic_joint_diffusion.yaml", "{block_out_channels: [8, 16], steps: 2, ema_decay: 0.9}"),
+}
+
+
 @pytest.mark.slow
-def test_ddp_joint_through_every_phase(tmp_path: Path) -> None:
+@pytest.mark.parametrize("generator", sorted(JOINT_GENERATORS))
+def test_ddp_joint_through_every_phase(generator: str, tmp_path: Path) -> None:
     """The joint module under `--trainer.strategy ddp` through its three phases (epoch 0:
-    the classifier alone, the generator and critic unused; 1: generator and critic too; 2:
-    the classifier on generated flows); the moving class regions agree across ranks."""
+    the classifier alone, the generator (and the cGAN's critic) unused; 1: the generator too;
+    2: the classifier on generated flows: the cGAN's fresh ones, the denoiser's SDEdit
+    variations of the batch); the moving class regions agree across ranks."""
+    config, generator_kwargs = JOINT_GENERATORS[generator]
     metrics = _fit(
         [
             "-c",
-            "configs/experiment/synthetic_joint.yaml",
+            f"configs/experiment/{config}",
             *TINY_RUN,
             "--trainer.max_epochs",
             "3",
@@ -218,35 +231,7 @@ def test_ddp_joint_through_every_phase(tmp_path: Path) -> None:
             "--model.init_args.latent_points",
             "0",
             "--model.init_args.generator_kwargs",
-            "{noise_dim: 8, width: 8, depth: 1, disc_width: 8, w_recon: 10.0, ema_decay: 0.9}",
-            "--patience",
-            "100",
-            *DDP,
-        ],
-        tmp_path / "ddp",
-    )
-    assert metrics["epochs"] == 3 and 0.0 <= metrics["test_weighted_f1"] <= 1.0
-    state = torch.load(tmp_path / "ddp/checkpoints/last.ckpt", weights_only=True)["state_dict"]
-    assert int(state["generator_steps"]) == 2 * 2 and float(state["regions.n"].sum()) > 0
-
-
-@pytest.mark.slow
-def test_ddp_joint_diffusion_through_every_phase(tmp_path: Path) -> None:
-    """The joint module with the diffusion denoiser (no critic: one optimiser fewer) under
-    `--trainer.strategy ddp`, its generated share the batch's own flows varied (SDEdit)."""
-    metrics = _fit(
-        [
-            "-c",
-            "configs/experiment/synthetic_joint_diffusion.yaml",
-            *TINY_RUN,
-            "--trainer.max_epochs",
-            "3",
-            "--model.init_args.backbone_kwargs",
-            "{width: 8}",
-            "--model.init_args.latent_points",
-            "0",
-            "--model.init_args.generator_kwargs",
-            "{block_out_channels: [8, 16], steps: 2, ema_decay: 0.9}",
+            generator_kwargs,
             "--patience",
             "100",
             *DDP,
