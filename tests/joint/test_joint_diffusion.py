@@ -176,3 +176,15 @@ def test_the_generator_trains_on_every_nth_step_only() -> None:
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
     trainer.fit(module, datamodule=dm)
     assert int(module.generator_steps) == 2
+
+
+@pytest.mark.parametrize("generated", ["sample", "vary"])
+def test_generated_flows_are_drawn_in_full_precision_under_autocast(generated: str) -> None:
+    """The classifier's generated share under the Trainer's bf16 autocast (`bf16-mixed`) is
+    the very flows drawn without it: generated flows are data, not bf16 computations."""
+    batch = _batch()  # two identical modules: the pool's refresh count starts alike
+    plain, _ = _module(generated=generated).eval().classifier_batch(batch, torch.Generator().manual_seed(0), 1.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed, _ = _module(generated=generated).eval().classifier_batch(batch, torch.Generator().manual_seed(0), 1.0)
+    assert mixed.x.dtype == torch.float32
+    torch.testing.assert_close(mixed.x, plain.x, rtol=0, atol=0)

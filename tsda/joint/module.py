@@ -314,10 +314,13 @@ class JointModule(ClassifierModule, GenerativeModule):
         real = torch.zeros(len(batch), dtype=torch.bool, device=batch.device)  # (B,)
         if weight <= 0:
             return batch, real
-        if self.hparams.generated == "vary":
-            x = self.part.vary(batch.x, batch.labels, float(self.hparams.vary_strength), g)  # (B, 3, L)
-        else:
-            x = self.part.training_flows(batch, g)  # (B, 3, L)
+        # the generated flows are data, not a training computation: in full precision, not under
+        # the Trainer's bf16 autocast (as the generator augmentation draws them)
+        with torch.autocast(device_type=batch.device.type, enabled=False):
+            if self.hparams.generated == "vary":
+                x = self.part.vary(batch.x, batch.labels, float(self.hparams.vary_strength), g)  # (B, 3, L)
+            else:
+                x = self.part.training_flows(batch, g)  # (B, 3, L)
         fake = self.codec.snap(x).replace(labels=batch.labels)
         if self.hparams.policy == "double":
             return FlowBatch.cat([batch, fake], self.hparams.num_classes), torch.cat([real, ~real])
