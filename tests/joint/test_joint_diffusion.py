@@ -188,3 +188,32 @@ def test_generated_flows_are_drawn_in_full_precision_under_autocast(generated: s
         mixed, _ = _module(generated=generated).eval().classifier_batch(batch, torch.Generator().manual_seed(0), 1.0)
     assert mixed.x.dtype == torch.float32
     torch.testing.assert_close(mixed.x, plain.x, rtol=0, atol=0)
+
+
+def test_its_checkpoint_serves_tsda_test_sample_vary_and_the_generator_augmentation(
+    fitted: Path, tmp_path: Path
+) -> None:
+    """The `Done when` of joint diffusion: `tsda test`, `tsda sample` (fresh and `--vary`) and
+    the generator augmentation (fresh flows and a variation pool) take the checkpoint."""
+    from tsda.augment.generator import GeneratorAugmentation
+    from tsda.cli import main
+    from tsda.data.sources import read_parquet
+    from tsda.generators.base import prepare_augmentation
+
+    best, last = fitted / "checkpoints/best.ckpt", fitted / "checkpoints/last.ckpt"
+    quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    main(["test", "--ckpt", str(best), "--out", str(tmp_path / "test"), *quiet])
+    assert 0.0 <= json.loads((tmp_path / "test/metrics.json").read_text())["test_weighted_f1"] <= 1.0
+    main(["sample", "--ckpt", str(last), "--per_class", "4", "--out", str(tmp_path / "s.parquet"), "--no_progress"])
+    assert len(read_parquet(tmp_path / "s.parquet", max_packets=N_PACKETS)) == 12
+    real = write_parquet(class_table(4, seed=5), tmp_path / "real.parquet")
+    main(["sample", "--ckpt", str(last), "--vary", str(real), "--strength", "0.5", "--out", str(tmp_path / "v.parquet"),
+          "--no_progress"])  # fmt: skip
+    assert len(read_parquet(tmp_path / "v.parquet", max_packets=N_PACKETS)) == 12
+    model = load_generative(last)
+    for aug in (GeneratorAugmentation(str(last), pool_per_class=4, progress=False),
+                GeneratorAugmentation(str(last), mode="vary", strength=0.5, variations_per_flow=0, progress=False)):  # fmt: skip
+        prepare_augmentation(aug, device=torch.device("cpu"), class_names=model.class_names,
+                             generator=torch.Generator(), codec=model.codec)  # fmt: skip
+        batch = _batch(3)
+        assert_valid(aug(batch, torch.Generator().manual_seed(0)), like=batch)
