@@ -140,6 +140,8 @@ def test_the_band_is_zero_inside_and_pushes_back_from_both_sides() -> None:
         ({"lr_d": 1e-3}, r"model\.lr_d is an option of the cgan's critic"),
         ({"generated": "pool"}, r"model\.generated"),
         ({"vary_strength": 0.0}, r"model\.vary_strength"),
+        ({"vary_strength": [0.2, 1.5]}, r"model\.vary_strength"),
+        ({"vary_strength": [0.1, 0.2, 0.3]}, r"model\.vary_strength"),
         ({"generator_every": 0}, r"model\.generator_every"),
         ({"generator_kwargs": {"noise_dim": 8}}, r"model\.generator_kwargs: unknown key\(s\) \['noise_dim'\]"),
         ({"generator_kwargs": {"steps": 0}}, r"model\.generator_kwargs\.steps"),
@@ -217,3 +219,22 @@ def test_its_checkpoint_serves_tsda_test_sample_vary_and_the_generator_augmentat
                              generator=torch.Generator(), codec=model.codec)  # fmt: skip
         batch = _batch(3)
         assert_valid(aug(batch, torch.Generator().manual_seed(0)), like=batch)
+
+
+def test_a_scheduled_strength_follows_the_ramp_of_the_generated_weight() -> None:
+    """`vary_strength: [start, end]` goes from start to end over `generated_rampup_epochs`
+    from the joint phase's start, along the ramp the generated weight follows; a number stays."""
+    from tsda.joint.schedule import JointSchedule
+
+    s = JointSchedule(1, 1, 2)  # joint from epoch 2, ramp over epochs 2-3
+    assert s.vary_strength([0.2, 0.6], 1, 0.5) == 0.2 and s.vary_strength([0.2, 0.6], 2, 0.0) == 0.2
+    assert s.vary_strength([0.2, 0.6], 3, 0.0) == pytest.approx(0.4) and s.vary_strength([0.2, 0.6], 5) == 0.6
+    assert s.vary_strength(0.3, 2, 0.5) == 0.3
+    assert s.generated_weight(3, 0.0) == pytest.approx(0.5 * s.w_generated)
+
+
+def test_the_cli_takes_a_scheduled_strength() -> None:
+    from tsda.commands.fit import check_fit_args
+
+    check_fit_args(["-c", str(REPO / "configs/experiment/synthetic_joint_diffusion.yaml"),
+                    "--model.init_args.vary_strength", "[0.25, 0.75]"])  # fmt: skip

@@ -62,9 +62,9 @@ class JointGAN(JointGenerator):
         for name, value in (("noise_dim", noise_dim), ("width", width), ("depth", depth), ("disc_width", disc_width)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"model.generator_kwargs.{name} must be an integer >= 1, got {value!r}")
-        for name, value in (("r1_gamma", r1_gamma), ("w_recon", w_recon), ("w_kl", w_kl)):
-            if not value >= 0:
-                raise ValueError(f"model.generator_kwargs.{name} must be >= 0, got {value}")
+        for name, weight in (("r1_gamma", r1_gamma), ("w_recon", w_recon), ("w_kl", w_kl)):
+            if not weight >= 0:
+                raise ValueError(f"model.generator_kwargs.{name} must be >= 0, got {weight}")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"model.generator_kwargs.ema_decay must be in [0, 1), got {ema_decay}")
         self.class_names = list(class_names)
@@ -119,6 +119,7 @@ class JointGAN(JointGenerator):
     def refit(self, loader: Iterable[FlowBatch]) -> None:
         """Refit the noise prior to the encoder's posteriors (cVAE-GAN only)."""
         if self.noise_prior is not None:
+            assert self.encoder is not None  # the noise prior exists only with an encoder
             self.noise_prior.fit(self.encoder, loader, self.class_names)
 
     @property
@@ -127,7 +128,7 @@ class JointGAN(JointGenerator):
         return self.noise_prior is not None and bool(self.noise_prior.fitted.any())
 
     @torch.no_grad()
-    def generate(
+    def generate(  # type: ignore[override]  # options are each generator's own, passed through by JointModule
         self,
         labels: torch.Tensor,
         g: torch.Generator,
@@ -163,7 +164,7 @@ class JointGAN(JointGenerator):
         return self.encoder is not None
 
     @torch.no_grad()
-    def vary(
+    def vary(  # type: ignore[override]  # options are each generator's own, passed through by JointModule
         self,
         x: torch.Tensor,
         labels: torch.Tensor,
@@ -177,9 +178,11 @@ class JointGAN(JointGenerator):
         with the generator `generate` uses (`use_ema`) and noise from `prior`; `strength` a
         number or one per flow `(B,)`."""
         net = self.generator_ema.module if use_ema else self.generator
+        encoder = self.encoder
+        assert encoder is not None  # vary is only called when can_vary: a cVAE-GAN, with an encoder
         return cvae_vary(
             lambda z: net(z, labels),
-            lambda flows: self.encoder(flows, labels)[0],
+            lambda flows: encoder(flows, labels)[0],
             x,
             strengths(strength, len(x), x.device),
             self._prior_noise(labels, g, prior),

@@ -21,7 +21,12 @@ CRITIC_OPTIONS: dict[str, float] = {"lr_d": 5e-4, "n_critic": 1}
 
 
 def check_generator_options(
-    generator: str, lr_d: float, n_critic: int, generated: str, vary_strength: float, generator_every: int = 1
+    generator: str,
+    lr_d: float,
+    n_critic: int,
+    generated: str,
+    vary_strength: float | Sequence[float],
+    generator_every: int = 1,
 ) -> None:
     """The generator options of `JointModule`, checked before anything is built.
 
@@ -40,8 +45,9 @@ def check_generator_options(
                 raise ValueError(f"model.{name} is an option of the cgan's critic; the {generator} generator has none")
     if generated not in get_args(GeneratedName):
         raise ValueError(f"model.generated must be one of {get_args(GeneratedName)}, got {generated!r}")
-    if not 0.0 < vary_strength <= 1.0:  # False for NaN
-        raise ValueError(f"model.vary_strength must be in (0, 1], got {vary_strength}")
+    values = [vary_strength] if isinstance(vary_strength, (int, float)) else list(vary_strength)
+    if not 1 <= len(values) <= 2 or not all(0.0 < float(s) <= 1.0 for s in values):  # False for NaN
+        raise ValueError(f"model.vary_strength must be a number in (0, 1] or [start, end] of them, got {vary_strength}")
 
 
 def build_joint_generator(

@@ -113,7 +113,8 @@ class JointModule(ClassifierModule, GenerativeModule):
         n_critic: critic steps per generator step (`lr_d`, `n_critic`: the cGAN's only).
         generator_every: the generator (and critic) train on every n-th classifier step only.
         generated: the classifier's generated share: `sample` (flows of the batch's classes)
-            or `vary` (the batch's own flows varied by the generator at `vary_strength`).
+            or `vary` (the batch's own flows varied by the generator at `vary_strength`: a
+            number, or `[start, end]` along the ramp of the generated weight).
         w_class: weight of the classifier's cross-entropy of generated flows `(B, K)` logits.
         w_band, band: weight of the probability band `(low, high)` on generated flows
             (`tsda.joint.objectives`: hard but still of their class).
@@ -162,7 +163,7 @@ class JointModule(ClassifierModule, GenerativeModule):
         n_critic: int = 1,
         generator_every: int = 1,
         generated: GeneratedName = "sample",
-        vary_strength: float = 0.5,
+        vary_strength: float | list[float] = 0.5,
         w_class: float = 0.1,
         w_band: float = 0.0,
         band: tuple[float, float] = (0.4, 0.8),
@@ -218,10 +219,12 @@ class JointModule(ClassifierModule, GenerativeModule):
         """What trains in the current epoch: `classifier`, `generator` or `joint`."""
         return self.schedule.phase(self.current_epoch)
 
-    def generated_weight(self, batch_idx: int) -> float:
-        """The weight of generated flows in the classifier's loss at this training step."""
+    def step_schedule(self, batch_idx: int) -> tuple[float, float]:
+        """The weight of generated flows in the classifier's loss and the variation strength
+        (`generated="vary"`) at this training step."""
         batches = max(int(self.trainer.num_training_batches), 1) if self._trainer is not None else 1
-        return self.schedule.generated_weight(self.current_epoch, batch_idx / batches)
+        at = (self.current_epoch, batch_idx / batches)
+        return self.schedule.generated_weight(*at), self.schedule.vary_strength(self.hparams.vary_strength, *at)
 
     # -- fit hooks -----------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -263,8 +266,8 @@ class JointModule(ClassifierModule, GenerativeModule):
             if opt_d:
                 logged.update(self._critic_step(batch, g, opt_d[0]))  # 1. critic
             logged.update(self._generator_step(batch, g, opt_g))  # 2. generator
-        weight = self.generated_weight(batch_idx)
-        loss, terms = self._classifier_step(batch, g, opt_c, weight)  # 3. classifier
+        weight, strength = self.step_schedule(batch_idx)
+        loss, terms = self._classifier_step(batch, g, opt_c, weight, strength)  # 3. classifier
         logged.update(terms, w_generated=torch.tensor(weight))
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch))
         self.log_dict({f"train_{k}": v for k, v in logged.items()}, on_step=False, on_epoch=True,
@@ -305,12 +308,12 @@ class JointModule(ClassifierModule, GenerativeModule):
         return logged
 
     @torch.no_grad()
-    def classifier_batch(self, batch: FlowBatch, g: torch.Generator, weight: float
+    def classifier_batch(self, batch: FlowBatch, g: torch.Generator, weight: float, strength: float = 0.5
                          ) -> tuple[FlowBatch, torch.Tensor]:
         """The classifier's training rows and which of them are generated `(B',)` bool:
         `batch` alone while `weight` is 0, else the policy applied to generated flows
         (`double`: B' = 2B; `replace`: B' = B): of the batch's classes, or the batch's own
-        flows varied (`generated`)."""
+        flows varied at `strength` (`generated`)."""
         real = torch.zeros(len(batch), dtype=torch.bool, device=batch.device)  # (B,)
         if weight <= 0:
             return batch, real
@@ -318,7 +321,7 @@ class JointModule(ClassifierModule, GenerativeModule):
         # the Trainer's bf16 autocast (as the generator augmentation draws them)
         with torch.autocast(device_type=batch.device.type, enabled=False):
             if self.hparams.generated == "vary":
-                x = self.part.vary(batch.x, batch.labels, float(self.hparams.vary_strength), g)  # (B, 3, L)
+                x = self.part.vary(batch.x, batch.labels, strength, g)  # (B, 3, L)
             else:
                 x = self.part.training_flows(batch, g)  # (B, 3, L)
         fake = self.codec.snap(x).replace(labels=batch.labels)
@@ -327,10 +330,10 @@ class JointModule(ClassifierModule, GenerativeModule):
         chosen = torch.rand(len(batch), generator=g, device=batch.device) < self.hparams.augment_p  # (B,)
         return select(chosen, fake, batch), chosen
 
-    def _classifier_step(self, batch: FlowBatch, g: torch.Generator, opt: Any, weight: float
+    def _classifier_step(self, batch: FlowBatch, g: torch.Generator, opt: Any, weight: float, strength: float
                          ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         h = self.hparams
-        train, generated = self.classifier_batch(batch, g, weight)
+        train, generated = self.classifier_batch(batch, g, weight, strength)
         views = None
         if h.w_supcon > 0 and self.view_augmentation is not None:
             with torch.no_grad():

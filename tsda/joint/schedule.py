@@ -18,6 +18,7 @@ epoch and step: a run resumed from a checkpoint follows the same schedule.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -75,13 +76,24 @@ class JointSchedule:
             return "classifier"
         return "generator" if epoch < self.joint_start else "joint"
 
-    def generated_weight(self, epoch: int, progress: float = 0.0) -> float:
-        """The weight of generated flows in the classifier's loss at `progress` in [0, 1) of
-        `epoch`: 0 before the joint phase, then the ramp up to `w_generated`."""
+    def ramp(self, epoch: int, progress: float = 0.0) -> float:
+        """Where the ramp stands at `progress` in [0, 1) of `epoch`: 0 before the joint phase,
+        then up to 1 over `rampup_epochs` (`linear` or `sigmoid`)."""
         if epoch < self.joint_start:
             return 0.0
         if self.rampup_epochs == 0:
-            return float(self.w_generated)
+            return 1.0
         t = min(max((epoch - self.joint_start + progress) / self.rampup_epochs, 0.0), 1.0)
-        shape = t if self.rampup == "linear" else math.exp(-5.0 * (1.0 - t) ** 2)
-        return float(self.w_generated) * shape
+        return t if self.rampup == "linear" else math.exp(-5.0 * (1.0 - t) ** 2)
+
+    def generated_weight(self, epoch: int, progress: float = 0.0) -> float:
+        """The weight of generated flows in the classifier's loss: the ramp up to `w_generated`."""
+        return float(self.w_generated) * self.ramp(epoch, progress)
+
+    def vary_strength(self, strength: float | Sequence[float], epoch: int, progress: float = 0.0) -> float:
+        """The variation strength of joint variations: `strength` itself, or for `[start, end]`
+        from `start` (before and at the joint phase's start) to `end` along the ramp."""
+        if isinstance(strength, (int, float)):
+            return float(strength)
+        start, end = (float(v) for v in strength)
+        return start + (end - start) * self.ramp(epoch, progress)
