@@ -40,6 +40,13 @@ from tsda.data.batch import FlowBatch
 from tsda.lit import class_names_from
 
 
+class LatentEncoder(Protocol):
+    """What a pass over latents needs: `encode(x (B, 3, L)) -> z (B, D)` (a `LatentGuide`,
+    or a classifier's eval-mode seam, `tsda.generators.regions.EvalSeam`)."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
 class LatentGuide(LatentClassifier, Protocol):
     """What a generator is guided by: `encode(x (B, 3, L)) -> z (B, D)`,
     `head(z) -> logits (B, K)`, the latent size `D` and the K class names."""
@@ -232,7 +239,7 @@ def class_sums(
 
 @torch.no_grad()
 def guide_latent_sums(
-    guide: LatentGuide,
+    guide: LatentEncoder,
     loader: Iterable[FlowBatch],
     num_classes: int,
     device: torch.device,

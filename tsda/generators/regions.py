@@ -75,6 +75,12 @@ class MovingClassRegions(nn.Module):
         owner: how warnings name the module holding the regions.
     """
 
+    n: torch.Tensor  # (K,) buffer
+    z: torch.Tensor  # (K, D) buffer
+    z2: torch.Tensor  # (K, D) buffer
+    mu: torch.Tensor  # (K, D) buffer
+    sigma: torch.Tensor  # (K, D) buffer
+
     def __init__(self, num_classes: int, latent_dim: int, decay: float = 0.9, owner: str = "JointModule") -> None:
         super().__init__()
         if not 0.0 <= decay < 1.0:

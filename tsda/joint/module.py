@@ -138,6 +138,7 @@ class JointModule(ClassifierModule, GenerativeModule):
     """
 
     monitor: ClassVar[tuple[str, str] | None] = ("val_weighted_f1", "max")
+    generator_steps: torch.Tensor  # () buffer: the generator's optimiser steps so far
 
     def __init__(
         self,
@@ -151,14 +152,10 @@ class JointModule(ClassifierModule, GenerativeModule):
         augment_p: float = 0.5,
         label_smoothing: float = 0.0,
         latent_points: int = 2000,
-        n_packets: int = 20,
-        mtu: float = 1460.0,
-        iat_unit: float = 1e-3,
-        iat_max: float = 10.0,
+        n_packets: int = 20, mtu: float = 1460.0, iat_unit: float = 1e-3, iat_max: float = 10.0,
         generator: GeneratorName = "cgan",
         generator_kwargs: dict[str, Any] | None = None,
-        lr_g: float = 1e-3,
-        lr_d: float = 5e-4,
+        lr_g: float = 1e-3, lr_d: float = 5e-4,
         betas: tuple[float, float] = (0.5, 0.9),
         n_critic: int = 1,
         generator_every: int = 1,
@@ -231,7 +228,7 @@ class JointModule(ClassifierModule, GenerativeModule):
         """Refuse other codec settings than the data's and data without a training-split
         pass (class regions, noise prior); give the view augmentation its run context."""
         GenerativeModule.on_fit_start(self)
-        dm = getattr(self.trainer, "datamodule", None)
+        dm: Any = getattr(self.trainer, "datamodule", None)
         if not hasattr(dm, "train_eval_dataloader"):
             raise ValueError("JointModule needs a FlowDataModule (its train_eval_dataloader gives the class "
                              "regions and the noise prior)")
@@ -248,7 +245,7 @@ class JointModule(ClassifierModule, GenerativeModule):
         """Update the class regions to the classifier's current latents (`MovingClassRegions`;
         the first update passes over the training split; under DDP every rank's batch counts)."""
         trainer = self.trainer
-        self.regions.update(self.net, batch, self.class_names, trainer.datamodule.train_eval_dataloader, trainer.strategy)
+        self.regions.update(self.net, batch, self.class_names, trainer.datamodule.train_eval_dataloader, trainer.strategy)  # type: ignore[attr-defined]  # set by Lightning, undeclared
 
     def refit_due(self) -> bool:
         """The generator's per-epoch statistics (noise prior) once it has trained."""
@@ -258,8 +255,10 @@ class JointModule(ClassifierModule, GenerativeModule):
         self.part.refit(loader)
 
     # -- training ------------------------------------------------------------------------------
-    def training_step(self, batch: FlowBatch, batch_idx: int) -> None:
-        opt_c, opt_g, *opt_d = self.optimizers()
+    def training_step(self, batch: FlowBatch, batch_idx: int) -> None:  # type: ignore[override]  # manual optimisation: nothing returned
+        optimizers = self.optimizers()
+        assert isinstance(optimizers, list)  # configure_optimizers returns two or three
+        opt_c, opt_g, *opt_d = optimizers
         g = self.augmentation_generator()
         logged: dict[str, torch.Tensor] = {}
         if self.phase != "classifier" and batch_idx % int(self.hparams.generator_every) == 0:
@@ -270,17 +269,18 @@ class JointModule(ClassifierModule, GenerativeModule):
         loss, terms = self._classifier_step(batch, g, opt_c, weight, strength)  # 3. classifier
         logged.update(terms, w_generated=torch.tensor(weight))
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch))
-        self.log_dict({f"train_{k}": v for k, v in logged.items()}, on_step=False, on_epoch=True,
-                      batch_size=len(batch))
+        self.log_dict({f"train_{k}": v for k, v in logged.items()}, on_step=False, on_epoch=True, batch_size=len(batch))
 
     def _critic_step(self, batch: FlowBatch, g: torch.Generator, opt: Any) -> dict[str, torch.Tensor]:
         self.toggle_optimizer(opt)
         for _ in range(int(self.hparams.n_critic)):
             terms = self.part.critic_terms(batch, g)
+            assert terms is not None  # a critic optimiser exists only for a part with a critic
             opt.zero_grad()
             self.manual_backward(terms["loss_d"])
             opt.step()
         self.untoggle_optimizer(opt)
+        assert terms is not None  # as in the loop (n_critic >= 1)
         return {k: v.detach() for k, v in terms.items()}
 
     def _generator_step(self, batch: FlowBatch, g: torch.Generator, opt: Any) -> dict[str, torch.Tensor]:
@@ -374,9 +374,9 @@ class JointModule(ClassifierModule, GenerativeModule):
         self.log_dict({"val_generated_accuracy": (logits.argmax(1) == batch.labels).float().mean(),
                        "val_generated_p_class": p_class}, batch_size=len(batch))
 
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+    def configure_optimizers(self) -> list[torch.optim.Adam]:  # type: ignore[override]  # manual optimisation: two or three
         h = self.hparams
-        betas = tuple(float(b) for b in h.betas)
+        betas = (float(h.betas[0]), float(h.betas[1]))  # two numbers (checked in __init__)
         groups = self.part.parameter_groups()
         optimizers = [torch.optim.Adam(self.net.parameters(), lr=h.lr, weight_decay=h.weight_decay),
                       torch.optim.Adam(groups["generator"], lr=h.lr_g, betas=betas)]

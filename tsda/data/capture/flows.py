@@ -126,7 +126,7 @@ class FlowAssembler:
     def __init__(self, rules: FlowRules) -> None:
         self.rules = rules
         self.state = _empty_state()
-        self.pool = {
+        self.pool: dict[str, np.ndarray] = {
             "uid": np.zeros(0, np.int64),
             "rank": np.zeros(0, np.int64),
             "size": np.zeros(0, np.int64),
@@ -304,11 +304,13 @@ class FlowAssembler:
         fin[has] = st["fin"][s_rows]
         fin_bits = np.where((p["flags"] & FIN) != 0, np.where(p["from_b"], 2, 1), 0)
         out["fin"] = fin | np.bitwise_or.reduceat(fin_bits, first)
-        named = ~np.equal(p["sni"], None) & (p["from_b"] == client_b)
+        # numpy's stub refuses None, which an object array compares element-wise
+        named = ~np.equal(p["sni"], None) & (p["from_b"] == client_b)  # type: ignore[call-overload]
         at = np.minimum.reduceat(np.where(named, np.arange(n), n), first)
         sni = np.full(len(first), None, dtype=object)
         sni[at < n] = p["sni"][at[at < n]]
-        sni[has] = np.where(np.equal(st["sni"][s_rows], None), sni[has], st["sni"][s_rows])
+        unnamed = np.equal(st["sni"][s_rows], None)  # type: ignore[call-overload]
+        sni[has] = np.where(unnamed, sni[has], st["sni"][s_rows])
         out["sni"] = sni
         return out
 

@@ -33,6 +33,7 @@ from typing import Any, Literal, get_args
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 from tsda.classifier.nets import LatentClassifier
 from tsda.data.batch import FlowBatch
@@ -92,6 +93,9 @@ class DiffusionModule(SeededModule, GenerativeModule):
         seed: seeds the training noise generator (the CLI links `seed_everything`).
     """
 
+    latent_sum: torch.Tensor  # (K, D) buffer, with a classifier only
+    latent_count: torch.Tensor  # (K,) buffer, with a classifier only
+
     def __init__(
         self,
         num_classes: int = 2,
@@ -129,7 +133,8 @@ class DiffusionModule(SeededModule, GenerativeModule):
         if latent_conditioning and not conditional:
             raise ValueError("model.latent_conditioning needs labels (class centroids): not with model.conditional false")
         self.save_hyperparameters()
-        self.scheduler = DDPMScheduler(**{**DEFAULT_SCHEDULER, **(scheduler_kwargs or {}),
+        # diffusers' schedulers are untyped to mypy (`ConfigMixin` attributes)
+        self.scheduler: Any = DDPMScheduler(**{**DEFAULT_SCHEDULER, **(scheduler_kwargs or {}),
                                           "prediction_type": prediction_type})
         # the scheduler config travels in checkpoint["scheduler_config"], not in hparams:
         # every hparam must be an __init__ argument (LightningCLI re-parses them to resume)
@@ -173,12 +178,15 @@ class DiffusionModule(SeededModule, GenerativeModule):
         """`(B, D)` the class centroids of `labels (B,)`, warning about classes never seen."""
         warn_sparse_classes(f"{type(self).__name__}.sample", self.latent_sums.sparse(among=labels),
                             self.class_names, "their target latent is the zero vector (no centroid)")
-        return self.latent_centroids[labels]
+        centroids = self.latent_centroids
+        assert centroids is not None  # called only with a stored guide (`_guidance`, `_chain`)
+        return centroids[labels]
 
     @torch.no_grad()
     def _latents(self, batch: FlowBatch) -> torch.Tensor:
         """`(B, D)` classifier latents of clean flows; in training mode also added to the
         class sums."""
+        assert self.classifier is not None  # only with a stored guide (`training_step`)
         z = self.classifier.encode(batch.x)  # (B, D)
         if self.training:
             (self._rank_sums or self.latent_sums).add(batch.labels, {"z": z})
@@ -200,6 +208,7 @@ class DiffusionModule(SeededModule, GenerativeModule):
             drop = torch.ones_like(drop)  # unconditional: the null label on every step
         labels = torch.where(drop, self.denoiser.null_label, batch.labels)
         if self.hparams.latent_conditioning:
+            assert latents is not None  # latent conditioning needs the guide (`__init__`)
             latents = latents * (~drop)[:, None].to(latents.dtype)
         else:
             latents = None
@@ -231,7 +240,7 @@ class DiffusionModule(SeededModule, GenerativeModule):
         super().on_save_checkpoint(checkpoint)  # the class path and the noise generator's state
         checkpoint["scheduler_config"] = self.scheduler_config
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         optimizer = torch.optim.AdamW(self.denoiser.parameters(), lr=self.hparams.lr,
                                       weight_decay=self.hparams.weight_decay)
         warmup = max(int(self.hparams.get("warmup_steps", 0)), 1)
@@ -263,7 +272,7 @@ class DiffusionModule(SeededModule, GenerativeModule):
         return LatentGuidance(classifier, scale, class_weight, latent_weight, targets, labels=labels)
 
     @torch.no_grad()
-    def sample(
+    def sample(  # type: ignore[override]  # options are each family's own, passed through by the callers
         self,
         labels: torch.Tensor,
         generator: torch.Generator,

@@ -21,6 +21,8 @@ Data go in and out in the model space of `tsda.generators.diffusion.sampling` (e
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from diffusers import UNet1DModel
@@ -63,7 +65,8 @@ class FlowDenoiser(nn.Module):
         n = len(block_out_channels)
         self.num_classes = num_classes
         self.latent_dim = latent_dim
-        self.unet = UNet1DModel(
+        # diffusers' models are untyped to mypy (`ConfigMixin` attributes, blocks built from names)
+        self.unet: Any = UNet1DModel(
             sample_size=32,  # informative only: any padded L works
             in_channels=in_channels,
             out_channels=in_channels,

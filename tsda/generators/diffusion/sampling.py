@@ -222,7 +222,7 @@ def guided_output(
     null_latents = None if latents is None else torch.zeros_like(latents)
     if cfg_scale == 0.0:
         return denoiser(x_t, timesteps, null, null_latents)
-    both_latents = None if latents is None else torch.cat([null_latents, latents])  # (2B, D)
+    both_latents = None if latents is None or null_latents is None else torch.cat([null_latents, latents])  # (2B, D)
     out = denoiser(
         torch.cat([x_t, x_t]), torch.cat([timesteps, timesteps]), torch.cat([null, labels]), both_latents
     )  # (2B, C, L)
@@ -284,7 +284,8 @@ def denoise(
         raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
-    scheduler = make_scheduler(scheduler_config, sampler, steps)
+    # diffusers' schedulers are untyped to mypy (`ConfigMixin` attributes)
+    scheduler: Any = make_scheduler(scheduler_config, sampler, steps)
     if not 0 <= start_index <= steps or (start_index > 0 and init is None):
         raise ValueError(f"start_index must be in [0, steps={steps}] and > 0 only with init, got {start_index}")
     prediction_type = scheduler_config["prediction_type"]
@@ -296,6 +297,7 @@ def denoise(
     x = torch.randn(shape, generator=generator, device=generator.device).to(device)  # (B, C, L)
     timesteps = scheduler.timesteps[start_index:]
     if start_index > 0:  # SDEdit: the given flows, noised to the first step run
+        assert init is not None  # start_index > 0 needs init (checked above)
         x = (
             init.to(device)
             if len(timesteps) == 0

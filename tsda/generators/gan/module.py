@@ -86,20 +86,21 @@ class GANModule(SeededModule, GenerativeModule):
         seed: seeds the training noise generator (the CLI links `seed_everything`).
     """
 
+    class_mu: torch.Tensor  # (K, D) buffer, with a latent space (latent_dim)
+    class_sigma: torch.Tensor  # (K, D) buffer, with a latent space (latent_dim)
+    class_bank: torch.Tensor  # (K, M, D) buffer, when latent-conditioned
+    class_bank_n: torch.Tensor  # (K,) buffer, when latent-conditioned
+
     def __init__(
         self,
         num_classes: int = 2,
         class_names: list[str] | None = None,
-        n_packets: int = 20,
-        mtu: float = 1460.0,
-        iat_unit: float = 1e-3,
-        iat_max: float = 10.0,
+        n_packets: int = 20, mtu: float = 1460.0, iat_unit: float = 1e-3, iat_max: float = 10.0,
         noise_dim: int = 64,
         width: int = 64,
         depth: int = 3,
         disc_width: int = 64,
-        lr_g: float = 2e-4,
-        lr_d: float = 2e-4,
+        lr_g: float = 2e-4, lr_d: float = 2e-4,
         betas: tuple[float, float] = (0.0, 0.9),
         n_critic: int = 1,
         r1_gamma: float = 0.0,
@@ -173,7 +174,7 @@ class GANModule(SeededModule, GenerativeModule):
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        dm = getattr(self.trainer, "datamodule", None)
+        dm: Any = getattr(self.trainer, "datamodule", None)
         if self.guided and self.guide is None:
             raise ValueError("model.w_class, model.w_latent and model.latent_conditioning need "
                              "model.classifier_ckpt")
@@ -191,6 +192,7 @@ class GANModule(SeededModule, GenerativeModule):
     def fit_noise_prior(self, loader: Iterable[FlowBatch]) -> None:
         """Refit the noise prior (`ClassNoisePrior.fit`) to the encoder's posteriors of the
         flows in `loader` (unconditional: one Gaussian over all of them)."""
+        assert self.noise_prior is not None and self.encoder is not None  # refitted only with an encoder (refit_due)
         names = prior_classes(self.conditional, self.hparams.num_classes)[1] or self.class_names
         self.noise_prior.fit(self.encoder, loader if self.conditional else pooled(loader), names)
 
@@ -211,6 +213,7 @@ class GANModule(SeededModule, GenerativeModule):
     def _fit_class_regions(self, loader: Iterable[FlowBatch]) -> None:
         """Class centroids `mu (K, D)` and spreads `sigma (K, D)` of the guide's latents
         (and, when latent-conditioned, the bank of real latents per class)."""
+        assert self.guide is not None  # fitted only with a guide (on_fit_start)
         bank = getattr(self, "class_bank", None)
         if bank is not None:
             self.class_bank_n.zero_()
@@ -250,7 +253,7 @@ class GANModule(SeededModule, GenerativeModule):
                            scale)
 
     @torch.no_grad()
-    def sample(
+    def sample(  # type: ignore[override]  # options are each family's own, passed through by the callers
         self, labels: torch.Tensor, generator: torch.Generator, *, latent_scale: float = 1.0,
         use_ema: bool = True, prior: NoisePriorName = "fitted",
     ) -> FlowBatch:
@@ -280,21 +283,21 @@ class GANModule(SeededModule, GenerativeModule):
         return self.encoder is not None
 
     @torch.no_grad()
-    def vary(self, batch: FlowBatch, strength: float | torch.Tensor, generator: torch.Generator, *,
+    def vary(self, batch: FlowBatch, strength: float | torch.Tensor, generator: torch.Generator, *,  # type: ignore[override]  # options are each family's own, as sample's
              latent_scale: float = 1.0, use_ema: bool = True, prior: NoisePriorName = "fitted") -> FlowBatch:
         """Each flow of `batch` (`x (B, 3, L)`) varied through the cVAE-GAN's noise space
         (`tsda.generators.variation.cvae_vary`: s = 0 the flow, 1 a fresh sample of its class,
         continuous between), conditioned (if latent-conditioned) on the guide's latent of
         the flow itself, else on a class latent as in `sample`. Options as in `sample`. A
         plain cGAN raises `TsdaError`: it has no encoder to find a flow's noise."""
-        if self.encoder is None:
+        if (encoder := self.encoder) is None:
             raise self.cannot_vary("it needs an encoder to find a flow's noise (a cVAE-GAN, model.w_recon > 0)")
         net = self.generator_ema.module if use_ema else self.generator
 
         def vary(data: FlowBatch, s: torch.Tensor) -> torch.Tensor:
             latent = (self._conditioning(data) if self.guide is not None or not self.hparams.latent_conditioning
                       else self._class_latent(data.labels, generator, latent_scale))  # (B, D) or None
-            return cvae_vary(lambda z: net(z, data.labels, latent), lambda x: self.encoder(x, data.labels)[0],
+            return cvae_vary(lambda z: net(z, data.labels, latent), lambda x: encoder(x, data.labels)[0],
                              data.x, s, self._prior_noise(data.labels, generator, prior))
 
         return run_variation(self, batch, strength, vary)
@@ -304,6 +307,7 @@ class GANModule(SeededModule, GenerativeModule):
         """`(B, D)` the guide's latents of the real flows, when latent-conditioned."""
         if not self.hparams.latent_conditioning:
             return None
+        assert self.guide is not None  # latent conditioning trains, and varies flows, with its guide
         with torch.no_grad():
             return self.guide.encode(batch.x)
 
@@ -331,6 +335,7 @@ class GANModule(SeededModule, GenerativeModule):
     ) -> dict[str, torch.Tensor]:
         """The cVAE-GAN terms on real flows: `recon` (L1 of the soft reconstruction, mean over
         channels and positions) and `kl` (to N(0, I), mean over noise dimensions)."""
+        assert self.encoder is not None  # called only with an encoder (_g_step)
         mu, logvar = self.encoder(batch.x, batch.labels)  # 2 x (B, Z)
         eps = torch.randn(mu.shape, generator=g, device=self.device)  # (B, Z)
         noise = mu + torch.exp(0.5 * logvar) * eps  # (B, Z)
@@ -365,7 +370,9 @@ class GANModule(SeededModule, GenerativeModule):
         return out
 
     def training_step(self, batch: FlowBatch, batch_idx: int) -> None:
-        opt_g, opt_d = self.optimizers()
+        optimizers = self.optimizers()
+        assert isinstance(optimizers, list)  # configure_optimizers returns two
+        opt_g, opt_d = optimizers
         g = self.run_generator  # the training noise's seeded generator
         latent = self._conditioning(batch)
         # 1. discriminator step(s)
@@ -405,8 +412,8 @@ class GANModule(SeededModule, GenerativeModule):
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         h = self.hparams
-        betas = tuple(float(b) for b in h.betas)
+        beta1, beta2 = (float(b) for b in h.betas)
         params = [*self.generator.parameters(), *(self.encoder.parameters() if self.encoder is not None else [])]
-        opt_g = torch.optim.Adam(params, lr=h.lr_g, betas=betas)
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=h.lr_d, betas=betas)
+        opt_g = torch.optim.Adam(params, lr=h.lr_g, betas=(beta1, beta2))
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=h.lr_d, betas=(beta1, beta2))
         return [opt_g, opt_d]

@@ -62,6 +62,10 @@ class ClassNoisePrior(nn.Module):
         owner: how warnings name the module that holds the prior.
     """
 
+    mean: torch.Tensor  # (K, Z) buffer
+    chol: torch.Tensor  # (K, Z, Z) buffer
+    n: torch.Tensor  # (K,) buffer
+
     def __init__(self, num_classes: int, noise_dim: int, owner: str = "GANModule") -> None:
         super().__init__()
         self.owner = owner

@@ -44,10 +44,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 from tsda.data.batch import DIRECTION, IAT, SIZE, FlowBatch
 from tsda.generators.base import GenerativeModule
@@ -212,11 +213,10 @@ class TransformerModule(GenerativeModule):
             {f"val_{k}": v for k, v in out.items()}, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch)
         )
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         h = self.hparams
-        optimizer = torch.optim.AdamW(
-            self.net.parameters(), lr=h.lr, weight_decay=h.weight_decay, betas=tuple(float(b) for b in h.betas)
-        )
+        beta1, beta2 = (float(b) for b in h.betas)
+        optimizer = torch.optim.AdamW(self.net.parameters(), lr=h.lr, weight_decay=h.weight_decay, betas=(beta1, beta2))
         warmup = max(int(h.warmup_steps), 1)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
@@ -237,7 +237,7 @@ class TransformerModule(GenerativeModule):
             raise ValueError(f"{type(self).__name__}: the vocabulary is not fitted (train the model first)")
 
     @torch.no_grad()
-    def sample(
+    def sample(  # type: ignore[override]  # options are each family's own, passed through by the callers
         self, labels: torch.Tensor, generator: torch.Generator, temperature: float = 1.0, top_k: int | None = None
     ) -> FlowBatch:
         """Valid encoded flows `x (B, 3, L)` of classes `labels (B,)` (see the module docstring).
@@ -262,7 +262,7 @@ class TransformerModule(GenerativeModule):
         return True
 
     @torch.no_grad()
-    def vary(
+    def vary(  # type: ignore[override]  # options are each family's own, passed through by the callers
         self,
         batch: FlowBatch,
         strength: float | torch.Tensor,
@@ -348,6 +348,7 @@ class TransformerModule(GenerativeModule):
             drawn = x.new_empty(b, 3)  # (B, 3)
             drawn[:, SIZE], drawn[:, DIRECTION], drawn[:, IAT] = size / float(self.hparams.mtu), direction, iat
             if forced is not None:  # 4. kept positions: the real flow's
+                assert real is not None and real_tokens is not None and real_gaps is not None  # forced marks real's
                 keep = forced[:, i]  # (B,)
                 token = torch.where(keep, real_tokens[:, i], token)
                 gap = torch.where(keep, real_gaps[:, i], gap)

@@ -49,6 +49,15 @@ class PacketVocabulary(nn.Module):
         max_bytes: M, the largest size in bytes (`floor(mtu)`): sizes are 0 .. M.
     """
 
+    # buffers (`__init__`)
+    exact_bytes: torch.Tensor
+    exact_dir: torch.Tensor
+    byte_token: torch.Tensor
+    residual: torch.Tensor
+    token_count: torch.Tensor
+    gap_edges: torch.Tensor
+    gap_count: torch.Tensor
+
     def __init__(self, vocab_size: int = 256, size_bins: int = 32, gap_bins: int = 64, max_bytes: int = 1460) -> None:
         super().__init__()
         if vocab_size < 0 or size_bins < 1 or gap_bins < 1 or max_bytes < 1:
