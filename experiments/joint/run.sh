@@ -17,6 +17,8 @@ tsda campaign run experiments/joint/campaign.yaml --out runs/joint --seeds 2-4 "
     --conditions no_aug_batch_b,wrap,joint_diffusion_vary
 tsda campaign report runs/joint --control no_aug_batch_b --conditions no_aug_batch_b,wrap,joint_diffusion_vary \
     --seeds 0-4 --complete --into confirm5
+tsda campaign report runs/joint --control wrap --conditions no_aug_batch_b,wrap,joint_diffusion_vary \
+    --seeds 0-4 --complete --into confirm5_vs_wrap
 tsda campaign report runs/joint --control no_aug_batch_b --seeds 0-1 --complete --into screen
 # 4. what the classifier saw in every joint run; what a joint epoch costs against Wrap's
 python experiments/joint/summarize.py runs/joint --out experiments/joint/results/signals.md
