@@ -38,6 +38,7 @@ from tsda.generators.diffusion.sampling import (
     denoise,
     from_model_space,
     predict_x0,
+    sdedit_starts,
     snap_model_space,
     to_model_space,
 )
@@ -210,9 +211,9 @@ class JointDiffusion(JointGenerator):
         x0 = to_model_space(x)  # (B, C, L)
         steps = int(options.pop("steps", self.steps))
         if not isinstance(strength, torch.Tensor):
-            start = steps - min(int(float(strength) * steps + 1e-6), steps)
+            start = int(sdedit_starts(torch.tensor([float(strength)], dtype=torch.float64), steps)[0])  # on the host
             return self._chain(labels, g, init=x0, start_index=start, steps=steps, **options)
-        starts = steps - (strength.double() * steps + 1e-6).floor().long().clamp(0, steps)  # (B,)
+        starts = sdedit_starts(strength, steps)  # (B,)
         out = torch.empty_like(x)  # (B, 3, L)
         for k in torch.unique(starts).tolist():
             rows = (starts == k).nonzero()[:, 0]  # (b,)

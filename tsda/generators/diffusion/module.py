@@ -40,7 +40,7 @@ from tsda.data.batch import FlowBatch
 from tsda.generators.base import GenerativeModule
 from tsda.generators.diffusion.nets import FlowDenoiser
 from tsda.generators.diffusion.sampling import (MODEL_CHANNELS, LatentGuidance, SamplerName, denoise,
-                                                snap_model_space, to_model_space)
+                                                sdedit_starts, snap_model_space, to_model_space)
 from tsda.generators.ema import check_ema_decay, ema_of
 from tsda.generators.guide import ClassSums, load_guide, warn_sparse_classes
 from tsda.generators.regions import eval_mode
@@ -345,8 +345,7 @@ class DiffusionModule(SeededModule, GenerativeModule):
         """
         def vary(data: FlowBatch, s: torch.Tensor) -> torch.Tensor:
             x0 = to_model_space(data.x)  # (B, C, L)
-            # img2img's init_timestep = min(int(steps * s), steps), robust to float32 rounding of s
-            start = steps - (s.double() * steps + 1e-6).floor().long().clamp(0, steps)  # (B,)
+            start = sdedit_starts(s, steps)  # (B,)
             out = torch.empty_like(x0)  # (B, C, L)
             for k in torch.unique(start).tolist():
                 rows = (start == k).nonzero()[:, 0]  # (b,)

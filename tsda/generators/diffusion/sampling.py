@@ -166,6 +166,13 @@ def guidance_gradient(x0: torch.Tensor, labels: torch.Tensor, guidance: LatentGu
     return grad
 
 
+def sdedit_starts(strength: torch.Tensor, steps: int) -> torch.Tensor:
+    """`(B,)` int64: the first of `steps` sampling steps each flow's SDEdit chain runs, for
+    strengths `(B,)` in [0, 1] (diffusers' img2img: `init_timestep = min(int(steps * s), steps)`,
+    robust to float32 rounding of s): `steps` at s = 0 (no step), 0 at s = 1 (the whole chain)."""
+    return steps - (strength.double() * steps + 1e-6).floor().long().clamp(0, steps)
+
+
 def make_scheduler(scheduler_config: dict[str, Any], sampler: SamplerName, steps: int) -> Scheduler:
     """A sampling scheduler from the training `DDPMScheduler` config, with `steps`
     inference steps and `prediction_type="sample"` (the loop feeds it x0)."""
