@@ -82,12 +82,16 @@ def data_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 BF16 = ["--trainer.precision", "bf16-mixed"]
-#: mode -> (executor, whether it runs `--workers` processes or one, campaign overrides)
+FAST = [*BF16, "--compile", "true"]
+FRESH = ["--runs_per_worker", "1"]
+#: mode -> (executor, whether it runs `--workers` processes or one, campaign options)
 MODES: dict[str, tuple[str, bool, list[str]]] = {
-    "process": ("local", True, []),
+    "process": ("local", True, FRESH),
     "ensemble": ("ensemble", False, []),
-    "process_bf16": ("local", True, BF16),
-    "process_fast": ("local", True, [*BF16, "--compile", "true"]),
+    "process_bf16": ("local", True, [*FRESH, *BF16]),
+    "process_fast": ("local", True, [*FRESH, *FAST]),
+    "warm": ("local", True, []),
+    "warm_fast": ("local", True, FAST),
     "ensemble_bf16": ("ensemble", False, BF16),
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,15 @@ def run_loggers(run_dir: Path, wandb: WandbSettings, config: dict | None = None)
             logger.log_hyperparams(config)
         loggers.append(logger)
     return loggers
+
+
+def finish_wandb_run() -> None:
+    """Finish this process's W&B run, if one is open: `WandbLogger` reuses an open run, so
+    a second `tsda fit` in the same process (a warm worker, `tsda ensemble`) would log into
+    the first's."""
+    wandb = sys.modules.get("wandb")  # never imported: no run to finish
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
 
 
 def log_summary_run(

@@ -199,6 +199,10 @@ def test_fit_refuses_a_column_rename_of_the_embedded_dataset(capsys: pytest.Capt
             r"--members_per_job: applies to --executor ensemble",
         ),
         (
+            ["campaign", "run", "spec.yaml", "--out", "c", "--executor", "ensemble", "--runs_per_worker", "1"],
+            r"--runs_per_worker: applies to --executor local",
+        ),
+        (
             ["campaign", "run", "spec.yaml", "--out", "c", "--metric", "test_accuracy"],
             r"--metric: an option of tsda campaign report, not of tsda campaign run",
         ),

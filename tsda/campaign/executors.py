@@ -1,8 +1,9 @@
 """Executors: how a campaign's runs are run. Each takes the jobs to run and `on_result`,
 called in this process with every finished run's results row (see `tsda.campaign.store`).
 
-    local     each run a process (`run_job`), `workers` at a time
-    ray       each run a Ray task with its CPU/GPU request
+    local     `workers` warm processes (`tsda.campaign.workers.WorkerPool`), each running one
+              run after another in itself (`run_job`), replaced after `runs_per_worker` runs
+    ray       each run a Ray task with its CPU/GPU request (`run_job` in the task's process)
     ensemble  up to `members_per_job` runs per process (`tsda ensemble`), `workers` processes
               at a time: runs that stack train as one batched model (`tsda.classifier.ensemble`),
               the others (the joint module, Trainer options it lacks) one after another
@@ -13,14 +14,18 @@ its entry in `EXECUTORS`; `run_campaign` and the command find it there.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -28,6 +33,7 @@ from typing import Any, Literal
 
 from tsda.campaign.spec import RunJob
 from tsda.campaign.store import finished_metrics, result_row
+from tsda.campaign.workers import WorkerDied, WorkerPool
 from tsda.runs import write_json_atomic
 
 Executor = Literal["local", "ray", "ensemble"]
@@ -38,17 +44,19 @@ OnResult = Callable[[dict[str, Any]], None]
 @dataclass(frozen=True)
 class ExecutorOptions:
     """Executor settings: `workers` (local, ensemble: concurrent processes);
+    `runs_per_worker` (local: runs before a worker process is replaced, 0 = never);
     `members_per_job` (ensemble: runs per process, 0 = all); `address`, `num_cpus`,
     `num_gpus` (ray: the cluster and each run's request)."""
 
     workers: int = 1
+    runs_per_worker: int = 0
     members_per_job: int = 0
     address: str | None = None
     num_cpus: float = 1.0
     num_gpus: float = 0.0
 
 
-# -- one run as a process ---------------------------------------------------------------------
+# -- one run --------------------------------------------------------------------------------
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     """Linux: the run process is killed when the thread that started it dies (no orphans)."""
     try:
@@ -93,21 +101,100 @@ def _tsda(arguments: list[str], cwd: str, log_path: Path, env: dict[str, str] | 
     return proc.returncode
 
 
-def run_job(job: RunJob, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run one job as `python -m tsda.cli fit ARGS` in a fresh run directory; its results row.
+@contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+    """This process's output into `path` for the block: file descriptors 1 and 2 (native
+    code's output) and `sys.stdout`/`sys.stderr` (which a host such as pytest may have
+    pointed elsewhere), the two sharing one file offset."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        with open(path, "w", buffering=1) as log, redirect_stdout(log), redirect_stderr(log):
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+@contextmanager
+def _as_fit_command(args: Sequence[str], cwd: str) -> Iterator[None]:
+    """For the block, this process is `python -m tsda.cli fit ARGS` run in `cwd` (when it
+    exists), and what a run changes in the process is put back afterwards: the working
+    directory, the environment (Lightning sets the DDP ranks' variables and the global seed
+    there), warnings filters (once-only warnings show again in the next run's log) and a
+    process group a DDP run left initialised. The command line matters: Lightning's DDP
+    launcher starts the other ranks by running `python -m <__main__'s module> <argv[1:]>`,
+    which in a worker would otherwise be the campaign's own command."""
+    import __main__
+
+    here, environ, argv = os.getcwd(), dict(os.environ), sys.argv
+    spec = getattr(__main__, "__spec__", None)
+    try:
+        with warnings.catch_warnings():
+            sys.argv = [argv[0] if argv else "tsda", "fit", *args]
+            __main__.__spec__ = importlib.util.find_spec("tsda.cli")
+            if Path(cwd).is_dir():
+                os.chdir(cwd)
+            yield
+    finally:
+        sys.argv, __main__.__spec__ = argv, spec
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(environ)
+        distributed = sys.modules.get("torch.distributed")
+        if distributed is not None and distributed.is_available() and distributed.is_initialized():
+            distributed.destroy_process_group()
+
+
+def _fit_here(args: Sequence[str], cwd: str) -> int:
+    """`tsda fit ARGS` in this process (`_as_fit_command`); its exit status (2: bad input, as
+    the command reports it; 1: a crash, its traceback printed)."""
+    from tsda.cli import main
+
+    try:
+        with _as_fit_command(args, cwd):
+            main(["fit", *args])
+    except SystemExit as exc:
+        if isinstance(exc.code, int) or exc.code is None:
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+    except Exception:  # noqa: BLE001 - a run's crash fails the run, not the worker
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def run_job(job: RunJob) -> dict[str, Any]:
+    """Run one job in this process as `tsda fit ARGS` in a fresh run directory; its results row.
 
     The run directory is wiped first (a retry starts clean), then holds `run_spec.json`,
-    the run's outputs and `run.log` (its stdout and stderr).
+    the run's outputs and `run.log` (its stdout and stderr). Runs one after another in a
+    `WorkerPool`'s worker (the local executor, the search) or alone in a Ray task.
     """
     run_dir = _fresh_run_dir(job)
     started = time.perf_counter()
-    returncode = _tsda(["fit", *job.args], job.cwd, run_dir / "run.log", env)
+    with _output_to(run_dir / "run.log"):
+        returncode = _fit_here(job.args, job.cwd)
     seconds = time.perf_counter() - started
     metrics = finished_metrics(job) if returncode == 0 else None
     error = None
     if metrics is None:
         error = f"exit code {returncode}: {_log_tail(run_dir / 'run.log')}"
     return result_row(job, metrics, seconds, returncode, error)
+
+
+def pooled_run(pool: WorkerPool[RunJob], job: RunJob) -> dict[str, Any]:
+    """`run_job(job)` in a worker of `pool`; a failed row when the worker dies during it."""
+    try:
+        return pool.run(job)
+    except WorkerDied as died:
+        return result_row(job, None, died.seconds, died.exitcode, f"{died}: {_log_tail(Path(job.run_dir) / 'run.log')}")
 
 
 def run_ensemble_job(jobs: Sequence[RunJob], env: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -155,14 +242,15 @@ def _in_threads(tasks: Sequence[Callable[[], list[dict[str, Any]]]], on_result: 
                 on_result(row)
 
 
-def _job_rows(job: RunJob, env: dict[str, str]) -> list[dict[str, Any]]:
-    return [run_job(job, env)]
+def execute_local(jobs: Sequence[RunJob], on_result: OnResult, workers: int = 1, runs_per_worker: int = 0) -> None:
+    """Run `jobs` in `workers` warm worker processes (`WorkerPool`, each replaced after
+    `runs_per_worker` runs; 0: never); `on_result(row)` in this process."""
+    with WorkerPool(run_job, workers, thread_env(workers), runs_per_worker) as pool:
+        _in_threads([partial(_pooled_rows, pool, job) for job in jobs], on_result, workers)
 
 
-def execute_local(jobs: Sequence[RunJob], on_result: OnResult, workers: int = 1) -> None:
-    """Run `jobs` as processes, `workers` at a time; `on_result(row)` in this process."""
-    env = thread_env(workers)
-    _in_threads([partial(_job_rows, job, env) for job in jobs], on_result, workers)
+def _pooled_rows(pool: WorkerPool[RunJob], job: RunJob) -> list[dict[str, Any]]:
+    return [pooled_run(pool, job)]
 
 
 def ensemble_chunks(jobs: Sequence[RunJob], members_per_job: int) -> list[list[RunJob]]:
@@ -219,7 +307,7 @@ def execute_ray(
 
 
 def _local(jobs: Sequence[RunJob], on_result: OnResult, options: ExecutorOptions) -> None:
-    execute_local(jobs, on_result, options.workers)
+    execute_local(jobs, on_result, options.workers, options.runs_per_worker)
 
 
 def _ray(jobs: Sequence[RunJob], on_result: OnResult, options: ExecutorOptions) -> None:

@@ -60,11 +60,13 @@ def run_campaign(
     num_gpus: float | None = None,
     check: Callable[[list[str]], None] | None = None,
     members_per_job: int = 0,
+    runs_per_worker: int = 0,
 ) -> pd.DataFrame:
     """Run every missing (condition, seed) of `spec` into `out`; the results table (see
     `tsda.campaign.store`). `check`, when given, parses each condition's `tsda fit`
     arguments (of the first seed) before any run starts (`validate_conditions`);
-    `members_per_job`: runs per process of the ensemble executor (0 = all); the
+    `members_per_job`: runs per process of the ensemble executor (0 = all);
+    `runs_per_worker`: runs per worker process of the local executor (0 = no limit); the
     `tsda campaign` command passes `check_fit_args`."""
     execute = executor_for(executor)
     if check is not None:
@@ -82,6 +84,7 @@ def run_campaign(
 
     options = ExecutorOptions(
         workers=workers,
+        runs_per_worker=runs_per_worker,
         members_per_job=members_per_job,
         address=address,
         num_cpus=spec.resources["num_cpus"] if num_cpus is None else num_cpus,

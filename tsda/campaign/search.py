@@ -3,9 +3,9 @@
 Each trial picks a TrivialAugment policy from a `SearchSpace` (`tsda.campaign.space`),
 writes it to `OUT/trials/<number>/policy.yaml` and trains it as `tsda fit -c BASE
 [overrides] --model.init_args.augmentation policy.yaml --trainer.max_epochs E
---seed_everything S --test_after_fit false` in its own process (`run_job`, the campaign's
-local executor's launcher) into `OUT/trials/<number>/run/`; its value is the run's best
-validation weighted F1 (`best_score` in `metrics.json`: the checkpoint monitor's best).
+--seed_everything S --test_after_fit false` in a warm worker process (`run_job` in a
+`WorkerPool`, as the campaign's local executor runs its runs) into
+`OUT/trials/<number>/run/`; its value is the run's best validation weighted F1 (`best_score` in `metrics.json`: the checkpoint monitor's best).
 The test split is never read: `--test_after_fit false`, and `FlowDataModule.setup("fit")`
 encodes only the training and validation flows.
 
@@ -40,9 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tsda.campaign.executors import run_job, thread_env
+from tsda.campaign.executors import pooled_run, run_job, thread_env
 from tsda.campaign.space import SearchSpace, policy_spec, policy_yaml, summary
 from tsda.campaign.spec import RunJob
+from tsda.campaign.workers import WorkerPool
 from tsda.errors import TsdaError
 from tsda.logging import WandbSettings, log_summary_run
 from tsda.runs import atomic_path, write_json_atomic
@@ -204,7 +205,7 @@ def _finished(study) -> list:  # optuna types imported lazily
     ]
 
 
-def _objective(settings: SearchSettings, env: dict[str, str]) -> Callable[[Any], float]:
+def _objective(settings: SearchSettings, pool: WorkerPool[RunJob]) -> Callable[[Any], float]:
     out = Path(settings.out).resolve()
 
     def objective(trial) -> float:
@@ -215,7 +216,9 @@ def _objective(settings: SearchSettings, env: dict[str, str]) -> Callable[[Any],
         path = folder / "policy.yaml"
         path.write_text(policy_yaml(policy_spec(params), f"trial {trial.number} of {settings.name}"))
         args = settings.fit_args(str(path), folder / "run", trial.number)
-        row = run_job(RunJob(f"trial{trial.number}", settings.seed, str(folder / "run"), tuple(args), os.getcwd()), env)
+        row = pooled_run(
+            pool, RunJob(f"trial{trial.number}", settings.seed, str(folder / "run"), tuple(args), os.getcwd())
+        )
         trial.set_user_attr("seconds", float(row["seconds"]))
         trial.set_user_attr("cpu_seconds", float(row.get("cpu_seconds") or 0.0))
         value = row.get("best_score")
@@ -303,13 +306,14 @@ def run_search(settings: SearchSettings, check: Callable[[list[str]], None] | No
         )
         started, cpu = time.perf_counter(), _children_cpu()
         if todo:
-            study.optimize(
-                _objective(settings, thread_env(settings.workers)),
-                n_trials=todo,
-                n_jobs=settings.workers,
-                catch=(TrialFailed,),
-                callbacks=[_progress(settings, started)],
-            )
+            with WorkerPool(run_job, settings.workers, thread_env(settings.workers)) as pool:
+                study.optimize(
+                    _objective(settings, pool),
+                    n_trials=todo,
+                    n_jobs=settings.workers,
+                    catch=(TrialFailed,),
+                    callbacks=[_progress(settings, started)],
+                )
         now = {
             "trials": len(_finished(study)) - done,
             "wall_seconds": time.perf_counter() - started,

@@ -1,7 +1,7 @@
 """Campaigns: every (condition, seed) of a study as an ordinary `tsda fit` run.
 
     tsda campaign run SPEC --out DIR [--executor local|ray|ensemble] [--workers N]
-                      [--members_per_job M] [--address auto]
+                      [--runs_per_worker R] [--members_per_job M] [--address auto]
                       [--num_cpus C] [--num_gpus G] [--conditions a,b] [--seeds 0-4]
                       [--dry_run] [extra fit overrides for every run, e.g. --data.train_fraction 0.2]
     tsda campaign report DIR [--metric test_weighted_f1] [--alpha 0.05] [--control CONDITION]
@@ -51,6 +51,13 @@ def run_parser() -> ArgumentParser:
     run.add_argument("--executor", type=Executor, default="local", help=", ".join(get_args(Executor)))
     run.add_argument("--workers", type=int, default=1, help="local, ensemble: concurrent processes")
     run.add_argument(
+        "--runs_per_worker",
+        type=int,
+        default=0,
+        help="local: runs a worker process runs one after another before a fresh one replaces it "
+        "(0 = no limit: imports, data and compiled steps are reused; 1 = a fresh process per run)",
+    )
+    run.add_argument(
         "--members_per_job",
         type=int,
         default=0,
@@ -94,6 +101,7 @@ def _selects(cfg: Namespace) -> bool:
 RUN_RULES = (
     Applies(("address", "num_cpus", "num_gpus"), lambda cfg: cfg.executor == "ray", "applies to --executor ray only"),
     Applies(("members_per_job",), lambda cfg: cfg.executor == "ensemble", "applies to --executor ensemble only"),
+    Applies(("runs_per_worker",), lambda cfg: cfg.executor == "local", "applies to --executor local only"),
     Applies(("workers",), lambda cfg: cfg.executor != "ray", "does not apply to --executor ray (Ray schedules)"),
 )
 REPORT_RULES = (
@@ -139,6 +147,7 @@ def _run(args: Namespace, extra: list[str]) -> None:
         args.num_gpus,
         check=check_fit_args,
         members_per_job=args.members_per_job,
+        runs_per_worker=args.runs_per_worker,
     )
     failed = int((frame["status"] != "ok").sum())
     print(

@@ -34,7 +34,7 @@ from tsda.commands.parsing import CommandErrors
 from tsda.data.datamodule import FlowDataModule
 from tsda.errors import TsdaError
 from tsda.lit.distributed import strategy_for
-from tsda.logging import WandbSettings, run_loggers
+from tsda.logging import WandbSettings, finish_wandb_run, run_loggers
 from tsda.runs import default_run_dir, write_json_atomic
 
 
@@ -49,6 +49,11 @@ class LightningCommandParser(CommandErrors, LightningArgumentParser):  # type: i
 
 class TsdaCLI(LightningCLI):
     """LightningCLI with tsda's run directory, loggers, checkpointing and metrics.json."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # the run's CPU seconds count from here: a warm worker's process ran other runs before
+        self.cpu_started = time.process_time()
+        super().__init__(*args, **kwargs)
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         """Every parser of the CLI (main and `fit`) from the one builder of tsda commands."""
@@ -174,7 +179,7 @@ class TsdaCLI(LightningCLI):
                 if callback and callback.best_model_score is not None
                 else None,
                 "seed": _seed(self.config[self.subcommand].seed_everything),
-                "cpu_seconds": time.process_time(),  # this process's CPU time (all threads) until now
+                "cpu_seconds": time.process_time() - self.cpu_started,  # this run's, all threads
             }
         )
         write_run_metrics(trainer, self.run_dir, metrics)
@@ -274,7 +279,10 @@ def fit_cli(cli_class: type[CLI], args: Sequence[str], run: bool = True) -> CLI:
 
 def run_fit(args: list[str]) -> TsdaCLI:
     """`tsda fit ...`: train, test the best checkpoint, write metrics.json."""
-    return fit_cli(TsdaCLI, args)
+    try:
+        return fit_cli(TsdaCLI, args)
+    finally:
+        finish_wandb_run()  # a later run in this process (a warm worker's) starts its own
 
 
 class _ParseOnlyCLI(TsdaCLI):
