@@ -4,14 +4,14 @@ executor in fp32, on one small campaign.
     python benchmarks/campaign_throughput.py [--data ../shared/data/fgnet/d1.parquet | synthetic]
         [--train-fraction 0.1] [--seeds 4] [--epochs 3] [--workers 2] [--device cpu|cuda|auto]
         [--conditions no_aug,translation] [--keep DIR] [--json OUT.json]
-        [--modes process,ensemble | process,process_bf16,process_fast]
+        [--modes process,ensemble | process,process_fast,warm,warm_fast]
 
 The campaign: `experiments/generative/base.yaml` (cnn_resblock, batch 256, class-weighted
 sampler, policy double) on `--train-fraction` of D1, conditions `no_aug` (no augmentation,
 batch 512: the references' batch) and `translation` (the hand-crafted winner), `--seeds`
 seeds each, every run exactly `--epochs` epochs (patience above the cap, so both executors
-train the same steps and the ratio measures throughput, not early stopping). The process
-executor runs it with `--workers` concurrent `tsda fit` processes (torch threads shared
+train the same steps and the ratio measures throughput, not early stopping). The local
+executor runs it with `--workers` concurrent worker processes (torch threads shared
 out between them); the ensemble executor with `--workers 1` (one `tsda ensemble` process
 on all cores, one batched model per condition). Both write a complete campaign (run
 directories, checkpoints, metrics.json, results.parquet); W&B is disabled for both.
@@ -23,10 +23,14 @@ experiments/handcrafted/README.md for the GPU use), and
 each condition's mean test weighted F1 through both executors (same seeds, same steps:
 they agree to float noise) and the largest difference of one run's test weighted F1
 between them. `--modes` picks what runs, each the same campaign (the first is the baseline
-of the ratios): `process` and `ensemble` (fp32), `process_bf16` (`--trainer.precision
-bf16-mixed`), `process_fast` (bf16-mixed and `--compile true`), `ensemble_bf16`. On CPU the
-fast modes are the issue's route to 1.8x runs per hour. `--data synthetic` runs the campaign on the embedded dataset
-(`--synthetic-scale`, no download); `--json` writes the figures to a file.
+of the ratios): `process` (fp32, a fresh worker process per run: `--runs_per_worker 1`, what
+the local executor did before its workers stayed warm), `process_bf16` (`--trainer.precision
+bf16-mixed`), `process_fast` (bf16-mixed and `--compile true`), `warm` and `warm_fast` (the
+same in warm workers: the local executor's default, each worker running its share of the
+runs one after another), `ensemble` and `ensemble_bf16`. On CPU `warm_fast` is the route to
+the issue's 1.8x runs per hour; a warm worker pays its imports, data and compilation once, so
+its effect grows with the runs per worker (`--seeds`). `--data synthetic` runs the campaign on
+the embedded dataset (`--synthetic-scale`, no download); `--json` writes the figures to a file.
 """
 
 from __future__ import annotations

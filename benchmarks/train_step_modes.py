@@ -4,8 +4,10 @@
 
 Modes: `fp32` (eager, foreach Adam: what `tsda fit` runs by default), `bf16` (bf16 autocast:
 `--trainer.precision bf16-mixed`), `fp32_fused` (fused Adam alone), `compile_bf16` (compiled
-forward under bf16 autocast, foreach Adam), `compile_bf16_fused` (what `tsda fit --compile
-true --trainer.precision bf16-mixed` runs: `ClassifierModule.compile_networks`). Each mode
+forward under bf16 autocast, foreach Adam), `compile_bf16_fused` (the same with fused Adam),
+`compile_bf16_fused_cl` (and the convolutions channels-last: what `tsda fit --compile true
+--trainer.precision bf16-mixed` runs, `ClassifierModule.compile_networks`), `bf16_cl` (eager
+bf16, channels-last). Each mode
 has its own net (same seed) and its warm-up steps (compilation included there); the timed
 rounds of 10 steps alternate between modes, so a shared machine's other jobs affect all alike;
 the best round of each mode is printed with its speed-up over `fp32`. The inductor cache
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 
 from tsda.classifier.nets import build_classifier
 
-MODES = ("fp32", "bf16", "fp32_fused", "compile_bf16", "compile_bf16_fused")
+MODES = ("fp32", "bf16", "fp32_fused", "compile_bf16", "compile_bf16_fused", "compile_bf16_fused_cl", "bf16_cl")
 
 
 def main() -> None:
@@ -39,6 +41,8 @@ def main() -> None:
     for mode in MODES:
         torch.manual_seed(0)
         net = build_classifier("cnn_resblock", 53)
+        if mode.endswith("_cl"):
+            net.use_channels_last()  # type: ignore[operator]
         opt = torch.optim.Adam(net.parameters(), 1e-3, fused=True if "fused" in mode else None)
         forward = torch.compile(net.forward, dynamic=False) if "compile" in mode else net.forward
 

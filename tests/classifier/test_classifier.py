@@ -223,6 +223,8 @@ def test_compiled_training_forward_matches_eager_and_keeps_checkpoint_keys() -> 
     module.compile_networks()
     compiled = module(x)  # grad enabled: the compiled graph
     assert set(module.state_dict()) == keys  # checkpoints load into uncompiled modules
+    conv = module.net.features[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
     compiled.sum().backward()
     assert all(p.grad is not None for p in module.net.parameters())
@@ -236,6 +238,83 @@ def test_compiled_training_forward_matches_eager_and_keeps_checkpoint_keys() -> 
     assert counters["frames"]["ok"] == compiled_frames
     module(flows(b=5))  # a new training shape is compiled
     assert counters["frames"]["ok"] > compiled_frames
+
+
+def _conv1d_twin(net: CNNResBlockClassifier) -> torch.nn.Module:
+    """The same backbone written with Conv1d/BatchNorm1d (what it was), holding `net`'s weights."""
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, c_in: int, c_out: int) -> None:
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.Conv1d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm1d(c_out),
+                nn.ReLU(inplace=True),
+                nn.Conv1d(c_out, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm1d(c_out),
+            )
+            self.shortcut = nn.Sequential(nn.Conv1d(c_in, c_out, 1, stride=2, bias=False), nn.BatchNorm1d(c_out))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.body(x) + self.shortcut(x))
+
+    class Twin(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            w = net.latent_dim // 2
+            self.features = nn.Sequential(
+                nn.Conv1d(3, w, 3, padding=1, bias=False), nn.BatchNorm1d(w), nn.ReLU(inplace=True),
+                Block(w, w), Block(w, 2 * w),
+            )  # fmt: skip
+            self.classifier = nn.Linear(2 * w, net.classifier.out_features)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.classifier(self.features(x).mean(dim=2))
+
+    twin = Twin()
+    twin.load_state_dict({k: v.squeeze(2) if v.dim() == 4 else v for k, v in net.state_dict().items()})
+    return twin
+
+
+def test_cnn_convolutions_as_conv2d_train_bit_identically_to_conv1d() -> None:
+    """The backbone's (1, k) Conv2d form gives the Conv1d form's fp32 results to the bit, through
+    training steps (so runs recorded with the Conv1d form reproduce), and loads its checkpoints."""
+    torch.manual_seed(0)
+    net = CNNResBlockClassifier(7, width=16)
+    twin = _conv1d_twin(net)
+    x, y = flows(b=64), torch.randint(0, 7, (64,))
+    opts = [torch.optim.Adam(m.parameters(), 1e-2) for m in (net, twin)]
+    for _ in range(3):
+        losses = []
+        for model, opt in zip((net, twin), opts, strict=True):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss)
+        assert torch.equal(losses[0], losses[1])
+    old = twin.state_dict()  # a checkpoint of the Conv1d form: 3-D conv weights
+    assert old["features.0.weight"].dim() == 3
+    fresh = CNNResBlockClassifier(7, width=16)
+    fresh.load_state_dict(old)
+    net.eval(), fresh.eval()
+    assert torch.equal(fresh(x), net(x))
+
+
+def test_channels_last_cnn_computes_the_same_function() -> None:
+    torch.manual_seed(0)
+    net = CNNResBlockClassifier(7, width=16).eval()
+    x = flows(b=32)
+    before, keys = net(x), {k: v.shape for k, v in net.state_dict().items()}
+    net.use_channels_last()
+    assert {k: v.shape for k, v in net.state_dict().items()} == keys
+    assert all(
+        m.weight.is_contiguous(memory_format=torch.channels_last)
+        for m in net.modules()
+        if isinstance(m, torch.nn.Conv2d)
+    )
+    torch.testing.assert_close(net(x), before, rtol=1e-5, atol=1e-5)
 
 
 def test_compile_is_refused_for_a_module_without_networks_to_compile() -> None:

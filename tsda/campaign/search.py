@@ -62,7 +62,7 @@ class SearchSettings:
         out: the search directory.
         space: the policies searched.
         trials: trials wanted in all (a rerun counts the finished ones).
-        workers: trials at once (each a process; `OMP_NUM_THREADS` shares the cores).
+        workers: trials at once (warm worker processes; `OMP_NUM_THREADS` shares the cores).
         seed: seeds the sampler and every trial's run (`--seed_everything`).
         epochs: each trial's `--trainer.max_epochs`.
         overrides: `tsda fit` options for every trial (e.g. `--data.train_fraction 0.1`).

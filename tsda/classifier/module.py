@@ -187,13 +187,18 @@ class ClassifierModule(SeededModule):
 
         Only the training forward (grad enabled) is compiled, with static shapes: two graphs
         per run (the training batch and the epoch's last, partial one), each compiled once
-        and kept in inductor's on-disk cache for the campaign's later runs. Validation and
-        test (no grad, other batch sizes, inference mode: four more graphs) stay eager: they
-        are a few percent of a run, while compiling them costs more than they would save.
-        `self.net` itself is untouched, so checkpoints keep their keys and load uncompiled
-        anywhere. The fused Adam (one kernel over all parameters instead of a few per
-        tensor) is what the optimiser step needs to keep up with the fused training step;
-        it rounds like the foreach Adam, not bit-identically."""
+        and kept in inductor's on-disk cache for the campaign's later runs (and in the
+        process, for a warm worker's). Validation and test (no grad, other batch sizes,
+        inference mode: four more graphs) stay eager: they are a few percent of a run, while
+        compiling them costs more than they would save. A backbone that can run
+        channels-last (the CNN: `use_channels_last`) does, which is what makes bf16 fast on
+        CPU. Checkpoints keep their keys and shapes and load uncompiled anywhere. The fused
+        Adam (one kernel over all parameters instead of a few per tensor) is what the
+        optimiser step needs to keep up with the fused training step; it rounds like the
+        foreach Adam, not bit-identically."""
+        channels_last = getattr(self.net, "use_channels_last", None)
+        if channels_last is not None:
+            channels_last()
         self._compiled_net = torch.compile(self.net.forward, dynamic=False)
         self._fused_adam = True
 

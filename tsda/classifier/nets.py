@@ -5,7 +5,7 @@ Generators are guided through that seam, so every backbone exposes it.
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
@@ -22,20 +22,38 @@ class LatentClassifier(Protocol):
     def head(self, z: torch.Tensor) -> torch.Tensor: ...  # (B, D) -> (B, K)
 
 
+class SeqConv(nn.Conv2d):
+    """A bias-free Conv1d over the packets, held as a Conv2d with a `(1, k)` kernel on
+    `(B, C, 1, L)`: torch runs a Conv1d as exactly this Conv2d, so fp32 results are
+    bit-identical to `nn.Conv1d` (tested), while the 4-D form can take the channels-last
+    layout that oneDNN's bf16 kernels need to run fast on CPU (`use_channels_last`).
+    A checkpoint of the Conv1d form (weight `(C_out, C_in, k)`) loads unchanged."""
+
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int = 1, padding: int = 0) -> None:
+        super().__init__(c_in, c_out, (1, k), stride=(1, stride), padding=(0, padding), bias=False)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        weight = state_dict.get(prefix + "weight")
+        if isinstance(weight, torch.Tensor) and weight.dim() == 3:  # the Conv1d form
+            state_dict[prefix + "weight"] = weight.unsqueeze(2)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
 class ResBlock1d(nn.Module):
-    """Conv1d(k3, stride 2)+BN+ReLU, Conv1d(k3)+BN, plus a 1x1 stride-2 conv+BN shortcut,
-    then ReLU (CESNET's `CNN_ResBlock` block). `(B, C_in, L) -> (B, C_out, ceil(L/2))`."""
+    """Conv(k3, stride 2)+BN+ReLU, Conv(k3)+BN, plus a 1x1 stride-2 conv+BN shortcut,
+    then ReLU (CESNET's `CNN_ResBlock` block), over the packet axis of
+    `(B, C_in, 1, L) -> (B, C_out, 1, ceil(L/2))`."""
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv1d(c_in, c_out, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm1d(c_out),
+            SeqConv(c_in, c_out, 3, stride=2, padding=1),
+            nn.BatchNorm2d(c_out),
             nn.ReLU(inplace=True),
-            nn.Conv1d(c_out, c_out, 3, padding=1, bias=False),
-            nn.BatchNorm1d(c_out),
+            SeqConv(c_out, c_out, 3, padding=1),
+            nn.BatchNorm2d(c_out),
         )
-        self.shortcut = nn.Sequential(nn.Conv1d(c_in, c_out, 1, stride=2, bias=False), nn.BatchNorm1d(c_out))
+        self.shortcut = nn.Sequential(SeqConv(c_in, c_out, 1, stride=2), nn.BatchNorm2d(c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.body(x) + self.shortcut(x))
@@ -64,7 +82,8 @@ class FlowClassifier(nn.Module):
 class CNNResBlockClassifier(FlowClassifier):
     """The PAM 2024 backbone: Conv1d(3->64, k3)+BN+ReLU, ResBlock(64->64),
     ResBlock(64->128), global average pool, Linear(128->K). About 116k parameters for
-    K = 20; the 128-d pooled vector is the latent space."""
+    K = 20; the 128-d pooled vector is the latent space. The convolutions run as `(1, k)`
+    Conv2d on `(B, C, 1, L)` (`SeqConv`: the same results as Conv1d)."""
 
     def __init__(self, num_classes: int, in_channels: int = 3, width: int = 64, dropout: float = 0.0) -> None:
         super().__init__()
@@ -72,18 +91,27 @@ class CNNResBlockClassifier(FlowClassifier):
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.latent_dim = 2 * width
         self.features = nn.Sequential(
-            nn.Conv1d(in_channels, width, 3, padding=1, bias=False),
-            nn.BatchNorm1d(width),
+            SeqConv(in_channels, width, 3, padding=1),
+            nn.BatchNorm2d(width),
             nn.ReLU(inplace=True),
             ResBlock1d(width, width),
             ResBlock1d(width, 2 * width),
         )
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(2 * width, num_classes)
+        self.memory_format = torch.contiguous_format
+
+    def use_channels_last(self) -> None:
+        """Run the convolutions channels-last (weights and activations): on CPU, oneDNN's
+        bf16 convolutions and their backward run about twice as fast in that layout
+        (`benchmarks/train_step_modes.py`); fp32 results change by float rounding only.
+        Checkpoints keep the same keys and shapes."""
+        self.memory_format = torch.channels_last
+        self.features.to(memory_format=torch.channels_last)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x)  # (B, 2W, ceil(L/4))
-        return h.mean(dim=2)  # (B, D=2W)
+        h = self.features(x.unsqueeze(2).contiguous(memory_format=self.memory_format))  # (B, 2W, 1, ceil(L/4))
+        return h.mean(dim=(2, 3))  # (B, D=2W)
 
     def head(self, z: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(z))

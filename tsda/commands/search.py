@@ -65,7 +65,7 @@ def build_parser() -> ArgumentParser:
         "--out", type=str | None, default=None, help="search directory: study.db, trials/, search.json, policy.yaml"
     )
     p.add_argument("--trials", type=int, default=16, help="trials wanted in all (a rerun resumes)")
-    p.add_argument("--workers", type=int, default=1, help="trials at once, each a process")
+    p.add_argument("--workers", type=int, default=1, help="trials at once, in warm worker processes")
     p.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial's run")
     p.add_argument("--epochs", type=int, default=8, help="each trial's --trainer.max_epochs")
     p.add_argument("--wandb.mode", type=str, default="auto", help="W&B mode of the trials and the summary run")
