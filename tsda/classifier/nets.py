@@ -107,7 +107,7 @@ class CNNResBlockClassifier(FlowClassifier):
         (`benchmarks/train_step_modes.py`); fp32 results change by float rounding only.
         Checkpoints keep the same keys and shapes."""
         self.memory_format = torch.channels_last
-        self.features.to(memory_format=torch.channels_last)
+        self.features.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # documented, untyped
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         h = self.features(x.unsqueeze(2).contiguous(memory_format=self.memory_format))  # (B, 2W, 1, ceil(L/4))
