@@ -323,3 +323,29 @@ def test_compile_is_refused_for_a_module_without_networks_to_compile() -> None:
 
     with pytest.raises(TsdaError, match="--compile"):
         compile_networks(L.LightningModule())
+
+
+def test_a_run_of_the_conv1d_form_resumes(tmp_path) -> None:
+    """`--ckpt_path` of a run written when the CNN's convolutions were Conv1d: its weights and
+    its Adam moments (3-D for the convolutions) load, and training goes on."""
+    from support.tiny import datamodule, trainer as tiny_trainer
+
+    torch.manual_seed(0)
+    data = datamodule()
+    module = ClassifierModule(num_classes=data.num_classes, class_names=data.class_names, backbone_kwargs={"width": 8})
+    trainer = tiny_trainer(tmp_path, 1)
+    trainer.fit(module, datamodule=data)
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    old = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    old["state_dict"] = {k: v.squeeze(2) if v.dim() == 4 else v for k, v in old["state_dict"].items()}
+    for values in old["optimizer_states"][0]["state"].values():
+        for key, value in values.items():
+            if value.dim() == 4:
+                values[key] = value.squeeze(2)
+    torch.save(old, tmp_path / "conv1d.ckpt")
+    resumed = ClassifierModule(num_classes=data.num_classes, class_names=data.class_names, backbone_kwargs={"width": 8})
+    again = tiny_trainer(tmp_path, 2)
+    again.fit(resumed, datamodule=data, ckpt_path=tmp_path / "conv1d.ckpt")
+    assert again.current_epoch == 2
+    moments = again.optimizers[0].state[resumed.net.features[0].weight]["exp_avg"]
+    assert moments.shape == resumed.net.features[0].weight.shape

@@ -16,6 +16,7 @@ from tsda.augment.base import Augmentation, select
 from tsda.classifier.nets import BackboneName, FlowClassifier, build_classifier
 from tsda.data.batch import FlowBatch
 from tsda.lit import check_class_names
+from tsda.lit.checkpoint import reshape_optimizer_states
 from tsda.lit.rng import SeededModule
 
 Policy = Literal["double", "replace"]
@@ -213,6 +214,10 @@ class ClassifierModule(SeededModule):
         # on resume); its repr is kept beside them for the record
         checkpoint["augmentation_repr"] = repr(self.augmentation) if self.augmentation is not None else None
         super().on_save_checkpoint(checkpoint)  # the run generator's state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)  # the run generator's state
+        reshape_optimizer_states(checkpoint, list(self.parameters()))  # resuming an older form's run
 
     def on_fit_start(self) -> None:
         self.prepare_augmentation(getattr(self.trainer, "datamodule", None))
