@@ -328,7 +328,8 @@ def test_compile_is_refused_for_a_module_without_networks_to_compile() -> None:
 def test_a_run_of_the_conv1d_form_resumes(tmp_path) -> None:
     """`--ckpt_path` of a run written when the CNN's convolutions were Conv1d: its weights and
     its Adam moments (3-D for the convolutions) load, and training goes on."""
-    from support.tiny import datamodule, trainer as tiny_trainer
+    from support.tiny import datamodule
+    from support.tiny import trainer as tiny_trainer
 
     torch.manual_seed(0)
     data = datamodule()
