@@ -14,8 +14,8 @@ its entry in `EXECUTORS`; `run_campaign` and the command find it there.
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import runpy
 import shutil
 import signal
 import subprocess
@@ -123,26 +123,22 @@ def _output_to(path: Path) -> Iterator[None]:
 
 @contextmanager
 def _as_fit_command(args: Sequence[str], cwd: str) -> Iterator[None]:
-    """For the block, this process is `python -m tsda.cli fit ARGS` run in `cwd` (when it
-    exists), and what a run changes in the process is put back afterwards: the working
+    """For the block, `sys.argv` is `tsda fit ARGS` and the working directory `cwd` (when it
+    exists); what a run changes in the process is put back afterwards: the working
     directory, the environment (Lightning sets the DDP ranks' variables and the global seed
     there), warnings filters (once-only warnings show again in the next run's log) and a
-    process group a DDP run left initialised. The command line matters: Lightning's DDP
-    launcher starts the other ranks by running `python -m <__main__'s module> <argv[1:]>`,
-    which in a worker would otherwise be the campaign's own command."""
-    import __main__
-
+    process group a DDP run left initialised."""
     here, environ, argv = os.getcwd(), dict(os.environ), sys.argv
-    spec = getattr(__main__, "__spec__", None)
     try:
         with warnings.catch_warnings():
+            # runpy notes that the dispatcher may be imported already; it only reads argv
+            warnings.filterwarnings("ignore", message=".*found in sys.modules.*", category=RuntimeWarning)
             sys.argv = [argv[0] if argv else "tsda", "fit", *args]
-            __main__.__spec__ = importlib.util.find_spec("tsda.cli")
             if Path(cwd).is_dir():
                 os.chdir(cwd)
             yield
     finally:
-        sys.argv, __main__.__spec__ = argv, spec
+        sys.argv = argv
         os.chdir(here)
         os.environ.clear()
         os.environ.update(environ)
@@ -152,13 +148,13 @@ def _as_fit_command(args: Sequence[str], cwd: str) -> Iterator[None]:
 
 
 def _fit_here(args: Sequence[str], cwd: str) -> int:
-    """`tsda fit ARGS` in this process (`_as_fit_command`); its exit status (2: bad input, as
-    the command reports it; 1: a crash, its traceback printed)."""
-    from tsda.cli import main
-
+    """`python -m tsda.cli fit ARGS` run in this process (`runpy`, as `-m` runs it: the
+    dispatcher is `__main__` for the run, which is also what Lightning's DDP launcher re-runs
+    to start the other ranks); its exit status (2: bad input, as the command reports it;
+    1: a crash, its traceback printed)."""
     try:
         with _as_fit_command(args, cwd):
-            main(["fit", *args])
+            runpy.run_module("tsda.cli", run_name="__main__", alter_sys=True)
     except SystemExit as exc:
         if isinstance(exc.code, int) or exc.code is None:
             return exc.code or 0

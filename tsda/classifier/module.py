@@ -217,7 +217,8 @@ class ClassifierModule(SeededModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)  # the run generator's state
-        reshape_optimizer_states(checkpoint, list(self.parameters()))  # resuming an older form's run
+        if len(checkpoint.get("optimizer_states") or []) == 1:  # this class's one Adam (a subclass may have more)
+            reshape_optimizer_states(checkpoint, list(self.parameters()))  # resuming an older form's run
 
     def on_fit_start(self) -> None:
         self.prepare_augmentation(getattr(self.trainer, "datamodule", None))

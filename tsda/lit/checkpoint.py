@@ -130,17 +130,15 @@ def load_module(cls: type[M], path: str | os.PathLike[str], **kwargs: Any) -> M:
 
 
 def reshape_optimizer_states(checkpoint: dict[str, Any], params: list[torch.Tensor]) -> None:
-    """Give every optimiser state tensor of `checkpoint` its parameter's shape where it holds
-    the same number of elements in another shape: the moments a checkpoint of an earlier form
-    of a network kept (the CNN's convolution weights were `(C_out, C_in, k)`, now
-    `(C_out, C_in, 1, k)`), so that `--ckpt_path` resumes such a run. `params` are in the
-    optimiser's order (its state is keyed by their index)."""
-    for state in checkpoint.get("optimizer_states", []):
-        for index, values in state.get("state", {}).items():
-            if not isinstance(index, int) or index >= len(params):
-                continue
-            shape = params[index].shape
-            for key, value in values.items():  # moments have the parameter's elements; `step` is 0-d
-                if isinstance(value, torch.Tensor) and value.dim() and value.shape != shape:
-                    if value.numel() == params[index].numel():
-                        values[key] = value.reshape(shape)
+    """Give the optimiser moments of a weight that has since gained a singleton axis (the
+    CNN's convolution weights were `(C_out, C_in, k)`, now `(C_out, C_in, 1, k)`) that axis, so
+    that `--ckpt_path` resumes a run of the earlier form. `checkpoint` holds one optimiser
+    over `params`, in its order (its state is keyed by their index)."""
+    (state,) = checkpoint.get("optimizer_states") or [{}]
+    for index, values in state.get("state", {}).items():
+        if not isinstance(index, int) or index >= len(params) or params[index].dim() != 4:
+            continue
+        shape = params[index].shape
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor) and value.shape == shape[:2] + shape[3:] and shape[2] == 1:
+                values[key] = value.unsqueeze(2)
