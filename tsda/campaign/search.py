@@ -13,7 +13,7 @@ Why Optuna: its TPE sampler is the standard for a few dozen expensive trials ove
 mixed parameters, its SQLite storage (`OUT/study.db`) makes a search resumable for free
 (a rerun loads the study; `trials` is the total wanted), and it is well kept and small; a
 hand-written random or grid search would need its own storage and resume, and Ray Tune
-would bring a cluster runtime a search of subprocesses does not need.
+would bring a cluster runtime a search of local worker processes does not need.
 
 Resume: finished trials (complete, or failed runs) count towards `trials` and are never
 rerun; a trial left running by a killed search is marked failed (`interrupted`) and its
