@@ -164,3 +164,11 @@ def test_two_runs_in_one_process_log_two_wandb_runs(tmp_path: Path, monkeypatch:
         run_dir, summary = offline_summary(tmp_path / "out" / "runs" / "a" / f"seed{seed}" / "wandb")
         metrics = json.loads((run_dir.parents[1] / "metrics.json").read_text())
         assert summary["test_weighted_f1"] == pytest.approx(metrics["test_weighted_f1"])
+
+
+@pytest.mark.parametrize(("option", "value"), [("workers", 0), ("runs_per_worker", -1), ("members_per_job", -2)])
+def test_bad_executor_settings_stop_before_anything_is_written(tmp_path: Path, option: str, value: int) -> None:
+    spec = CampaignSpec.from_yaml(write_spec(tmp_path, {"a": {}}, seeds=[0]))
+    with pytest.raises(ValueError, match=f"--{option} must be >= {1 if option == 'workers' else 0}, got {value}"):
+        run_campaign(spec, tmp_path / "out", **{option: value})
+    assert not (tmp_path / "out").exists()

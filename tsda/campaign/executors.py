@@ -55,6 +55,11 @@ class ExecutorOptions:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
 
+    def __post_init__(self) -> None:
+        for name, least in (("workers", 1), ("runs_per_worker", 0), ("members_per_job", 0)):
+            if getattr(self, name) < least:
+                raise ValueError(f"--{name} must be >= {least}, got {getattr(self, name)}")
+
 
 # -- one run --------------------------------------------------------------------------------
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec

@@ -69,6 +69,14 @@ def run_campaign(
     `runs_per_worker`: runs per worker process of the local executor (0 = no limit); the
     `tsda campaign` command passes `check_fit_args`."""
     execute = executor_for(executor)
+    options = ExecutorOptions(  # checked here, before anything is written
+        workers=workers,
+        runs_per_worker=runs_per_worker,
+        members_per_job=members_per_job,
+        address=address,
+        num_cpus=spec.resources["num_cpus"] if num_cpus is None else num_cpus,
+        num_gpus=spec.resources["num_gpus"] if num_gpus is None else num_gpus,
+    )
     if check is not None:
         validate_conditions(plan(spec, Path(out), extra, conditions, seeds[:1] if seeds else spec.seeds[:1]), check)
     out = Path(out)
@@ -82,13 +90,5 @@ def run_campaign(
         store.record(row)
         _print_row(row)
 
-    options = ExecutorOptions(
-        workers=workers,
-        runs_per_worker=runs_per_worker,
-        members_per_job=members_per_job,
-        address=address,
-        num_cpus=spec.resources["num_cpus"] if num_cpus is None else num_cpus,
-        num_gpus=spec.resources["num_gpus"] if num_gpus is None else num_gpus,
-    )
     execute(todo, on_result, options)
     return store.frame
