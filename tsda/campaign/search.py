@@ -5,7 +5,8 @@ writes it to `OUT/trials/<number>/policy.yaml` and trains it as `tsda fit -c BAS
 [overrides] --model.init_args.augmentation policy.yaml --trainer.max_epochs E
 --seed_everything S --test_after_fit false` in a warm worker process (`run_job` in a
 `WorkerPool`, as the campaign's local executor runs its runs) into
-`OUT/trials/<number>/run/`; its value is the run's best validation weighted F1 (`best_score` in `metrics.json`: the checkpoint monitor's best).
+`OUT/trials/<number>/run/`; its value is the run's best validation weighted F1
+(`best_score` in `metrics.json`: the checkpoint monitor's best).
 The test split is never read: `--test_after_fit false`, and `FlowDataModule.setup("fit")`
 encodes only the training and validation flows.
 

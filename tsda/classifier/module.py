@@ -192,8 +192,8 @@ class ClassifierModule(SeededModule):
         process, for a warm worker's). Validation and test (no grad, other batch sizes,
         inference mode: four more graphs) stay eager: they are a few percent of a run, while
         compiling them costs more than they would save. A backbone that can run
-        channels-last (the CNN: `use_channels_last`) does, which is what makes bf16 fast on
-        CPU. Checkpoints keep their keys and shapes and load uncompiled anywhere. The fused
+        channels-last (the CNN: `use_channels_last`) does, the layout bf16 convolutions
+        prefer. Checkpoints keep their keys and shapes and load uncompiled anywhere. The fused
         Adam (one kernel over all parameters instead of a few per tensor) is what the
         optimiser step needs to keep up with the fused training step; it rounds like the
         foreach Adam, not bit-identically."""

@@ -24,10 +24,11 @@ class LatentClassifier(Protocol):
 
 class SeqConv(nn.Conv2d):
     """A bias-free Conv1d over the packets, held as a Conv2d with a `(1, k)` kernel on
-    `(B, C, 1, L)`: torch runs a Conv1d as exactly this Conv2d, so fp32 results are
-    bit-identical to `nn.Conv1d` (tested), while the 4-D form can take the channels-last
-    layout that oneDNN's bf16 kernels need to run fast on CPU (`use_channels_last`).
-    A checkpoint of the Conv1d form (weight `(C_out, C_in, k)`) loads unchanged."""
+    `(B, C, 1, L)`: torch runs a Conv1d as exactly this Conv2d, so fp32 and bf16 results are
+    bit-identical to `nn.Conv1d` (tested), while inductor compiles the 4-D form into a much
+    faster bf16 training step on CPU (`benchmarks/RESULTS.md`), and the 4-D form can run
+    channels-last (`use_channels_last`). A checkpoint of the Conv1d form (weight
+    `(C_out, C_in, k)`) loads unchanged."""
 
     def __init__(self, c_in: int, c_out: int, k: int, stride: int = 1, padding: int = 0) -> None:
         super().__init__(c_in, c_out, (1, k), stride=(1, stride), padding=(0, padding), bias=False)
@@ -102,10 +103,10 @@ class CNNResBlockClassifier(FlowClassifier):
         self.memory_format = torch.contiguous_format
 
     def use_channels_last(self) -> None:
-        """Run the convolutions channels-last (weights and activations): on CPU, oneDNN's
-        bf16 convolutions and their backward run about twice as fast in that layout
-        (`benchmarks/train_step_modes.py`); fp32 results change by float rounding only.
-        Checkpoints keep the same keys and shapes."""
+        """Run the convolutions channels-last (weights and activations), the layout oneDNN's
+        and cuDNN's bf16 convolutions prefer: on CPU an eager bf16 step runs about twice as
+        fast (a compiled one hardly changes: `benchmarks/train_step_modes.py`); results
+        change by float rounding only. Checkpoints keep the same keys and shapes."""
         self.memory_format = torch.channels_last
         self.features.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # documented, untyped
 
