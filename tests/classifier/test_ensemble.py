@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from support.campaign import BASE, runner, wait_rows, write_spec
+from support.campaign import TINY_FIT, TRANSLATION, runner, wait_rows, write_spec
 
 from tsda.campaign import CampaignSpec, run_campaign
 from tsda.campaign.executors import ensemble_chunks
@@ -27,27 +27,6 @@ from tsda.commands.fit import run_fit
 from tsda.lit.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_ARGS = [
-    "-c",
-    str(BASE),
-    "--data.synthetic_scale",
-    "0.03",
-    "--data.synthetic_apps",
-    "4",
-    "--data.min_class_size",
-    "5",
-    "--data.batch_size",
-    "16",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--latent_plot",
-    "false",
-    "--model.init_args.backbone_kwargs",
-    "{width: 8}",
-    "--model.init_args.latent_points",
-    "50",
-]
-TRANSLATION = ["--model.init_args.augmentation", str(REPO / "configs/augment/translation.yaml")]
 #: a policy: each flow its own op and magnitude, drawn from the member's own generator
 TRIVIAL = [
     "--model.init_args.augmentation",
@@ -84,7 +63,7 @@ def _weights_after(
 
 @pytest.mark.parametrize("augment", [[], TRANSLATION, TRIVIAL], ids=["no_aug", "translation", "trivial_augment"])
 def test_member_k_ends_with_the_weights_of_a_separate_run_with_seed_k(tmp_path: Path, augment: list[str]) -> None:
-    args = [*TINY_ARGS, "--trainer.max_steps", "5", *augment]
+    args = [*TINY_FIT, "--trainer.max_steps", "5", *augment]
     ensemble, separate = _weights_after(args, [0, 1, 2], tmp_path)
     for seed, state in ensemble.items():
         assert state.keys() == separate[seed].keys()
@@ -95,7 +74,7 @@ def test_member_k_ends_with_the_weights_of_a_separate_run_with_seed_k(tmp_path: 
 
 
 def test_stacked_forward_equals_each_net(tmp_path: Path) -> None:
-    runs = [Run([*TINY_ARGS, "--seed_everything", str(s)]) for s in (0, 1)]
+    runs = [Run([*TINY_FIT, "--seed_everything", str(s)]) for s in (0, 1)]
     stack = StackedClassifier([r.model.net for r in runs])
     runs[0].datamodule.setup()
     x = runs[0].datamodule.tensors["val"].x[:32]  # (32, 3, L)
@@ -105,7 +84,7 @@ def test_stacked_forward_equals_each_net(tmp_path: Path) -> None:
 
 
 def test_stopped_members_leave_the_stack_with_their_optimiser_state() -> None:
-    runs = [Run([*TINY_ARGS, "--seed_everything", str(s)]) for s in (0, 1, 2)]
+    runs = [Run([*TINY_FIT, "--seed_everything", str(s)]) for s in (0, 1, 2)]
     stack = StackedClassifier([r.model.net for r in runs])
     optimizer = torch.optim.Adam(stack.params.values(), lr=1e-3)
     runs[0].datamodule.setup()
@@ -126,7 +105,7 @@ def test_members_stop_on_their_own_and_write_fit_run_directories(tmp_path: Path)
     jobs = tmp_path / "jobs.json"
     runs = [
         [
-            *TINY_ARGS,
+            *TINY_FIT,
             "--trainer.max_epochs",
             "6",
             "--patience",
@@ -177,18 +156,18 @@ def test_members_stop_on_their_own_and_write_fit_run_directories(tmp_path: Path)
 
 
 def test_runs_that_cannot_stack_are_grouped_or_run_alone(tmp_path: Path) -> None:
-    plain = Run([*TINY_ARGS, "--seed_everything", "0"])
-    other_seed = Run([*TINY_ARGS, "--seed_everything", "5"])
-    augmented = Run([*TINY_ARGS, *TRANSLATION])
-    bigger = Run([*TINY_ARGS, "--data.batch_size", "32"])
-    clipped = Run([*TINY_ARGS, "--trainer.gradient_clip_val", "1.0", "--run_dir", str(tmp_path / "c")])
+    plain = Run([*TINY_FIT, "--seed_everything", "0"])
+    other_seed = Run([*TINY_FIT, "--seed_everything", "5"])
+    augmented = Run([*TINY_FIT, *TRANSLATION])
+    bigger = Run([*TINY_FIT, "--data.batch_size", "32"])
+    clipped = Run([*TINY_FIT, "--trainer.gradient_clip_val", "1.0", "--run_dir", str(tmp_path / "c")])
     assert batch_key(plain) == batch_key(other_seed)
     assert batch_key(plain) != batch_key(augmented)  # policy double: 2B flows per step
     assert batch_key(plain) != batch_key(bigger)
     assert "gradient_clip_val" in unbatchable(clipped)
     gru = Run(
         [
-            *TINY_ARGS,
+            *TINY_FIT,
             "--model.init_args.backbone",
             "gru",
             "--model.init_args.backbone_kwargs",
@@ -198,9 +177,9 @@ def test_runs_that_cannot_stack_are_grouped_or_run_alone(tmp_path: Path) -> None
         ]
     )
     assert "recurrent" in unbatchable(gru)  # vmap has no rule for nn.GRU: it runs as a plain fit
-    compiled = Run([*TINY_ARGS, "--compile", "true", "--run_dir", str(tmp_path / "c")])
+    compiled = Run([*TINY_FIT, "--compile", "true", "--run_dir", str(tmp_path / "c")])
     assert "--compile" in unbatchable(compiled)  # routed to a plain (compiled) tsda fit, not ignored
-    assert unbatchable(Run([*TINY_ARGS, "--run_dir", str(tmp_path / "p")])) is None
+    assert unbatchable(Run([*TINY_FIT, "--run_dir", str(tmp_path / "p")])) is None
 
 
 def test_chunks_keep_a_conditions_seeds_together(tmp_path: Path) -> None:
@@ -287,7 +266,7 @@ def test_the_ensembles_flows_live_on_its_device(tmp_path: Path) -> None:
     CPU next to members on the module's device (a CUDA run would step CPU flows through CUDA
     weights). On its device, the meta device standing in for a GPU here, everything a step
     touches lives: members, and every tensor of every split."""
-    run = Run([*TINY_ARGS, "--run_dir", str(tmp_path / "r")])
+    run = Run([*TINY_FIT, "--run_dir", str(tmp_path / "r")])
     module = EnsembleModule([run.model], run.datamodule, patience=2)
     module._device = torch.device("meta")  # what Lightning's device placement sets
     module.on_fit_start()
@@ -304,16 +283,16 @@ def test_bf16_mixed_runs_stack_and_train_under_autocast(tmp_path: Path) -> None:
     (about lr = 1e-3 each, whatever the gradient's size) turn that into differences of the
     order of a step, as large as those between bf16 and float32 runs."""
     bf16 = ["--trainer.precision", "bf16-mixed"]
-    run = Run([*TINY_ARGS, *bf16, "--run_dir", str(tmp_path / "b")])
+    run = Run([*TINY_FIT, *bf16, "--run_dir", str(tmp_path / "b")])
     assert unbatchable(run) is None
-    assert batch_key(run) != batch_key(Run([*TINY_ARGS, "--run_dir", str(tmp_path / "f")]))
+    assert batch_key(run) != batch_key(Run([*TINY_FIT, "--run_dir", str(tmp_path / "f")]))
     assert "precision" in unbatchable(
-        Run([*TINY_ARGS, "--trainer.precision", "16-mixed", "--run_dir", str(tmp_path / "h")])
+        Run([*TINY_FIT, "--trainer.precision", "16-mixed", "--run_dir", str(tmp_path / "h")])
     )
-    args = [*TINY_ARGS, "--trainer.max_steps", "3", *bf16]
+    args = [*TINY_FIT, "--trainer.max_steps", "3", *bf16]
     ensemble, separate = _weights_after(args, [0, 1], tmp_path, precision="bf16-mixed", max_steps=3)
     fp32 = fit_ensemble(
-        [Run([*TINY_ARGS, "--seed_everything", "0"]).model], run.datamodule, EnsembleSettings(max_epochs=1, max_steps=3)
+        [Run([*TINY_FIT, "--seed_everything", "0"]).model], run.datamodule, EnsembleSettings(max_epochs=1, max_steps=3)
     )[0].best_state
     for seed, state in ensemble.items():
         for name, value in state.items():

@@ -24,6 +24,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from support.campaign import TINY_FIT, TRANSLATION
 from support.tiny import N_PACKETS, TINY_GAN, class_table, datamodule, fit_classifier
 
 from tsda.augment.catalog import build_augmentation
@@ -42,28 +43,6 @@ from tsda.seeds import seeded_generator
 REPO = Path(__file__).resolve().parents[2]
 CUDA = torch.cuda.is_available()
 NAMES = ["small_up", "big_down", "mixed"]
-#: `tsda fit` on a sliver of the embedded dataset (as tests/classifier/test_ensemble.py's TINY_ARGS)
-TINY_FIT = [
-    "-c",
-    str(REPO / "configs/experiment/synthetic_baseline.yaml"),
-    "--data.synthetic_scale",
-    "0.03",
-    "--data.synthetic_apps",
-    "4",
-    "--data.min_class_size",
-    "5",
-    "--data.batch_size",
-    "16",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--latent_plot",
-    "false",
-    "--model.init_args.backbone_kwargs",
-    "{width: 8}",
-    "--model.init_args.latent_points",
-    "50",
-]
-TRANSLATION = ["--model.init_args.augmentation", str(REPO / "configs/augment/translation.yaml")]
 #: the embedded dataset, small, for the commands that read flows
 TINY_DATA = ["--data.synthetic_scale", "0.02", "--data.synthetic_apps", "4", "--data.min_class_size", "5"]
 #: the in-memory 3-class tables of support.tiny written to Parquet, as tests/metrics/test_fidelity.py reads them

@@ -14,6 +14,28 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = REPO / "configs" / "experiment" / "synthetic_baseline.yaml"
+#: `tsda fit` on a sliver of the embedded dataset (4 apps, width-8 CNN): the ensemble and GPU tests' run
+TINY_FIT = [
+    "-c",
+    str(BASE),
+    "--data.synthetic_scale",
+    "0.03",
+    "--data.synthetic_apps",
+    "4",
+    "--data.min_class_size",
+    "5",
+    "--data.batch_size",
+    "16",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--latent_plot",
+    "false",
+    "--model.init_args.backbone_kwargs",
+    "{width: 8}",
+    "--model.init_args.latent_points",
+    "50",
+]
+TRANSLATION = ["--model.init_args.augmentation", str(REPO / "configs/augment/translation.yaml")]
 
 
 TINY = {
